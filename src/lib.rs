@@ -1,0 +1,8 @@
+//! mlimg: a daemonless, reproducible OCI image builder for machine-learning services.
+//!
+//! Data flows one way: [`spec`] → [`plan`] → [`layer`] (via [`cache`]) → [`image`] → [`output`].
+//! [`build`] is the orchestrator; [`registry`] and [`sources`] do the network and source I/O.
+
+pub mod plan;
+pub mod registry;
+pub mod sources;

@@ -1,0 +1,95 @@
+//! The build plan: a pure value describing every layer to write and the image settings.
+//!
+//! `spec` → `plan` is pure apart from walking the source trees (to list entries);
+//! `layer` turns each [`LayerPlan`] into a blob.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// What a layer is for; named in the image history and the `--json` report.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(tag = "kind", content = "name", rename_all = "lowercase")]
+pub enum LayerRole {
+    Base,
+    Deps(String),
+    Weights(String),
+    App,
+}
+
+impl fmt::Display for LayerRole {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LayerRole::Base => write!(f, "base"),
+            LayerRole::Deps(n) => write!(f, "deps {n}"),
+            LayerRole::Weights(n) => write!(f, "weights {n}"),
+            LayerRole::App => write!(f, "app"),
+        }
+    }
+}
+
+/// Layer compression.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Compression {
+    Gzip,
+    Zstd,
+    None,
+}
+
+impl Compression {
+    pub fn media_type(self) -> &'static str {
+        match self {
+            Compression::Gzip => "application/vnd.oci.image.layer.v1.tar+gzip",
+            Compression::Zstd => "application/vnd.oci.image.layer.v1.tar+zstd",
+            Compression::None => "application/vnd.oci.image.layer.v1.tar",
+        }
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Compression::Gzip => "gzip",
+            Compression::Zstd => "zstd",
+            Compression::None => "none",
+        }
+    }
+}
+
+/// Where the bytes of one tar entry come from.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Content {
+    /// A directory (no bytes).
+    Dir,
+    /// A regular file on local disk, streamed when the layer is written.
+    File { path: PathBuf, size: u64 },
+    /// A symbolic link; the target is kept verbatim.
+    Symlink(String),
+    /// Small generated content (launcher scripts, RECORD, INSTALLER, ...).
+    Inline(Arc<[u8]>),
+    /// One member of a zip archive (a wheel), streamed out of the archive.
+    ZipMember {
+        archive: PathBuf,
+        name: String,
+        size: u64,
+    },
+}
+
+/// One tar entry: an absolute image path (stored without the leading `/`), its mode and content.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Entry {
+    /// Path inside the image, relative to `/`, `/`-separated, no `.` or `..` components,
+    /// no trailing slash. Example: `app/main.py`.
+    pub path: String,
+    /// Permission bits only (e.g. 0o644, 0o755).
+    pub mode: u32,
+    pub content: Content,
+}
+
+impl Entry {
+    pub fn size(&self) -> u64 {
+        match &self.content {
+            Content::File { size, .. } | Content::ZipMember { size, .. } => *size,
+            Content::Inline(b) => b.len() as u64,
+            Content::Dir | Content::Symlink(_) => 0,
+        }
+    }
+}

@@ -1,0 +1,1 @@
+//! Registry access: references, auth, pull and push.

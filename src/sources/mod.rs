@@ -1,0 +1,1 @@
+//! Where layer contents come from: local trees, the Hugging Face Hub, Python wheels.
