@@ -93,3 +93,7 @@ impl Entry {
         }
     }
 }
+
+/// Default compression for weights layers: dense float data barely compresses, so paying
+/// gzip's CPU cost buys little (numbers in docs/benchmarks.md).
+pub const DEFAULT_WEIGHTS_COMPRESSION: Compression = Compression::None;

@@ -1,0 +1,225 @@
+//! The spec file (`mlimg.toml`): loading, validation, and the validated [`Spec`] value.
+//!
+//! Every error names the file, line:column and the field (e.g. `weights[0].dest`), with a hint
+//! where one helps. Relative paths resolve against the spec file's folder.
+
+mod raw;
+mod validate;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::plan::Compression;
+
+pub use validate::{check_image_path, parse_platform};
+
+/// A validated spec.
+#[derive(Debug, Clone)]
+pub struct Spec {
+    /// The spec file.
+    pub path: PathBuf,
+    /// The folder relative paths resolve against.
+    pub dir: PathBuf,
+    pub image: ImageSpec,
+    pub python: Option<PythonSpec>,
+    pub deps: Vec<DepsSpec>,
+    pub weights: Vec<WeightsSpec>,
+    pub app: Option<AppSpec>,
+    pub config: ConfigSpec,
+}
+
+#[derive(Debug, Clone)]
+pub struct ImageSpec {
+    pub name: Option<String>,
+    pub tags: Vec<String>,
+    pub base: BaseSpec,
+    pub platforms: Vec<Platform>,
+}
+
+/// Where the base image comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BaseSpec {
+    Scratch,
+    /// A local OCI image layout: `oci:PATH[:TAG]`.
+    OciLayout { path: PathBuf, tag: Option<String> },
+    /// A registry reference, e.g. `docker.io/library/python:3.11-slim`.
+    Registry(String),
+}
+
+impl fmt::Display for BaseSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BaseSpec::Scratch => write!(f, "scratch"),
+            BaseSpec::OciLayout { path, tag: Some(t) } => write!(f, "oci:{}:{t}", path.display()),
+            BaseSpec::OciLayout { path, tag: None } => write!(f, "oci:{}", path.display()),
+            BaseSpec::Registry(r) => write!(f, "{r}"),
+        }
+    }
+}
+
+/// An OCI platform: `os/arch[/variant]`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+pub struct Platform {
+    pub os: String,
+    pub architecture: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub variant: Option<String>,
+}
+
+impl fmt::Display for Platform {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.os, self.architecture)?;
+        if let Some(v) = &self.variant {
+            write!(f, "/{v}")?;
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct PythonSpec {
+    pub version: (u32, u32),
+    pub prefix: String,
+    /// `glibc 2.36` or `musl 1.2`, parsed.
+    pub libc: Option<(String, u32, u32)>,
+}
+
+#[derive(Debug, Clone)]
+pub struct DepsSpec {
+    pub name: String,
+    pub source: DepsSource,
+    /// Image path for `dir` sets (absolute, normalized).
+    pub dest: Option<String>,
+    pub index_url: Option<String>,
+    pub find_links: Vec<PathBuf>,
+    pub compression: Compression,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DepsSource {
+    /// A prepared tree, copied as is.
+    Dir(PathBuf),
+    /// A pinned requirements file (`==` and `--hash`).
+    Requirements(PathBuf),
+    /// A PEP 751 `pylock.toml`.
+    Pylock(PathBuf),
+}
+
+#[derive(Debug, Clone)]
+pub struct WeightsSpec {
+    pub name: String,
+    pub source: WeightsSource,
+    pub dest: String,
+    pub compression: Compression,
+    pub include: Vec<String>,
+    pub exclude: Vec<String>,
+    pub layering: Layering,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WeightsSource {
+    /// A local file or folder.
+    Local(PathBuf),
+    /// `hf://org/repo` at a revision, optionally a subfolder.
+    Hub {
+        repo: String,
+        revision: String,
+        subfolder: Option<String>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layering {
+    One,
+    PerFile,
+}
+
+#[derive(Debug, Clone)]
+pub struct AppSpec {
+    pub src: PathBuf,
+    pub dest: String,
+    pub exclude: Vec<String>,
+    pub compression: Compression,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ConfigSpec {
+    pub entrypoint: Option<Vec<String>>,
+    pub cmd: Option<Vec<String>>,
+    /// Values with `${weights.NAME.dest}` already substituted.
+    pub env: BTreeMap<String, String>,
+    pub workdir: Option<String>,
+    pub user: Option<String>,
+    /// Normalized `PORT/proto`.
+    pub ports: Vec<String>,
+    pub volumes: Vec<String>,
+    pub labels: BTreeMap<String, String>,
+    pub annotations: BTreeMap<String, String>,
+    pub stop_signal: Option<String>,
+    pub healthcheck: Option<Healthcheck>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Healthcheck {
+    pub test: Vec<String>,
+    pub interval: Option<Duration>,
+    pub timeout: Option<Duration>,
+    pub start_period: Option<Duration>,
+    pub retries: Option<u32>,
+}
+
+/// A spec error: file, position, field, message, and an optional hint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpecError {
+    pub file: PathBuf,
+    pub line: usize,
+    pub column: usize,
+    pub field: String,
+    pub message: String,
+    pub hint: Option<String>,
+}
+
+impl fmt::Display for SpecError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file.display())?;
+        if self.line > 0 {
+            write!(f, ":{}:{}", self.line, self.column)?;
+        }
+        if !self.field.is_empty() {
+            write!(f, ": {}", self.field)?;
+        }
+        write!(f, ": {}", self.message)?;
+        if let Some(h) = &self.hint {
+            write!(f, "\n  hint: {h}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for SpecError {}
+
+impl Spec {
+    /// Reads and validates a spec file.
+    pub fn load(path: &Path) -> Result<Spec, SpecError> {
+        let text = std::fs::read_to_string(path).map_err(|e| SpecError {
+            file: path.to_path_buf(),
+            line: 0,
+            column: 0,
+            field: String::new(),
+            message: format!("cannot read the spec: {e}"),
+            hint: if e.kind() == std::io::ErrorKind::NotFound {
+                Some("pass the spec with -f FILE, or run mlimg in the folder that holds mlimg.toml".into())
+            } else {
+                None
+            },
+        })?;
+        Spec::parse(path, &text)
+    }
+
+    /// Validates spec text; `path` names the file in errors and anchors relative paths.
+    pub fn parse(path: &Path, text: &str) -> Result<Spec, SpecError> {
+        validate::parse(path, text)
+    }
+}

@@ -1,0 +1,142 @@
+//! The spec file as written: serde types that mirror `mlimg.toml` one to one.
+//! Every field that is validated after parsing keeps its span, so errors can name line and column.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+pub type S<T> = Spanned<T>;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSpec {
+    pub image: S<RawImage>,
+    #[serde(default)]
+    pub python: Option<S<RawPython>>,
+    #[serde(default)]
+    pub deps: Vec<S<RawDeps>>,
+    #[serde(default)]
+    pub weights: Vec<S<RawWeights>>,
+    #[serde(default)]
+    pub app: Option<S<RawApp>>,
+    #[serde(default)]
+    pub config: Option<RawConfig>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawImage {
+    #[serde(default)]
+    pub name: Option<S<String>>,
+    #[serde(default)]
+    pub tags: Vec<S<String>>,
+    #[serde(default)]
+    pub base: Option<S<String>>,
+    #[serde(default)]
+    pub platforms: Vec<S<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPython {
+    pub version: S<String>,
+    #[serde(default)]
+    pub prefix: Option<S<String>>,
+    #[serde(default)]
+    pub libc: Option<S<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDeps {
+    pub name: S<String>,
+    #[serde(default)]
+    pub dir: Option<S<String>>,
+    #[serde(default)]
+    pub dest: Option<S<String>>,
+    #[serde(default)]
+    pub requirements: Option<S<String>>,
+    #[serde(default)]
+    pub pylock: Option<S<String>>,
+    #[serde(default)]
+    pub index_url: Option<S<String>>,
+    #[serde(default)]
+    pub find_links: Vec<S<String>>,
+    #[serde(default)]
+    pub compression: Option<S<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawWeights {
+    pub name: S<String>,
+    pub source: S<String>,
+    pub dest: S<String>,
+    #[serde(default)]
+    pub revision: Option<S<String>>,
+    #[serde(default)]
+    pub subfolder: Option<S<String>>,
+    #[serde(default)]
+    pub compression: Option<S<String>>,
+    #[serde(default)]
+    pub include: Vec<S<String>>,
+    #[serde(default)]
+    pub exclude: Vec<S<String>>,
+    #[serde(default)]
+    pub layers: Option<S<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawApp {
+    #[serde(default)]
+    pub src: Option<S<String>>,
+    #[serde(default)]
+    pub dest: Option<S<String>>,
+    #[serde(default)]
+    pub exclude: Vec<S<String>>,
+    #[serde(default)]
+    pub compression: Option<S<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    #[serde(default)]
+    pub entrypoint: Option<Vec<String>>,
+    #[serde(default)]
+    pub cmd: Option<Vec<String>>,
+    #[serde(default)]
+    pub env: BTreeMap<String, S<String>>,
+    #[serde(default)]
+    pub workdir: Option<S<String>>,
+    #[serde(default)]
+    pub user: Option<S<String>>,
+    #[serde(default)]
+    pub ports: Vec<S<String>>,
+    #[serde(default)]
+    pub volumes: Vec<S<String>>,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    #[serde(default)]
+    pub annotations: BTreeMap<String, String>,
+    #[serde(default)]
+    pub stop_signal: Option<S<String>>,
+    #[serde(default)]
+    pub healthcheck: Option<S<RawHealthcheck>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHealthcheck {
+    pub test: S<Vec<String>>,
+    #[serde(default)]
+    pub interval: Option<S<String>>,
+    #[serde(default)]
+    pub timeout: Option<S<String>>,
+    #[serde(default)]
+    pub start_period: Option<S<String>>,
+    #[serde(default)]
+    pub retries: Option<S<i64>>,
+}

@@ -1,0 +1,653 @@
+//! Turning [`raw::RawSpec`] into a validated [`Spec`], with positioned errors.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::ops::Range;
+use std::path::{Component, Path, PathBuf};
+use std::time::Duration;
+
+use super::raw::{self, S};
+use super::*;
+
+/// Where errors point: the file and its text (for line:column).
+struct Ctx<'a> {
+    file: &'a Path,
+    dir: PathBuf,
+    text: &'a str,
+}
+
+impl Ctx<'_> {
+    fn pos(&self, offset: usize) -> (usize, usize) {
+        let offset = offset.min(self.text.len());
+        let before = &self.text[..offset];
+        let line = before.matches('\n').count() + 1;
+        let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+        (line, col)
+    }
+
+    fn err(&self, span: Range<usize>, field: impl Into<String>, message: impl Into<String>) -> SpecError {
+        let (line, column) = self.pos(span.start);
+        SpecError {
+            file: self.file.to_path_buf(),
+            line,
+            column,
+            field: field.into(),
+            message: message.into(),
+            hint: None,
+        }
+    }
+
+    fn err_hint(
+        &self,
+        span: Range<usize>,
+        field: impl Into<String>,
+        message: impl Into<String>,
+        hint: impl Into<String>,
+    ) -> SpecError {
+        let mut e = self.err(span, field, message);
+        e.hint = Some(hint.into());
+        e
+    }
+
+    fn resolve(&self, p: &str) -> PathBuf {
+        let p = Path::new(p);
+        if p.is_absolute() { p.to_path_buf() } else { self.dir.join(p) }
+    }
+
+    /// A path that must exist.
+    fn existing(&self, s: &S<String>, field: &str, what: &str) -> Result<PathBuf, SpecError> {
+        let p = self.resolve(s.get_ref());
+        if !p.exists() {
+            return Err(self.err_hint(
+                s.span(),
+                field,
+                format!("{what} {:?} does not exist (looked for {})", s.get_ref(), p.display()),
+                format!("relative paths resolve against the spec's folder {}", self.dir.display()),
+            ));
+        }
+        Ok(p)
+    }
+
+    fn image_path(&self, s: &S<String>, field: &str) -> Result<String, SpecError> {
+        check_image_path(s.get_ref()).map_err(|m| {
+            self.err_hint(s.span(), field, m, "image paths are absolute, e.g. \"/models/sst2\"")
+        })
+    }
+
+    fn compression(
+        &self,
+        s: &Option<S<String>>,
+        field: &str,
+        default: Compression,
+    ) -> Result<Compression, SpecError> {
+        let Some(s) = s else { return Ok(default) };
+        match s.get_ref().as_str() {
+            "gzip" => Ok(Compression::Gzip),
+            "zstd" => Ok(Compression::Zstd),
+            "none" => Ok(Compression::None),
+            other => Err(self.err_hint(
+                s.span(),
+                field,
+                format!("unknown compression {other:?}"),
+                "use \"gzip\", \"zstd\" or \"none\"",
+            )),
+        }
+    }
+
+    fn name(&self, s: &S<String>, field: &str) -> Result<String, SpecError> {
+        let n = s.get_ref();
+        let ok = !n.is_empty()
+            && n.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+        if !ok {
+            return Err(self.err_hint(
+                s.span(),
+                field,
+                format!("invalid name {n:?}"),
+                "names use letters, digits, '-', '_' and '.'",
+            ));
+        }
+        Ok(n.clone())
+    }
+
+    fn duration(&self, s: &Option<S<String>>, field: &str) -> Result<Option<Duration>, SpecError> {
+        let Some(s) = s else { return Ok(None) };
+        parse_duration(s.get_ref()).map(Some).map_err(|m| {
+            self.err_hint(s.span(), field, m, "durations look like \"30s\", \"1m30s\" or \"500ms\"")
+        })
+    }
+
+    fn globs(&self, list: &[S<String>], field: &str) -> Result<Vec<String>, SpecError> {
+        list.iter()
+            .enumerate()
+            .map(|(i, g)| {
+                globset::Glob::new(g.get_ref())
+                    .map(|_| g.get_ref().clone())
+                    .map_err(|e| self.err(g.span(), format!("{field}[{i}]"), format!("bad glob: {e}")))
+            })
+            .collect()
+    }
+}
+
+/// Checks an absolute image path and returns it normalized (no trailing slash).
+pub fn check_image_path(p: &str) -> Result<String, String> {
+    if !p.starts_with('/') {
+        return Err(format!("{p:?} is not absolute"));
+    }
+    let mut parts = Vec::new();
+    for c in p.split('/') {
+        match c {
+            "" | "." => {}
+            ".." => return Err(format!("{p:?} contains \"..\"")),
+            c => parts.push(c),
+        }
+    }
+    Ok(format!("/{}", parts.join("/")))
+}
+
+/// Parses `os/arch[/variant]`.
+pub fn parse_platform(s: &str) -> Result<Platform, String> {
+    let parts: Vec<&str> = s.split('/').collect();
+    let bad = || format!("{s:?} is not a platform");
+    let (os, arch, variant) = match parts.as_slice() {
+        [os, arch] => (*os, *arch, None),
+        [os, arch, v] => (*os, *arch, Some(v.to_string())),
+        _ => return Err(bad()),
+    };
+    if os.is_empty() || arch.is_empty() || variant.as_deref() == Some("") {
+        return Err(bad());
+    }
+    Ok(Platform { os: os.to_string(), architecture: arch.to_string(), variant })
+}
+
+/// Go-style durations as docker takes them: `30s`, `1m30s`, `500ms`, `1h`.
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    if s.trim().is_empty() || s.starts_with('-') {
+        return Err(format!("{s:?} is not a duration"));
+    }
+    humantime::parse_duration(s).map_err(|e| format!("{s:?} is not a duration ({e})"))
+}
+
+pub(super) fn parse(file: &Path, text: &str) -> Result<Spec, SpecError> {
+    let dir = file
+        .parent()
+        .map(|p| if p.as_os_str().is_empty() { Path::new(".") } else { p })
+        .unwrap_or(Path::new("."))
+        .to_path_buf();
+    let cx = Ctx { file, dir: dir.clone(), text };
+    let raw = deserialize(&cx)?;
+
+    let image = image(&cx, &raw.image)?;
+    let python = raw.python.as_ref().map(|p| python(&cx, p)).transpose()?;
+
+    let mut seen = BTreeSet::new();
+    let mut deps = Vec::new();
+    for (i, d) in raw.deps.iter().enumerate() {
+        let d = deps_set(&cx, i, d)?;
+        if !seen.insert(("deps", d.name.clone())) {
+            return Err(cx.err(raw.deps[i].get_ref().name.span(), format!("deps[{i}].name"), format!("a deps set named {:?} already exists", d.name)));
+        }
+        deps.push(d);
+    }
+    let mut weights = Vec::new();
+    for (i, w) in raw.weights.iter().enumerate() {
+        let wv = weights_entry(&cx, i, w)?;
+        if !seen.insert(("weights", wv.name.clone())) {
+            return Err(cx.err(w.get_ref().name.span(), format!("weights[{i}].name"), format!("a weights entry named {:?} already exists", wv.name)));
+        }
+        weights.push(wv);
+    }
+    let app = raw.app.as_ref().map(|a| app(&cx, a)).transpose()?;
+    let config = match &raw.config {
+        Some(c) => config(&cx, c, &weights)?,
+        None => ConfigSpec::default(),
+    };
+    Ok(Spec { path: file.to_path_buf(), dir, image, python, deps, weights, app, config })
+}
+
+fn deserialize(cx: &Ctx) -> Result<raw::RawSpec, SpecError> {
+    let parse_err = |e: toml::de::Error, field: String| {
+        let (line, column) = e.span().map_or((0, 0), |s| cx.pos(s.start));
+        let message = e.message().trim().to_string();
+        let hint = if message.contains("unknown field") {
+            Some("see docs/spec.md for the keys each table takes".to_string())
+        } else if message.contains("missing field") {
+            Some("add the field; see docs/spec.md".to_string())
+        } else {
+            None
+        };
+        SpecError { file: cx.file.to_path_buf(), line, column, field, message, hint }
+    };
+    let de = toml::Deserializer::parse(cx.text).map_err(|e| parse_err(e, String::new()))?;
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let field = if path == "." { String::new() } else { path };
+        parse_err(e.into_inner(), field)
+    })
+}
+
+fn image(cx: &Ctx, s: &S<raw::RawImage>) -> Result<ImageSpec, SpecError> {
+    let r = s.get_ref();
+    let name = match &r.name {
+        Some(n) if n.get_ref().trim().is_empty() || n.get_ref().chars().any(char::is_whitespace) => {
+            return Err(cx.err(n.span(), "image.name", format!("invalid image name {:?}", n.get_ref())));
+        }
+        Some(n) => Some(n.get_ref().clone()),
+        None => None,
+    };
+    let mut tags = Vec::new();
+    for (i, t) in r.tags.iter().enumerate() {
+        let v = t.get_ref();
+        let valid = !v.is_empty()
+            && v.len() <= 128
+            && v.chars().next().is_some_and(|c| c.is_ascii_alphanumeric() || c == '_')
+            && v.chars().all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
+        if !valid {
+            return Err(cx.err_hint(
+                t.span(),
+                format!("image.tags[{i}]"),
+                format!("invalid tag {v:?}"),
+                "tags are up to 128 letters, digits, '_', '.' and '-', not starting with '.' or '-'",
+            ));
+        }
+        tags.push(v.clone());
+    }
+    let base = match &r.base {
+        None => BaseSpec::Scratch,
+        Some(b) => {
+            let v = b.get_ref().trim();
+            if v.is_empty() {
+                return Err(cx.err_hint(b.span(), "image.base", "empty base", "use \"scratch\" for an empty base"));
+            } else if v == "scratch" {
+                BaseSpec::Scratch
+            } else if let Some(rest) = v.strip_prefix("oci:") {
+                let (p, tag) = split_layout_ref(rest);
+                let path = cx.resolve(p);
+                if !path.join("index.json").is_file() {
+                    return Err(cx.err_hint(
+                        b.span(),
+                        "image.base",
+                        format!("{} is not an OCI image layout (no index.json)", path.display()),
+                        "write one with `mlimg build --output oci:DIR` or `skopeo copy … oci:DIR:TAG`",
+                    ));
+                }
+                BaseSpec::OciLayout { path, tag }
+            } else {
+                BaseSpec::Registry(v.to_string())
+            }
+        }
+    };
+    let mut platforms = Vec::new();
+    for (i, p) in r.platforms.iter().enumerate() {
+        let plat = parse_platform(p.get_ref()).map_err(|m| {
+            cx.err_hint(p.span(), format!("image.platforms[{i}]"), m, "platforms look like \"linux/amd64\" or \"linux/arm64/v8\"")
+        })?;
+        if platforms.contains(&plat) {
+            return Err(cx.err(p.span(), format!("image.platforms[{i}]"), format!("{plat} is listed twice")));
+        }
+        platforms.push(plat);
+    }
+    if platforms.is_empty() {
+        platforms.push(Platform { os: "linux".into(), architecture: "amd64".into(), variant: None });
+    }
+    Ok(ImageSpec { name, tags, base, platforms })
+}
+
+/// `PATH[:TAG]`: the tag is what follows the last ':' when it holds no '/'.
+fn split_layout_ref(s: &str) -> (&str, Option<String>) {
+    match s.rsplit_once(':') {
+        Some((p, t)) if !t.contains('/') && !t.is_empty() && !p.is_empty() => (p, Some(t.to_string())),
+        _ => (s, None),
+    }
+}
+
+fn python(cx: &Ctx, s: &S<raw::RawPython>) -> Result<PythonSpec, SpecError> {
+    let r = s.get_ref();
+    let v = r.version.get_ref();
+    let version = v
+        .split_once('.')
+        .and_then(|(a, b)| Some((a.parse::<u32>().ok()?, b.parse::<u32>().ok()?)))
+        .filter(|(a, _)| *a == 3)
+        .ok_or_else(|| cx.err_hint(r.version.span(), "python.version", format!("{v:?} is not a CPython X.Y version"), "e.g. version = \"3.11\""))?;
+    let prefix = match &r.prefix {
+        Some(p) => cx.image_path(p, "python.prefix")?,
+        None => "/usr/local".to_string(),
+    };
+    let libc = match &r.libc {
+        None => None,
+        Some(l) => Some(parse_libc(l.get_ref()).ok_or_else(|| {
+            cx.err_hint(l.span(), "python.libc", format!("{:?} is not a libc", l.get_ref()), "use \"glibc 2.36\" or \"musl 1.2\"")
+        })?),
+    };
+    Ok(PythonSpec { version, prefix, libc })
+}
+
+fn parse_libc(s: &str) -> Option<(String, u32, u32)> {
+    let (kind, ver) = s.trim().split_once(char::is_whitespace)?;
+    if kind != "glibc" && kind != "musl" {
+        return None;
+    }
+    let (a, b) = ver.trim().split_once('.')?;
+    Some((kind.to_string(), a.parse().ok()?, b.parse().ok()?))
+}
+
+fn deps_set(cx: &Ctx, i: usize, s: &S<raw::RawDeps>) -> Result<DepsSpec, SpecError> {
+    let r = s.get_ref();
+    let f = |k: &str| format!("deps[{i}].{k}");
+    let name = cx.name(&r.name, &f("name"))?;
+    let given: Vec<&S<String>> = [&r.dir, &r.requirements, &r.pylock].into_iter().flatten().collect();
+    if given.len() != 1 {
+        let span = given.get(1).map_or(s.span(), |g| g.span());
+        return Err(cx.err_hint(
+            span,
+            format!("deps[{i}]"),
+            format!("deps set {name:?} needs exactly one of `dir`, `requirements` or `pylock`"),
+            "dir = \"vendor/site-packages\" copies a prepared tree; requirements = \"requirements.txt\" installs pinned wheels",
+        ));
+    }
+    let source = if let Some(d) = &r.dir {
+        let p = cx.existing(d, &f("dir"), "folder")?;
+        if !p.is_dir() {
+            return Err(cx.err(d.span(), f("dir"), format!("{} is not a folder", p.display())));
+        }
+        DepsSource::Dir(p)
+    } else if let Some(q) = &r.requirements {
+        DepsSource::Requirements(cx.existing(q, &f("requirements"), "requirements file")?)
+    } else if let Some(q) = &r.pylock {
+        DepsSource::Pylock(cx.existing(q, &f("pylock"), "lock file")?)
+    } else {
+        unreachable!("exactly one source was checked above")
+    };
+    let dest = match (&source, &r.dest) {
+        (DepsSource::Dir(_), Some(d)) => Some(cx.image_path(d, &f("dest"))?),
+        (DepsSource::Dir(_), None) => {
+            return Err(cx.err_hint(s.span(), f("dest"), format!("deps set {name:?} with `dir` needs `dest`"), "e.g. dest = \"/usr/local/lib/python3.11/site-packages\""));
+        }
+        (_, Some(d)) => {
+            return Err(cx.err_hint(d.span(), f("dest"), "`dest` applies to `dir` sets only", "wheels install into the target's site-packages; set [python].prefix to move it"));
+        }
+        (_, None) => None,
+    };
+    let find_links = r
+        .find_links
+        .iter()
+        .enumerate()
+        .map(|(j, l)| cx.existing(l, &format!("deps[{i}].find_links[{j}]"), "folder"))
+        .collect::<Result<_, _>>()?;
+    Ok(DepsSpec {
+        name,
+        source,
+        dest,
+        index_url: r.index_url.as_ref().map(|u| u.get_ref().clone()),
+        find_links,
+        compression: cx.compression(&r.compression, &f("compression"), Compression::Gzip)?,
+    })
+}
+
+fn weights_entry(cx: &Ctx, i: usize, s: &S<raw::RawWeights>) -> Result<WeightsSpec, SpecError> {
+    let r = s.get_ref();
+    let f = |k: &str| format!("weights[{i}].{k}");
+    let name = cx.name(&r.name, &f("name"))?;
+    let src = r.source.get_ref();
+    let source = if let Some(repo) = src.strip_prefix("hf://") {
+        let parts: Vec<&str> = repo.split('/').collect();
+        if parts.len() != 2 || parts.iter().any(|p| p.is_empty()) {
+            return Err(cx.err_hint(r.source.span(), f("source"), format!("{src:?} is not a Hub repository"), "use hf://ORG/REPO"));
+        }
+        WeightsSource::Hub {
+            repo: repo.to_string(),
+            revision: r.revision.as_ref().map_or_else(|| "main".to_string(), |v| v.get_ref().clone()),
+            subfolder: r.subfolder.as_ref().map(|v| v.get_ref().trim_matches('/').to_string()),
+        }
+    } else {
+        if let Some(rv) = r.revision.as_ref().or(r.subfolder.as_ref()) {
+            return Err(cx.err(rv.span(), f(if r.revision.is_some() { "revision" } else { "subfolder" }), "only hf:// sources take `revision` and `subfolder`"));
+        }
+        WeightsSource::Local(cx.existing(&r.source, &f("source"), "weights source")?)
+    };
+    let layering = match &r.layers {
+        None => Layering::One,
+        Some(l) => match l.get_ref().as_str() {
+            "one" => Layering::One,
+            "per-file" => Layering::PerFile,
+            other => {
+                return Err(cx.err_hint(l.span(), f("layers"), format!("unknown layering {other:?}"), "use \"one\" (default) or \"per-file\""));
+            }
+        },
+    };
+    let compression = cx.compression(&r.compression, &f("compression"), crate::plan::DEFAULT_WEIGHTS_COMPRESSION)?;
+    Ok(WeightsSpec {
+        name,
+        source,
+        dest: cx.image_path(&r.dest, &f("dest"))?,
+        compression,
+        include: cx.globs(&r.include, &f("include"))?,
+        exclude: cx.globs(&r.exclude, &f("exclude"))?,
+        layering,
+    })
+}
+
+fn app(cx: &Ctx, s: &S<raw::RawApp>) -> Result<AppSpec, SpecError> {
+    let r = s.get_ref();
+    let src = match &r.src {
+        Some(p) => {
+            let path = cx.existing(p, "app.src", "folder")?;
+            if !path.is_dir() {
+                return Err(cx.err(p.span(), "app.src", format!("{} is not a folder", path.display())));
+            }
+            path
+        }
+        None => cx.dir.clone(),
+    };
+    let dest = match &r.dest {
+        Some(d) => cx.image_path(d, "app.dest")?,
+        None => "/app".to_string(),
+    };
+    for (i, e) in r.exclude.iter().enumerate() {
+        if e.get_ref().trim().is_empty() {
+            return Err(cx.err(e.span(), format!("app.exclude[{i}]"), "empty pattern"));
+        }
+    }
+    Ok(AppSpec {
+        src,
+        dest,
+        exclude: r.exclude.iter().map(|e| e.get_ref().clone()).collect(),
+        compression: cx.compression(&r.compression, "app.compression", Compression::Gzip)?,
+    })
+}
+
+fn config(cx: &Ctx, r: &raw::RawConfig, weights: &[WeightsSpec]) -> Result<ConfigSpec, SpecError> {
+    let mut env = BTreeMap::new();
+    for (k, v) in &r.env {
+        if k.is_empty() || k.contains('=') {
+            return Err(cx.err(v.span(), format!("config.env.{k}"), format!("invalid variable name {k:?}")));
+        }
+        let value = substitute(v.get_ref(), weights).map_err(|m| {
+            cx.err_hint(v.span(), format!("config.env.{k}"), m, "reference a weights entry as ${weights.NAME.dest}")
+        })?;
+        env.insert(k.clone(), value);
+    }
+    let workdir = r.workdir.as_ref().map(|w| cx.image_path(w, "config.workdir")).transpose()?;
+    let user = match &r.user {
+        Some(u) if u.get_ref().trim().is_empty() || u.get_ref().split(':').count() > 2 => {
+            return Err(cx.err_hint(u.span(), "config.user", format!("invalid user {:?}", u.get_ref()), "use \"UID[:GID]\" or \"NAME[:GROUP]\""));
+        }
+        Some(u) => Some(u.get_ref().clone()),
+        None => None,
+    };
+    let mut ports = Vec::new();
+    for (i, p) in r.ports.iter().enumerate() {
+        ports.push(parse_port(p.get_ref()).map_err(|m| {
+            cx.err_hint(p.span(), format!("config.ports[{i}]"), m, "ports look like \"8000\", \"8000/tcp\" or \"53/udp\"")
+        })?);
+    }
+    let volumes = r
+        .volumes
+        .iter()
+        .enumerate()
+        .map(|(i, v)| cx.image_path(v, &format!("config.volumes[{i}]")))
+        .collect::<Result<_, _>>()?;
+    let stop_signal = match &r.stop_signal {
+        Some(s) => {
+            let v = s.get_ref();
+            let ok = (v.starts_with("SIG") && v.len() > 3 && v[3..].chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '+'))
+                || v.parse::<u8>().is_ok_and(|n| n > 0);
+            if !ok {
+                return Err(cx.err_hint(s.span(), "config.stop_signal", format!("{v:?} is not a signal"), "e.g. \"SIGTERM\" or \"15\""));
+            }
+            Some(v.clone())
+        }
+        None => None,
+    };
+    let healthcheck = r.healthcheck.as_ref().map(|h| healthcheck(cx, h)).transpose()?;
+    Ok(ConfigSpec {
+        entrypoint: r.entrypoint.clone(),
+        cmd: r.cmd.clone(),
+        env,
+        workdir,
+        user,
+        ports,
+        volumes,
+        labels: r.labels.clone(),
+        annotations: r.annotations.clone(),
+        stop_signal,
+        healthcheck,
+    })
+}
+
+fn healthcheck(cx: &Ctx, s: &S<raw::RawHealthcheck>) -> Result<Healthcheck, SpecError> {
+    let r = s.get_ref();
+    let test = r.test.get_ref();
+    match test.first().map(String::as_str) {
+        Some("NONE") if test.len() == 1 => {}
+        Some("CMD" | "CMD-SHELL") if test.len() >= 2 => {}
+        _ => {
+            return Err(cx.err_hint(
+                r.test.span(),
+                "config.healthcheck.test",
+                "test must start with \"CMD\" or \"CMD-SHELL\" followed by the command, or be [\"NONE\"]",
+                "e.g. test = [\"CMD\", \"curl\", \"-f\", \"http://localhost:8000/health\"]",
+            ));
+        }
+    }
+    let retries = match &r.retries {
+        Some(n) => Some(u32::try_from(*n.get_ref()).map_err(|_| {
+            cx.err(n.span(), "config.healthcheck.retries", format!("{} is not a count", n.get_ref()))
+        })?),
+        None => None,
+    };
+    Ok(Healthcheck {
+        test: test.clone(),
+        interval: cx.duration(&r.interval, "config.healthcheck.interval")?,
+        timeout: cx.duration(&r.timeout, "config.healthcheck.timeout")?,
+        start_period: cx.duration(&r.start_period, "config.healthcheck.start_period")?,
+        retries,
+    })
+}
+
+fn parse_port(s: &str) -> Result<String, String> {
+    let (num, proto) = s.split_once('/').unwrap_or((s, "tcp"));
+    let n: u16 = num.parse().map_err(|_| format!("{s:?} is not a port"))?;
+    if n == 0 {
+        return Err(format!("{s:?} is not a port"));
+    }
+    if !matches!(proto, "tcp" | "udp" | "sctp") {
+        return Err(format!("{s:?}: unknown protocol {proto:?}"));
+    }
+    Ok(format!("{n}/{proto}"))
+}
+
+/// Replaces `${weights.NAME.dest}` with the weights entry's dest.
+fn substitute(v: &str, weights: &[WeightsSpec]) -> Result<String, String> {
+    let mut out = String::new();
+    let mut rest = v;
+    while let Some(start) = rest.find("${") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let end = after.find('}').ok_or_else(|| format!("unclosed \"${{\" in {v:?}"))?;
+        let key = &after[..end];
+        let name = key
+            .strip_prefix("weights.")
+            .and_then(|k| k.strip_suffix(".dest"))
+            .ok_or_else(|| format!("unknown reference ${{{key}}}"))?;
+        let w = weights
+            .iter()
+            .find(|w| w.name == name)
+            .ok_or_else(|| format!("no weights entry named {name:?}"))?;
+        out.push_str(&w.dest);
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+/// Rejects `..` and absolute components in a relative path (used for sources' relative entries).
+pub(crate) fn is_clean_relative(p: &Path) -> bool {
+    p.components().all(|c| matches!(c, Component::Normal(_)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("1m30s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert!(parse_duration("soon").is_err());
+        assert!(parse_duration("-1s").is_err());
+        assert!(parse_duration("").is_err());
+    }
+
+    #[test]
+    fn image_paths() {
+        assert_eq!(check_image_path("/models//x/"), Ok("/models/x".into()));
+        assert!(check_image_path("models").is_err());
+        assert!(check_image_path("/a/../b").is_err());
+        assert!(is_clean_relative(Path::new("a/b")));
+        assert!(!is_clean_relative(Path::new("../b")));
+    }
+
+    #[test]
+    fn ports_and_platforms() {
+        assert_eq!(parse_port("8000"), Ok("8000/tcp".into()));
+        assert_eq!(parse_port("53/udp"), Ok("53/udp".into()));
+        assert!(parse_port("70000").is_err());
+        assert!(parse_port("80/icmp").is_err());
+        assert_eq!(parse_platform("linux/arm64/v8").map(|p| p.to_string()), Ok("linux/arm64/v8".into()));
+        assert!(parse_platform("linux").is_err());
+    }
+
+    #[test]
+    fn layout_refs() {
+        assert_eq!(split_layout_ref("./base:v1"), ("./base", Some("v1".into())));
+        assert_eq!(split_layout_ref("./base"), ("./base", None));
+        assert_eq!(split_layout_ref("/tmp/x:y/z"), ("/tmp/x:y/z", None));
+    }
+
+    #[test]
+    fn env_substitution() {
+        let w = vec![WeightsSpec {
+            name: "sst2".into(),
+            source: WeightsSource::Local(PathBuf::from("/tmp")),
+            dest: "/models/sst2".into(),
+            compression: Compression::None,
+            include: vec![],
+            exclude: vec![],
+            layering: Layering::One,
+        }];
+        assert_eq!(substitute("${weights.sst2.dest}/model", &w), Ok("/models/sst2/model".into()));
+        assert!(substitute("${weights.other.dest}", &w).is_err());
+        assert!(substitute("${weights.sst2.dest", &w).is_err());
+    }
+
+    #[test]
+    fn errors_name_line_and_field() {
+        let text = "[image]\nbase = \"scratch\"\n\n[[weights]]\nname = \"w\"\nsource = \"/\"\ndest = \"models\"\n";
+        let e = parse(Path::new("/x/mlimg.toml"), text).unwrap_err();
+        assert_eq!((e.line, e.field.as_str()), (7, "weights[0].dest"));
+        let text = "[image]\nbogus = 1\n";
+        let e = parse(Path::new("/x/mlimg.toml"), text).unwrap_err();
+        assert_eq!(e.line, 2);
+        assert!(e.message.contains("unknown field"), "{e}");
+    }
+}
