@@ -1,0 +1,405 @@
+//! The reproducible layer writer: one streaming pass tar → sha256 (diff_id) → compressor →
+//! sha256 (digest) + size. Memory does not grow with file size.
+//!
+//! Reproducibility contract: entries sorted bytewise by path, parent directories emitted before
+//! their children, one mtime for every entry, owner 0:0 with no user/group names, modes as the
+//! plan gives them (normalized by the sources), deterministic gzip header (no name, mtime 0).
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::File;
+use std::io::{self, BufReader, BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest as _, Sha256};
+
+use crate::plan::{Compression, Content, Entry};
+
+/// Bumped whenever the bytes the writer produces for the same entries change; part of every
+/// cache selector so an upgrade never reuses a layer written differently.
+pub const FORMAT_VERSION: u32 = 1;
+
+const BUF: usize = 1 << 20;
+
+#[derive(Debug, thiserror::Error)]
+pub enum LayerError {
+    #[error("{path}: appears twice in one layer (from {first} and {second})")]
+    Duplicate {
+        path: String,
+        first: String,
+        second: String,
+    },
+    #[error("{path}: invalid image path")]
+    BadPath { path: String },
+    #[error("{path}: is a directory in one source and a file in another")]
+    DirConflict { path: String },
+    #[error("reading {}: {source}", file.display())]
+    Read { file: PathBuf, source: io::Error },
+    #[error("{}: the file changed size while it was being read (expected {expected} bytes, read {got})", file.display())]
+    Changed { file: PathBuf, expected: u64, got: u64 },
+    #[error("reading {name} from {}: {source}", archive.display())]
+    Zip {
+        archive: PathBuf,
+        name: String,
+        source: zip::result::ZipError,
+    },
+    #[error("writing layer: {0}")]
+    Write(io::Error),
+}
+
+/// What writing a layer produced.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct LayerBlob {
+    pub media_type: String,
+    /// `sha256:<hex>` of the compressed blob.
+    pub digest: String,
+    /// `sha256:<hex>` of the uncompressed tar.
+    pub diff_id: String,
+    /// Size of the compressed blob.
+    pub size: u64,
+}
+
+/// Prepares entries for writing: checks paths, adds missing parent directories (mode 0755),
+/// sorts bytewise by path and rejects duplicates.
+pub fn finalize(entries: Vec<Entry>) -> Result<Vec<Entry>, LayerError> {
+    let mut map: BTreeMap<String, Entry> = BTreeMap::new();
+    for e in entries {
+        if e.path.is_empty()
+            || e.path.starts_with('/')
+            || e.path.ends_with('/')
+            || e.path.split('/').any(|c| c.is_empty() || c == "." || c == "..")
+        {
+            return Err(LayerError::BadPath { path: e.path });
+        }
+        // parents
+        let mut idx = 0;
+        while let Some(pos) = e.path[idx..].find('/') {
+            let parent = &e.path[..idx + pos];
+            match map.get(parent) {
+                Some(p) if p.content != Content::Dir => {
+                    return Err(LayerError::DirConflict { path: parent.to_string() });
+                }
+                Some(_) => {}
+                None => {
+                    map.insert(
+                        parent.to_string(),
+                        Entry { path: parent.to_string(), mode: 0o755, content: Content::Dir },
+                    );
+                }
+            }
+            idx += pos + 1;
+        }
+        match map.get(&e.path) {
+            Some(prev) if prev.content == Content::Dir && e.content == Content::Dir => {
+                // An explicit directory entry wins over an implied one (it may carry a mode).
+                map.insert(e.path.clone(), e);
+            }
+            Some(prev) if prev.content == Content::Dir || e.content == Content::Dir => {
+                return Err(LayerError::DirConflict { path: e.path });
+            }
+            Some(prev) => {
+                return Err(LayerError::Duplicate {
+                    path: e.path.clone(),
+                    first: describe(&prev.content),
+                    second: describe(&e.content),
+                });
+            }
+            None => {
+                map.insert(e.path.clone(), e);
+            }
+        }
+    }
+    Ok(map.into_values().collect())
+}
+
+fn describe(c: &Content) -> String {
+    match c {
+        Content::Dir => "a directory".into(),
+        Content::File { path, .. } => path.display().to_string(),
+        Content::Symlink(t) => format!("a symlink to {t}"),
+        Content::Inline(_) => "generated content".into(),
+        Content::ZipMember { archive, name, .. } => format!("{name} in {}", archive.display()),
+    }
+}
+
+/// A writer that hashes and counts what passes through it.
+pub struct HashWriter<W> {
+    inner: W,
+    hasher: Sha256,
+    count: u64,
+}
+
+impl<W: Write> HashWriter<W> {
+    pub fn new(inner: W) -> Self {
+        HashWriter { inner, hasher: Sha256::new(), count: 0 }
+    }
+    /// `sha256:<hex>`, the byte count and the inner writer.
+    pub fn finish(self) -> (String, u64, W) {
+        (format!("sha256:{}", hex::encode(self.hasher.finalize())), self.count, self.inner)
+    }
+}
+
+impl<W: Write> Write for HashWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.count += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// The compressed side: hashes what goes to the output.
+type Out<W> = HashWriter<BufWriter<W>>;
+
+enum Sink<W: Write> {
+    Gzip(flate2::write::GzEncoder<Out<W>>),
+    Zstd(zstd::stream::write::Encoder<'static, Out<W>>),
+    /// Uncompressed: the digest is the diff_id, so the bytes are hashed once.
+    Plain(BufWriter<W>),
+}
+
+impl<W: Write> Write for Sink<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Sink::Gzip(w) => w.write(buf),
+            Sink::Zstd(w) => w.write(buf),
+            Sink::Plain(w) => w.write(buf),
+        }
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Sink::Gzip(w) => w.flush(),
+            Sink::Zstd(w) => w.flush(),
+            Sink::Plain(w) => w.flush(),
+        }
+    }
+}
+
+/// Writes `entries` (as returned by [`finalize`]) as one layer blob into `out`.
+/// `mtime` is the single modification time every entry carries.
+pub fn write<W: Write>(
+    entries: &[Entry],
+    compression: Compression,
+    mtime: u64,
+    out: W,
+    progress: &dyn Fn(u64),
+) -> Result<LayerBlob, LayerError> {
+    let sink = match compression {
+        Compression::Gzip => Sink::Gzip(
+            flate2::GzBuilder::new()
+                .operating_system(255)
+                .mtime(0)
+                .write(HashWriter::new(BufWriter::with_capacity(BUF, out)), flate2::Compression::default()),
+        ),
+        Compression::Zstd => Sink::Zstd(
+            zstd::stream::write::Encoder::new(HashWriter::new(BufWriter::with_capacity(BUF, out)), 3)
+                .map_err(LayerError::Write)?,
+        ),
+        Compression::None => Sink::Plain(BufWriter::with_capacity(BUF, out)),
+    };
+    let mut tar = tar::Builder::new(HashWriter::new(sink));
+    let mut zips: HashMap<PathBuf, zip::ZipArchive<BufReader<File>>> = HashMap::new();
+    let mut done = 0u64;
+    for e in entries {
+        append(&mut tar, e, mtime, &mut zips)?;
+        done += e.size();
+        progress(done);
+    }
+    let tar_out = tar.into_inner().map_err(LayerError::Write)?;
+    let (diff_id, tar_len, sink) = tar_out.finish();
+    let (digest, size) = match sink {
+        Sink::Gzip(gz) => finish_out(gz.finish().map_err(LayerError::Write)?)?,
+        Sink::Zstd(z) => finish_out(z.finish().map_err(LayerError::Write)?)?,
+        Sink::Plain(mut w) => {
+            w.flush().map_err(LayerError::Write)?;
+            // For an uncompressed layer the blob is the tar: same digest and size.
+            (diff_id.clone(), tar_len)
+        }
+    };
+    Ok(LayerBlob { media_type: compression.media_type().to_string(), digest, diff_id, size })
+}
+
+fn finish_out<W: Write>(h: Out<W>) -> Result<(String, u64), LayerError> {
+    let (digest, size, mut w) = h.finish();
+    w.flush().map_err(LayerError::Write)?;
+    Ok((digest, size))
+}
+
+fn header(kind: tar::EntryType, mode: u32, size: u64, mtime: u64) -> tar::Header {
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(kind);
+    h.set_mode(mode);
+    h.set_size(size);
+    h.set_mtime(mtime);
+    h.set_uid(0);
+    h.set_gid(0);
+    // new_gnu leaves user/group names empty and device numbers zero.
+    h
+}
+
+fn append<W: Write>(
+    tar: &mut tar::Builder<W>,
+    e: &Entry,
+    mtime: u64,
+    zips: &mut HashMap<PathBuf, zip::ZipArchive<BufReader<File>>>,
+) -> Result<(), LayerError> {
+    match &e.content {
+        Content::Dir => {
+            let mut h = header(tar::EntryType::Directory, e.mode, 0, mtime);
+            tar.append_data(&mut h, format!("{}/", e.path), io::empty()).map_err(LayerError::Write)
+        }
+        Content::Symlink(target) => {
+            let mut h = header(tar::EntryType::Symlink, 0o777, 0, mtime);
+            tar.append_link(&mut h, &e.path, target).map_err(LayerError::Write)
+        }
+        Content::Inline(bytes) => {
+            let mut h = header(tar::EntryType::Regular, e.mode, bytes.len() as u64, mtime);
+            tar.append_data(&mut h, &e.path, &bytes[..]).map_err(LayerError::Write)
+        }
+        Content::File { path, size } => {
+            let f = File::open(path).map_err(|source| LayerError::Read { file: path.clone(), source })?;
+            let mut h = header(tar::EntryType::Regular, e.mode, *size, mtime);
+            let mut r = Counted { inner: BufReader::with_capacity(BUF, f).take(*size), n: 0, err: None };
+            let res = tar.append_data(&mut h, &e.path, &mut r);
+            if let Some(source) = r.err.take() {
+                return Err(LayerError::Read { file: path.clone(), source });
+            }
+            res.map_err(LayerError::Write)?;
+            if r.n != *size {
+                return Err(LayerError::Changed { file: path.clone(), expected: *size, got: r.n });
+            }
+            Ok(())
+        }
+        Content::ZipMember { archive, name, size } => {
+            let zip_err = |source| LayerError::Zip { archive: archive.clone(), name: name.clone(), source };
+            if !zips.contains_key(archive) {
+                let f = File::open(archive).map_err(|source| LayerError::Read { file: archive.clone(), source })?;
+                let z = zip::ZipArchive::new(BufReader::new(f)).map_err(zip_err)?;
+                zips.insert(archive.clone(), z);
+            }
+            let Some(z) = zips.get_mut(archive) else { unreachable!("inserted above") };
+            let member = z.by_name(name).map_err(zip_err)?;
+            let mut h = header(tar::EntryType::Regular, e.mode, *size, mtime);
+            let mut r = Counted { inner: member.take(*size), n: 0, err: None };
+            let res = tar.append_data(&mut h, &e.path, &mut r);
+            if let Some(source) = r.err.take() {
+                return Err(LayerError::Read { file: archive.join(name), source });
+            }
+            res.map_err(LayerError::Write)?;
+            if r.n != *size {
+                return Err(LayerError::Changed { file: archive.join(name), expected: *size, got: r.n });
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Counts bytes read and keeps a read error apart from write errors.
+struct Counted<R> {
+    inner: R,
+    n: u64,
+    err: Option<io::Error>,
+}
+
+impl<R: Read> Read for Counted<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self.inner.read(buf) {
+            Ok(n) => {
+                self.n += n as u64;
+                Ok(n)
+            }
+            Err(e) => {
+                let kind = e.kind();
+                self.err = Some(e);
+                Err(io::Error::new(kind, "source read failed"))
+            }
+        }
+    }
+}
+
+/// The `mtime` for every entry: `SOURCE_DATE_EPOCH` when set, else 0 (1970-01-01).
+pub fn source_date_epoch(var: Option<&str>) -> Result<u64, String> {
+    match var {
+        None => Ok(0),
+        Some(v) if v.trim().is_empty() => Ok(0),
+        Some(v) => v
+            .trim()
+            .parse::<u64>()
+            .map_err(|_| format!("SOURCE_DATE_EPOCH={v:?} is not a count of seconds since 1970")),
+    }
+}
+
+/// Hashes a file with sha256, streaming. Returns `sha256:<hex>` and the size.
+pub fn sha256_file(path: &Path) -> io::Result<(String, u64)> {
+    let mut f = File::open(path)?;
+    let mut h = HashWriter::new(io::sink());
+    let n = io::copy(&mut BufReader::with_capacity(BUF, &mut f), &mut h)?;
+    let (d, _, _) = h.finish();
+    Ok((d, n))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    fn inline(path: &str, data: &[u8]) -> Entry {
+        Entry { path: path.into(), mode: 0o644, content: Content::Inline(Arc::from(data)) }
+    }
+
+    #[test]
+    fn parents_sorted_and_deduplicated() {
+        let e = finalize(vec![inline("a/b/c", b"x"), inline("a-b", b"y"), inline("a/b/d", b"z")]).unwrap();
+        let paths: Vec<_> = e.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(paths, ["a", "a-b", "a/b", "a/b/c", "a/b/d"]);
+        assert!(matches!(finalize(vec![inline("a", b"1"), inline("a", b"2")]), Err(LayerError::Duplicate { .. })));
+        assert!(matches!(finalize(vec![inline("a", b"1"), inline("a/b", b"2")]), Err(LayerError::DirConflict { .. })));
+        assert!(matches!(finalize(vec![inline("a/../b", b"1")]), Err(LayerError::BadPath { .. })));
+    }
+
+    #[test]
+    fn same_entries_same_bytes_and_sizes_match() {
+        let long = format!("{}/file", "d".repeat(120));
+        let entries = finalize(vec![
+            inline("x/y", b"hello"),
+            inline(&long, &[7u8; 1000]),
+            Entry { path: "x/link".into(), mode: 0o777, content: Content::Symlink("y".repeat(150)) },
+        ])
+        .unwrap();
+        for c in [Compression::Gzip, Compression::Zstd, Compression::None] {
+            let mut a = Vec::new();
+            let mut b = Vec::new();
+            let la = write(&entries, c, 0, &mut a, &|_| {}).unwrap();
+            let lb = write(&entries, c, 0, &mut b, &|_| {}).unwrap();
+            assert_eq!(a, b);
+            assert_eq!(la, lb);
+            assert_eq!(la.size, a.len() as u64, "{c:?}");
+            assert_eq!(la.digest, format!("sha256:{}", hex::encode(Sha256::digest(&a))));
+        }
+        // The uncompressed tar reads back with the expected names and owner.
+        let mut a = Vec::new();
+        write(&entries, Compression::None, 42, &mut a, &|_| {}).unwrap();
+        let mut ar = tar::Archive::new(&a[..]);
+        let names: Vec<String> = ar
+            .entries()
+            .unwrap()
+            .map(|e| {
+                let e = e.unwrap();
+                assert_eq!(e.header().mtime().unwrap(), 42);
+                assert_eq!(e.header().uid().unwrap(), 0);
+                e.path().unwrap().to_string_lossy().trim_end_matches('/').to_string()
+            })
+            .collect();
+        assert_eq!(names[0], "d".repeat(120));
+        assert!(names.contains(&long));
+    }
+
+    #[test]
+    fn epoch() {
+        assert_eq!(source_date_epoch(None), Ok(0));
+        assert_eq!(source_date_epoch(Some("1700000000")), Ok(1_700_000_000));
+        assert!(source_date_epoch(Some("yesterday")).is_err());
+    }
+}
