@@ -3,6 +3,7 @@
 //! Data flows one way: [`spec`] → [`plan`] → [`layer`] (via [`cache`]) → [`image`] → [`output`].
 //! [`build`] is the orchestrator; [`registry`] and [`sources`] do the network and source I/O.
 
+pub mod cache;
 pub mod layer;
 pub mod plan;
 pub mod registry;
