@@ -3,9 +3,11 @@
 //! Data flows one way: [`spec`] → [`plan`] → [`layer`] (via [`cache`]) → [`image`] → [`output`].
 //! [`build`] is the orchestrator; [`registry`] and [`sources`] do the network and source I/O.
 
+pub mod base;
 pub mod cache;
 pub mod image;
 pub mod layer;
+pub mod output;
 pub mod plan;
 pub mod registry;
 pub mod sources;

@@ -97,3 +97,107 @@ impl Entry {
 /// Default compression for weights layers: dense float data barely compresses, so paying
 /// gzip's CPU cost buys little (numbers in docs/benchmarks.md).
 pub const DEFAULT_WEIGHTS_COMPRESSION: Compression = Compression::None;
+
+/// One layer to write: its role, finalized entries (sorted, parents included), compression,
+/// the selector (fingerprint of its inputs) and its history line.
+#[derive(Debug, Clone)]
+pub struct LayerPlan {
+    pub role: LayerRole,
+    pub compression: Compression,
+    pub entries: Vec<Entry>,
+    /// Hex sha256 over everything that decides the layer's bytes, without reading file contents.
+    pub selector: String,
+    /// The image history's `created_by` for this layer.
+    pub created_by: String,
+}
+
+impl LayerPlan {
+    /// Builds a plan from entries (finalized here) and fingerprint lines of its inputs.
+    pub fn new(
+        role: LayerRole,
+        compression: Compression,
+        entries: Vec<Entry>,
+        fingerprint: &[String],
+        mtime: u64,
+        created_by: String,
+    ) -> Result<LayerPlan, crate::layer::LayerError> {
+        use sha2::Digest as _;
+        let entries = crate::layer::finalize(entries)?;
+        let mut h = sha2::Sha256::new();
+        h.update(format!("mlimg-layer v{}\n{}\nmtime {mtime}\n", crate::layer::FORMAT_VERSION, compression.as_str()));
+        for e in &entries {
+            // where each entry lands and how: dest, mode, kind (contents come from the fingerprint)
+            let kind = match &e.content {
+                Content::Dir => "d".to_string(),
+                Content::File { size, .. } => format!("f{size}"),
+                Content::Symlink(t) => format!("l{t}"),
+                Content::Inline(b) => format!("i{}", hex::encode(sha2::Sha256::digest(b))),
+                Content::ZipMember { name, size, .. } => format!("z{name}:{size}"),
+            };
+            h.update(format!("{} {:o} {kind}\n", e.path, e.mode));
+        }
+        for line in fingerprint {
+            h.update(line.as_bytes());
+            h.update(b"\n");
+        }
+        Ok(LayerPlan { role, compression, entries, selector: hex::encode(h.finalize()), created_by })
+    }
+
+    pub fn size(&self) -> u64 {
+        self.entries.iter().map(Entry::size).sum()
+    }
+}
+
+/// The layers of one platform's image, in image order (base layers are not part of the plan).
+#[derive(Debug, Clone)]
+pub struct PlatformPlan {
+    pub platform: crate::spec::Platform,
+    pub layers: Vec<Arc<LayerPlan>>,
+}
+
+/// Everything `mlimg build` will write: per platform, the ordered layers.
+#[derive(Debug, Clone)]
+pub struct BuildPlan {
+    pub base: String,
+    pub mtime: u64,
+    pub platforms: Vec<PlatformPlan>,
+}
+
+impl fmt::Display for BuildPlan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "base: {}", self.base)?;
+        writeln!(f, "mtime: {}", self.mtime)?;
+        let mut shown = std::collections::HashSet::new();
+        for p in &self.platforms {
+            writeln!(f, "platform {}:", p.platform)?;
+            for (i, l) in p.layers.iter().enumerate() {
+                writeln!(
+                    f,
+                    "  layer {i}: {} ({} entries, {} bytes, {}, selector {})",
+                    l.role,
+                    l.entries.len(),
+                    l.size(),
+                    l.compression.as_str(),
+                    &l.selector[..12]
+                )?;
+                if !shown.insert(l.selector.clone()) {
+                    writeln!(f, "    (same as above)")?;
+                    continue;
+                }
+                for e in &l.entries {
+                    let src = match &e.content {
+                        Content::Dir => "(dir)".to_string(),
+                        Content::File { path, .. } => path.display().to_string(),
+                        Content::Symlink(t) => format!("(symlink -> {t})"),
+                        Content::Inline(_) => "(generated)".to_string(),
+                        Content::ZipMember { archive, name, .. } => {
+                            format!("{}!{name}", archive.file_name().unwrap_or_default().to_string_lossy())
+                        }
+                    };
+                    writeln!(f, "    {:04o} /{} <- {src}", e.mode, e.path)?;
+                }
+            }
+        }
+        Ok(())
+    }
+}

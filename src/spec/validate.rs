@@ -2,7 +2,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Range;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::raw::{self, S};
@@ -579,11 +579,6 @@ fn substitute(v: &str, weights: &[WeightsSpec]) -> Result<String, String> {
     Ok(out)
 }
 
-/// Rejects `..` and absolute components in a relative path (used for sources' relative entries).
-pub(crate) fn is_clean_relative(p: &Path) -> bool {
-    p.components().all(|c| matches!(c, Component::Normal(_)))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -603,8 +598,6 @@ mod tests {
         assert_eq!(check_image_path("/models//x/"), Ok("/models/x".into()));
         assert!(check_image_path("models").is_err());
         assert!(check_image_path("/a/../b").is_err());
-        assert!(is_clean_relative(Path::new("a/b")));
-        assert!(!is_clean_relative(Path::new("../b")));
     }
 
     #[test]

@@ -1,0 +1,185 @@
+//! The base image: `scratch`, a local OCI layout, or (through [`crate::registry`]) a registry.
+//! Base layers are never unpacked: they are referenced by descriptor and copied as they are.
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+
+use crate::image::{Blob, INDEX_MEDIA_TYPE, oci_layer_media_type, scratch_config};
+use crate::spec::Platform;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BaseError {
+    #[error("base layout {}: {source}", path.display())]
+    Io { path: PathBuf, source: io::Error },
+    #[error("base layout {}: {what} is not valid JSON: {message}", path.display())]
+    Json { path: PathBuf, what: String, message: String },
+    #[error("base layout {}: no image tagged {tag:?} (tags: {available})", path.display())]
+    NoTag { path: PathBuf, tag: String, available: String },
+    #[error("base layout {}: holds {count} images; name one as oci:PATH:TAG", path.display())]
+    Ambiguous { path: PathBuf, count: usize },
+    #[error("base {name}: no image for platform {platform} (has: {available})")]
+    NoPlatform { name: String, platform: String, available: String },
+    #[error("base {name}: blob {digest} does not match its digest (got {actual})")]
+    DigestMismatch { name: String, digest: String, actual: String },
+    #[error("base {name}: config has {diff_ids} diff_ids for {layers} layers")]
+    LayerCount { name: String, diff_ids: usize, layers: usize },
+}
+
+/// Where the base's blobs can be read from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BlobOrigin {
+    /// Nothing to read (scratch).
+    None,
+    /// `blobs/sha256/<hex>` under an OCI layout folder.
+    Layout(PathBuf),
+    /// A registry repository (`host/repo`), for pushes to mount or stream from.
+    Registry(String),
+}
+
+/// The base image for one platform.
+#[derive(Debug, Clone)]
+pub struct ResolvedBase {
+    /// As written in the spec (for the `base.name` annotation).
+    pub name: String,
+    pub manifest_digest: Option<String>,
+    pub config: Value,
+    pub layers: Vec<BaseLayer>,
+    pub origin: BlobOrigin,
+}
+
+#[derive(Debug, Clone)]
+pub struct BaseLayer {
+    /// The blob as the source has it, with the media type mapped to OCI.
+    pub blob: Blob,
+    pub diff_id: String,
+}
+
+pub fn scratch(p: &Platform) -> ResolvedBase {
+    ResolvedBase {
+        name: "scratch".into(),
+        manifest_digest: None,
+        config: scratch_config(p),
+        layers: Vec::new(),
+        origin: BlobOrigin::None,
+    }
+}
+
+/// Reads the image for `platform` from an OCI layout, verifying manifest and config digests.
+pub fn from_layout(dir: &Path, tag: Option<&str>, platform: &Platform, name: &str) -> Result<ResolvedBase, BaseError> {
+    let index: Value = read_json(dir, &dir.join("index.json"), "index.json")?;
+    let manifests = index["manifests"].as_array().cloned().unwrap_or_default();
+    let chosen = match tag {
+        Some(t) => manifests
+            .iter()
+            .find(|m| m["annotations"]["org.opencontainers.image.ref.name"].as_str() == Some(t))
+            .cloned()
+            .ok_or_else(|| BaseError::NoTag {
+                path: dir.to_path_buf(),
+                tag: t.to_string(),
+                available: manifests
+                    .iter()
+                    .filter_map(|m| m["annotations"]["org.opencontainers.image.ref.name"].as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            })?,
+        None if manifests.len() == 1 => manifests[0].clone(),
+        None => return Err(BaseError::Ambiguous { path: dir.to_path_buf(), count: manifests.len() }),
+    };
+    let mut desc = chosen;
+    if desc["mediaType"].as_str() == Some(INDEX_MEDIA_TYPE)
+        || desc["mediaType"].as_str() == Some("application/vnd.docker.distribution.manifest.list.v2+json")
+    {
+        let idx = verified_json(dir, &desc, name)?;
+        desc = pick_platform(&idx, platform, name)?;
+    }
+    let manifest_digest = desc["digest"].as_str().unwrap_or_default().to_string();
+    let manifest = verified_json(dir, &desc, name)?;
+    let config = verified_json(dir, &manifest["config"], name)?;
+    let layers = base_layers(&manifest, &config, name)?;
+    Ok(ResolvedBase {
+        name: name.to_string(),
+        manifest_digest: Some(manifest_digest),
+        config,
+        layers,
+        origin: BlobOrigin::Layout(dir.to_path_buf()),
+    })
+}
+
+/// Pairs a manifest's layers with the config's diff_ids.
+pub fn base_layers(manifest: &Value, config: &Value, name: &str) -> Result<Vec<BaseLayer>, BaseError> {
+    let layers = manifest["layers"].as_array().cloned().unwrap_or_default();
+    let diff_ids = config["rootfs"]["diff_ids"].as_array().cloned().unwrap_or_default();
+    if layers.len() != diff_ids.len() {
+        return Err(BaseError::LayerCount { name: name.into(), diff_ids: diff_ids.len(), layers: layers.len() });
+    }
+    Ok(layers
+        .iter()
+        .zip(diff_ids)
+        .map(|(l, d)| BaseLayer {
+            blob: Blob {
+                media_type: oci_layer_media_type(l["mediaType"].as_str().unwrap_or_default()),
+                digest: l["digest"].as_str().unwrap_or_default().to_string(),
+                size: l["size"].as_u64().unwrap_or(0),
+            },
+            diff_id: d.as_str().unwrap_or_default().to_string(),
+        })
+        .collect())
+}
+
+/// Picks the manifest descriptor for a platform from an index.
+pub fn pick_platform(index: &Value, p: &Platform, name: &str) -> Result<Value, BaseError> {
+    let ms = index["manifests"].as_array().cloned().unwrap_or_default();
+    let matches = |m: &&Value, strict_variant: bool| {
+        let pl = &m["platform"];
+        pl["os"].as_str() == Some(p.os.as_str())
+            && pl["architecture"].as_str() == Some(p.architecture.as_str())
+            && (!strict_variant || pl["variant"].as_str() == p.variant.as_deref())
+    };
+    ms.iter()
+        .find(|m| matches(m, true))
+        .or_else(|| ms.iter().find(|m| matches(m, false) && p.variant.is_none()))
+        .or_else(|| {
+            // arm64 images often say variant v8; a request without a variant takes it.
+            ms.iter().find(|m| matches(m, false) && p.architecture == "arm64" && p.variant.as_deref() == Some("v8"))
+        })
+        .cloned()
+        .ok_or_else(|| BaseError::NoPlatform {
+            name: name.into(),
+            platform: p.to_string(),
+            available: ms
+                .iter()
+                .map(|m| {
+                    let pl = &m["platform"];
+                    let mut s = format!("{}/{}", pl["os"].as_str().unwrap_or("?"), pl["architecture"].as_str().unwrap_or("?"));
+                    if let Some(v) = pl["variant"].as_str() {
+                        s.push('/');
+                        s.push_str(v);
+                    }
+                    s
+                })
+                .collect::<Vec<_>>()
+                .join(", "),
+        })
+}
+
+fn read_json(dir: &Path, path: &Path, what: &str) -> Result<Value, BaseError> {
+    let bytes = fs::read(path).map_err(|source| BaseError::Io { path: dir.to_path_buf(), source })?;
+    serde_json::from_slice(&bytes).map_err(|e| BaseError::Json { path: dir.to_path_buf(), what: what.into(), message: e.to_string() })
+}
+
+/// Reads a small blob named by a descriptor, checks its sha256, parses it as JSON.
+fn verified_json(dir: &Path, desc: &Value, name: &str) -> Result<Value, BaseError> {
+    use sha2::Digest as _;
+    let digest = desc["digest"].as_str().unwrap_or_default();
+    let hex = digest.strip_prefix("sha256:").unwrap_or(digest);
+    let path = dir.join("blobs/sha256").join(hex);
+    let bytes = fs::read(&path).map_err(|source| BaseError::Io { path: path.clone(), source })?;
+    let actual = format!("sha256:{}", hex::encode(sha2::Sha256::digest(&bytes)));
+    if actual != digest {
+        return Err(BaseError::DigestMismatch { name: name.into(), digest: digest.into(), actual });
+    }
+    serde_json::from_slice(&bytes).map_err(|e| BaseError::Json { path: path.clone(), what: digest.into(), message: e.to_string() })
+}

@@ -1,0 +1,137 @@
+//! Tarball outputs: `oci-archive:FILE` (an OCI layout in a tar) and `docker-archive:FILE`
+//! (what `docker load` takes). Both are reproducible tars written to a temp file and renamed.
+
+use std::fmt;
+use std::fs::{self, File};
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use serde_json::json;
+
+use super::layout::{OCI_LAYOUT, layout_index};
+use super::{BlobStore, BuiltImage, OutputError, SinkReport, io_err, temp_beside};
+use crate::image::canonical;
+
+pub struct OciArchive {
+    pub file: PathBuf,
+}
+
+pub struct DockerArchive {
+    pub file: PathBuf,
+}
+
+impl fmt::Display for OciArchive {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "oci-archive:{}", self.file.display())
+    }
+}
+
+impl fmt::Display for DockerArchive {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "docker-archive:{}", self.file.display())
+    }
+}
+
+type Tar = tar::Builder<BufWriter<File>>;
+
+fn header(size: u64, dir: bool) -> tar::Header {
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(if dir { tar::EntryType::Directory } else { tar::EntryType::Regular });
+    h.set_mode(if dir { 0o755 } else { 0o644 });
+    h.set_size(size);
+    h.set_mtime(0);
+    h.set_uid(0);
+    h.set_gid(0);
+    h
+}
+
+fn add_bytes(tar: &mut Tar, name: &str, bytes: &[u8], out: &Path) -> Result<(), OutputError> {
+    tar.append_data(&mut header(bytes.len() as u64, false), name, bytes).map_err(io_err(out))
+}
+
+fn add_dir(tar: &mut Tar, name: &str, out: &Path) -> Result<(), OutputError> {
+    tar.append_data(&mut header(0, true), name, std::io::empty()).map_err(io_err(out))
+}
+
+fn add_blob(tar: &mut Tar, name: &str, digest: &str, blobs: &BlobStore, out: &Path) -> Result<(), OutputError> {
+    let (f, p) = blobs.open(digest)?;
+    let size = f.metadata().map_err(io_err(&p))?.len();
+    let r = std::io::BufReader::with_capacity(1 << 20, f);
+    tar.append_data(&mut header(size, false), name, r).map_err(io_err(out))
+}
+
+/// Writes a tar atomically: `fill` adds entries, then the temp file is renamed to `file`.
+fn write_tar(file: &Path, fill: impl FnOnce(&mut Tar) -> Result<(), OutputError>) -> Result<(), OutputError> {
+    if let Some(parent) = file.parent().filter(|p| !p.as_os_str().is_empty()) {
+        fs::create_dir_all(parent).map_err(io_err(parent))?;
+    }
+    let tmp = temp_beside(file, "tar");
+    let result = (|| {
+        let f = File::create(&tmp).map_err(io_err(&tmp))?;
+        let mut tar = tar::Builder::new(BufWriter::with_capacity(1 << 20, f));
+        fill(&mut tar)?;
+        let mut w = tar.into_inner().map_err(io_err(&tmp))?;
+        w.flush().map_err(io_err(&tmp))?;
+        let f = w.into_inner().map_err(|e| OutputError::Io { path: tmp.clone(), source: e.into_error() })?;
+        f.sync_all().map_err(io_err(&tmp))?;
+        fs::rename(&tmp, file).map_err(io_err(file))
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+fn blob_name(digest: &str) -> String {
+    format!("blobs/sha256/{}", digest.trim_start_matches("sha256:"))
+}
+
+impl super::Sink for OciArchive {
+    fn write(&self, image: &BuiltImage, blobs: &BlobStore) -> Result<SinkReport, OutputError> {
+        let out = self.file.clone();
+        write_tar(&self.file, |tar| {
+            add_dir(tar, "blobs/", &out)?;
+            add_dir(tar, "blobs/sha256/", &out)?;
+            let mut all = image.all_blobs();
+            all.sort_by(|a, b| a.digest.cmp(&b.digest));
+            for b in &all {
+                add_blob(tar, &blob_name(&b.digest), &b.digest, blobs, &out)?;
+            }
+            add_bytes(tar, "index.json", &layout_index(image), &out)?;
+            add_bytes(tar, "oci-layout", OCI_LAYOUT, &out)
+        })?;
+        Ok(SinkReport { target: self.to_string(), reference: None })
+    }
+}
+
+impl super::Sink for DockerArchive {
+    fn write(&self, image: &BuiltImage, blobs: &BlobStore) -> Result<SinkReport, OutputError> {
+        if image.images.len() != 1 {
+            return Err(OutputError::ManyPlatforms(image.images.len()));
+        }
+        let img = &image.images[0];
+        let repo_tags: Vec<String> = match &image.name {
+            Some(n) => image.tags.iter().map(|t| format!("{n}:{t}")).collect(),
+            None => Vec::new(),
+        };
+        let manifest = canonical(&json!([{
+            "Config": blob_name(&img.config.digest),
+            "RepoTags": repo_tags,
+            "Layers": img.layers.iter().map(|l| blob_name(&l.digest)).collect::<Vec<_>>(),
+        }]));
+        let out = self.file.clone();
+        write_tar(&self.file, |tar| {
+            add_dir(tar, "blobs/", &out)?;
+            add_dir(tar, "blobs/sha256/", &out)?;
+            let mut all: Vec<&str> = img.layers.iter().map(|l| l.digest.as_str()).collect();
+            all.push(&img.config.digest);
+            all.sort_unstable();
+            all.dedup();
+            for d in all {
+                add_blob(tar, &blob_name(d), d, blobs, &out)?;
+            }
+            add_bytes(tar, "manifest.json", &manifest, &out)
+        })?;
+        Ok(SinkReport { target: self.to_string(), reference: None })
+    }
+}
