@@ -15,17 +15,37 @@ pub enum BaseError {
     #[error("base layout {}: {source}", path.display())]
     Io { path: PathBuf, source: io::Error },
     #[error("base layout {}: {what} is not valid JSON: {message}", path.display())]
-    Json { path: PathBuf, what: String, message: String },
+    Json {
+        path: PathBuf,
+        what: String,
+        message: String,
+    },
     #[error("base layout {}: no image tagged {tag:?} (tags: {available})", path.display())]
-    NoTag { path: PathBuf, tag: String, available: String },
+    NoTag {
+        path: PathBuf,
+        tag: String,
+        available: String,
+    },
     #[error("base layout {}: holds {count} images; name one as oci:PATH:TAG", path.display())]
     Ambiguous { path: PathBuf, count: usize },
     #[error("base {name}: no image for platform {platform} (has: {available})")]
-    NoPlatform { name: String, platform: String, available: String },
+    NoPlatform {
+        name: String,
+        platform: String,
+        available: String,
+    },
     #[error("base {name}: blob {digest} does not match its digest (got {actual})")]
-    DigestMismatch { name: String, digest: String, actual: String },
+    DigestMismatch {
+        name: String,
+        digest: String,
+        actual: String,
+    },
     #[error("base {name}: config has {diff_ids} diff_ids for {layers} layers")]
-    LayerCount { name: String, diff_ids: usize, layers: usize },
+    LayerCount {
+        name: String,
+        diff_ids: usize,
+        layers: usize,
+    },
 }
 
 /// Where the base's blobs can be read from.
@@ -68,7 +88,12 @@ pub fn scratch(p: &Platform) -> ResolvedBase {
 }
 
 /// Reads the image for `platform` from an OCI layout, verifying manifest and config digests.
-pub fn from_layout(dir: &Path, tag: Option<&str>, platform: &Platform, name: &str) -> Result<ResolvedBase, BaseError> {
+pub fn from_layout(
+    dir: &Path,
+    tag: Option<&str>,
+    platform: &Platform,
+    name: &str,
+) -> Result<ResolvedBase, BaseError> {
     let index: Value = read_json(dir, &dir.join("index.json"), "index.json")?;
     let manifests = index["manifests"].as_array().cloned().unwrap_or_default();
     let chosen = match tag {
@@ -86,11 +111,17 @@ pub fn from_layout(dir: &Path, tag: Option<&str>, platform: &Platform, name: &st
                     .join(", "),
             })?,
         None if manifests.len() == 1 => manifests[0].clone(),
-        None => return Err(BaseError::Ambiguous { path: dir.to_path_buf(), count: manifests.len() }),
+        None => {
+            return Err(BaseError::Ambiguous {
+                path: dir.to_path_buf(),
+                count: manifests.len(),
+            });
+        }
     };
     let mut desc = chosen;
     if desc["mediaType"].as_str() == Some(INDEX_MEDIA_TYPE)
-        || desc["mediaType"].as_str() == Some("application/vnd.docker.distribution.manifest.list.v2+json")
+        || desc["mediaType"].as_str()
+            == Some("application/vnd.docker.distribution.manifest.list.v2+json")
     {
         let idx = verified_json(dir, &desc, name)?;
         desc = pick_platform(&idx, platform, name)?;
@@ -109,11 +140,22 @@ pub fn from_layout(dir: &Path, tag: Option<&str>, platform: &Platform, name: &st
 }
 
 /// Pairs a manifest's layers with the config's diff_ids.
-pub fn base_layers(manifest: &Value, config: &Value, name: &str) -> Result<Vec<BaseLayer>, BaseError> {
+pub fn base_layers(
+    manifest: &Value,
+    config: &Value,
+    name: &str,
+) -> Result<Vec<BaseLayer>, BaseError> {
     let layers = manifest["layers"].as_array().cloned().unwrap_or_default();
-    let diff_ids = config["rootfs"]["diff_ids"].as_array().cloned().unwrap_or_default();
+    let diff_ids = config["rootfs"]["diff_ids"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
     if layers.len() != diff_ids.len() {
-        return Err(BaseError::LayerCount { name: name.into(), diff_ids: diff_ids.len(), layers: layers.len() });
+        return Err(BaseError::LayerCount {
+            name: name.into(),
+            diff_ids: diff_ids.len(),
+            layers: layers.len(),
+        });
     }
     Ok(layers
         .iter()
@@ -143,7 +185,9 @@ pub fn pick_platform(index: &Value, p: &Platform, name: &str) -> Result<Value, B
         .or_else(|| ms.iter().find(|m| matches(m, false) && p.variant.is_none()))
         .or_else(|| {
             // arm64 images often say variant v8; a request without a variant takes it.
-            ms.iter().find(|m| matches(m, false) && p.architecture == "arm64" && p.variant.as_deref() == Some("v8"))
+            ms.iter().find(|m| {
+                matches(m, false) && p.architecture == "arm64" && p.variant.as_deref() == Some("v8")
+            })
         })
         .cloned()
         .ok_or_else(|| BaseError::NoPlatform {
@@ -153,7 +197,11 @@ pub fn pick_platform(index: &Value, p: &Platform, name: &str) -> Result<Value, B
                 .iter()
                 .map(|m| {
                     let pl = &m["platform"];
-                    let mut s = format!("{}/{}", pl["os"].as_str().unwrap_or("?"), pl["architecture"].as_str().unwrap_or("?"));
+                    let mut s = format!(
+                        "{}/{}",
+                        pl["os"].as_str().unwrap_or("?"),
+                        pl["architecture"].as_str().unwrap_or("?")
+                    );
                     if let Some(v) = pl["variant"].as_str() {
                         s.push('/');
                         s.push_str(v);
@@ -166,8 +214,15 @@ pub fn pick_platform(index: &Value, p: &Platform, name: &str) -> Result<Value, B
 }
 
 fn read_json(dir: &Path, path: &Path, what: &str) -> Result<Value, BaseError> {
-    let bytes = fs::read(path).map_err(|source| BaseError::Io { path: dir.to_path_buf(), source })?;
-    serde_json::from_slice(&bytes).map_err(|e| BaseError::Json { path: dir.to_path_buf(), what: what.into(), message: e.to_string() })
+    let bytes = fs::read(path).map_err(|source| BaseError::Io {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    serde_json::from_slice(&bytes).map_err(|e| BaseError::Json {
+        path: dir.to_path_buf(),
+        what: what.into(),
+        message: e.to_string(),
+    })
 }
 
 /// Reads a small blob named by a descriptor, checks its sha256, parses it as JSON.
@@ -176,10 +231,21 @@ fn verified_json(dir: &Path, desc: &Value, name: &str) -> Result<Value, BaseErro
     let digest = desc["digest"].as_str().unwrap_or_default();
     let hex = digest.strip_prefix("sha256:").unwrap_or(digest);
     let path = dir.join("blobs/sha256").join(hex);
-    let bytes = fs::read(&path).map_err(|source| BaseError::Io { path: path.clone(), source })?;
+    let bytes = fs::read(&path).map_err(|source| BaseError::Io {
+        path: path.clone(),
+        source,
+    })?;
     let actual = format!("sha256:{}", hex::encode(sha2::Sha256::digest(&bytes)));
     if actual != digest {
-        return Err(BaseError::DigestMismatch { name: name.into(), digest: digest.into(), actual });
+        return Err(BaseError::DigestMismatch {
+            name: name.into(),
+            digest: digest.into(),
+            actual,
+        });
     }
-    serde_json::from_slice(&bytes).map_err(|e| BaseError::Json { path: path.clone(), what: digest.into(), message: e.to_string() })
+    serde_json::from_slice(&bytes).map_err(|e| BaseError::Json {
+        path: path.clone(),
+        what: digest.into(),
+        message: e.to_string(),
+    })
 }

@@ -4,6 +4,7 @@
 //! [`build`] is the orchestrator; [`registry`] and [`sources`] do the network and source I/O.
 
 pub mod base;
+pub mod build;
 pub mod cache;
 pub mod image;
 pub mod layer;

@@ -34,7 +34,10 @@ pub struct SelectorRecord {
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> CacheError + '_ {
-    move |source| CacheError::Io { path: path.to_path_buf(), source }
+    move |source| CacheError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 impl Cache {
@@ -43,7 +46,9 @@ impl Cache {
         if let Some(d) = mlimg_cache_dir.filter(|d| !d.is_empty()) {
             return Ok(PathBuf::from(d));
         }
-        dirs::cache_dir().map(|d| d.join("mlimg")).ok_or(CacheError::NoDir)
+        dirs::cache_dir()
+            .map(|d| d.join("mlimg"))
+            .ok_or(CacheError::NoDir)
     }
 
     pub fn open(root: &Path) -> Result<Cache, CacheError> {
@@ -51,7 +56,9 @@ impl Cache {
             let p = root.join(sub);
             fs::create_dir_all(&p).map_err(io_err(&p))?;
         }
-        Ok(Cache { root: root.to_path_buf() })
+        Ok(Cache {
+            root: root.to_path_buf(),
+        })
     }
 
     pub fn root(&self) -> &Path {
@@ -75,13 +82,20 @@ impl Cache {
     }
 
     /// Moves a finished temp file into place as the blob `digest`.
-    pub fn commit(&self, tmp: tempfile::NamedTempFile, digest: &str) -> Result<PathBuf, CacheError> {
+    pub fn commit(
+        &self,
+        tmp: tempfile::NamedTempFile,
+        digest: &str,
+    ) -> Result<PathBuf, CacheError> {
         let dest = self.blob_path(digest);
         if dest.is_file() {
             return Ok(dest); // identical content already there
         }
         tmp.as_file().sync_all().map_err(io_err(&dest))?;
-        tmp.persist(&dest).map_err(|e| CacheError::Io { path: dest.clone(), source: e.error })?;
+        tmp.persist(&dest).map_err(|e| CacheError::Io {
+            path: dest.clone(),
+            source: e.error,
+        })?;
         Ok(dest)
     }
 
@@ -100,8 +114,13 @@ impl Cache {
     pub fn read_bytes(&self, digest: &str) -> Result<Vec<u8>, CacheError> {
         let p = self.blob_path(digest);
         fs::read(&p).map_err(|e| match e.kind() {
-            io::ErrorKind::NotFound => CacheError::Missing { digest: digest.to_string() },
-            _ => CacheError::Io { path: p.clone(), source: e },
+            io::ErrorKind::NotFound => CacheError::Missing {
+                digest: digest.to_string(),
+            },
+            _ => CacheError::Io {
+                path: p.clone(),
+                source: e,
+            },
         })
     }
 
@@ -119,9 +138,15 @@ impl Cache {
     pub fn put_selector(&self, key: &str, rec: &SelectorRecord) -> Result<(), CacheError> {
         let dest = self.selector_path(key);
         let mut t = self.temp()?;
-        let bytes = serde_json::to_vec_pretty(rec).map_err(|e| CacheError::Io { path: dest.clone(), source: e.into() })?;
+        let bytes = serde_json::to_vec_pretty(rec).map_err(|e| CacheError::Io {
+            path: dest.clone(),
+            source: e.into(),
+        })?;
         t.write_all(&bytes).map_err(io_err(&dest))?;
-        t.persist(&dest).map_err(|e| CacheError::Io { path: dest.clone(), source: e.error })?;
+        t.persist(&dest).map_err(|e| CacheError::Io {
+            path: dest.clone(),
+            source: e.error,
+        })?;
         Ok(())
     }
 }
@@ -135,15 +160,26 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let c = Cache::open(d.path()).unwrap();
         let dg = c.put_bytes(b"hello").unwrap();
-        assert_eq!(dg, "sha256:2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824");
+        assert_eq!(
+            dg,
+            "sha256:2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824"
+        );
         assert_eq!(c.read_bytes(&dg).unwrap(), b"hello");
         assert!(c.get_selector("k").is_none());
         let rec = SelectorRecord {
-            blob: LayerBlob { media_type: "m".into(), digest: dg.clone(), diff_id: dg.clone(), size: 5 },
+            blob: LayerBlob {
+                media_type: "m".into(),
+                digest: dg.clone(),
+                diff_id: dg.clone(),
+                size: 5,
+            },
         };
         c.put_selector("k", &rec).unwrap();
         assert_eq!(c.get_selector("k"), Some(rec));
         std::fs::remove_file(c.blob_path(&dg)).unwrap();
-        assert!(c.get_selector("k").is_none(), "a selector whose blob is gone is a miss");
+        assert!(
+            c.get_selector("k").is_none(),
+            "a selector whose blob is gone is a miss"
+        );
     }
 }

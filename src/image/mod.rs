@@ -73,9 +73,15 @@ pub fn rfc3339(secs: u64) -> String {
 /// Docker layer media types map to their OCI twins (same bytes).
 pub fn oci_layer_media_type(mt: &str) -> String {
     match mt {
-        "application/vnd.docker.image.rootfs.diff.tar.gzip" => "application/vnd.oci.image.layer.v1.tar+gzip".into(),
-        "application/vnd.docker.image.rootfs.diff.tar" => "application/vnd.oci.image.layer.v1.tar".into(),
-        "application/vnd.docker.image.rootfs.diff.tar.zstd" => "application/vnd.oci.image.layer.v1.tar+zstd".into(),
+        "application/vnd.docker.image.rootfs.diff.tar.gzip" => {
+            "application/vnd.oci.image.layer.v1.tar+gzip".into()
+        }
+        "application/vnd.docker.image.rootfs.diff.tar" => {
+            "application/vnd.oci.image.layer.v1.tar".into()
+        }
+        "application/vnd.docker.image.rootfs.diff.tar.zstd" => {
+            "application/vnd.oci.image.layer.v1.tar+zstd".into()
+        }
         other => other.into(),
     }
 }
@@ -118,7 +124,11 @@ pub fn build_config(
         cfg.remove(k);
     }
 
-    let mut c: Map<String, Value> = cfg.get("config").and_then(Value::as_object).cloned().unwrap_or_default();
+    let mut c: Map<String, Value> = cfg
+        .get("config")
+        .and_then(Value::as_object)
+        .cloned()
+        .unwrap_or_default();
     if let Some(ep) = &settings.entrypoint {
         c.insert("Entrypoint".into(), json!(ep));
         if settings.cmd.is_none() {
@@ -132,11 +142,18 @@ pub fn build_config(
         let mut env: Vec<String> = c
             .get("Env")
             .and_then(Value::as_array)
-            .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(str::to_string))
+                    .collect()
+            })
             .unwrap_or_default();
         for (k, v) in &settings.env {
             let item = format!("{k}={v}");
-            match env.iter_mut().find(|e| e.split_once('=').map_or(e.as_str(), |(n, _)| n) == k) {
+            match env
+                .iter_mut()
+                .find(|e| e.split_once('=').map_or(e.as_str(), |(n, _)| n) == k)
+            {
                 Some(slot) => *slot = item,
                 None => env.push(item),
             }
@@ -152,7 +169,11 @@ pub fn build_config(
     merge_set(&mut c, "ExposedPorts", &settings.ports);
     merge_set(&mut c, "Volumes", &settings.volumes);
     if !settings.labels.is_empty() {
-        let mut labels = c.get("Labels").and_then(Value::as_object).cloned().unwrap_or_default();
+        let mut labels = c
+            .get("Labels")
+            .and_then(Value::as_object)
+            .cloned()
+            .unwrap_or_default();
         for (k, v) in &settings.labels {
             labels.insert(k.clone(), json!(v));
         }
@@ -181,10 +202,22 @@ pub fn build_config(
     }
     cfg.insert("config".into(), Value::Object(c));
 
-    let mut rootfs = cfg.get("rootfs").and_then(Value::as_object).cloned().unwrap_or_default();
+    let mut rootfs = cfg
+        .get("rootfs")
+        .and_then(Value::as_object)
+        .cloned()
+        .unwrap_or_default();
     rootfs.insert("type".into(), json!("layers"));
-    let mut diff_ids = rootfs.get("diff_ids").and_then(Value::as_array).cloned().unwrap_or_default();
-    let mut history = cfg.get("history").and_then(Value::as_array).cloned().unwrap_or_default();
+    let mut diff_ids = rootfs
+        .get("diff_ids")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let mut history = cfg
+        .get("history")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
     for l in layers {
         diff_ids.push(json!(l.diff_id));
         history.push(json!({"created": created, "created_by": l.created_by, "comment": "mlimg"}));
@@ -199,7 +232,11 @@ fn merge_set(c: &mut Map<String, Value>, key: &str, items: &[String]) {
     if items.is_empty() {
         return;
     }
-    let mut m = c.get(key).and_then(Value::as_object).cloned().unwrap_or_default();
+    let mut m = c
+        .get(key)
+        .and_then(Value::as_object)
+        .cloned()
+        .unwrap_or_default();
     for i in items {
         m.insert(i.clone(), json!({}));
     }
@@ -207,12 +244,20 @@ fn merge_set(c: &mut Map<String, Value>, key: &str, items: &[String]) {
 }
 
 fn descriptor(b: &Blob) -> Result<Descriptor, ImageError> {
-    let digest = oci_spec::image::Digest::try_from(b.digest.as_str()).map_err(|_| ImageError::BadDigest(b.digest.clone()))?;
-    Ok(Descriptor::new(MediaType::from(b.media_type.as_str()), b.size, digest))
+    let digest = oci_spec::image::Digest::try_from(b.digest.as_str())
+        .map_err(|_| ImageError::BadDigest(b.digest.clone()))?;
+    Ok(Descriptor::new(
+        MediaType::from(b.media_type.as_str()),
+        b.size,
+        digest,
+    ))
 }
 
 fn build_err(what: &'static str) -> impl Fn(oci_spec::OciSpecError) -> ImageError {
-    move |e| ImageError::Build { what, message: e.to_string() }
+    move |e| ImageError::Build {
+        what,
+        message: e.to_string(),
+    }
 }
 
 /// The OCI image manifest's canonical bytes.
@@ -225,12 +270,25 @@ pub fn build_manifest(
         .schema_version(2u32)
         .media_type(MediaType::ImageManifest)
         .config(descriptor(config)?)
-        .layers(layers.iter().map(descriptor).collect::<Result<Vec<_>, _>>()?);
+        .layers(
+            layers
+                .iter()
+                .map(descriptor)
+                .collect::<Result<Vec<_>, _>>()?,
+        );
     if !annotations.is_empty() {
-        b = b.annotations(annotations.clone().into_iter().collect::<std::collections::HashMap<_, _>>());
+        b = b.annotations(
+            annotations
+                .clone()
+                .into_iter()
+                .collect::<std::collections::HashMap<_, _>>(),
+        );
     }
     let m = b.build().map_err(build_err("manifest"))?;
-    let v = serde_json::to_value(&m).map_err(|e| ImageError::Build { what: "manifest", message: e.to_string() })?;
+    let v = serde_json::to_value(&m).map_err(|e| ImageError::Build {
+        what: "manifest",
+        message: e.to_string(),
+    })?;
     Ok(canonical(&v))
 }
 
@@ -256,10 +314,18 @@ pub fn build_index(
         .media_type(MediaType::ImageIndex)
         .manifests(descs);
     if !annotations.is_empty() {
-        b = b.annotations(annotations.clone().into_iter().collect::<std::collections::HashMap<_, _>>());
+        b = b.annotations(
+            annotations
+                .clone()
+                .into_iter()
+                .collect::<std::collections::HashMap<_, _>>(),
+        );
     }
     let idx = b.build().map_err(build_err("index"))?;
-    let v = serde_json::to_value(&idx).map_err(|e| ImageError::Build { what: "index", message: e.to_string() })?;
+    let v = serde_json::to_value(&idx).map_err(|e| ImageError::Build {
+        what: "index",
+        message: e.to_string(),
+    })?;
     Ok(canonical(&v))
 }
 
@@ -270,7 +336,11 @@ mod tests {
     use std::time::Duration;
 
     fn amd64() -> Platform {
-        Platform { os: "linux".into(), architecture: "amd64".into(), variant: None }
+        Platform {
+            os: "linux".into(),
+            architecture: "amd64".into(),
+            variant: None,
+        }
     }
 
     #[test]
@@ -288,8 +358,10 @@ mod tests {
             "rootfs": {"type": "layers", "diff_ids": ["sha256:aa"]},
             "history": [{"created_by": "base"}]
         });
-        let mut s = ConfigSpec::default();
-        s.entrypoint = Some(vec!["python".into()]);
+        let mut s = ConfigSpec {
+            entrypoint: Some(vec!["python".into()]),
+            ..Default::default()
+        };
         s.env.insert("A".into(), "2".into());
         s.env.insert("B".into(), "3".into());
         s.ports = vec!["8000/tcp".into()];
@@ -301,15 +373,29 @@ mod tests {
             retries: Some(3),
         });
         let layer = ImageLayer {
-            blob: Blob { media_type: "x".into(), digest: "sha256:bb".into(), size: 1 },
+            blob: Blob {
+                media_type: "x".into(),
+                digest: "sha256:bb".into(),
+                size: 1,
+            },
             diff_id: "sha256:cc".into(),
             created_by: "mlimg app".into(),
         };
         let c = build_config(&base, &amd64(), &s, &[layer], "1970-01-01T00:00:00Z").unwrap();
         assert_eq!(c["config"]["Env"], json!(["PATH=/bin", "A=2", "B=3"]));
-        assert!(c["config"].get("Cmd").is_none(), "a new entrypoint resets the base cmd");
-        assert_eq!(c["config"]["Shell"], json!(["/bin/sh", "-c"]), "unknown base fields survive");
-        assert_eq!(c["config"]["Healthcheck"]["Interval"], json!(30_000_000_000u64));
+        assert!(
+            c["config"].get("Cmd").is_none(),
+            "a new entrypoint resets the base cmd"
+        );
+        assert_eq!(
+            c["config"]["Shell"],
+            json!(["/bin/sh", "-c"]),
+            "unknown base fields survive"
+        );
+        assert_eq!(
+            c["config"]["Healthcheck"]["Interval"],
+            json!(30_000_000_000u64)
+        );
         assert_eq!(c["config"]["ExposedPorts"], json!({"8000/tcp": {}}));
         assert_eq!(c["rootfs"]["diff_ids"], json!(["sha256:aa", "sha256:cc"]));
         assert_eq!(c["history"][1]["created_by"], json!("mlimg app"));
@@ -318,7 +404,11 @@ mod tests {
 
     #[test]
     fn manifest_is_canonical() {
-        let cfg = Blob { media_type: CONFIG_MEDIA_TYPE.into(), digest: format!("sha256:{}", "a".repeat(64)), size: 10 };
+        let cfg = Blob {
+            media_type: CONFIG_MEDIA_TYPE.into(),
+            digest: format!("sha256:{}", "a".repeat(64)),
+            size: 10,
+        };
         let mut ann = BTreeMap::new();
         ann.insert("z".to_string(), "1".to_string());
         ann.insert("a".to_string(), "2".to_string());

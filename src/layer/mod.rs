@@ -35,7 +35,11 @@ pub enum LayerError {
     #[error("reading {}: {source}", file.display())]
     Read { file: PathBuf, source: io::Error },
     #[error("{}: the file changed size while it was being read (expected {expected} bytes, read {got})", file.display())]
-    Changed { file: PathBuf, expected: u64, got: u64 },
+    Changed {
+        file: PathBuf,
+        expected: u64,
+        got: u64,
+    },
     #[error("reading {name} from {}: {source}", archive.display())]
     Zip {
         archive: PathBuf,
@@ -66,7 +70,9 @@ pub fn finalize(entries: Vec<Entry>) -> Result<Vec<Entry>, LayerError> {
         if e.path.is_empty()
             || e.path.starts_with('/')
             || e.path.ends_with('/')
-            || e.path.split('/').any(|c| c.is_empty() || c == "." || c == "..")
+            || e.path
+                .split('/')
+                .any(|c| c.is_empty() || c == "." || c == "..")
         {
             return Err(LayerError::BadPath { path: e.path });
         }
@@ -76,13 +82,19 @@ pub fn finalize(entries: Vec<Entry>) -> Result<Vec<Entry>, LayerError> {
             let parent = &e.path[..idx + pos];
             match map.get(parent) {
                 Some(p) if p.content != Content::Dir => {
-                    return Err(LayerError::DirConflict { path: parent.to_string() });
+                    return Err(LayerError::DirConflict {
+                        path: parent.to_string(),
+                    });
                 }
                 Some(_) => {}
                 None => {
                     map.insert(
                         parent.to_string(),
-                        Entry { path: parent.to_string(), mode: 0o755, content: Content::Dir },
+                        Entry {
+                            path: parent.to_string(),
+                            mode: 0o755,
+                            content: Content::Dir,
+                        },
                     );
                 }
             }
@@ -130,11 +142,19 @@ pub struct HashWriter<W> {
 
 impl<W: Write> HashWriter<W> {
     pub fn new(inner: W) -> Self {
-        HashWriter { inner, hasher: Sha256::new(), count: 0 }
+        HashWriter {
+            inner,
+            hasher: Sha256::new(),
+            count: 0,
+        }
     }
     /// `sha256:<hex>`, the byte count and the inner writer.
     pub fn finish(self) -> (String, u64, W) {
-        (format!("sha256:{}", hex::encode(self.hasher.finalize())), self.count, self.inner)
+        (
+            format!("sha256:{}", hex::encode(self.hasher.finalize())),
+            self.count,
+            self.inner,
+        )
     }
 }
 
@@ -191,11 +211,17 @@ pub fn write<W: Write>(
             flate2::GzBuilder::new()
                 .operating_system(255)
                 .mtime(0)
-                .write(HashWriter::new(BufWriter::with_capacity(BUF, out)), flate2::Compression::default()),
+                .write(
+                    HashWriter::new(BufWriter::with_capacity(BUF, out)),
+                    flate2::Compression::default(),
+                ),
         ),
         Compression::Zstd => Sink::Zstd(
-            zstd::stream::write::Encoder::new(HashWriter::new(BufWriter::with_capacity(BUF, out)), 3)
-                .map_err(LayerError::Write)?,
+            zstd::stream::write::Encoder::new(
+                HashWriter::new(BufWriter::with_capacity(BUF, out)),
+                3,
+            )
+            .map_err(LayerError::Write)?,
         ),
         Compression::None => Sink::Plain(BufWriter::with_capacity(BUF, out)),
     };
@@ -218,7 +244,12 @@ pub fn write<W: Write>(
             (diff_id.clone(), tar_len)
         }
     };
-    Ok(LayerBlob { media_type: compression.media_type().to_string(), digest, diff_id, size })
+    Ok(LayerBlob {
+        media_type: compression.media_type().to_string(),
+        digest,
+        diff_id,
+        size,
+    })
 }
 
 fn finish_out<W: Write>(h: Out<W>) -> Result<(String, u64), LayerError> {
@@ -248,48 +279,89 @@ fn append<W: Write>(
     match &e.content {
         Content::Dir => {
             let mut h = header(tar::EntryType::Directory, e.mode, 0, mtime);
-            tar.append_data(&mut h, format!("{}/", e.path), io::empty()).map_err(LayerError::Write)
+            tar.append_data(&mut h, format!("{}/", e.path), io::empty())
+                .map_err(LayerError::Write)
         }
         Content::Symlink(target) => {
             let mut h = header(tar::EntryType::Symlink, 0o777, 0, mtime);
-            tar.append_link(&mut h, &e.path, target).map_err(LayerError::Write)
+            tar.append_link(&mut h, &e.path, target)
+                .map_err(LayerError::Write)
         }
         Content::Inline(bytes) => {
             let mut h = header(tar::EntryType::Regular, e.mode, bytes.len() as u64, mtime);
-            tar.append_data(&mut h, &e.path, &bytes[..]).map_err(LayerError::Write)
+            tar.append_data(&mut h, &e.path, &bytes[..])
+                .map_err(LayerError::Write)
         }
         Content::File { path, size } => {
-            let f = File::open(path).map_err(|source| LayerError::Read { file: path.clone(), source })?;
+            let f = File::open(path).map_err(|source| LayerError::Read {
+                file: path.clone(),
+                source,
+            })?;
             let mut h = header(tar::EntryType::Regular, e.mode, *size, mtime);
-            let mut r = Counted { inner: BufReader::with_capacity(BUF, f).take(*size), n: 0, err: None };
+            let mut r = Counted {
+                inner: BufReader::with_capacity(BUF, f).take(*size),
+                n: 0,
+                err: None,
+            };
             let res = tar.append_data(&mut h, &e.path, &mut r);
             if let Some(source) = r.err.take() {
-                return Err(LayerError::Read { file: path.clone(), source });
+                return Err(LayerError::Read {
+                    file: path.clone(),
+                    source,
+                });
             }
             res.map_err(LayerError::Write)?;
             if r.n != *size {
-                return Err(LayerError::Changed { file: path.clone(), expected: *size, got: r.n });
+                return Err(LayerError::Changed {
+                    file: path.clone(),
+                    expected: *size,
+                    got: r.n,
+                });
             }
             Ok(())
         }
-        Content::ZipMember { archive, name, size } => {
-            let zip_err = |source| LayerError::Zip { archive: archive.clone(), name: name.clone(), source };
+        Content::ZipMember {
+            archive,
+            name,
+            size,
+        } => {
+            let zip_err = |source| LayerError::Zip {
+                archive: archive.clone(),
+                name: name.clone(),
+                source,
+            };
             if !zips.contains_key(archive) {
-                let f = File::open(archive).map_err(|source| LayerError::Read { file: archive.clone(), source })?;
+                let f = File::open(archive).map_err(|source| LayerError::Read {
+                    file: archive.clone(),
+                    source,
+                })?;
                 let z = zip::ZipArchive::new(BufReader::new(f)).map_err(zip_err)?;
                 zips.insert(archive.clone(), z);
             }
-            let Some(z) = zips.get_mut(archive) else { unreachable!("inserted above") };
+            let Some(z) = zips.get_mut(archive) else {
+                unreachable!("inserted above")
+            };
             let member = z.by_name(name).map_err(zip_err)?;
             let mut h = header(tar::EntryType::Regular, e.mode, *size, mtime);
-            let mut r = Counted { inner: member.take(*size), n: 0, err: None };
+            let mut r = Counted {
+                inner: member.take(*size),
+                n: 0,
+                err: None,
+            };
             let res = tar.append_data(&mut h, &e.path, &mut r);
             if let Some(source) = r.err.take() {
-                return Err(LayerError::Read { file: archive.join(name), source });
+                return Err(LayerError::Read {
+                    file: archive.join(name),
+                    source,
+                });
             }
             res.map_err(LayerError::Write)?;
             if r.n != *size {
-                return Err(LayerError::Changed { file: archive.join(name), expected: *size, got: r.n });
+                return Err(LayerError::Changed {
+                    file: archive.join(name),
+                    expected: *size,
+                    got: r.n,
+                });
             }
             Ok(())
         }
@@ -346,17 +418,35 @@ mod tests {
     use std::sync::Arc;
 
     fn inline(path: &str, data: &[u8]) -> Entry {
-        Entry { path: path.into(), mode: 0o644, content: Content::Inline(Arc::from(data)) }
+        Entry {
+            path: path.into(),
+            mode: 0o644,
+            content: Content::Inline(Arc::from(data)),
+        }
     }
 
     #[test]
     fn parents_sorted_and_deduplicated() {
-        let e = finalize(vec![inline("a/b/c", b"x"), inline("a-b", b"y"), inline("a/b/d", b"z")]).unwrap();
+        let e = finalize(vec![
+            inline("a/b/c", b"x"),
+            inline("a-b", b"y"),
+            inline("a/b/d", b"z"),
+        ])
+        .unwrap();
         let paths: Vec<_> = e.iter().map(|e| e.path.as_str()).collect();
         assert_eq!(paths, ["a", "a-b", "a/b", "a/b/c", "a/b/d"]);
-        assert!(matches!(finalize(vec![inline("a", b"1"), inline("a", b"2")]), Err(LayerError::Duplicate { .. })));
-        assert!(matches!(finalize(vec![inline("a", b"1"), inline("a/b", b"2")]), Err(LayerError::DirConflict { .. })));
-        assert!(matches!(finalize(vec![inline("a/../b", b"1")]), Err(LayerError::BadPath { .. })));
+        assert!(matches!(
+            finalize(vec![inline("a", b"1"), inline("a", b"2")]),
+            Err(LayerError::Duplicate { .. })
+        ));
+        assert!(matches!(
+            finalize(vec![inline("a", b"1"), inline("a/b", b"2")]),
+            Err(LayerError::DirConflict { .. })
+        ));
+        assert!(matches!(
+            finalize(vec![inline("a/../b", b"1")]),
+            Err(LayerError::BadPath { .. })
+        ));
     }
 
     #[test]
@@ -365,7 +455,11 @@ mod tests {
         let entries = finalize(vec![
             inline("x/y", b"hello"),
             inline(&long, &[7u8; 1000]),
-            Entry { path: "x/link".into(), mode: 0o777, content: Content::Symlink("y".repeat(150)) },
+            Entry {
+                path: "x/link".into(),
+                mode: 0o777,
+                content: Content::Symlink("y".repeat(150)),
+            },
         ])
         .unwrap();
         for c in [Compression::Gzip, Compression::Zstd, Compression::None] {
@@ -376,7 +470,10 @@ mod tests {
             assert_eq!(a, b);
             assert_eq!(la, lb);
             assert_eq!(la.size, a.len() as u64, "{c:?}");
-            assert_eq!(la.digest, format!("sha256:{}", hex::encode(Sha256::digest(&a))));
+            assert_eq!(
+                la.digest,
+                format!("sha256:{}", hex::encode(Sha256::digest(&a)))
+            );
         }
         // The uncompressed tar reads back with the expected names and owner.
         let mut a = Vec::new();
@@ -389,7 +486,11 @@ mod tests {
                 let e = e.unwrap();
                 assert_eq!(e.header().mtime().unwrap(), 42);
                 assert_eq!(e.header().uid().unwrap(), 0);
-                e.path().unwrap().to_string_lossy().trim_end_matches('/').to_string()
+                e.path()
+                    .unwrap()
+                    .to_string_lossy()
+                    .trim_end_matches('/')
+                    .to_string()
             })
             .collect();
         assert_eq!(names[0], "d".repeat(120));

@@ -36,7 +36,11 @@ type Tar = tar::Builder<BufWriter<File>>;
 
 fn header(size: u64, dir: bool) -> tar::Header {
     let mut h = tar::Header::new_gnu();
-    h.set_entry_type(if dir { tar::EntryType::Directory } else { tar::EntryType::Regular });
+    h.set_entry_type(if dir {
+        tar::EntryType::Directory
+    } else {
+        tar::EntryType::Regular
+    });
     h.set_mode(if dir { 0o755 } else { 0o644 });
     h.set_size(size);
     h.set_mtime(0);
@@ -46,22 +50,34 @@ fn header(size: u64, dir: bool) -> tar::Header {
 }
 
 fn add_bytes(tar: &mut Tar, name: &str, bytes: &[u8], out: &Path) -> Result<(), OutputError> {
-    tar.append_data(&mut header(bytes.len() as u64, false), name, bytes).map_err(io_err(out))
+    tar.append_data(&mut header(bytes.len() as u64, false), name, bytes)
+        .map_err(io_err(out))
 }
 
 fn add_dir(tar: &mut Tar, name: &str, out: &Path) -> Result<(), OutputError> {
-    tar.append_data(&mut header(0, true), name, std::io::empty()).map_err(io_err(out))
+    tar.append_data(&mut header(0, true), name, std::io::empty())
+        .map_err(io_err(out))
 }
 
-fn add_blob(tar: &mut Tar, name: &str, digest: &str, blobs: &BlobStore, out: &Path) -> Result<(), OutputError> {
+fn add_blob(
+    tar: &mut Tar,
+    name: &str,
+    digest: &str,
+    blobs: &BlobStore,
+    out: &Path,
+) -> Result<(), OutputError> {
     let (f, p) = blobs.open(digest)?;
     let size = f.metadata().map_err(io_err(&p))?.len();
     let r = std::io::BufReader::with_capacity(1 << 20, f);
-    tar.append_data(&mut header(size, false), name, r).map_err(io_err(out))
+    tar.append_data(&mut header(size, false), name, r)
+        .map_err(io_err(out))
 }
 
 /// Writes a tar atomically: `fill` adds entries, then the temp file is renamed to `file`.
-fn write_tar(file: &Path, fill: impl FnOnce(&mut Tar) -> Result<(), OutputError>) -> Result<(), OutputError> {
+fn write_tar(
+    file: &Path,
+    fill: impl FnOnce(&mut Tar) -> Result<(), OutputError>,
+) -> Result<(), OutputError> {
     if let Some(parent) = file.parent().filter(|p| !p.as_os_str().is_empty()) {
         fs::create_dir_all(parent).map_err(io_err(parent))?;
     }
@@ -72,7 +88,10 @@ fn write_tar(file: &Path, fill: impl FnOnce(&mut Tar) -> Result<(), OutputError>
         fill(&mut tar)?;
         let mut w = tar.into_inner().map_err(io_err(&tmp))?;
         w.flush().map_err(io_err(&tmp))?;
-        let f = w.into_inner().map_err(|e| OutputError::Io { path: tmp.clone(), source: e.into_error() })?;
+        let f = w.into_inner().map_err(|e| OutputError::Io {
+            path: tmp.clone(),
+            source: e.into_error(),
+        })?;
         f.sync_all().map_err(io_err(&tmp))?;
         fs::rename(&tmp, file).map_err(io_err(file))
     })();
@@ -100,7 +119,10 @@ impl super::Sink for OciArchive {
             add_bytes(tar, "index.json", &layout_index(image), &out)?;
             add_bytes(tar, "oci-layout", OCI_LAYOUT, &out)
         })?;
-        Ok(SinkReport { target: self.to_string(), reference: None })
+        Ok(SinkReport {
+            target: self.to_string(),
+            reference: None,
+        })
     }
 }
 
@@ -132,6 +154,9 @@ impl super::Sink for DockerArchive {
             }
             add_bytes(tar, "manifest.json", &manifest, &out)
         })?;
-        Ok(SinkReport { target: self.to_string(), reference: None })
+        Ok(SinkReport {
+            target: self.to_string(),
+            reference: None,
+        })
     }
 }

@@ -40,7 +40,10 @@ impl super::Sink for OciLayout {
             let _ = fs::remove_dir_all(&tmp);
         }
         result?;
-        Ok(SinkReport { target: self.to_string(), reference: None })
+        Ok(SinkReport {
+            target: self.to_string(),
+            reference: None,
+        })
     }
 }
 
@@ -48,7 +51,11 @@ fn write_into(dir: &Path, image: &BuiltImage, blobs: &BlobStore) -> Result<(), O
     let bdir = dir.join("blobs/sha256");
     fs::create_dir_all(&bdir).map_err(io_err(&bdir))?;
     for b in image.all_blobs() {
-        let src = blobs.path(&b.digest).ok_or_else(|| OutputError::MissingBlob { digest: b.digest.clone() })?;
+        let src = blobs
+            .path(&b.digest)
+            .ok_or_else(|| OutputError::MissingBlob {
+                digest: b.digest.clone(),
+            })?;
         let dest = bdir.join(b.digest.trim_start_matches("sha256:"));
         // A hard link shares the cache's bytes (weights can be tens of GB); copy across filesystems.
         if fs::hard_link(&src, &dest).is_err() {

@@ -32,7 +32,10 @@ pub enum OutputError {
 }
 
 pub(crate) fn io_err(path: &Path) -> impl FnOnce(io::Error) -> OutputError + '_ {
-    move |source| OutputError::Io { path: path.to_path_buf(), source }
+    move |source| OutputError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 /// One platform's finished image.
@@ -102,11 +105,16 @@ impl BlobStore {
             return Some(p);
         }
         let hex = digest.strip_prefix("sha256:").unwrap_or(digest);
-        self.layouts.iter().map(|l| l.join("blobs/sha256").join(hex)).find(|p| p.is_file())
+        self.layouts
+            .iter()
+            .map(|l| l.join("blobs/sha256").join(hex))
+            .find(|p| p.is_file())
     }
 
     pub fn open(&self, digest: &str) -> Result<(File, PathBuf), OutputError> {
-        let p = self.path(digest).ok_or_else(|| OutputError::MissingBlob { digest: digest.into() })?;
+        let p = self.path(digest).ok_or_else(|| OutputError::MissingBlob {
+            digest: digest.into(),
+        })?;
         let f = File::open(&p).map_err(io_err(&p))?;
         Ok((f, p))
     }
@@ -134,7 +142,9 @@ pub trait Sink: fmt::Display {
 
 /// Parses an `--output` value into a sink.
 pub fn parse_target(s: &str) -> Result<Box<dyn Sink>, OutputError> {
-    let (kind, path) = s.split_once(':').ok_or_else(|| OutputError::BadTarget(s.into()))?;
+    let (kind, path) = s
+        .split_once(':')
+        .ok_or_else(|| OutputError::BadTarget(s.into()))?;
     if path.is_empty() {
         return Err(OutputError::BadTarget(s.into()));
     }
@@ -149,7 +159,13 @@ pub fn parse_target(s: &str) -> Result<Box<dyn Sink>, OutputError> {
 
 /// A temp sibling of `target` for an atomic write.
 pub(crate) fn temp_beside(target: &Path, suffix: &str) -> PathBuf {
-    let name = target.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "out".into());
-    let parent = target.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let name = target
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "out".into());
+    let parent = target
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     parent.join(format!(".{name}.mlimg-{}-{suffix}", std::process::id()))
 }

@@ -124,7 +124,11 @@ impl LayerPlan {
         use sha2::Digest as _;
         let entries = crate::layer::finalize(entries)?;
         let mut h = sha2::Sha256::new();
-        h.update(format!("mlimg-layer v{}\n{}\nmtime {mtime}\n", crate::layer::FORMAT_VERSION, compression.as_str()));
+        h.update(format!(
+            "mlimg-layer v{}\n{}\nmtime {mtime}\n",
+            crate::layer::FORMAT_VERSION,
+            compression.as_str()
+        ));
         for e in &entries {
             // where each entry lands and how: dest, mode, kind (contents come from the fingerprint)
             let kind = match &e.content {
@@ -140,7 +144,13 @@ impl LayerPlan {
             h.update(line.as_bytes());
             h.update(b"\n");
         }
-        Ok(LayerPlan { role, compression, entries, selector: hex::encode(h.finalize()), created_by })
+        Ok(LayerPlan {
+            role,
+            compression,
+            entries,
+            selector: hex::encode(h.finalize()),
+            created_by,
+        })
     }
 
     pub fn size(&self) -> u64 {
@@ -191,7 +201,10 @@ impl fmt::Display for BuildPlan {
                         Content::Symlink(t) => format!("(symlink -> {t})"),
                         Content::Inline(_) => "(generated)".to_string(),
                         Content::ZipMember { archive, name, .. } => {
-                            format!("{}!{name}", archive.file_name().unwrap_or_default().to_string_lossy())
+                            format!(
+                                "{}!{name}",
+                                archive.file_name().unwrap_or_default().to_string_lossy()
+                            )
                         }
                     };
                     writeln!(f, "    {:04o} /{} <- {src}", e.mode, e.path)?;

@@ -16,13 +16,21 @@ pub enum SourceError {
     #[error("{}: {source}", path.display())]
     Io { path: PathBuf, source: io::Error },
     #[error("{}: symlink to {target:?} points outside {}", link.display(), root.display())]
-    EscapingLink { link: PathBuf, target: String, root: PathBuf },
+    EscapingLink {
+        link: PathBuf,
+        target: String,
+        root: PathBuf,
+    },
     #[error("{}: not valid UTF-8; image paths must be UTF-8", path.display())]
     NonUtf8 { path: PathBuf },
     #[error("{}: unsupported file type (only files, folders and symlinks go into layers)", path.display())]
     Special { path: PathBuf },
     #[error("{}: bad pattern {pattern:?}: {message}", file.display())]
-    Pattern { file: PathBuf, pattern: String, message: String },
+    Pattern {
+        file: PathBuf,
+        pattern: String,
+        message: String,
+    },
 }
 
 /// The result of walking a source: entries (files, dirs, links) and fingerprint lines.
@@ -41,7 +49,11 @@ impl Walked {
 
 /// Normalized permission bits: 0755 for folders and anything executable, else 0644.
 pub fn normalize_mode(mode: u32, is_dir: bool) -> u32 {
-    if is_dir || mode & 0o111 != 0 { 0o755 } else { 0o644 }
+    if is_dir || mode & 0o111 != 0 {
+        0o755
+    } else {
+        0o644
+    }
 }
 
 /// What to keep of a tree: include globs (empty = everything) and exclude globs, matched against
@@ -65,7 +77,11 @@ impl Filter {
             b.build()
         };
         Ok(Filter {
-            include: if include.is_empty() { None } else { Some(set(include)?) },
+            include: if include.is_empty() {
+                None
+            } else {
+                Some(set(include)?)
+            },
             exclude: set(exclude)?,
             ignore: None,
             skip: Vec::new(),
@@ -122,13 +138,22 @@ impl IgnoreRules {
             if pat.is_empty() {
                 continue;
             }
-            let glob = GlobBuilder::new(&pat).literal_separator(true).backslash_escape(true).build().map_err(|e| {
-                SourceError::Pattern { file: origin.to_path_buf(), pattern: raw.clone(), message: e.to_string() }
-            })?;
+            let glob = GlobBuilder::new(&pat)
+                .literal_separator(true)
+                .backslash_escape(true)
+                .build()
+                .map_err(|e| SourceError::Pattern {
+                    file: origin.to_path_buf(),
+                    pattern: raw.clone(),
+                    message: e.to_string(),
+                })?;
             rules.push((glob.compile_matcher(), neg));
         }
         let has_negation = rules.iter().any(|(_, n)| *n);
-        Ok(IgnoreRules { rules, has_negation })
+        Ok(IgnoreRules {
+            rules,
+            has_negation,
+        })
     }
 
     /// Reads `.dockerignore` and `.mlimgignore` in `dir` (in that order) plus extra patterns.
@@ -204,21 +229,40 @@ pub fn walk(src: &Path, dest: &str, filter: &Filter) -> Result<Walked, SourceErr
     let meta = fs::symlink_metadata(src).map_err(io_err(src))?;
     let mut out = Walked::default();
     if meta.is_file() {
-        let name = src.file_name().and_then(|n| n.to_str()).ok_or_else(|| SourceError::NonUtf8 { path: src.to_path_buf() })?;
+        let name =
+            src.file_name()
+                .and_then(|n| n.to_str())
+                .ok_or_else(|| SourceError::NonUtf8 {
+                    path: src.to_path_buf(),
+                })?;
         push_file(&mut out, src, name, &join(dest, name), &meta);
         return Ok(out);
     }
     let root = src;
-    let mut it = walkdir::WalkDir::new(root).follow_links(false).sort_by_file_name().min_depth(1).into_iter();
+    let mut it = walkdir::WalkDir::new(root)
+        .follow_links(false)
+        .sort_by_file_name()
+        .min_depth(1)
+        .into_iter();
     while let Some(item) = it.next() {
         let item = item.map_err(|e| {
             let path = e.path().unwrap_or(root).to_path_buf();
-            SourceError::Io { path, source: e.into() }
+            SourceError::Io {
+                path,
+                source: e.into(),
+            }
         })?;
         let abs = item.path();
-        let rel_path = abs.strip_prefix(root).map_err(|_| SourceError::NonUtf8 { path: abs.to_path_buf() })?;
-        let rel = rel_path.to_str().ok_or_else(|| SourceError::NonUtf8 { path: abs.to_path_buf() })?;
-        let meta = item.metadata().map_err(|e| SourceError::Io { path: abs.to_path_buf(), source: e.into() })?;
+        let rel_path = abs.strip_prefix(root).map_err(|_| SourceError::NonUtf8 {
+            path: abs.to_path_buf(),
+        })?;
+        let rel = rel_path.to_str().ok_or_else(|| SourceError::NonUtf8 {
+            path: abs.to_path_buf(),
+        })?;
+        let meta = item.metadata().map_err(|e| SourceError::Io {
+            path: abs.to_path_buf(),
+            source: e.into(),
+        })?;
         let ft = meta.file_type();
         if ft.is_dir() {
             if filter.prunes_dir(rel, abs) {
@@ -236,14 +280,30 @@ pub fn walk(src: &Path, dest: &str, filter: &Filter) -> Result<Walked, SourceErr
             push_file(&mut out, abs, rel, &image_path, &meta);
         } else if ft.is_symlink() {
             let target = fs::read_link(abs).map_err(io_err(abs))?;
-            let t = target.to_str().ok_or_else(|| SourceError::NonUtf8 { path: abs.to_path_buf() })?.to_string();
+            let t = target
+                .to_str()
+                .ok_or_else(|| SourceError::NonUtf8 {
+                    path: abs.to_path_buf(),
+                })?
+                .to_string();
             if escapes(rel_path, &target) {
-                return Err(SourceError::EscapingLink { link: abs.to_path_buf(), target: t, root: root.to_path_buf() });
+                return Err(SourceError::EscapingLink {
+                    link: abs.to_path_buf(),
+                    target: t,
+                    root: root.to_path_buf(),
+                });
             }
-            out.fingerprint.push(format!("L {rel:?} {t:?} {}", meta.mtime()));
-            out.entries.push(Entry { path: image_path, mode: 0o777, content: Content::Symlink(t) });
+            out.fingerprint
+                .push(format!("L {rel:?} {t:?} {}", meta.mtime()));
+            out.entries.push(Entry {
+                path: image_path,
+                mode: 0o777,
+                content: Content::Symlink(t),
+            });
         } else {
-            return Err(SourceError::Special { path: abs.to_path_buf() });
+            return Err(SourceError::Special {
+                path: abs.to_path_buf(),
+            });
         }
     }
     Ok(out)
@@ -263,12 +323,19 @@ fn push_file(out: &mut Walked, abs: &Path, rel: &str, image_path: &str, meta: &f
     out.entries.push(Entry {
         path: image_path.to_string(),
         mode,
-        content: Content::File { path: abs.to_path_buf(), size: meta.len() },
+        content: Content::File {
+            path: abs.to_path_buf(),
+            size: meta.len(),
+        },
     });
 }
 
 fn join(dest: &str, rel: &str) -> String {
-    if dest.is_empty() { rel.to_string() } else { format!("{dest}/{rel}") }
+    if dest.is_empty() {
+        rel.to_string()
+    } else {
+        format!("{dest}/{rel}")
+    }
 }
 
 /// Whether a link at `link_rel` (relative to the root) pointing at `target` leaves the root.
@@ -297,12 +364,23 @@ mod tests {
     use super::*;
 
     fn rules(p: &[&str]) -> IgnoreRules {
-        IgnoreRules::new(&p.iter().map(|s| s.to_string()).collect::<Vec<_>>(), Path::new(".dockerignore")).unwrap()
+        IgnoreRules::new(
+            &p.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+            Path::new(".dockerignore"),
+        )
+        .unwrap()
     }
 
     #[test]
     fn dockerignore_semantics() {
-        let r = rules(&["# comment", "*.pyc", "tests/", "!tests/keep.py", "**/__pycache__", "/build"]);
+        let r = rules(&[
+            "# comment",
+            "*.pyc",
+            "tests/",
+            "!tests/keep.py",
+            "**/__pycache__",
+            "/build",
+        ]);
         assert!(r.excludes("a.pyc"));
         assert!(!r.excludes("pkg/a.pyc"), "* does not cross folders");
         assert!(r.excludes("tests/x.py"));
@@ -334,10 +412,23 @@ mod tests {
         let f = Filter::globs(&["*.safetensors".into(), "sub".into()], &[]).unwrap();
         let w = walk(&root.join("m"), "/models/x", &f).unwrap();
         let paths: Vec<_> = w.entries.iter().map(|e| e.path.as_str()).collect();
-        assert_eq!(paths, ["models/x/a.safetensors", "models/x/latest.safetensors", "models/x/sub/b.bin"]);
-        assert_eq!(w.entries[1].content, Content::Symlink("a.safetensors".into()));
+        assert_eq!(
+            paths,
+            [
+                "models/x/a.safetensors",
+                "models/x/latest.safetensors",
+                "models/x/sub/b.bin"
+            ]
+        );
+        assert_eq!(
+            w.entries[1].content,
+            Content::Symlink("a.safetensors".into())
+        );
         std::os::unix::fs::symlink("../../etc", root.join("m/bad")).unwrap();
         let f = Filter::globs(&[], &[]).unwrap();
-        assert!(matches!(walk(&root.join("m"), "/x", &f), Err(SourceError::EscapingLink { .. })));
+        assert!(matches!(
+            walk(&root.join("m"), "/x", &f),
+            Err(SourceError::EscapingLink { .. })
+        ));
     }
 }

@@ -43,7 +43,10 @@ pub struct ImageSpec {
 pub enum BaseSpec {
     Scratch,
     /// A local OCI image layout: `oci:PATH[:TAG]`.
-    OciLayout { path: PathBuf, tag: Option<String> },
+    OciLayout {
+        path: PathBuf,
+        tag: Option<String>,
+    },
     /// A registry reference, e.g. `docker.io/library/python:3.11-slim`.
     Registry(String),
 }
@@ -210,7 +213,10 @@ impl Spec {
             field: String::new(),
             message: format!("cannot read the spec: {e}"),
             hint: if e.kind() == std::io::ErrorKind::NotFound {
-                Some("pass the spec with -f FILE, or run mlimg in the folder that holds mlimg.toml".into())
+                Some(
+                    "pass the spec with -f FILE, or run mlimg in the folder that holds mlimg.toml"
+                        .into(),
+                )
             } else {
                 None
             },

@@ -24,7 +24,12 @@ impl Ctx<'_> {
         (line, col)
     }
 
-    fn err(&self, span: Range<usize>, field: impl Into<String>, message: impl Into<String>) -> SpecError {
+    fn err(
+        &self,
+        span: Range<usize>,
+        field: impl Into<String>,
+        message: impl Into<String>,
+    ) -> SpecError {
         let (line, column) = self.pos(span.start);
         SpecError {
             file: self.file.to_path_buf(),
@@ -50,7 +55,11 @@ impl Ctx<'_> {
 
     fn resolve(&self, p: &str) -> PathBuf {
         let p = Path::new(p);
-        if p.is_absolute() { p.to_path_buf() } else { self.dir.join(p) }
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            self.dir.join(p)
+        }
     }
 
     /// A path that must exist.
@@ -60,8 +69,15 @@ impl Ctx<'_> {
             return Err(self.err_hint(
                 s.span(),
                 field,
-                format!("{what} {:?} does not exist (looked for {})", s.get_ref(), p.display()),
-                format!("relative paths resolve against the spec's folder {}", self.dir.display()),
+                format!(
+                    "{what} {:?} does not exist (looked for {})",
+                    s.get_ref(),
+                    p.display()
+                ),
+                format!(
+                    "relative paths resolve against the spec's folder {}",
+                    self.dir.display()
+                ),
             ));
         }
         Ok(p)
@@ -69,7 +85,12 @@ impl Ctx<'_> {
 
     fn image_path(&self, s: &S<String>, field: &str) -> Result<String, SpecError> {
         check_image_path(s.get_ref()).map_err(|m| {
-            self.err_hint(s.span(), field, m, "image paths are absolute, e.g. \"/models/sst2\"")
+            self.err_hint(
+                s.span(),
+                field,
+                m,
+                "image paths are absolute, e.g. \"/models/sst2\"",
+            )
         })
     }
 
@@ -96,7 +117,8 @@ impl Ctx<'_> {
     fn name(&self, s: &S<String>, field: &str) -> Result<String, SpecError> {
         let n = s.get_ref();
         let ok = !n.is_empty()
-            && n.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+            && n.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
         if !ok {
             return Err(self.err_hint(
                 s.span(),
@@ -111,7 +133,12 @@ impl Ctx<'_> {
     fn duration(&self, s: &Option<S<String>>, field: &str) -> Result<Option<Duration>, SpecError> {
         let Some(s) = s else { return Ok(None) };
         parse_duration(s.get_ref()).map(Some).map_err(|m| {
-            self.err_hint(s.span(), field, m, "durations look like \"30s\", \"1m30s\" or \"500ms\"")
+            self.err_hint(
+                s.span(),
+                field,
+                m,
+                "durations look like \"30s\", \"1m30s\" or \"500ms\"",
+            )
         })
     }
 
@@ -121,7 +148,9 @@ impl Ctx<'_> {
             .map(|(i, g)| {
                 globset::Glob::new(g.get_ref())
                     .map(|_| g.get_ref().clone())
-                    .map_err(|e| self.err(g.span(), format!("{field}[{i}]"), format!("bad glob: {e}")))
+                    .map_err(|e| {
+                        self.err(g.span(), format!("{field}[{i}]"), format!("bad glob: {e}"))
+                    })
             })
             .collect()
     }
@@ -155,7 +184,11 @@ pub fn parse_platform(s: &str) -> Result<Platform, String> {
     if os.is_empty() || arch.is_empty() || variant.as_deref() == Some("") {
         return Err(bad());
     }
-    Ok(Platform { os: os.to_string(), architecture: arch.to_string(), variant })
+    Ok(Platform {
+        os: os.to_string(),
+        architecture: arch.to_string(),
+        variant,
+    })
 }
 
 /// Go-style durations as docker takes them: `30s`, `1m30s`, `500ms`, `1h`.
@@ -169,10 +202,20 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 pub(super) fn parse(file: &Path, text: &str) -> Result<Spec, SpecError> {
     let dir = file
         .parent()
-        .map(|p| if p.as_os_str().is_empty() { Path::new(".") } else { p })
+        .map(|p| {
+            if p.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                p
+            }
+        })
         .unwrap_or(Path::new("."))
         .to_path_buf();
-    let cx = Ctx { file, dir: dir.clone(), text };
+    let cx = Ctx {
+        file,
+        dir: dir.clone(),
+        text,
+    };
     let raw = deserialize(&cx)?;
 
     let image = image(&cx, &raw.image)?;
@@ -183,7 +226,11 @@ pub(super) fn parse(file: &Path, text: &str) -> Result<Spec, SpecError> {
     for (i, d) in raw.deps.iter().enumerate() {
         let d = deps_set(&cx, i, d)?;
         if !seen.insert(("deps", d.name.clone())) {
-            return Err(cx.err(raw.deps[i].get_ref().name.span(), format!("deps[{i}].name"), format!("a deps set named {:?} already exists", d.name)));
+            return Err(cx.err(
+                raw.deps[i].get_ref().name.span(),
+                format!("deps[{i}].name"),
+                format!("a deps set named {:?} already exists", d.name),
+            ));
         }
         deps.push(d);
     }
@@ -191,7 +238,11 @@ pub(super) fn parse(file: &Path, text: &str) -> Result<Spec, SpecError> {
     for (i, w) in raw.weights.iter().enumerate() {
         let wv = weights_entry(&cx, i, w)?;
         if !seen.insert(("weights", wv.name.clone())) {
-            return Err(cx.err(w.get_ref().name.span(), format!("weights[{i}].name"), format!("a weights entry named {:?} already exists", wv.name)));
+            return Err(cx.err(
+                w.get_ref().name.span(),
+                format!("weights[{i}].name"),
+                format!("a weights entry named {:?} already exists", wv.name),
+            ));
         }
         weights.push(wv);
     }
@@ -200,7 +251,16 @@ pub(super) fn parse(file: &Path, text: &str) -> Result<Spec, SpecError> {
         Some(c) => config(&cx, c, &weights)?,
         None => ConfigSpec::default(),
     };
-    Ok(Spec { path: file.to_path_buf(), dir, image, python, deps, weights, app, config })
+    Ok(Spec {
+        path: file.to_path_buf(),
+        dir,
+        image,
+        python,
+        deps,
+        weights,
+        app,
+        config,
+    })
 }
 
 fn deserialize(cx: &Ctx) -> Result<raw::RawSpec, SpecError> {
@@ -214,7 +274,14 @@ fn deserialize(cx: &Ctx) -> Result<raw::RawSpec, SpecError> {
         } else {
             None
         };
-        SpecError { file: cx.file.to_path_buf(), line, column, field, message, hint }
+        SpecError {
+            file: cx.file.to_path_buf(),
+            line,
+            column,
+            field,
+            message,
+            hint,
+        }
     };
     let de = toml::Deserializer::parse(cx.text).map_err(|e| parse_err(e, String::new()))?;
     serde_path_to_error::deserialize(de).map_err(|e| {
@@ -227,8 +294,14 @@ fn deserialize(cx: &Ctx) -> Result<raw::RawSpec, SpecError> {
 fn image(cx: &Ctx, s: &S<raw::RawImage>) -> Result<ImageSpec, SpecError> {
     let r = s.get_ref();
     let name = match &r.name {
-        Some(n) if n.get_ref().trim().is_empty() || n.get_ref().chars().any(char::is_whitespace) => {
-            return Err(cx.err(n.span(), "image.name", format!("invalid image name {:?}", n.get_ref())));
+        Some(n)
+            if n.get_ref().trim().is_empty() || n.get_ref().chars().any(char::is_whitespace) =>
+        {
+            return Err(cx.err(
+                n.span(),
+                "image.name",
+                format!("invalid image name {:?}", n.get_ref()),
+            ));
         }
         Some(n) => Some(n.get_ref().clone()),
         None => None,
@@ -238,8 +311,11 @@ fn image(cx: &Ctx, s: &S<raw::RawImage>) -> Result<ImageSpec, SpecError> {
         let v = t.get_ref();
         let valid = !v.is_empty()
             && v.len() <= 128
-            && v.chars().next().is_some_and(|c| c.is_ascii_alphanumeric() || c == '_')
-            && v.chars().all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
+            && v.chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_')
+            && v.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
         if !valid {
             return Err(cx.err_hint(
                 t.span(),
@@ -255,7 +331,12 @@ fn image(cx: &Ctx, s: &S<raw::RawImage>) -> Result<ImageSpec, SpecError> {
         Some(b) => {
             let v = b.get_ref().trim();
             if v.is_empty() {
-                return Err(cx.err_hint(b.span(), "image.base", "empty base", "use \"scratch\" for an empty base"));
+                return Err(cx.err_hint(
+                    b.span(),
+                    "image.base",
+                    "empty base",
+                    "use \"scratch\" for an empty base",
+                ));
             } else if v == "scratch" {
                 BaseSpec::Scratch
             } else if let Some(rest) = v.strip_prefix("oci:") {
@@ -278,23 +359,43 @@ fn image(cx: &Ctx, s: &S<raw::RawImage>) -> Result<ImageSpec, SpecError> {
     let mut platforms = Vec::new();
     for (i, p) in r.platforms.iter().enumerate() {
         let plat = parse_platform(p.get_ref()).map_err(|m| {
-            cx.err_hint(p.span(), format!("image.platforms[{i}]"), m, "platforms look like \"linux/amd64\" or \"linux/arm64/v8\"")
+            cx.err_hint(
+                p.span(),
+                format!("image.platforms[{i}]"),
+                m,
+                "platforms look like \"linux/amd64\" or \"linux/arm64/v8\"",
+            )
         })?;
         if platforms.contains(&plat) {
-            return Err(cx.err(p.span(), format!("image.platforms[{i}]"), format!("{plat} is listed twice")));
+            return Err(cx.err(
+                p.span(),
+                format!("image.platforms[{i}]"),
+                format!("{plat} is listed twice"),
+            ));
         }
         platforms.push(plat);
     }
     if platforms.is_empty() {
-        platforms.push(Platform { os: "linux".into(), architecture: "amd64".into(), variant: None });
+        platforms.push(Platform {
+            os: "linux".into(),
+            architecture: "amd64".into(),
+            variant: None,
+        });
     }
-    Ok(ImageSpec { name, tags, base, platforms })
+    Ok(ImageSpec {
+        name,
+        tags,
+        base,
+        platforms,
+    })
 }
 
 /// `PATH[:TAG]`: the tag is what follows the last ':' when it holds no '/'.
 fn split_layout_ref(s: &str) -> (&str, Option<String>) {
     match s.rsplit_once(':') {
-        Some((p, t)) if !t.contains('/') && !t.is_empty() && !p.is_empty() => (p, Some(t.to_string())),
+        Some((p, t)) if !t.contains('/') && !t.is_empty() && !p.is_empty() => {
+            (p, Some(t.to_string()))
+        }
         _ => (s, None),
     }
 }
@@ -306,7 +407,14 @@ fn python(cx: &Ctx, s: &S<raw::RawPython>) -> Result<PythonSpec, SpecError> {
         .split_once('.')
         .and_then(|(a, b)| Some((a.parse::<u32>().ok()?, b.parse::<u32>().ok()?)))
         .filter(|(a, _)| *a == 3)
-        .ok_or_else(|| cx.err_hint(r.version.span(), "python.version", format!("{v:?} is not a CPython X.Y version"), "e.g. version = \"3.11\""))?;
+        .ok_or_else(|| {
+            cx.err_hint(
+                r.version.span(),
+                "python.version",
+                format!("{v:?} is not a CPython X.Y version"),
+                "e.g. version = \"3.11\"",
+            )
+        })?;
     let prefix = match &r.prefix {
         Some(p) => cx.image_path(p, "python.prefix")?,
         None => "/usr/local".to_string(),
@@ -314,10 +422,19 @@ fn python(cx: &Ctx, s: &S<raw::RawPython>) -> Result<PythonSpec, SpecError> {
     let libc = match &r.libc {
         None => None,
         Some(l) => Some(parse_libc(l.get_ref()).ok_or_else(|| {
-            cx.err_hint(l.span(), "python.libc", format!("{:?} is not a libc", l.get_ref()), "use \"glibc 2.36\" or \"musl 1.2\"")
+            cx.err_hint(
+                l.span(),
+                "python.libc",
+                format!("{:?} is not a libc", l.get_ref()),
+                "use \"glibc 2.36\" or \"musl 1.2\"",
+            )
         })?),
     };
-    Ok(PythonSpec { version, prefix, libc })
+    Ok(PythonSpec {
+        version,
+        prefix,
+        libc,
+    })
 }
 
 fn parse_libc(s: &str) -> Option<(String, u32, u32)> {
@@ -333,7 +450,10 @@ fn deps_set(cx: &Ctx, i: usize, s: &S<raw::RawDeps>) -> Result<DepsSpec, SpecErr
     let r = s.get_ref();
     let f = |k: &str| format!("deps[{i}].{k}");
     let name = cx.name(&r.name, &f("name"))?;
-    let given: Vec<&S<String>> = [&r.dir, &r.requirements, &r.pylock].into_iter().flatten().collect();
+    let given: Vec<&S<String>> = [&r.dir, &r.requirements, &r.pylock]
+        .into_iter()
+        .flatten()
+        .collect();
     if given.len() != 1 {
         let span = given.get(1).map_or(s.span(), |g| g.span());
         return Err(cx.err_hint(
@@ -346,7 +466,11 @@ fn deps_set(cx: &Ctx, i: usize, s: &S<raw::RawDeps>) -> Result<DepsSpec, SpecErr
     let source = if let Some(d) = &r.dir {
         let p = cx.existing(d, &f("dir"), "folder")?;
         if !p.is_dir() {
-            return Err(cx.err(d.span(), f("dir"), format!("{} is not a folder", p.display())));
+            return Err(cx.err(
+                d.span(),
+                f("dir"),
+                format!("{} is not a folder", p.display()),
+            ));
         }
         DepsSource::Dir(p)
     } else if let Some(q) = &r.requirements {
@@ -359,10 +483,20 @@ fn deps_set(cx: &Ctx, i: usize, s: &S<raw::RawDeps>) -> Result<DepsSpec, SpecErr
     let dest = match (&source, &r.dest) {
         (DepsSource::Dir(_), Some(d)) => Some(cx.image_path(d, &f("dest"))?),
         (DepsSource::Dir(_), None) => {
-            return Err(cx.err_hint(s.span(), f("dest"), format!("deps set {name:?} with `dir` needs `dest`"), "e.g. dest = \"/usr/local/lib/python3.11/site-packages\""));
+            return Err(cx.err_hint(
+                s.span(),
+                f("dest"),
+                format!("deps set {name:?} with `dir` needs `dest`"),
+                "e.g. dest = \"/usr/local/lib/python3.11/site-packages\"",
+            ));
         }
         (_, Some(d)) => {
-            return Err(cx.err_hint(d.span(), f("dest"), "`dest` applies to `dir` sets only", "wheels install into the target's site-packages; set [python].prefix to move it"));
+            return Err(cx.err_hint(
+                d.span(),
+                f("dest"),
+                "`dest` applies to `dir` sets only",
+                "wheels install into the target's site-packages; set [python].prefix to move it",
+            ));
         }
         (_, None) => None,
     };
@@ -390,16 +524,35 @@ fn weights_entry(cx: &Ctx, i: usize, s: &S<raw::RawWeights>) -> Result<WeightsSp
     let source = if let Some(repo) = src.strip_prefix("hf://") {
         let parts: Vec<&str> = repo.split('/').collect();
         if parts.len() != 2 || parts.iter().any(|p| p.is_empty()) {
-            return Err(cx.err_hint(r.source.span(), f("source"), format!("{src:?} is not a Hub repository"), "use hf://ORG/REPO"));
+            return Err(cx.err_hint(
+                r.source.span(),
+                f("source"),
+                format!("{src:?} is not a Hub repository"),
+                "use hf://ORG/REPO",
+            ));
         }
         WeightsSource::Hub {
             repo: repo.to_string(),
-            revision: r.revision.as_ref().map_or_else(|| "main".to_string(), |v| v.get_ref().clone()),
-            subfolder: r.subfolder.as_ref().map(|v| v.get_ref().trim_matches('/').to_string()),
+            revision: r
+                .revision
+                .as_ref()
+                .map_or_else(|| "main".to_string(), |v| v.get_ref().clone()),
+            subfolder: r
+                .subfolder
+                .as_ref()
+                .map(|v| v.get_ref().trim_matches('/').to_string()),
         }
     } else {
         if let Some(rv) = r.revision.as_ref().or(r.subfolder.as_ref()) {
-            return Err(cx.err(rv.span(), f(if r.revision.is_some() { "revision" } else { "subfolder" }), "only hf:// sources take `revision` and `subfolder`"));
+            return Err(cx.err(
+                rv.span(),
+                f(if r.revision.is_some() {
+                    "revision"
+                } else {
+                    "subfolder"
+                }),
+                "only hf:// sources take `revision` and `subfolder`",
+            ));
         }
         WeightsSource::Local(cx.existing(&r.source, &f("source"), "weights source")?)
     };
@@ -409,11 +562,20 @@ fn weights_entry(cx: &Ctx, i: usize, s: &S<raw::RawWeights>) -> Result<WeightsSp
             "one" => Layering::One,
             "per-file" => Layering::PerFile,
             other => {
-                return Err(cx.err_hint(l.span(), f("layers"), format!("unknown layering {other:?}"), "use \"one\" (default) or \"per-file\""));
+                return Err(cx.err_hint(
+                    l.span(),
+                    f("layers"),
+                    format!("unknown layering {other:?}"),
+                    "use \"one\" (default) or \"per-file\"",
+                ));
             }
         },
     };
-    let compression = cx.compression(&r.compression, &f("compression"), crate::plan::DEFAULT_WEIGHTS_COMPRESSION)?;
+    let compression = cx.compression(
+        &r.compression,
+        &f("compression"),
+        crate::plan::DEFAULT_WEIGHTS_COMPRESSION,
+    )?;
     Ok(WeightsSpec {
         name,
         source,
@@ -431,7 +593,11 @@ fn app(cx: &Ctx, s: &S<raw::RawApp>) -> Result<AppSpec, SpecError> {
         Some(p) => {
             let path = cx.existing(p, "app.src", "folder")?;
             if !path.is_dir() {
-                return Err(cx.err(p.span(), "app.src", format!("{} is not a folder", path.display())));
+                return Err(cx.err(
+                    p.span(),
+                    "app.src",
+                    format!("{} is not a folder", path.display()),
+                ));
             }
             path
         }
@@ -458,17 +624,35 @@ fn config(cx: &Ctx, r: &raw::RawConfig, weights: &[WeightsSpec]) -> Result<Confi
     let mut env = BTreeMap::new();
     for (k, v) in &r.env {
         if k.is_empty() || k.contains('=') {
-            return Err(cx.err(v.span(), format!("config.env.{k}"), format!("invalid variable name {k:?}")));
+            return Err(cx.err(
+                v.span(),
+                format!("config.env.{k}"),
+                format!("invalid variable name {k:?}"),
+            ));
         }
         let value = substitute(v.get_ref(), weights).map_err(|m| {
-            cx.err_hint(v.span(), format!("config.env.{k}"), m, "reference a weights entry as ${weights.NAME.dest}")
+            cx.err_hint(
+                v.span(),
+                format!("config.env.{k}"),
+                m,
+                "reference a weights entry as ${weights.NAME.dest}",
+            )
         })?;
         env.insert(k.clone(), value);
     }
-    let workdir = r.workdir.as_ref().map(|w| cx.image_path(w, "config.workdir")).transpose()?;
+    let workdir = r
+        .workdir
+        .as_ref()
+        .map(|w| cx.image_path(w, "config.workdir"))
+        .transpose()?;
     let user = match &r.user {
         Some(u) if u.get_ref().trim().is_empty() || u.get_ref().split(':').count() > 2 => {
-            return Err(cx.err_hint(u.span(), "config.user", format!("invalid user {:?}", u.get_ref()), "use \"UID[:GID]\" or \"NAME[:GROUP]\""));
+            return Err(cx.err_hint(
+                u.span(),
+                "config.user",
+                format!("invalid user {:?}", u.get_ref()),
+                "use \"UID[:GID]\" or \"NAME[:GROUP]\"",
+            ));
         }
         Some(u) => Some(u.get_ref().clone()),
         None => None,
@@ -476,7 +660,12 @@ fn config(cx: &Ctx, r: &raw::RawConfig, weights: &[WeightsSpec]) -> Result<Confi
     let mut ports = Vec::new();
     for (i, p) in r.ports.iter().enumerate() {
         ports.push(parse_port(p.get_ref()).map_err(|m| {
-            cx.err_hint(p.span(), format!("config.ports[{i}]"), m, "ports look like \"8000\", \"8000/tcp\" or \"53/udp\"")
+            cx.err_hint(
+                p.span(),
+                format!("config.ports[{i}]"),
+                m,
+                "ports look like \"8000\", \"8000/tcp\" or \"53/udp\"",
+            )
         })?);
     }
     let volumes = r
@@ -488,16 +677,29 @@ fn config(cx: &Ctx, r: &raw::RawConfig, weights: &[WeightsSpec]) -> Result<Confi
     let stop_signal = match &r.stop_signal {
         Some(s) => {
             let v = s.get_ref();
-            let ok = (v.starts_with("SIG") && v.len() > 3 && v[3..].chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '+'))
+            let ok = (v.starts_with("SIG")
+                && v.len() > 3
+                && v[3..]
+                    .chars()
+                    .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '+'))
                 || v.parse::<u8>().is_ok_and(|n| n > 0);
             if !ok {
-                return Err(cx.err_hint(s.span(), "config.stop_signal", format!("{v:?} is not a signal"), "e.g. \"SIGTERM\" or \"15\""));
+                return Err(cx.err_hint(
+                    s.span(),
+                    "config.stop_signal",
+                    format!("{v:?} is not a signal"),
+                    "e.g. \"SIGTERM\" or \"15\"",
+                ));
             }
             Some(v.clone())
         }
         None => None,
     };
-    let healthcheck = r.healthcheck.as_ref().map(|h| healthcheck(cx, h)).transpose()?;
+    let healthcheck = r
+        .healthcheck
+        .as_ref()
+        .map(|h| healthcheck(cx, h))
+        .transpose()?;
     Ok(ConfigSpec {
         entrypoint: r.entrypoint.clone(),
         cmd: r.cmd.clone(),
@@ -530,7 +732,11 @@ fn healthcheck(cx: &Ctx, s: &S<raw::RawHealthcheck>) -> Result<Healthcheck, Spec
     }
     let retries = match &r.retries {
         Some(n) => Some(u32::try_from(*n.get_ref()).map_err(|_| {
-            cx.err(n.span(), "config.healthcheck.retries", format!("{} is not a count", n.get_ref()))
+            cx.err(
+                n.span(),
+                "config.healthcheck.retries",
+                format!("{} is not a count", n.get_ref()),
+            )
         })?),
         None => None,
     };
@@ -562,7 +768,9 @@ fn substitute(v: &str, weights: &[WeightsSpec]) -> Result<String, String> {
     while let Some(start) = rest.find("${") {
         out.push_str(&rest[..start]);
         let after = &rest[start + 2..];
-        let end = after.find('}').ok_or_else(|| format!("unclosed \"${{\" in {v:?}"))?;
+        let end = after
+            .find('}')
+            .ok_or_else(|| format!("unclosed \"${{\" in {v:?}"))?;
         let key = &after[..end];
         let name = key
             .strip_prefix("weights.")
@@ -606,7 +814,10 @@ mod tests {
         assert_eq!(parse_port("53/udp"), Ok("53/udp".into()));
         assert!(parse_port("70000").is_err());
         assert!(parse_port("80/icmp").is_err());
-        assert_eq!(parse_platform("linux/arm64/v8").map(|p| p.to_string()), Ok("linux/arm64/v8".into()));
+        assert_eq!(
+            parse_platform("linux/arm64/v8").map(|p| p.to_string()),
+            Ok("linux/arm64/v8".into())
+        );
         assert!(parse_platform("linux").is_err());
     }
 
@@ -628,7 +839,10 @@ mod tests {
             exclude: vec![],
             layering: Layering::One,
         }];
-        assert_eq!(substitute("${weights.sst2.dest}/model", &w), Ok("/models/sst2/model".into()));
+        assert_eq!(
+            substitute("${weights.sst2.dest}/model", &w),
+            Ok("/models/sst2/model".into())
+        );
         assert!(substitute("${weights.other.dest}", &w).is_err());
         assert!(substitute("${weights.sst2.dest", &w).is_err());
     }

@@ -1,0 +1,574 @@
+//! The orchestrator: spec → plan → layers (via the cache) → image → sinks → report.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use crate::base::{self, BlobOrigin, ResolvedBase};
+use crate::cache::{Cache, SelectorRecord};
+use crate::image::{self, Blob, ImageLayer};
+use crate::layer::{self, LayerBlob};
+use crate::output::{BlobStore, BuiltImage, PlatformImage, Sink, SinkReport};
+use crate::plan::{BuildPlan, LayerPlan, LayerRole, PlatformPlan};
+use crate::sources::local::{Filter, IgnoreRules, walk};
+use crate::spec::{BaseSpec, Layering, Platform, Spec, WeightsSource};
+
+/// Everything a build needs, settled before it starts (the CLI fills it from flags and env).
+#[derive(Debug, Clone, Default)]
+pub struct BuildOptions {
+    pub spec_path: PathBuf,
+    pub outputs: Vec<String>,
+    pub dry_run: bool,
+    /// Restrict the spec's platforms to these (`os/arch[/variant]`).
+    pub platforms: Vec<String>,
+    pub cache_dir: PathBuf,
+    /// The value of `SOURCE_DATE_EPOCH`, if set.
+    pub source_date_epoch: Option<String>,
+    /// Worker threads for writing layers (0 = number of cores).
+    pub jobs: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error(transparent)]
+    Spec(#[from] crate::spec::SpecError),
+    #[error("{0}")]
+    Options(String),
+    #[error("{role}: {source}")]
+    Source {
+        role: String,
+        source: crate::sources::local::SourceError,
+    },
+    #[error("{role}: {source}")]
+    Layer {
+        role: String,
+        source: layer::LayerError,
+    },
+    #[error(transparent)]
+    Cache(#[from] crate::cache::CacheError),
+    #[error(transparent)]
+    Base(#[from] base::BaseError),
+    #[error(transparent)]
+    Image(#[from] image::ImageError),
+    #[error("output {target}: {source}")]
+    Output {
+        target: String,
+        source: crate::output::OutputError,
+    },
+    #[error("base image {0}: registry bases need the registry client (not built in yet)")]
+    RegistryBase(String),
+}
+
+/// Progress events, for a progress bar or plain lines.
+pub trait Progress: Sync {
+    fn layer_start(&self, _role: &LayerRole, _bytes: u64) {}
+    fn layer_bytes(&self, _role: &LayerRole, _done: u64) {}
+    fn layer_done(&self, _role: &LayerRole, _cached: bool) {}
+    fn message(&self, _msg: &str) {}
+}
+
+/// No progress output.
+pub struct Quiet;
+impl Progress for Quiet {}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct LayerReport {
+    pub role: String,
+    pub digest: String,
+    pub diff_id: String,
+    pub size: u64,
+    pub media_type: String,
+    pub cached: bool,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PlatformReport {
+    pub platform: String,
+    pub manifest_digest: String,
+    pub config_digest: String,
+    pub layers: Vec<LayerReport>,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct BuildReport {
+    /// The top-level digest: the index for multi-platform builds, else the manifest.
+    pub manifest_digest: String,
+    pub media_type: String,
+    /// Layers of the first platform's image, in image order (base layers first).
+    pub layers: Vec<LayerReport>,
+    pub platforms: Vec<PlatformReport>,
+    pub outputs: Vec<SinkReport>,
+}
+
+/// The result of `build`: a plan (dry run) or a finished build.
+pub enum Outcome {
+    Plan(BuildPlan),
+    Built(BuildReport),
+}
+
+pub fn build(opts: &BuildOptions, progress: &dyn Progress) -> Result<Outcome, BuildError> {
+    let spec = Spec::load(&opts.spec_path)?;
+    let mtime =
+        layer::source_date_epoch(opts.source_date_epoch.as_deref()).map_err(BuildError::Options)?;
+    let platforms = select_platforms(&spec, &opts.platforms)?;
+    let sinks = opts
+        .outputs
+        .iter()
+        .map(|o| {
+            crate::output::parse_target(o).map_err(|source| BuildError::Output {
+                target: o.clone(),
+                source,
+            })
+        })
+        .collect::<Result<Vec<Box<dyn Sink>>, _>>()?;
+
+    let plan = make_plan(&spec, &platforms, mtime)?;
+    if opts.dry_run {
+        return Ok(Outcome::Plan(plan));
+    }
+
+    let cache = Cache::open(&opts.cache_dir)?;
+    let created = image::rfc3339(mtime);
+
+    // Write every distinct layer once (weights and app layers are shared between platforms).
+    let mut unique: Vec<Arc<LayerPlan>> = Vec::new();
+    for p in &plan.platforms {
+        for l in &p.layers {
+            if !unique.iter().any(|u| u.selector == l.selector) {
+                unique.push(l.clone());
+            }
+        }
+    }
+    let written = write_layers(&cache, &unique, mtime, opts.jobs, progress)?;
+    let by_selector: BTreeMap<&str, &(LayerBlob, bool)> = unique
+        .iter()
+        .zip(&written)
+        .map(|(l, w)| (l.selector.as_str(), w))
+        .collect();
+
+    let mut layouts = Vec::new();
+    let mut images = Vec::new();
+    let mut reports = Vec::new();
+    for pp in &plan.platforms {
+        let base = resolve_base(&spec, &pp.platform)?;
+        if let BlobOrigin::Layout(d) = &base.origin {
+            layouts.push(d.clone());
+        }
+        let mut layer_reports: Vec<LayerReport> = base
+            .layers
+            .iter()
+            .map(|l| LayerReport {
+                role: "base".into(),
+                digest: l.blob.digest.clone(),
+                diff_id: l.diff_id.clone(),
+                size: l.blob.size,
+                media_type: l.blob.media_type.clone(),
+                cached: true,
+            })
+            .collect();
+        let mut new_layers = Vec::new();
+        for l in &pp.layers {
+            let (blob, cached) = by_selector[l.selector.as_str()];
+            new_layers.push(ImageLayer {
+                blob: Blob {
+                    media_type: blob.media_type.clone(),
+                    digest: blob.digest.clone(),
+                    size: blob.size,
+                },
+                diff_id: blob.diff_id.clone(),
+                created_by: l.created_by.clone(),
+            });
+            layer_reports.push(LayerReport {
+                role: l.role.to_string(),
+                digest: blob.digest.clone(),
+                diff_id: blob.diff_id.clone(),
+                size: blob.size,
+                media_type: blob.media_type.clone(),
+                cached: *cached,
+            });
+        }
+        let config = image::build_config(
+            &base.config,
+            &pp.platform,
+            &spec.config,
+            &new_layers,
+            &created,
+        )?;
+        let config_bytes = image::canonical(&config);
+        let config_blob = Blob {
+            media_type: image::CONFIG_MEDIA_TYPE.into(),
+            digest: cache.put_bytes(&config_bytes)?,
+            size: config_bytes.len() as u64,
+        };
+        let mut layer_blobs: Vec<Blob> = base.layers.iter().map(|l| l.blob.clone()).collect();
+        layer_blobs.extend(new_layers.iter().map(|l| l.blob.clone()));
+        let annotations = manifest_annotations(&spec, &base, &created);
+        let manifest_bytes = image::build_manifest(&config_blob, &layer_blobs, &annotations)?;
+        let manifest = Blob {
+            media_type: image::MANIFEST_MEDIA_TYPE.into(),
+            digest: cache.put_bytes(&manifest_bytes)?,
+            size: manifest_bytes.len() as u64,
+        };
+        reports.push(PlatformReport {
+            platform: pp.platform.to_string(),
+            manifest_digest: manifest.digest.clone(),
+            config_digest: config_blob.digest.clone(),
+            layers: layer_reports,
+        });
+        images.push(PlatformImage {
+            platform: pp.platform.clone(),
+            manifest,
+            config: config_blob,
+            layers: layer_blobs,
+        });
+    }
+    let index = if images.len() > 1 {
+        let mut ann = BTreeMap::new();
+        ann.insert(
+            "org.opencontainers.image.created".to_string(),
+            created.clone(),
+        );
+        let bytes = image::build_index(
+            &images
+                .iter()
+                .map(|i| (i.manifest.clone(), i.platform.clone()))
+                .collect::<Vec<_>>(),
+            &ann,
+        )?;
+        Some(Blob {
+            media_type: image::INDEX_MEDIA_TYPE.into(),
+            digest: cache.put_bytes(&bytes)?,
+            size: bytes.len() as u64,
+        })
+    } else {
+        None
+    };
+    let built = BuiltImage {
+        images,
+        index,
+        name: spec.image.name.clone(),
+        tags: spec.image.tags.clone(),
+    };
+    let store = BlobStore {
+        cache: cache.clone(),
+        layouts,
+    };
+    let mut outputs = Vec::new();
+    for s in &sinks {
+        progress.message(&format!("writing {s}"));
+        outputs.push(
+            s.write(&built, &store)
+                .map_err(|source| BuildError::Output {
+                    target: s.to_string(),
+                    source,
+                })?,
+        );
+    }
+    let top = built.top().clone();
+    Ok(Outcome::Built(BuildReport {
+        manifest_digest: top.digest,
+        media_type: top.media_type,
+        layers: reports
+            .first()
+            .map(|r| r.layers.clone())
+            .unwrap_or_default(),
+        platforms: reports,
+        outputs,
+    }))
+}
+
+fn select_platforms(spec: &Spec, wanted: &[String]) -> Result<Vec<Platform>, BuildError> {
+    if wanted.is_empty() {
+        return Ok(spec.image.platforms.clone());
+    }
+    let mut out = Vec::new();
+    for w in wanted {
+        let p = crate::spec::parse_platform(w)
+            .map_err(|m| BuildError::Options(format!("--platform: {m}")))?;
+        if !spec.image.platforms.contains(&p) {
+            return Err(BuildError::Options(format!(
+                "--platform {p}: the spec builds {}",
+                spec.image
+                    .platforms
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        }
+        out.push(p);
+    }
+    Ok(out)
+}
+
+fn manifest_annotations(
+    spec: &Spec,
+    base: &ResolvedBase,
+    created: &str,
+) -> BTreeMap<String, String> {
+    let mut a = BTreeMap::new();
+    a.insert(
+        "org.opencontainers.image.created".to_string(),
+        created.to_string(),
+    );
+    if spec.image.base != BaseSpec::Scratch {
+        a.insert(
+            "org.opencontainers.image.base.name".to_string(),
+            base.name.clone(),
+        );
+        if let Some(d) = &base.manifest_digest {
+            a.insert(
+                "org.opencontainers.image.base.digest".to_string(),
+                d.clone(),
+            );
+        }
+    }
+    if let (Some(n), Some(t)) = (&spec.image.name, spec.image.tags.first()) {
+        a.insert(
+            "org.opencontainers.image.ref.name".to_string(),
+            format!("{n}:{t}"),
+        );
+    }
+    for (k, v) in &spec.config.annotations {
+        a.insert(k.clone(), v.clone());
+    }
+    a
+}
+
+fn resolve_base(spec: &Spec, platform: &Platform) -> Result<ResolvedBase, BuildError> {
+    match &spec.image.base {
+        BaseSpec::Scratch => Ok(base::scratch(platform)),
+        BaseSpec::OciLayout { path, tag } => Ok(base::from_layout(
+            path,
+            tag.as_deref(),
+            platform,
+            &spec.image.base.to_string(),
+        )?),
+        BaseSpec::Registry(r) => Err(BuildError::RegistryBase(r.clone())),
+    }
+}
+
+/// Plans the layers of every platform: deps sets in spec order, weights, app.
+pub fn make_plan(spec: &Spec, platforms: &[Platform], mtime: u64) -> Result<BuildPlan, BuildError> {
+    let src_err = |role: &LayerRole| {
+        let role = role.to_string();
+        move |source| BuildError::Source { role, source }
+    };
+    let layer_err = |role: &LayerRole| {
+        let role = role.to_string();
+        move |source| BuildError::Layer { role, source }
+    };
+    let mut shared: Vec<Arc<LayerPlan>> = Vec::new();
+    let no_filter = || Filter::globs(&[], &[]).map_err(|e| BuildError::Options(e.to_string()));
+
+    let mut deps_layers = Vec::new();
+    for d in &spec.deps {
+        let role = LayerRole::Deps(d.name.clone());
+        match &d.source {
+            crate::spec::DepsSource::Dir(dir) => {
+                let dest = d.dest.as_deref().unwrap_or("/");
+                let w = walk(dir, dest, &no_filter()?).map_err(src_err(&role))?;
+                let created_by = format!("mlimg deps {}", d.name);
+                let lp = LayerPlan::new(
+                    role.clone(),
+                    d.compression,
+                    w.entries,
+                    &w.fingerprint,
+                    mtime,
+                    created_by,
+                )
+                .map_err(layer_err(&role))?;
+                deps_layers.push(Arc::new(lp));
+            }
+            other => {
+                return Err(BuildError::Options(format!(
+                    "deps set {:?}: {other:?} sources are not supported yet; use `dir`",
+                    d.name
+                )));
+            }
+        }
+    }
+    for w in &spec.weights {
+        let role = LayerRole::Weights(w.name.clone());
+        let WeightsSource::Local(src) = &w.source else {
+            return Err(BuildError::Options(format!(
+                "weights {:?}: hf:// sources are not supported yet",
+                w.name
+            )));
+        };
+        let filter = Filter::globs(&w.include, &w.exclude)
+            .map_err(|e| BuildError::Options(e.to_string()))?;
+        let walked = walk(src, &w.dest, &filter).map_err(src_err(&role))?;
+        let opts = format!("include {:?} exclude {:?}", w.include, w.exclude);
+        match w.layering {
+            Layering::One => {
+                let mut fp = walked.fingerprint;
+                fp.push(opts);
+                let lp = LayerPlan::new(
+                    role.clone(),
+                    w.compression,
+                    walked.entries,
+                    &fp,
+                    mtime,
+                    format!("mlimg weights {}", w.name),
+                )
+                .map_err(layer_err(&role))?;
+                shared.push(Arc::new(lp));
+            }
+            Layering::PerFile => {
+                for (e, fp) in walked.entries.into_iter().zip(walked.fingerprint) {
+                    let created_by = format!("mlimg weights {} /{}", w.name, e.path);
+                    let lp = LayerPlan::new(
+                        role.clone(),
+                        w.compression,
+                        vec![e],
+                        &[fp],
+                        mtime,
+                        created_by,
+                    )
+                    .map_err(layer_err(&role))?;
+                    shared.push(Arc::new(lp));
+                }
+            }
+        }
+    }
+    if let Some(app) = &spec.app {
+        let role = LayerRole::App;
+        let ignore = IgnoreRules::load(&app.src, &app.exclude).map_err(src_err(&role))?;
+        // Sources of other layers that live inside the app folder have their own layers.
+        let mut skip: Vec<PathBuf> = spec
+            .weights
+            .iter()
+            .filter_map(|w| match &w.source {
+                WeightsSource::Local(p) => Some(p.clone()),
+                WeightsSource::Hub { .. } => None,
+            })
+            .collect();
+        skip.extend(spec.deps.iter().filter_map(|d| match &d.source {
+            crate::spec::DepsSource::Dir(p) => Some(p.clone()),
+            _ => None,
+        }));
+        let skip = skip
+            .into_iter()
+            .filter_map(|p| p.canonicalize().ok())
+            .collect();
+        let src = app
+            .src
+            .canonicalize()
+            .map_err(|source| BuildError::Source {
+                role: "app".into(),
+                source: crate::sources::local::SourceError::Io {
+                    path: app.src.clone(),
+                    source,
+                },
+            })?;
+        let filter = no_filter()?.with_ignore(ignore).skipping(skip);
+        let walked = walk(&src, &app.dest, &filter).map_err(src_err(&role))?;
+        let mut fp = walked.fingerprint;
+        fp.push(format!("exclude {:?}", app.exclude));
+        let lp = LayerPlan::new(
+            role.clone(),
+            app.compression,
+            walked.entries,
+            &fp,
+            mtime,
+            "mlimg app".into(),
+        )
+        .map_err(layer_err(&role))?;
+        shared.push(Arc::new(lp));
+    }
+    let platforms = platforms
+        .iter()
+        .map(|p| {
+            let mut layers = deps_layers.clone();
+            layers.extend(shared.iter().cloned());
+            PlatformPlan {
+                platform: p.clone(),
+                layers,
+            }
+        })
+        .collect();
+    Ok(BuildPlan {
+        base: spec.image.base.to_string(),
+        mtime,
+        platforms,
+    })
+}
+
+type Slot = std::sync::Mutex<Option<Result<(LayerBlob, bool), BuildError>>>;
+
+/// Writes the layers not found in the cache, in parallel. Returns each layer's blob and
+/// whether it came from the cache.
+fn write_layers(
+    cache: &Cache,
+    layers: &[Arc<LayerPlan>],
+    mtime: u64,
+    jobs: usize,
+    progress: &dyn Progress,
+) -> Result<Vec<(LayerBlob, bool)>, BuildError> {
+    let jobs = if jobs == 0 {
+        std::thread::available_parallelism().map_or(2, |n| n.get())
+    } else {
+        jobs
+    };
+    let next = AtomicUsize::new(0);
+    let results: Vec<Slot> = layers.iter().map(|_| std::sync::Mutex::new(None)).collect();
+    std::thread::scope(|s| {
+        for _ in 0..jobs.min(layers.len()) {
+            s.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, Ordering::SeqCst);
+                    let Some(l) = layers.get(i) else { break };
+                    let r = write_one(cache, l, mtime, progress);
+                    let failed = r.is_err();
+                    if let Ok(mut slot) = results[i].lock() {
+                        *slot = Some(r);
+                    }
+                    if failed {
+                        // stop handing out work; the others finish what they hold
+                        next.store(layers.len(), Ordering::SeqCst);
+                    }
+                }
+            });
+        }
+    });
+    let mut out = Vec::new();
+    for (slot, l) in results.into_iter().zip(layers) {
+        match slot.into_inner().ok().flatten() {
+            Some(r) => out.push(r?),
+            None => {
+                return Err(BuildError::Options(format!(
+                    "layer {} was not written (an earlier layer failed)",
+                    l.role
+                )));
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn write_one(
+    cache: &Cache,
+    l: &LayerPlan,
+    mtime: u64,
+    progress: &dyn Progress,
+) -> Result<(LayerBlob, bool), BuildError> {
+    if let Some(rec) = cache.get_selector(&l.selector) {
+        progress.layer_done(&l.role, true);
+        return Ok((rec.blob, true));
+    }
+    progress.layer_start(&l.role, l.size());
+    let tmp = cache.temp()?;
+    let blob = layer::write(&l.entries, l.compression, mtime, tmp.as_file(), &|done| {
+        progress.layer_bytes(&l.role, done)
+    })
+    .map_err(|source| BuildError::Layer {
+        role: l.role.to_string(),
+        source,
+    })?;
+    cache.commit(tmp, &blob.digest)?;
+    cache.put_selector(&l.selector, &SelectorRecord { blob: blob.clone() })?;
+    progress.layer_done(&l.role, false);
+    Ok((blob, false))
+}
