@@ -343,7 +343,7 @@ fn resolve_base(spec: &Spec, platform: &Platform) -> Result<ResolvedBase, BuildE
             path,
             tag.as_deref(),
             platform,
-            &spec.image.base.to_string(),
+            &spec.image.base_name,
         )?),
         BaseSpec::Registry(r) => Err(BuildError::RegistryBase(r.clone())),
     }

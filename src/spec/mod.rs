@@ -33,6 +33,8 @@ pub struct Spec {
 #[derive(Debug, Clone)]
 pub struct ImageSpec {
     pub name: Option<String>,
+    /// The base as written in the spec (what the `base.name` annotation records).
+    pub base_name: String,
     pub tags: Vec<String>,
     pub base: BaseSpec,
     pub platforms: Vec<Platform>,

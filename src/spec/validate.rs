@@ -285,9 +285,26 @@ fn deserialize(cx: &Ctx) -> Result<raw::RawSpec, SpecError> {
     };
     let de = toml::Deserializer::parse(cx.text).map_err(|e| parse_err(e, String::new()))?;
     serde_path_to_error::deserialize(de).map_err(|e| {
-        let path = e.path().to_string();
-        let field = if path == "." { String::new() } else { path };
-        parse_err(e.into_inner(), field)
+        // Spanned<T> shows up in the path as a private segment: leave it out.
+        let mut field = e
+            .path()
+            .to_string()
+            .split('.')
+            .filter(|s| !s.contains("$__serde_spanned") && !s.is_empty())
+            .collect::<Vec<_>>()
+            .join(".")
+            .replace(".[", "[");
+        let inner = e.into_inner();
+        if let Some(rest) = inner.message().strip_prefix("unknown field `")
+            && let Some((name, _)) = rest.split_once('`')
+        {
+            if field.is_empty() {
+                field = name.to_string();
+            } else if !field.ends_with(name) {
+                field = format!("{field}.{name}");
+            }
+        }
+        parse_err(inner, field)
     })
 }
 
@@ -382,8 +399,13 @@ fn image(cx: &Ctx, s: &S<raw::RawImage>) -> Result<ImageSpec, SpecError> {
             variant: None,
         });
     }
+    let base_name = r
+        .base
+        .as_ref()
+        .map_or_else(|| "scratch".to_string(), |b| b.get_ref().trim().to_string());
     Ok(ImageSpec {
         name,
+        base_name,
         tags,
         base,
         platforms,
