@@ -145,15 +145,17 @@ impl Finder {
     ) -> Result<ResolvedWheel, PythonError> {
         let files = match &pin.files {
             Some(f) => f.clone(),
-            None => self.files_for(&pin.name)?.ok_or_else(|| PythonError::UnknownPackage {
-                origin: pin.origin.clone(),
-                package: pin.name.clone(),
-                indexes: if self.indexes.is_empty() {
-                    "no index configured".into()
-                } else {
-                    self.indexes.join(", ")
-                },
-            })?,
+            None => self
+                .files_for(&pin.name)?
+                .ok_or_else(|| PythonError::UnknownPackage {
+                    origin: pin.origin.clone(),
+                    package: pin.name.clone(),
+                    indexes: if self.indexes.is_empty() {
+                        "no index configured".into()
+                    } else {
+                        self.indexes.join(", ")
+                    },
+                })?,
         };
         let want = Version::parse(&pin.version);
         let matches_version = |v: &str| match (&want, Version::parse(v)) {
@@ -318,12 +320,13 @@ fn percent_decode(s: &str) -> String {
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
-        if b[i] == b'%' && i + 2 < b.len() {
-            if let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
-                out.push(v);
-                i += 3;
-                continue;
-            }
+        if b[i] == b'%'
+            && i + 2 < b.len()
+            && let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16)
+        {
+            out.push(v);
+            i += 3;
+            continue;
         }
         out.push(b[i]);
         i += 1;
@@ -599,7 +602,10 @@ mod tests {
             Some("8abb2f1d86890a2dfb989f9a77cfcfd3e47c2a354b01111771326f8aa26e0254")
         );
         assert_eq!(links[1].filename, "six-1.16.0.tar.gz");
-        assert_eq!(links[1].url_or_path, "https://files.example/six-1.16.0.tar.gz?x=1&y=2");
+        assert_eq!(
+            links[1].url_or_path,
+            "https://files.example/six-1.16.0.tar.gz?x=1&y=2"
+        );
         assert_eq!(links[1].sha256, None);
         assert_eq!(links[2].filename, "my+pkg-1.0-py3-none-any.whl");
     }
@@ -611,7 +617,10 @@ mod tests {
             {"filename":"six-1.16.0-py2.py3-none-any.whl","url":"/files/six-1.16.0-py2.py3-none-any.whl","hashes":{"sha256":"AB"}},
             {"filename":"six-1.16.0.tar.gz","url":"https://x/six-1.16.0.tar.gz","hashes":{}}]}"#;
         let links = parse_json_page(body, &base).unwrap();
-        assert_eq!(links[0].url_or_path, "http://127.0.0.1:1/files/six-1.16.0-py2.py3-none-any.whl");
+        assert_eq!(
+            links[0].url_or_path,
+            "http://127.0.0.1:1/files/six-1.16.0-py2.py3-none-any.whl"
+        );
         assert_eq!(links[0].sha256.as_deref(), Some("ab"));
         assert_eq!(links[1].sha256, None);
         assert!(parse_json_page("{", &base).is_err());
@@ -623,7 +632,10 @@ mod tests {
             sdist_name("zope.interface-6.0.tar.gz"),
             Some(("zope.interface".into(), "6.0".into()))
         );
-        assert_eq!(sdist_name("foo-bar-1.0.zip"), Some(("foo-bar".into(), "1.0".into())));
+        assert_eq!(
+            sdist_name("foo-bar-1.0.zip"),
+            Some(("foo-bar".into(), "1.0".into()))
+        );
         assert_eq!(sdist_name("foo-1.0-py3-none-any.whl"), None);
         assert_eq!(dist_name("Foo_Bar-1.0.tar.gz").as_deref(), Some("foo-bar"));
     }

@@ -140,7 +140,11 @@ impl Wheel {
 
 /// Checks a member path (or the part after a `.data/<key>/` prefix): relative, `/`-separated,
 /// no `..`, no empty or `.` components. Returns the cleaned components.
-fn safe_components<'a>(wheel: &Path, member: &'a str, rel: &'a str) -> Result<Vec<&'a str>, PythonError> {
+fn safe_components<'a>(
+    wheel: &Path,
+    member: &'a str,
+    rel: &'a str,
+) -> Result<Vec<&'a str>, PythonError> {
     let unsafe_member = || PythonError::UnsafeMember {
         wheel: wheel.to_path_buf(),
         member: member.to_string(),
@@ -148,7 +152,10 @@ fn safe_components<'a>(wheel: &Path, member: &'a str, rel: &'a str) -> Result<Ve
     if rel.starts_with('/') || rel.contains('\\') || rel.contains('\0') {
         return Err(unsafe_member());
     }
-    let parts: Vec<&str> = rel.split('/').filter(|p| !p.is_empty() && *p != ".").collect();
+    let parts: Vec<&str> = rel
+        .split('/')
+        .filter(|p| !p.is_empty() && *p != ".")
+        .collect();
     if parts.is_empty() || parts.iter().any(|p| *p == ".." || p.contains(':')) {
         return Err(unsafe_member());
     }
@@ -223,7 +230,10 @@ fn script_entry_points(
             continue;
         }
         let Some((name, value)) = line.split_once('=') else {
-            return Err(invalid(wheel, format!("entry_points.txt: bad line `{line}`")));
+            return Err(invalid(
+                wheel,
+                format!("entry_points.txt: bad line `{line}`"),
+            ));
         };
         let value = value.split('[').next().unwrap_or("").trim();
         let Some((module, attr)) = value.split_once(':') else {
@@ -237,7 +247,11 @@ fn script_entry_points(
         if name.is_empty() || name.contains('/') || name == "." || name == ".." {
             return Err(invalid(wheel, format!("bad script name `{name}`")));
         }
-        out.push((name.to_string(), module.trim().to_string(), attr.trim().to_string()));
+        out.push((
+            name.to_string(),
+            module.trim().to_string(),
+            attr.trim().to_string(),
+        ));
     }
     Ok(out)
 }
@@ -283,8 +297,8 @@ pub fn wheel_entries(wheel_path: &Path, target: &PythonTarget) -> Result<Vec<Ent
             format!("Wheel-Version `{wheel_version}` is not supported (1.x is)"),
         ));
     }
-    let metadata = wheel.read_text(&format!("{info_dir}/METADATA"))?;
-    let dist_name = header(&metadata, "Name").unwrap_or_else(|| info_name.to_string());
+    // pip names the headers folder after the project name as the wheel file spells it.
+    let dist_name = file_name.split('-').next().unwrap_or(info_name).to_string();
 
     let sp = target.site_packages();
     let interpreter = target.interpreter();
@@ -315,7 +329,10 @@ pub fn wheel_entries(wheel_path: &Path, target: &PythonTarget) -> Result<Vec<Ent
             let Some((key, sub)) = rest.split_once('/') else {
                 return Err(invalid(
                     wheel_path,
-                    format!("unexpected file {}: .data contents must be <scheme key>/<path>", m.name),
+                    format!(
+                        "unexpected file {}: .data contents must be <scheme key>/<path>",
+                        m.name
+                    ),
                 ));
             };
             let dir = match key {
@@ -408,7 +425,11 @@ pub fn wheel_entries(wheel_path: &Path, target: &PythonTarget) -> Result<Vec<Ent
             text.into_bytes(),
         );
     }
-    add_generated(format!("{sp}/{info_dir}/INSTALLER"), 0o644, INSTALLER.to_vec());
+    add_generated(
+        format!("{sp}/{info_dir}/INSTALLER"),
+        0o644,
+        INSTALLER.to_vec(),
+    );
     add_generated(format!("{sp}/{info_dir}/REQUESTED"), 0o644, Vec::new());
 
     // pip's get_csv_rows_for_installed + _normalized_outrows.
@@ -423,7 +444,10 @@ pub fn wheel_entries(wheel_path: &Path, target: &PythonTarget) -> Result<Vec<Ent
         let new = installed.remove(&old).unwrap_or_else(|| old.clone());
         let (hash, size) = match changed.get(&new) {
             Some((h, s)) => (h.clone(), s.clone()),
-            None => (row.next().unwrap_or_default(), row.next().unwrap_or_default()),
+            None => (
+                row.next().unwrap_or_default(),
+                row.next().unwrap_or_default(),
+            ),
         };
         if new == relative(&sp, &format!("{sp}/{record_name}")) {
             rows.push((new, String::new(), String::new()));
@@ -432,12 +456,18 @@ pub fn wheel_entries(wheel_path: &Path, target: &PythonTarget) -> Result<Vec<Ent
         }
     }
     rows.extend(generated);
-    rows.extend(installed.into_values().map(|p| (p, String::new(), String::new())));
+    rows.extend(
+        installed
+            .into_values()
+            .map(|p| (p, String::new(), String::new())),
+    );
     rows.sort();
     rows.dedup();
     let record = write_csv(&rows);
     entries.push(Entry {
-        path: format!("{sp}/{record_name}").trim_start_matches('/').to_string(),
+        path: format!("{sp}/{record_name}")
+            .trim_start_matches('/')
+            .to_string(),
         mode: 0o644,
         content: Content::Inline(Arc::from(record)),
     });
@@ -446,12 +476,12 @@ pub fn wheel_entries(wheel_path: &Path, target: &PythonTarget) -> Result<Vec<Ent
 
 /// The value of an RFC 822 style header (`Name: value`) in METADATA / WHEEL.
 fn header(text: &str, key: &str) -> Option<String> {
-    text.lines()
-        .take_while(|l| !l.is_empty())
-        .find_map(|l| {
-            let (k, v) = l.split_once(':')?;
-            k.trim().eq_ignore_ascii_case(key).then(|| v.trim().to_string())
-        })
+    text.lines().take_while(|l| !l.is_empty()).find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.trim()
+            .eq_ignore_ascii_case(key)
+            .then(|| v.trim().to_string())
+    })
 }
 
 #[cfg(test)]
@@ -461,7 +491,10 @@ mod tests {
     #[test]
     fn relative_paths() {
         let sp = "/usr/local/lib/python3.11/site-packages";
-        assert_eq!(relative(sp, "/usr/local/lib/python3.11/site-packages/six.py"), "six.py");
+        assert_eq!(
+            relative(sp, "/usr/local/lib/python3.11/site-packages/six.py"),
+            "six.py"
+        );
         assert_eq!(relative(sp, "/usr/local/bin/tool"), "../../../bin/tool");
         assert_eq!(
             relative(sp, "/usr/local/include/python3.11/Pkg/a.h"),
@@ -515,7 +548,9 @@ mod tests {
             ]
         );
         assert!(script_entry_points(Path::new("w.whl"), "[console_scripts]\nfoo = pkg\n").is_err());
-        assert!(script_entry_points(Path::new("w.whl"), "[console_scripts]\n../x = a:b\n").is_err());
+        assert!(
+            script_entry_points(Path::new("w.whl"), "[console_scripts]\n../x = a:b\n").is_err()
+        );
     }
 
     #[test]

@@ -132,8 +132,7 @@ fn tokenize(s: &str) -> Result<Vec<Tok>, String> {
             i = j;
         } else if c.is_ascii_alphanumeric() || c == '_' || c == '.' {
             let mut j = i;
-            while j < chars.len() && (chars[j].is_ascii_alphanumeric() || "_.".contains(chars[j]))
-            {
+            while j < chars.len() && (chars[j].is_ascii_alphanumeric() || "_.".contains(chars[j])) {
                 j += 1;
             }
             out.push(Tok::Ident(chars[i..j].iter().collect()));
@@ -390,7 +389,8 @@ impl Version {
 
 fn version_cmp(l: &Version, op: &str, r: &Version, wildcard: bool) -> bool {
     if wildcard {
-        let prefix = l.release.len() >= r.release.len() && l.release[..r.release.len()] == r.release[..];
+        let prefix =
+            l.release.len() >= r.release.len() && l.release[..r.release.len()] == r.release[..];
         return match op {
             "==" => prefix,
             "!=" => !prefix,
@@ -399,12 +399,14 @@ fn version_cmp(l: &Version, op: &str, r: &Version, wildcard: bool) -> bool {
     }
     // Suffixes (pre-releases) are ordered only coarsely: a suffixed version sorts before its
     // release, which is right for `rc`/`a`/`b`/`dev` and the only case CPython versions hit.
-    let ord = l.release_cmp(r).then_with(|| match (l.suffix.is_empty(), r.suffix.is_empty()) {
-        (true, true) => Ordering::Equal,
-        (true, false) => Ordering::Greater,
-        (false, true) => Ordering::Less,
-        (false, false) => l.suffix.cmp(&r.suffix),
-    });
+    let ord = l
+        .release_cmp(r)
+        .then_with(|| match (l.suffix.is_empty(), r.suffix.is_empty()) {
+            (true, true) => Ordering::Equal,
+            (true, false) => Ordering::Greater,
+            (false, true) => Ordering::Less,
+            (false, false) => l.suffix.cmp(&r.suffix),
+        });
     match op {
         "==" => ord == Ordering::Equal,
         "!=" => ord != Ordering::Equal,
@@ -456,7 +458,9 @@ mod tests {
         assert!(ev(r#"python_version != "3.10.*""#));
         assert!(ev(r#"python_full_version >= "3.11.0""#));
         assert!(!ev(r#"python_full_version >= "3.11.1""#));
-        assert!(ev(r#"python_full_version < "3.11.0rc1" or python_version >= "3.11""#));
+        assert!(ev(
+            r#"python_full_version < "3.11.0rc1" or python_version >= "3.11""#
+        ));
         assert!(ev(r#"python_version ~= "3.8""#));
         assert!(!ev(r#"python_version ~= "3.12""#));
         assert!(ev(r#""3.7" < python_version"#));
@@ -466,15 +470,25 @@ mod tests {
     fn platform_and_logic() {
         assert!(ev(r#"sys_platform == "linux" and os_name == 'posix'"#));
         assert!(!ev(r#"sys_platform == "win32""#));
-        assert!(ev(r#"sys_platform == "win32" or platform_system == "Linux""#));
-        assert!(!ev(r#"sys_platform == "darwin" or (platform_machine == "aarch64" and python_version >= "3.8")"#));
+        assert!(ev(
+            r#"sys_platform == "win32" or platform_system == "Linux""#
+        ));
+        assert!(!ev(
+            r#"sys_platform == "darwin" or (platform_machine == "aarch64" and python_version >= "3.8")"#
+        ));
         assert!(evaluate(r#"platform_machine == "aarch64""#, &env(11, "aarch64")).unwrap());
-        assert!(ev(r#"implementation_name == "cpython" and platform_python_implementation == "CPython""#));
+        assert!(ev(
+            r#"implementation_name == "cpython" and platform_python_implementation == "CPython""#
+        ));
         assert!(ev(r#"platform_machine in "x86_64 amd64""#));
         assert!(ev(r#"platform_machine not in "arm64 aarch64""#));
         // `and` binds tighter than `or`.
-        assert!(ev(r#"os_name == "nt" and sys_platform == "win32" or os_name == "posix""#));
-        assert!(!ev(r#"os_name == "nt" and (sys_platform == "win32" or os_name == "posix")"#));
+        assert!(ev(
+            r#"os_name == "nt" and sys_platform == "win32" or os_name == "posix""#
+        ));
+        assert!(!ev(
+            r#"os_name == "nt" and (sys_platform == "win32" or os_name == "posix")"#
+        ));
     }
 
     #[test]

@@ -133,7 +133,7 @@ pub struct ResolvedWheel {
 /// Where a requirement came from, for error messages.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Origin {
-    pub file: PathBuf,
+    pub file: std::sync::Arc<Path>,
     pub line: usize,
 }
 
@@ -244,9 +244,7 @@ pub enum PythonError {
     InvalidWheel { wheel: PathBuf, message: String },
     #[error("wheel {wheel}: member `{member}` would be installed outside its target directory")]
     UnsafeMember { wheel: PathBuf, member: String },
-    #[error(
-        "wheels {first} and {second} both install {path}"
-    )]
+    #[error("wheels {first} and {second} both install {path}")]
     FileClash {
         first: String,
         second: String,
@@ -378,14 +376,14 @@ pub fn check_disjoint(sets: &[(String, Vec<ResolvedWheel>)]) -> Result<(), Pytho
     let mut owner: BTreeMap<&str, &str> = BTreeMap::new();
     for (set, wheels) in sets {
         for w in wheels {
-            if let Some(first) = owner.insert(&w.name, set) {
-                if first != set {
-                    return Err(PythonError::InTwoSets {
-                        package: w.name.clone(),
-                        first: first.to_string(),
-                        second: set.clone(),
-                    });
-                }
+            if let Some(first) = owner.insert(&w.name, set)
+                && first != set
+            {
+                return Err(PythonError::InTwoSets {
+                    package: w.name.clone(),
+                    first: first.to_string(),
+                    second: set.clone(),
+                });
             }
         }
     }
@@ -448,6 +446,9 @@ mod tests {
         ];
         let err = check_disjoint(&bad).unwrap_err().to_string();
         assert!(err.contains("`numpy`"), "{err}");
-        assert!(err.contains("`framework`") && err.contains("`app`"), "{err}");
+        assert!(
+            err.contains("`framework`") && err.contains("`app`"),
+            "{err}"
+        );
     }
 }

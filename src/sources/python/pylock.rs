@@ -52,8 +52,9 @@ fn line_of(text: &str, offset: usize) -> usize {
 /// returns one pin per package with its files.
 pub(crate) fn pins_for(path: &Path, env: &Environment) -> Result<Vec<Pin>, PythonError> {
     let text = std::fs::read_to_string(path).map_err(|e| PythonError::io(path, e))?;
+    let file: std::sync::Arc<Path> = path.into();
     let origin = |offset: usize| Origin {
-        file: path.to_path_buf(),
+        file: file.clone(),
         line: line_of(&text, offset),
     };
     let lock: Lock = toml::from_str(&text).map_err(|e| PythonError::Syntax {
@@ -102,10 +103,10 @@ pub(crate) fn pins_for(path: &Path, env: &Environment) -> Result<Vec<Pin>, Pytho
     for p in &lock.packages {
         let at = p.name.span().start;
         let name = normalize_name(p.name.get_ref());
-        if let Some(m) = &p.marker {
-            if !eval(m, at)? {
-                continue;
-            }
+        if let Some(m) = &p.marker
+            && !eval(m, at)?
+        {
+            continue;
         }
         if p.vcs.is_some() || p.directory.is_some() || p.archive.is_some() {
             return Err(PythonError::Unsupported {
@@ -235,7 +236,9 @@ wheels = [{ path = "w/devtool-1.0-py3-none-any.whl", hashes = { sha256 = "dd" } 
         assert_eq!(lt[0].filename, "local_thing-2.0.tar.gz");
         assert_eq!(
             lt[0].url_or_path,
-            dir.path().join("dist/local_thing-2.0.tar.gz").to_string_lossy()
+            dir.path()
+                .join("dist/local_thing-2.0.tar.gz")
+                .to_string_lossy()
         );
     }
 
@@ -243,19 +246,40 @@ wheels = [{ path = "w/devtool-1.0-py3-none-any.whl", hashes = { sha256 = "dd" } 
     fn errors() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("pylock.toml");
-        std::fs::write(&p, LOCK.replace("sys_platform == 'linux'", "sys_platform == 'darwin'")).unwrap();
+        std::fs::write(
+            &p,
+            LOCK.replace("sys_platform == 'linux'", "sys_platform == 'darwin'"),
+        )
+        .unwrap();
         let e = pins_for(&p, &env()).unwrap_err().to_string();
-        assert!(e.contains("pylock.toml:2") && e.contains("none of this target"), "{e}");
+        assert!(
+            e.contains("pylock.toml:2") && e.contains("none of this target"),
+            "{e}"
+        );
 
-        std::fs::write(&p, LOCK.replace("hashes = { sha256 = \"AA\" }", "hashes = { md5 = \"AA\" }")).unwrap();
+        std::fs::write(
+            &p,
+            LOCK.replace("hashes = { sha256 = \"AA\" }", "hashes = { md5 = \"AA\" }"),
+        )
+        .unwrap();
         let e = pins_for(&p, &env()).unwrap_err().to_string();
-        assert!(e.contains("pylock.toml:7") && e.contains("`six`") && e.contains("hash"), "{e}");
+        assert!(
+            e.contains("pylock.toml:7") && e.contains("`six`") && e.contains("hash"),
+            "{e}"
+        );
 
         std::fs::write(&p, LOCK.replace("version = \"1.16.0\"\n", "")).unwrap();
         let e = pins_for(&p, &env()).unwrap_err().to_string();
-        assert!(e.contains("pylock.toml:7") && e.contains("not pinned"), "{e}");
+        assert!(
+            e.contains("pylock.toml:7") && e.contains("not pinned"),
+            "{e}"
+        );
 
-        std::fs::write(&p, LOCK.replace("lock-version = \"1.0\"", "lock-version = \"2.0\"")).unwrap();
+        std::fs::write(
+            &p,
+            LOCK.replace("lock-version = \"1.0\"", "lock-version = \"2.0\""),
+        )
+        .unwrap();
         let e = pins_for(&p, &env()).unwrap_err().to_string();
         assert!(e.contains("pylock.toml:1") && e.contains("2.0"), "{e}");
 

@@ -110,9 +110,10 @@ fn parse_text(
     stack: &mut Vec<PathBuf>,
 ) -> Result<(), PythonError> {
     let base = path.parent().unwrap_or(Path::new("."));
+    let file: std::sync::Arc<Path> = path.into();
     for (line, content) in logical_lines(text) {
         let origin = Origin {
-            file: path.to_path_buf(),
+            file: file.clone(),
             line,
         };
         let tokens: Vec<&str> = content.split_whitespace().collect();
@@ -222,7 +223,9 @@ fn parse_option(
         }),
         "-c" | "--constraint" => Err(PythonError::Unsupported {
             origin: origin.clone(),
-            message: "constraints files are not supported: the requirements must be a complete pin list".into(),
+            message:
+                "constraints files are not supported: the requirements must be a complete pin list"
+                    .into(),
         }),
         other => Err(PythonError::Unsupported {
             origin: origin.clone(),
@@ -396,7 +399,10 @@ mod tests {
         );
         assert_eq!(ms.hashes, [H2]);
         let zi = &f.requirements[2];
-        assert_eq!((zi.name.as_str(), zi.version.as_str()), ("zope-interface", "6.0"));
+        assert_eq!(
+            (zi.name.as_str(), zi.version.as_str()),
+            ("zope-interface", "6.0")
+        );
         assert_eq!(zi.hashes, [H1]);
 
         let x86: Vec<String> = pins_for(&f, &env("x86_64"))
@@ -418,14 +424,21 @@ mod tests {
 
     #[test]
     fn errors_name_file_line_and_package() {
-        let e = parse(&format!("six==1.16.0 --hash=sha256:{H1}\nidna>=3.7 --hash=sha256:{H1}\n"))
-            .unwrap_err()
-            .to_string();
+        let e = parse(&format!(
+            "six==1.16.0 --hash=sha256:{H1}\nidna>=3.7 --hash=sha256:{H1}\n"
+        ))
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("/proj/requirements.txt:2"), "{e}");
         assert!(e.contains("`idna`") && e.contains("not pinned"), "{e}");
 
         let e = parse("\n\nrequests\n").unwrap_err().to_string();
-        assert!(e.contains("requirements.txt:3") && e.contains("`requests`") && e.contains("not pinned"), "{e}");
+        assert!(
+            e.contains("requirements.txt:3")
+                && e.contains("`requests`")
+                && e.contains("not pinned"),
+            "{e}"
+        );
 
         let e = parse("numpy==1.*\n").unwrap_err().to_string();
         assert!(e.contains("not pinned"), "{e}");
@@ -433,13 +446,20 @@ mod tests {
         assert!(e.contains("not pinned"), "{e}");
 
         let e = parse("# x\nsix==1.16.0\n").unwrap_err().to_string();
-        assert!(e.contains("requirements.txt:2") && e.contains("`six`") && e.contains("--hash"), "{e}");
+        assert!(
+            e.contains("requirements.txt:2") && e.contains("`six`") && e.contains("--hash"),
+            "{e}"
+        );
 
         let e = parse("-e .\n").unwrap_err().to_string();
         assert!(e.contains("editable"), "{e}");
-        let e = parse(&format!("pkg @ https://x/y.whl --hash=sha256:{H1}\n")).unwrap_err().to_string();
+        let e = parse(&format!("pkg @ https://x/y.whl --hash=sha256:{H1}\n"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("direct URL"), "{e}");
-        let e = parse("six==1.0 --hash=sha256:xyz\n").unwrap_err().to_string();
+        let e = parse("six==1.0 --hash=sha256:xyz\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("sha256 hex"), "{e}");
     }
 
@@ -454,7 +474,9 @@ mod tests {
         assert_eq!(pins.len(), 1);
         assert_eq!(pins[0].version, "1.15.0");
         let text = format!("six==1.16.0 --hash=sha256:{H1}\nSix==1.16.0 --hash=sha256:{H1}\n");
-        let e = pins_for(&parse(&text).unwrap(), &env("x86_64")).unwrap_err().to_string();
+        let e = pins_for(&parse(&text).unwrap(), &env("x86_64"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains(":2") && e.contains("twice"), "{e}");
     }
 
@@ -473,19 +495,30 @@ mod tests {
         )
         .unwrap();
         std::fs::write(dir.path().join("sub/more.txt"), "\nunpinned\n").unwrap();
-        let e = parse_file(&dir.path().join("requirements.txt")).unwrap_err().to_string();
+        let e = parse_file(&dir.path().join("requirements.txt"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("more.txt:2") && e.contains("`unpinned`"), "{e}");
 
-        std::fs::write(dir.path().join("sub/more.txt"), format!("packaging==24.1 --hash=sha256:{H1}\n")).unwrap();
+        std::fs::write(
+            dir.path().join("sub/more.txt"),
+            format!("packaging==24.1 --hash=sha256:{H1}\n"),
+        )
+        .unwrap();
         let f = parse_file(&dir.path().join("requirements.txt")).unwrap();
         let names: Vec<_> = f.requirements.iter().map(|r| r.name.as_str()).collect();
         assert_eq!(names, ["packaging", "six", "idna"]);
-        assert_eq!(f.requirements[1].origin.file, dir.path().join("sub/base.txt"));
+        assert_eq!(
+            &*f.requirements[1].origin.file,
+            dir.path().join("sub/base.txt").as_path()
+        );
         assert_eq!(f.find_links, [dir.path().join("sub/wheels")]);
         assert_eq!(f.index_urls, ["https://example.invalid/simple"]);
 
         std::fs::write(dir.path().join("sub/more.txt"), "-r ../requirements.txt\n").unwrap();
-        let e = parse_file(&dir.path().join("requirements.txt")).unwrap_err().to_string();
+        let e = parse_file(&dir.path().join("requirements.txt"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("includes itself"), "{e}");
     }
 }

@@ -46,7 +46,13 @@ pub fn platform_tags(libc: Libc, arch: &str) -> Vec<String> {
                     let legacy = match m {
                         17 if matches!(
                             arch,
-                            "x86_64" | "i686" | "aarch64" | "armv7l" | "ppc64" | "ppc64le" | "s390x"
+                            "x86_64"
+                                | "i686"
+                                | "aarch64"
+                                | "armv7l"
+                                | "ppc64"
+                                | "ppc64le"
+                                | "s390x"
                         ) =>
                         {
                             Some("manylinux2014")
@@ -266,7 +272,11 @@ mod tests {
             "cp310-abi3-manylinux_2_17_aarch64",
         ];
         assert_eq!(&t[..head.len()], head);
-        let pos = |x: &str| t.iter().position(|y| y == x).unwrap_or_else(|| panic!("{x}"));
+        let pos = |x: &str| {
+            t.iter()
+                .position(|y| y == x)
+                .unwrap_or_else(|| panic!("{x}"))
+        };
         assert!(pos("cp32-abi3-linux_aarch64") < pos("py311-none-manylinux_2_17_aarch64"));
         assert!(!t.iter().any(|x| x.starts_with("cp31-abi3")));
         assert!(pos("py311-none-linux_aarch64") < pos("py3-none-manylinux_2_17_aarch64"));
