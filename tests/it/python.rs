@@ -1248,3 +1248,61 @@ fn real_index_serves_the_aarch64_markupsafe() {
     let w = python::resolve(&input, &target("x86_64", Libc::Glibc(2, 36))).unwrap();
     assert_eq!(w[0].sha256, hx);
 }
+
+#[test]
+fn shared_files_must_agree() {
+    // Every nvidia-*-cu12 wheel ships the same empty `nvidia/__init__.py`.
+    let dir = tempfile::tempdir().unwrap();
+    let t = target("x86_64", Libc::Glibc(2, 36));
+    let (a, _) = build_wheel(
+        dir.path(),
+        "nvidia-cublas-cu12",
+        "12.1",
+        "py3-none-manylinux1_x86_64",
+        false,
+        &[
+            f("nvidia/__init__.py", "", 0o644),
+            f("nvidia/cublas/lib/libcublas.so.12", "cublas", 0o755),
+        ],
+    );
+    let (b, _) = build_wheel(
+        dir.path(),
+        "nvidia-cudnn-cu12",
+        "9.1",
+        "py3-none-manylinux1_x86_64",
+        false,
+        &[
+            f("nvidia/__init__.py", "", 0o644),
+            f("nvidia/cudnn/lib/libcudnn.so.9", "cudnn", 0o755),
+        ],
+    );
+    let entries = python::install_entries(&[a.clone(), b], &t).unwrap();
+    let init: Vec<_> = entries
+        .iter()
+        .filter(|e| e.path.ends_with("site-packages/nvidia/__init__.py"))
+        .collect();
+    assert_eq!(init.len(), 1);
+    assert!(
+        entries
+            .iter()
+            .any(|e| e.path.ends_with("nvidia/cudnn/lib/libcudnn.so.9") && e.mode == 0o755)
+    );
+
+    let (c, _) = build_wheel(
+        dir.path(),
+        "nvidia-other-cu12",
+        "1.0",
+        "py3-none-any",
+        true,
+        &[f("nvidia/__init__.py", "# not empty\n", 0o644)],
+    );
+    let e = python::install_entries(&[a, c], &t)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("nvidia_cublas_cu12-12.1-py3-none-manylinux1_x86_64.whl")
+            && e.contains("nvidia_other_cu12-1.0-py3-none-any.whl")
+            && e.contains("/usr/local/lib/python3.11/site-packages/nvidia/__init__.py"),
+        "{e}"
+    );
+}

@@ -31,10 +31,7 @@ pub(crate) fn http_client() -> Result<reqwest::blocking::Client, PythonError> {
         .timeout(None)
         .connect_timeout(std::time::Duration::from_secs(30))
         .build()
-        .map_err(|source| PythonError::Http {
-            url: String::new(),
-            source,
-        })
+        .map_err(PythonError::HttpClient)
 }
 
 /// Looks up projects on indexes and find-links folders.
@@ -433,24 +430,26 @@ pub(crate) fn parse_json_page(body: &str, base: &reqwest::Url) -> Result<Vec<Fil
         .collect()
 }
 
-/// Streams `path` through sha256.
+/// Streams `path` through sha256 (lowercase hex).
 pub(crate) fn hash_file(path: &Path) -> Result<String, PythonError> {
     let mut f = File::open(path).map_err(|e| PythonError::io(path, e))?;
-    let mut h = Sha256::new();
-    std::io::copy(&mut f, &mut HashWriter(&mut h)).map_err(|e| PythonError::io(path, e))?;
-    Ok(hex::encode(h.finalize()))
+    let digest = sha256_reader(&mut f).map_err(|e| PythonError::io(path, e))?;
+    Ok(hex::encode(digest))
 }
 
-struct HashWriter<'a>(&'a mut Sha256);
-
-impl Write for HashWriter<'_> {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.update(buf);
-        Ok(buf.len())
+/// sha256 of everything `r` yields, read in 64 KiB blocks.
+pub(crate) fn sha256_reader(r: &mut impl Read) -> std::io::Result<[u8; 32]> {
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        match r.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => h.update(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
     }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
+    Ok(h.finalize().into())
 }
 
 /// Writes to a file and a hasher at once.

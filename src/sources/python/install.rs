@@ -15,6 +15,7 @@ use std::sync::Arc;
 use base64::Engine as _;
 use sha2::{Digest, Sha256};
 
+use super::index::sha256_reader;
 use super::tags::WheelName;
 use super::{PythonError, PythonTarget, normalize_name};
 use crate::plan::{Content, Entry};
@@ -472,6 +473,26 @@ pub fn wheel_entries(wheel_path: &Path, target: &PythonTarget) -> Result<Vec<Ent
         content: Content::Inline(Arc::from(record)),
     });
     Ok(entries)
+}
+
+/// sha256 of an entry's bytes (inline or streamed out of its wheel).
+pub(crate) fn entry_sha256(e: &Entry) -> Result<[u8; 32], PythonError> {
+    match &e.content {
+        Content::Inline(b) => Ok(Sha256::digest(b).into()),
+        Content::ZipMember { archive, name, .. } => {
+            let mut wheel = Wheel::open(archive)?;
+            let mut f = wheel
+                .zip
+                .by_name(name)
+                .map_err(|err| invalid(archive, format!("{name}: {err}")))?;
+            sha256_reader(&mut f).map_err(|err| invalid(archive, format!("{name}: {err}")))
+        }
+        Content::File { path, .. } => {
+            let mut file = File::open(path).map_err(|err| PythonError::io(path, err))?;
+            sha256_reader(&mut file).map_err(|err| PythonError::io(path, err))
+        }
+        Content::Dir | Content::Symlink(_) => Ok([0; 32]),
+    }
 }
 
 /// The value of an RFC 822 style header (`Name: value`) in METADATA / WHEEL.

@@ -230,6 +230,8 @@ pub enum PythonError {
         expected: String,
         got: String,
     },
+    #[error("cannot set up the HTTP client: {0}")]
+    HttpClient(#[source] reqwest::Error),
     #[error("GET {url}: HTTP {status}")]
     HttpStatus { url: String, status: u16 },
     #[error("GET {url}: {source}")]
@@ -244,7 +246,7 @@ pub enum PythonError {
     InvalidWheel { wheel: PathBuf, message: String },
     #[error("wheel {wheel}: member `{member}` would be installed outside its target directory")]
     UnsafeMember { wheel: PathBuf, member: String },
-    #[error("wheels {first} and {second} both install {path}")]
+    #[error("wheels {first} and {second} both install {path}, with different contents")]
     FileClash {
         first: String,
         second: String,
@@ -346,25 +348,36 @@ pub fn fetch(wheels: &[ResolvedWheel], cache_dir: &Path) -> Result<Vec<PathBuf>,
 }
 
 /// Turns wheel files into the tar entries of one layer (files only), as pip would install them.
+///
+/// Two wheels may ship the same file (`nvidia/__init__.py` in every `nvidia-*-cu12` wheel);
+/// pip lets the last one win. Here identical copies collapse to the first, and different
+/// contents are an error, so the layer never depends on install order.
 pub fn install_entries(
     wheel_files: &[PathBuf],
     target: &PythonTarget,
 ) -> Result<Vec<Entry>, PythonError> {
-    let mut seen: BTreeMap<String, String> = BTreeMap::new();
-    let mut out = Vec::new();
+    let mut seen: BTreeMap<String, (String, usize)> = BTreeMap::new();
+    let mut out: Vec<Entry> = Vec::new();
     for wheel in wheel_files {
         let label = wheel
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
         for entry in install::wheel_entries(wheel, target)? {
-            if let Some(first) = seen.insert(entry.path.clone(), label.clone()) {
+            if let Some((first, i)) = seen.get(&entry.path) {
+                let prev = &out[*i];
+                if prev.mode == entry.mode
+                    && install::entry_sha256(prev)? == install::entry_sha256(&entry)?
+                {
+                    continue;
+                }
                 return Err(PythonError::FileClash {
-                    first,
+                    first: first.clone(),
                     second: label,
                     path: format!("/{}", entry.path),
                 });
             }
+            seen.insert(entry.path.clone(), (label.clone(), out.len()));
             out.push(entry);
         }
     }
