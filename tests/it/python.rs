@@ -90,6 +90,8 @@ struct Server {
     base: String,
     routes: Routes,
     hits: Arc<Mutex<Vec<String>>>,
+    /// path -> how many more requests answer 503
+    flaky: Arc<Mutex<HashMap<String, usize>>>,
 }
 
 impl Server {
@@ -98,11 +100,12 @@ impl Server {
         let base = format!("http://{}", listener.local_addr().unwrap());
         let routes: Routes = Arc::default();
         let hits: Arc<Mutex<Vec<String>>> = Arc::default();
-        let (r, h) = (routes.clone(), hits.clone());
+        let flaky: Arc<Mutex<HashMap<String, usize>>> = Arc::default();
+        let (r, h, fl) = (routes.clone(), hits.clone(), flaky.clone());
         std::thread::spawn(move || {
             for conn in listener.incoming() {
                 let Ok(mut conn) = conn else { continue };
-                let (r, h) = (r.clone(), h.clone());
+                let (r, h, fl) = (r.clone(), h.clone(), fl.clone());
                 std::thread::spawn(move || {
                     let mut reader = BufReader::new(conn.try_clone().unwrap());
                     let mut first = String::new();
@@ -117,8 +120,20 @@ impl Server {
                     }
                     let path = first.split_whitespace().nth(1).unwrap_or("").to_string();
                     h.lock().unwrap().push(path.clone());
+                    let fail = match fl.lock().unwrap().get_mut(&path) {
+                        Some(n) if *n > 0 => {
+                            *n -= 1;
+                            true
+                        }
+                        _ => false,
+                    };
                     let resp = r.lock().unwrap().get(&path).cloned();
                     let (status, ctype, body) = match resp {
+                        _ if fail => (
+                            "503 Service Unavailable",
+                            "text/plain".into(),
+                            b"busy".to_vec(),
+                        ),
                         Some((c, b)) => ("200 OK", c, b),
                         None => ("404 Not Found", "text/plain".into(), b"not found".to_vec()),
                     };
@@ -131,7 +146,12 @@ impl Server {
                 });
             }
         });
-        Server { base, routes, hits }
+        Server {
+            base,
+            routes,
+            hits,
+            flaky,
+        }
     }
 
     fn add(&self, path: &str, ctype: &str, body: Vec<u8>) {
@@ -139,6 +159,11 @@ impl Server {
             .lock()
             .unwrap()
             .insert(path.to_string(), (ctype.to_string(), body));
+    }
+
+    /// The next `n` requests for `path` get a 503.
+    fn flaky(&self, path: &str, n: usize) {
+        self.flaky.lock().unwrap().insert(path.to_string(), n);
     }
 
     fn hits(&self, path: &str) -> usize {
@@ -1303,6 +1328,39 @@ fn shared_files_must_agree() {
         e.contains("nvidia_cublas_cu12-12.1-py3-none-manylinux1_x86_64.whl")
             && e.contains("nvidia_other_cu12-1.0-py3-none-any.whl")
             && e.contains("/usr/local/lib/python3.11/site-packages/nvidia/__init__.py"),
+        "{e}"
+    );
+}
+
+#[test]
+fn transient_server_errors_are_retried() {
+    let fx = fixture();
+    let req = fx.write(
+        "r.txt",
+        &format!("purepkg==1.0 --hash=sha256:{}\n", fx.h(PURE)),
+    );
+    fx.server.flaky("/simple/purepkg/", 1);
+    fx.server.flaky(&format!("/files/{PURE}"), 2);
+    let t = target("x86_64", Libc::Glibc(2, 36));
+    let w = python::resolve(&fx.input(&req), &t).unwrap();
+    assert_eq!(fx.server.hits("/simple/purepkg/"), 2);
+    let cache = fx.dir.path().join("cache");
+    let p = python::fetch(&w, &cache).unwrap();
+    assert_eq!(fx.server.hits(&format!("/files/{PURE}")), 3);
+    assert_eq!(sha256_hex(&std::fs::read(&p[0]).unwrap()), fx.h(PURE));
+
+    // A server that stays down: the error names the URL and the status, after 3 tries.
+    fx.server.flaky("/simple/fastpkg/", 10);
+    let req = fx.write(
+        "r2.txt",
+        &format!("fastpkg==2.0 --hash=sha256:{}\n", fx.h(FAST_ANY)),
+    );
+    let e = python::resolve(&fx.input(&req), &t)
+        .unwrap_err()
+        .to_string();
+    assert_eq!(fx.server.hits("/simple/fastpkg/"), 3);
+    assert!(
+        e.contains("/simple/fastpkg/") && e.contains("HTTP 503"),
         "{e}"
     );
 }

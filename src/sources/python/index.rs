@@ -88,28 +88,10 @@ impl Finder {
 
     fn project_page(&self, index: &str, name: &str) -> Result<Option<Vec<FileLink>>, PythonError> {
         let url = format!("{}/{name}/", index.trim_end_matches('/'));
-        let resp = self
-            .client
-            .get(&url)
-            .header(
-                reqwest::header::ACCEPT,
-                format!("{JSON_TYPE}, text/html;q=0.1"),
-            )
-            .send()
-            .map_err(|source| PythonError::Http {
-                url: url.clone(),
-                source,
-            })?;
-        let status = resp.status();
-        if status == reqwest::StatusCode::NOT_FOUND {
+        let accept = format!("{JSON_TYPE}, text/html;q=0.1");
+        let Some(resp) = get_with_retry(&self.client, &url, Some(&accept))? else {
             return Ok(None);
-        }
-        if !status.is_success() {
-            return Err(PythonError::HttpStatus {
-                url,
-                status: status.as_u16(),
-            });
-        }
+        };
         // Relative links resolve against the final URL (after redirects).
         let base = resp.url().clone();
         let json = resp
@@ -501,29 +483,43 @@ impl WheelCache {
             return Ok(dest);
         }
         std::fs::create_dir_all(&dir).map_err(|e| PythonError::io(&dir, e))?;
+        let mut attempt = 1;
+        loop {
+            match self.download_once(client, w, &dir, &dest) {
+                Err(e) if attempt < ATTEMPTS && retryable(&e) => {
+                    std::thread::sleep(std::time::Duration::from_secs(attempt as u64));
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// One try: stream into a temp file next to `dest`, hashing on the way; rename if good.
+    fn download_once(
+        &self,
+        client: &reqwest::blocking::Client,
+        w: &ResolvedWheel,
+        dir: &Path,
+        dest: &Path,
+    ) -> Result<PathBuf, PythonError> {
         let mut tmp = tempfile::Builder::new()
             .prefix(".partial-")
-            .tempfile_in(&dir)
-            .map_err(|e| PythonError::io(&dir, e))?;
+            .tempfile_in(dir)
+            .map_err(|e| PythonError::io(dir, e))?;
         let mut tee = TeeHash {
             file: tmp.as_file_mut(),
             hasher: Sha256::new(),
         };
         let src = &w.url_or_path;
         if src.starts_with("http://") || src.starts_with("https://") {
-            let mut resp = client.get(src).send().map_err(|source| PythonError::Http {
-                url: src.clone(),
-                source,
-            })?;
-            if !resp.status().is_success() {
-                return Err(PythonError::HttpStatus {
-                    url: src.clone(),
-                    status: resp.status().as_u16(),
-                });
-            }
+            let mut resp = get_checked(client, src, None)?;
             copy(&mut resp, &mut tee).map_err(|e| match e {
-                CopyError::Read(e) => PythonError::io(src, e),
-                CopyError::Write(e) => PythonError::io(&dest, e),
+                CopyError::Read(source) => PythonError::Download {
+                    url: src.clone(),
+                    source,
+                },
+                CopyError::Write(e) => PythonError::io(dest, e),
             })?;
         } else {
             let path = match src.strip_prefix("file://") {
@@ -533,7 +529,7 @@ impl WheelCache {
             let mut f = File::open(&path).map_err(|e| PythonError::io(&path, e))?;
             copy(&mut f, &mut tee).map_err(|e| match e {
                 CopyError::Read(e) => PythonError::io(&path, e),
-                CopyError::Write(e) => PythonError::io(&dest, e),
+                CopyError::Write(e) => PythonError::io(dest, e),
             })?;
         }
         let got = hex::encode(tee.hasher.finalize());
@@ -547,11 +543,63 @@ impl WheelCache {
         }
         tmp.as_file()
             .sync_all()
-            .map_err(|e| PythonError::io(&dest, e))?;
-        tmp.persist(&dest)
-            .map_err(|e| PythonError::io(&dest, e.error))?;
-        Ok(dest)
+            .map_err(|e| PythonError::io(dest, e))?;
+        tmp.persist(dest)
+            .map_err(|e| PythonError::io(dest, e.error))?;
+        Ok(dest.to_path_buf())
     }
+}
+
+/// Tries per download or index page (network errors, 429 and 5xx are retried).
+const ATTEMPTS: u32 = 3;
+
+fn retryable(e: &PythonError) -> bool {
+    match e {
+        PythonError::Http { .. } | PythonError::Download { .. } => true,
+        PythonError::HttpStatus { status, .. } => *status == 429 || *status >= 500,
+        _ => false,
+    }
+}
+
+/// GET with retries; `Ok(None)` on 404, an error on any other non-success status.
+fn get_with_retry(
+    client: &reqwest::blocking::Client,
+    url: &str,
+    accept: Option<&str>,
+) -> Result<Option<reqwest::blocking::Response>, PythonError> {
+    let mut attempt = 1;
+    loop {
+        match get_checked(client, url, accept) {
+            Err(PythonError::HttpStatus { status: 404, .. }) => return Ok(None),
+            Err(e) if attempt < ATTEMPTS && retryable(&e) => {
+                std::thread::sleep(std::time::Duration::from_secs(attempt as u64));
+                attempt += 1;
+            }
+            other => return other.map(Some),
+        }
+    }
+}
+
+fn get_checked(
+    client: &reqwest::blocking::Client,
+    url: &str,
+    accept: Option<&str>,
+) -> Result<reqwest::blocking::Response, PythonError> {
+    let mut req = client.get(url);
+    if let Some(a) = accept {
+        req = req.header(reqwest::header::ACCEPT, a);
+    }
+    let resp = req.send().map_err(|source| PythonError::Http {
+        url: url.to_string(),
+        source,
+    })?;
+    if !resp.status().is_success() {
+        return Err(PythonError::HttpStatus {
+            url: url.to_string(),
+            status: resp.status().as_u16(),
+        });
+    }
+    Ok(resp)
 }
 
 enum CopyError {

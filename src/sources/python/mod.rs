@@ -20,6 +20,8 @@ pub mod tags;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::plan::Entry;
 
@@ -240,6 +242,12 @@ pub enum PythonError {
         #[source]
         source: reqwest::Error,
     },
+    #[error("reading {url}: {source}")]
+    Download {
+        url: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("{url}: {message}")]
     BadIndexPage { url: String, message: String },
     #[error("wheel {wheel}: {message}")]
@@ -344,8 +352,40 @@ pub fn resolve(
 pub fn fetch(wheels: &[ResolvedWheel], cache_dir: &Path) -> Result<Vec<PathBuf>, PythonError> {
     let cache = index::WheelCache::new(cache_dir);
     let client = index::http_client()?;
-    wheels.iter().map(|w| cache.get(&client, w)).collect()
+    // Downloads are network-bound: a few at a time, results kept in input order.
+    let next = AtomicUsize::new(0);
+    let results: Vec<Mutex<Option<Result<PathBuf, PythonError>>>> =
+        wheels.iter().map(|_| Mutex::new(None)).collect();
+    std::thread::scope(|s| {
+        for _ in 0..FETCH_PARALLELISM.min(wheels.len()) {
+            s.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(w) = wheels.get(i) else { break };
+                    let r = cache.get(&client, w);
+                    *results[i].lock().unwrap_or_else(|e| e.into_inner()) = Some(r);
+                }
+            });
+        }
+    });
+    results
+        .into_iter()
+        .zip(wheels)
+        .map(|(slot, w)| {
+            slot.into_inner()
+                .unwrap_or_else(|e| e.into_inner())
+                .unwrap_or_else(|| {
+                    Err(PythonError::InvalidWheel {
+                        wheel: PathBuf::from(&w.filename),
+                        message: "download worker stopped".into(),
+                    })
+                })
+        })
+        .collect()
 }
+
+/// Concurrent downloads in [`fetch`].
+const FETCH_PARALLELISM: usize = 4;
 
 /// Turns wheel files into the tar entries of one layer (files only), as pip would install them.
 ///
