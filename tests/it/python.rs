@@ -947,31 +947,25 @@ fn rejects_members_escaping_the_target() {
 
 // ---------------------------------------------------------------- against real pip
 
-/// The local CPython: (sys.prefix, "3.11" style version).
-fn local_python() -> (String, (u32, u32)) {
+/// The local CPython as a target: its prefix, version, machine and glibc.
+fn local_target() -> PythonTarget {
     let out = Command::new("python3")
         .args([
             "-c",
-            "import sys; print(sys.prefix); print(sys.version_info[0]); print(sys.version_info[1])",
+            "import sys, platform; print(sys.prefix); print(sys.version_info[0]); \
+             print(sys.version_info[1]); print(platform.machine()); print(platform.libc_ver()[1])",
         ])
         .output()
         .expect("python3 must be installed for these tests");
     assert!(out.status.success());
     let s = String::from_utf8(out.stdout).unwrap();
     let l: Vec<&str> = s.lines().collect();
-    (
-        l[0].to_string(),
-        (l[1].parse().unwrap(), l[2].parse().unwrap()),
-    )
-}
-
-fn local_target() -> PythonTarget {
-    let (prefix, version) = local_python();
+    let (maj, min) = l[4].split_once('.').expect("a glibc python");
     PythonTarget {
-        version,
-        prefix,
-        libc: Libc::Glibc(2, 36),
-        arch: "x86_64".into(),
+        version: (l[1].parse().unwrap(), l[2].parse().unwrap()),
+        prefix: l[0].to_string(),
+        libc: Libc::Glibc(maj.parse().unwrap(), min.parse().unwrap()),
+        arch: l[3].to_string(),
     }
 }
 
@@ -1175,7 +1169,7 @@ const REAL: [&str; 4] = [
 
 #[test]
 fn real_wheels_match_pip_install() {
-    let wheels = real_wheels("x86_64", &[], &REAL);
+    let wheels = real_wheels("host", &[], &REAL);
     let names: Vec<String> = wheels
         .iter()
         .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
@@ -1224,23 +1218,28 @@ fn real_wheels_match_pip_install() {
 #[test]
 fn real_index_serves_the_aarch64_markupsafe() {
     // PyPI's simple API (PEP 691 JSON when asked), pinned to the x86_64 and aarch64 hashes.
-    let x86 = real_wheels("x86_64", &[], &REAL);
-    let arm = real_wheels(
-        "aarch64",
-        &[
+    let platform = |p: &'static str| {
+        [
             "--platform",
-            "manylinux2014_aarch64",
+            p,
             "--python-version",
             "3.11",
             "--implementation",
             "cp",
-        ],
+        ]
+    };
+    let x86 = real_wheels(
+        "x86_64",
+        &platform("manylinux2014_x86_64"),
         &["markupsafe==2.1.5"],
     );
-    let ms_x86 = x86
-        .iter()
-        .find(|p| p.to_string_lossy().contains("MarkupSafe"))
-        .unwrap();
+    let arm = real_wheels(
+        "aarch64",
+        &platform("manylinux2014_aarch64"),
+        &["markupsafe==2.1.5"],
+    );
+    let ms_x86 = &x86[0];
+    assert!(ms_x86.to_string_lossy().contains("x86_64"), "{ms_x86:?}");
     let hx = sha256_hex(&std::fs::read(ms_x86).unwrap());
     let ha = sha256_hex(&std::fs::read(&arm[0]).unwrap());
     let tmp = tempfile::tempdir().unwrap();

@@ -294,7 +294,7 @@ fn filename_of(url: &reqwest::Url) -> Option<String> {
     Some(percent_decode(last))
 }
 
-fn percent_decode(s: &str) -> String {
+pub(crate) fn percent_decode(s: &str) -> String {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use toml::Spanned;
 
-use super::index::FileLink;
+use super::index::{FileLink, percent_decode};
 use super::markers::{self, Environment};
 use super::{Origin, Pin, PythonError, normalize_name};
 
@@ -152,7 +152,12 @@ pub(crate) fn pins_for(path: &Path, env: &Environment) -> Result<Vec<Pin>, Pytho
                 None => {
                     let tail = url_or_path.split(['?', '#']).next().unwrap_or("");
                     let sep: &[char] = if from_url { &['/'] } else { &['/', '\\'] };
-                    tail.rsplit(sep).next().unwrap_or("").to_string()
+                    let last = tail.rsplit(sep).next().unwrap_or("");
+                    if from_url {
+                        percent_decode(last)
+                    } else {
+                        last.to_string()
+                    }
                 }
             };
             files.push(FileLink {
