@@ -1363,3 +1363,130 @@ fn transient_server_errors_are_retried() {
         "{e}"
     );
 }
+
+// ---------------------------------------------------------------- against `packaging`
+
+/// Runs a Python snippet with pip's vendored `packaging` and returns its stdout lines.
+fn packaging_says(script: &str) -> Vec<String> {
+    let out = Command::new("python3")
+        .args(["-c", script])
+        .output()
+        .expect("python3");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn tag_order_matches_packaging() {
+    let cases = [
+        ((3, 11), Libc::Glibc(2, 36), "x86_64"),
+        ((3, 11), Libc::Glibc(2, 17), "aarch64"),
+        ((3, 12), Libc::Glibc(2, 28), "aarch64"),
+        ((3, 10), Libc::Musl(1, 2), "x86_64"),
+    ];
+    for (version, libc, arch) in cases {
+        let (glibc, musl) = match libc {
+            Libc::Glibc(a, b) => (format!("({a}, {b})"), "None".to_string()),
+            Libc::Musl(a, b) => (
+                "(-1, -1)".to_string(),
+                format!("_musllinux._MuslVersion({a}, {b})"),
+            ),
+        };
+        let script = format!(
+            r#"
+from pip._vendor.packaging import tags, _manylinux, _musllinux
+_manylinux._get_glibc_version = lambda: {glibc}
+_musllinux._get_musl_version = lambda exe: {musl}
+py = {version:?}
+linux = "linux_{arch}"
+plats = list(_manylinux.platform_tags(linux, "{arch}")) + list(_musllinux.platform_tags("{arch}")) + [linux]
+interp = "cp%d%d" % py
+for t in tags.cpython_tags(py, ["cp%d%d" % py], plats):
+    print(t)
+for t in tags.compatible_tags(py, interp, plats):
+    print(t)
+"#
+        );
+        let want = packaging_says(&script);
+        let t = PythonTarget {
+            version,
+            prefix: "/usr/local".into(),
+            libc,
+            arch: arch.into(),
+        };
+        let got: Vec<String> = python::tags::supported_tags(&t)
+            .iter()
+            .map(|t| t.to_string())
+            .collect();
+        assert!(want.len() > 50, "{want:?}");
+        assert_eq!(got, want, "{version:?} {libc:?} {arch}");
+    }
+}
+
+#[test]
+fn markers_match_packaging() {
+    let markers = [
+        r#"python_version >= "3.8""#,
+        r#"python_version < "3.9""#,
+        r#"python_version > "3.10""#,
+        r#"python_version == "3.11""#,
+        r#"python_version != "3.11""#,
+        r#"python_version == "3.*""#,
+        r#"python_version == "3.1*""#,
+        r#"python_version ~= "3.7""#,
+        r#"python_version ~= "3.12""#,
+        r#"python_full_version >= "3.11.0""#,
+        r#"python_full_version < "3.11.1""#,
+        r#"python_full_version >= "3.6.2" and python_version < "3.12""#,
+        r#"sys_platform == "linux" and platform_machine == "aarch64""#,
+        r#"sys_platform == "win32" or platform_machine == "x86_64""#,
+        r#"platform_machine in "x86_64 AMD64""#,
+        r#"platform_machine not in "arm64 aarch64""#,
+        r#"os_name == "posix" and platform_system == "Linux""#,
+        r#"implementation_name == "cpython" and platform_python_implementation != "PyPy""#,
+        r#"(sys_platform == "darwin" or sys_platform == "linux") and python_version >= "3""#,
+        r#"sys_platform == "darwin" or sys_platform == "linux" and python_version < "3""#,
+        r#"extra == "gpu""#,
+        r#"extra != "gpu" and python_version > "2.7""#,
+        r#""3.9" <= python_version"#,
+        r#"platform_machine == 'x86_64' and python_version < '3.12' or extra == 'cuda'"#,
+    ];
+    for (arch, minor) in [("x86_64", 11), ("aarch64", 11), ("x86_64", 9)] {
+        let t = target(arch, Libc::Glibc(2, 36));
+        let t = PythonTarget {
+            version: (3, minor),
+            ..t
+        };
+        let env = python::markers::Environment::for_target(&t);
+        let list = markers
+            .iter()
+            .map(|m| format!("{m:?}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let script = format!(
+            r#"
+from pip._vendor.packaging.markers import Marker
+env = dict(python_version="3.{minor}", python_full_version="3.{minor}.0",
+    implementation_version="3.{minor}.0", platform_machine="{arch}", sys_platform="linux",
+    os_name="posix", platform_system="Linux", implementation_name="cpython",
+    platform_python_implementation="CPython", platform_release="", platform_version="", extra="")
+for m in [{list}]:
+    print(Marker(m).evaluate(env))
+"#
+        );
+        let want = packaging_says(&script);
+        assert_eq!(want.len(), markers.len());
+        for (m, w) in markers.iter().zip(&want) {
+            let got = python::markers::evaluate(m, &env).unwrap();
+            assert_eq!(got.to_string(), w.to_lowercase(), "{arch} 3.{minor}: {m}");
+        }
+    }
+}
