@@ -1490,3 +1490,45 @@ for m in [{list}]:
         }
     }
 }
+
+#[test]
+fn index_without_published_hashes() {
+    let fx = fixture();
+    // An index page without `#sha256=` fragments.
+    fx.server.add(
+        "/bare/fastpkg/",
+        "text/html",
+        format!(
+            "<a href=\"/files/{FAST_X86}\">{FAST_X86}</a>\n<a href=\"/files/{FAST_ARM}\">{FAST_ARM}</a>\n"
+        )
+        .into_bytes(),
+    );
+    let t = target("x86_64", Libc::Glibc(2, 36));
+    let mut input = fx.input(&fx.write(
+        "one.txt",
+        &format!("fastpkg==2.0 --hash=sha256:{}\n", fx.h(FAST_X86)),
+    ));
+    input.index_urls = vec![format!("{}/bare", fx.server.base)];
+    // One pinned hash: that is the expected one, checked after download.
+    let w = python::resolve(&input, &t).unwrap();
+    assert_eq!(
+        (w[0].filename.as_str(), w[0].sha256.as_str()),
+        (FAST_X86, fx.h(FAST_X86))
+    );
+    python::fetch(&w, &fx.dir.path().join("cache")).unwrap();
+
+    // Two pinned hashes and none published: the lock cannot say which one this file has.
+    input.requirements = Some(fx.write(
+        "two.txt",
+        &format!(
+            "\nfastpkg==2.0 --hash=sha256:{} --hash=sha256:{}\n",
+            fx.h(FAST_X86),
+            fx.h(FAST_ARM)
+        ),
+    ));
+    let e = python::resolve(&input, &t).unwrap_err().to_string();
+    assert!(
+        e.contains("two.txt:2") && e.contains("`fastpkg`") && e.contains("publishes no sha256"),
+        "{e}"
+    );
+}
