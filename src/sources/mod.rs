@@ -1,2 +1,3 @@
 //! Where layer contents come from: local trees, the Hugging Face Hub, Python wheels.
 pub mod local;
+pub mod python;
