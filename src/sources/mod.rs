@@ -1,1 +1,2 @@
 //! Where layer contents come from: local trees, the Hugging Face Hub, Python wheels.
+pub mod hf;
