@@ -38,7 +38,9 @@ impl CacheLayout {
     }
 
     pub fn incomplete(&self, etag: &str) -> PathBuf {
-        self.repo_dir.join("blobs").join(format!("{etag}.incomplete"))
+        self.repo_dir
+            .join("blobs")
+            .join(format!("{etag}.incomplete"))
     }
 
     pub fn snapshot(&self, commit: &str, path: &str) -> PathBuf {
@@ -86,7 +88,10 @@ impl CacheLayout {
             .ok_or_else(|| HubError::io(&pointer, std::io::Error::other("no parent directory")))?;
         fs::create_dir_all(parent).map_err(|e| HubError::io(parent, e))?;
         let depth = 2 + path.split('/').count() - 1;
-        let target: PathBuf = std::iter::repeat_n("..", depth).collect::<PathBuf>().join("blobs").join(etag);
+        let target: PathBuf = std::iter::repeat_n("..", depth)
+            .collect::<PathBuf>()
+            .join("blobs")
+            .join(etag);
         if fs::read_link(&pointer).is_ok_and(|t| t == target) {
             return Ok(());
         }

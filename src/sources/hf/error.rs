@@ -102,7 +102,9 @@ pub enum HubError {
         actual: String,
     },
 
-    #[error("hf://{repo}@{revision}: {file}: size mismatch: expected {expected} bytes, got {actual}")]
+    #[error(
+        "hf://{repo}@{revision}: {file}: size mismatch: expected {expected} bytes, got {actual}"
+    )]
     SizeMismatch {
         repo: String,
         revision: String,
@@ -164,48 +166,56 @@ impl Ctx<'_> {
         }
     }
 
-    /// Map a status code the Hub answered with to an error.
-    pub fn status(&self, status: u16, error_code: Option<&str>, detail: Option<String>) -> HubError {
+    /// Map a status code (and the Hub's `X-Error-Code`) to an error.
+    pub fn status(
+        &self,
+        status: u16,
+        error_code: Option<&str>,
+        detail: Option<String>,
+    ) -> HubError {
         let repo = self.repo.to_string();
         let revision = self.revision.to_string();
-        match status {
-            401 | 403 if !self.has_token => HubError::AuthRequired {
+        match (error_code, status) {
+            // The Hub answers 401 for a repo that does not exist or is private (when anonymous).
+            (Some("RepoNotFound"), _) => HubError::RepoNotFound {
+                repo,
+                endpoint: self.endpoint.to_string(),
+                status,
+            },
+            (Some("RevisionNotFound"), _) => HubError::RevisionNotFound {
+                repo,
+                revision,
+                status,
+            },
+            (Some("EntryNotFound"), _) => HubError::FileNotFound {
+                repo,
+                revision,
+                file: self.file.unwrap_or("").to_string(),
+                status,
+            },
+            (_, 401 | 403) if !self.has_token => HubError::AuthRequired {
                 repo,
                 revision,
                 what: self.what(),
                 status,
             },
-            401 | 403 => HubError::AccessDenied {
+            (_, 401 | 403) => HubError::AccessDenied {
                 repo,
                 revision,
                 what: self.what(),
                 status,
             },
-            404 => match error_code {
-                Some("RevisionNotFound") => HubError::RevisionNotFound { repo, revision, status },
-                Some("EntryNotFound") => HubError::FileNotFound {
+            (_, 404) => match self.file {
+                Some(f) => HubError::FileNotFound {
                     repo,
                     revision,
-                    file: self.file.unwrap_or("").to_string(),
+                    file: f.to_string(),
                     status,
                 },
-                Some("RepoNotFound") | None if self.file.is_none() => HubError::RepoNotFound {
+                None => HubError::RepoNotFound {
                     repo,
                     endpoint: self.endpoint.to_string(),
                     status,
-                },
-                _ => match self.file {
-                    Some(f) => HubError::FileNotFound {
-                        repo,
-                        revision,
-                        file: f.to_string(),
-                        status,
-                    },
-                    None => HubError::RepoNotFound {
-                        repo,
-                        endpoint: self.endpoint.to_string(),
-                        status,
-                    },
                 },
             },
             _ => HubError::Http {
@@ -228,11 +238,28 @@ impl Ctx<'_> {
                 self.status(context.status.as_u16(), context.error_code.as_deref(), None),
                 false,
             ),
-            E::RepoNotFound { context, .. } => {
-                let status = context.as_ref().map_or(404, |c| c.status.as_u16());
-                let file_ctx = Ctx { file: None, ..self.clone() };
-                (file_ctx.status(status, Some("RepoNotFound"), None), false)
+            // hf-hub picks the 404 variant from the call site, not from the Hub's X-Error-Code
+            // (a missing repo queried at a revision becomes RevisionNotFound): prefer the code.
+            E::RepoNotFound {
+                context: Some(c), ..
             }
+            | E::RevisionNotFound {
+                context: Some(c), ..
+            }
+            | E::EntryNotFound {
+                context: Some(c), ..
+            } if c.error_code.is_some() => (
+                self.status(c.status.as_u16(), c.error_code.as_deref(), None),
+                false,
+            ),
+            E::RepoNotFound { context, .. } => (
+                HubError::RepoNotFound {
+                    repo,
+                    endpoint: self.endpoint.to_string(),
+                    status: context.as_ref().map_or(404, |c| c.status.as_u16()),
+                },
+                false,
+            ),
             E::RevisionNotFound { context, .. } => (
                 HubError::RevisionNotFound {
                     repo,
@@ -251,14 +278,22 @@ impl Ctx<'_> {
                 false,
             ),
             E::RateLimited { context, .. } => (
-                self.status(context.status.as_u16(), None, context.server_message.clone()),
+                self.status(
+                    context.status.as_u16(),
+                    None,
+                    context.server_message.clone(),
+                ),
                 true,
             ),
             E::Http { context } => {
                 let status = context.status.as_u16();
                 let transient = matches!(status, 408 | 500 | 502 | 503 | 504);
                 (
-                    self.status(status, context.error_code.as_deref(), context.server_message.clone()),
+                    self.status(
+                        status,
+                        context.error_code.as_deref(),
+                        context.server_message.clone(),
+                    ),
                     transient,
                 )
             }

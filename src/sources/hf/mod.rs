@@ -69,7 +69,11 @@ impl HubOptions {
     ///   none at all when `HF_HUB_DISABLE_IMPLICIT_TOKEN` is true
     /// - cache: `HF_HUB_CACHE`, else `HUGGINGFACE_HUB_CACHE`, else `{home}/hub`
     pub fn from_env(get: impl Fn(&str) -> Option<String>) -> Self {
-        let var = |k: &str| get(k).map(|v| v.trim().to_string()).filter(|v| !v.is_empty());
+        let var = |k: &str| {
+            get(k)
+                .map(|v| v.trim().to_string())
+                .filter(|v| !v.is_empty())
+        };
         let endpoint = var("HF_ENDPOINT")
             .unwrap_or_else(|| DEFAULT_ENDPOINT.to_string())
             .trim_end_matches('/')
@@ -94,8 +98,9 @@ impl HubOptions {
                 .map(|t| t.trim().to_string())
                 .filter(|t| !t.is_empty())
         };
-        let implicit_disabled = var("HF_HUB_DISABLE_IMPLICIT_TOKEN")
-            .is_some_and(|v| matches!(v.to_ascii_lowercase().as_str(), "1" | "true" | "yes" | "on"));
+        let implicit_disabled = var("HF_HUB_DISABLE_IMPLICIT_TOKEN").is_some_and(|v| {
+            matches!(v.to_ascii_lowercase().as_str(), "1" | "true" | "yes" | "on")
+        });
         let token = if implicit_disabled {
             None
         } else {
@@ -150,10 +155,21 @@ pub struct HubSnapshot {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HubEvent {
     /// Already in the cache and verified; nothing downloaded.
-    Cached { path: String, size: u64 },
+    Cached {
+        path: String,
+        size: u64,
+    },
     /// A download starts (`offset` > 0 when a partial download is resumed).
-    Start { path: String, size: u64, offset: u64 },
-    Progress { path: String, done: u64, size: u64 },
+    Start {
+        path: String,
+        size: u64,
+        offset: u64,
+    },
+    Progress {
+        path: String,
+        done: u64,
+        size: u64,
+    },
     /// The connection broke; resuming at `offset` after a pause.
     Retry {
         path: String,
@@ -162,7 +178,10 @@ pub enum HubEvent {
         reason: String,
     },
     /// Downloaded and verified.
-    Done { path: String, size: u64 },
+    Done {
+        path: String,
+        size: u64,
+    },
 }
 
 /// Resolve `src.revision` to a commit and list the selected files.
@@ -223,7 +242,11 @@ pub fn resolve(opts: &HubOptions, src: &HubSource) -> Result<HubSnapshot, HubErr
         .into_iter()
         .filter(|e| {
             let rel = match &subfolder {
-                Some(s) => match e.path.strip_prefix(s.as_str()).and_then(|r| r.strip_prefix('/')) {
+                Some(s) => match e
+                    .path
+                    .strip_prefix(s.as_str())
+                    .and_then(|r| r.strip_prefix('/'))
+                {
                     Some(r) => r,
                     None => return false,
                 },
@@ -329,12 +352,14 @@ pub fn fetch(
             for i in missing {
                 let f = &snap.files[i];
                 let ctx = ctx(opts, repo, commit, Some(&f.path));
-                let entry = by_path.get(f.path.as_str()).ok_or_else(|| HubError::FileNotFound {
-                    repo: repo.to_string(),
-                    revision: commit.to_string(),
-                    file: f.path.clone(),
-                    status: 404,
-                })?;
+                let entry = by_path
+                    .get(f.path.as_str())
+                    .ok_or_else(|| HubError::FileNotFound {
+                        repo: repo.to_string(),
+                        revision: commit.to_string(),
+                        file: f.path.clone(),
+                        status: 404,
+                    })?;
                 let (blob, sha256) = download(&hf_repo, &layout, &ctx, f, entry, progress).await?;
                 out[i] = Some((
                     HubFile {
@@ -350,7 +375,12 @@ pub fn fetch(
     Ok(out.into_iter().flatten().collect())
 }
 
-fn ctx<'a>(opts: &'a HubOptions, repo: &'a str, revision: &'a str, file: Option<&'a str>) -> Ctx<'a> {
+fn ctx<'a>(
+    opts: &'a HubOptions,
+    repo: &'a str,
+    revision: &'a str,
+    file: Option<&'a str>,
+) -> Ctx<'a> {
     Ctx {
         repo,
         endpoint: &opts.endpoint,
@@ -366,7 +396,8 @@ fn check_repo(repo: &str) -> Result<&str, HubError> {
         !p.is_empty()
             && p != "."
             && p != ".."
-            && p.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+            && p.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
     };
     let ok = matches!(repo.split_once('/'), Some((org, name)) if part_ok(org) && part_ok(name));
     if ok {
@@ -403,7 +434,11 @@ fn runtime(repo: &str, revision: &str) -> Result<tokio::runtime::Runtime, HubErr
 /// so a stalled body becomes an error that the resume loop handles.
 fn http_client(repo: &str, revision: &str) -> Result<reqwest::Client, HubError> {
     reqwest::Client::builder()
-        .user_agent(concat!("mlimg/", env!("CARGO_PKG_VERSION"), "; hf-hub/1.0.0"))
+        .user_agent(concat!(
+            "mlimg/",
+            env!("CARGO_PKG_VERSION"),
+            "; hf-hub/1.0.0"
+        ))
         .connect_timeout(CONNECT_TIMEOUT)
         .read_timeout(STALL_TIMEOUT)
         .build()
@@ -436,7 +471,11 @@ fn hf_client(
 }
 
 /// The cached blob of `f` at `commit`, if its snapshot link exists and the bytes verify.
-fn cached(layout: &CacheLayout, commit: &str, f: &HubFile) -> Result<Option<(PathBuf, String)>, HubError> {
+fn cached(
+    layout: &CacheLayout,
+    commit: &str,
+    f: &HubFile,
+) -> Result<Option<(PathBuf, String)>, HubError> {
     let Ok(blob) = fs::canonicalize(layout.snapshot(commit, &f.path)) else {
         return Ok(None);
     };
@@ -446,7 +485,11 @@ fn cached(layout: &CacheLayout, commit: &str, f: &HubFile) -> Result<Option<(Pat
     if !meta.is_file() || meta.len() != f.size {
         return Ok(None);
     }
-    let name = blob.file_name().and_then(|n| n.to_str()).unwrap_or("").to_string();
+    let name = blob
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("")
+        .to_string();
     let d = digest_file(&blob, f.size)?;
     let ok = if f.sha256.is_empty() {
         // Blobs are named by content: sha256 (LFS) or git blob id (regular files).
@@ -543,14 +586,19 @@ async fn download(
     };
     let etag = entry.lfs_sha256.as_deref().unwrap_or(&entry.oid);
     if !(is_hex(etag, 64) || is_hex(etag, 40)) {
-        return Err(protocol(format!("{}: content id {etag:?} is not hex", f.path)));
+        return Err(protocol(format!(
+            "{}: content id {etag:?} is not hex",
+            f.path
+        )));
     }
 
     let _lock = layout.lock(etag)?;
     let blob = layout.blob(etag);
     if blob.is_file() {
         let d = digest_file(&blob, f.size)?;
-        let size = fs::metadata(&blob).map_err(|e| HubError::io(&blob, e))?.len();
+        let size = fs::metadata(&blob)
+            .map_err(|e| HubError::io(&blob, e))?
+            .len();
         if expect.check(ctx, size, &d).is_ok() {
             layout.link(ctx.revision, &f.path, etag)?;
             progress(HubEvent::Cached {
@@ -617,7 +665,10 @@ async fn download(
             Err(Attempt::Fatal(e)) => return Err(e),
             Err(Attempt::Restart(why)) => {
                 // The server ignored the Range or sent too much: start over from byte 0.
-                sink.out.get_ref().set_len(0).map_err(|e| HubError::io(&tmp, e))?;
+                sink.out
+                    .get_ref()
+                    .set_len(0)
+                    .map_err(|e| HubError::io(&tmp, e))?;
                 sink.offset = 0;
                 sink.digests = Digests::new(f.size);
                 last_reported = 0;
@@ -625,7 +676,11 @@ async fn download(
             }
             Err(Attempt::Transient(why)) => why,
         };
-        failures = if sink.offset > before { 0 } else { failures + 1 };
+        failures = if sink.offset > before {
+            0
+        } else {
+            failures + 1
+        };
         if failures >= MAX_FAILED_ATTEMPTS || attempts >= MAX_ATTEMPTS {
             return Err(HubError::Network {
                 repo: ctx.repo.to_string(),
@@ -646,9 +701,14 @@ async fn download(
         tokio::time::sleep(backoff(failures)).await;
     }
     let Sink {
-        out, digests, offset, ..
+        out,
+        digests,
+        offset,
+        ..
     } = sink;
-    let file = out.into_inner().map_err(|e| HubError::io(&tmp, e.into_error()))?;
+    let file = out
+        .into_inner()
+        .map_err(|e| HubError::io(&tmp, e.into_error()))?;
     file.sync_all().map_err(|e| HubError::io(&tmp, e))?;
     drop(file);
 

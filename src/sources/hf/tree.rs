@@ -78,10 +78,9 @@ pub(crate) async fn list(
     url.query_pairs_mut().append_pair("recursive", "true");
 
     let auth = match &opts.token {
-        Some(t) => Some(
-            HeaderValue::from_str(&format!("Bearer {t}"))
-                .map_err(|_| transport("the token contains characters not allowed in a header".into()))?,
-        ),
+        Some(t) => Some(HeaderValue::from_str(&format!("Bearer {t}")).map_err(|_| {
+            transport("the token contains characters not allowed in a header".into())
+        })?),
         None => None,
     };
 
@@ -135,14 +134,27 @@ pub(crate) async fn list(
                 continue;
             }
             if !is_safe_rel_path(&e.path) {
-                return Err(protocol(format!("unsafe path in tree listing: {:?}", e.path)));
+                return Err(protocol(format!(
+                    "unsafe path in tree listing: {:?}",
+                    e.path
+                )));
             }
             let oid = e.oid.unwrap_or_default().to_ascii_lowercase();
             let lfs_sha256 = match &e.lfs {
                 Some(l) if is_hex(&l.oid, 64) => Some(l.oid.to_ascii_lowercase()),
-                Some(l) => return Err(protocol(format!("{}: LFS oid {:?} is not a sha256", e.path, l.oid))),
+                Some(l) => {
+                    return Err(protocol(format!(
+                        "{}: LFS oid {:?} is not a sha256",
+                        e.path, l.oid
+                    )));
+                }
                 None if is_hex(&oid, 40) => None,
-                None => return Err(protocol(format!("{}: git oid {oid:?} is not a sha1", e.path))),
+                None => {
+                    return Err(protocol(format!(
+                        "{}: git oid {oid:?} is not a sha1",
+                        e.path
+                    )));
+                }
             };
             out.push(Entry {
                 size: e.lfs.as_ref().and_then(|l| l.size).unwrap_or(e.size),
@@ -162,7 +174,12 @@ fn next_link(header: &str) -> Option<String> {
         params
             .split(';')
             .any(|p| matches!(p.trim(), "rel=\"next\"" | "rel=next"))
-            .then(|| url.trim().trim_start_matches('<').trim_end_matches('>').to_string())
+            .then(|| {
+                url.trim()
+                    .trim_start_matches('<')
+                    .trim_end_matches('>')
+                    .to_string()
+            })
     })
 }
 
