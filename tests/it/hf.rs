@@ -702,3 +702,121 @@ fn options_from_env() {
     ]));
     assert_eq!(o.token, None);
 }
+
+/// What `hf-hub` 1.0.0 itself does against the stand-in: the reasons mlimg lists the tree with
+/// reqwest, verifies every file and resumes downloads itself (docs/hf-design.md). If one of these
+/// starts failing after an `hf-hub` upgrade, the workaround may no longer be needed.
+mod hf_hub_1_0_0 {
+    use super::*;
+    use futures_util::StreamExt;
+
+    fn client(hub: &Hub, cache: &Path) -> hf_hub::HFClient {
+        hf_hub::HFClient::builder()
+            .endpoint(hub.endpoint())
+            .token("unused")
+            .cache_dir(cache)
+            .retry_max_attempts(0)
+            .build()
+            .unwrap()
+    }
+
+    fn block_on<F: std::future::Future>(f: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(f)
+    }
+
+    #[test]
+    fn list_tree_drops_the_lfs_sha256() {
+        let hub = Hub::start(REPO);
+        let cache = tempfile::tempdir().unwrap();
+        let c = client(&hub, cache.path());
+        let entries: Vec<_> = block_on(async {
+            let repo = c.model("acme", "tiny");
+            let stream = repo.list_tree().recursive(true).send().unwrap();
+            stream.collect::<Vec<_>>().await
+        });
+        let lfs: Vec<_> = entries
+            .into_iter()
+            .filter_map(|e| match e.unwrap() {
+                hf_hub::repository::RepoTreeEntry::File { path, lfs, .. } => lfs.map(|l| (path, l)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(lfs.len(), 2);
+        // The Hub sends `lfs.oid`; hf-hub reads `lfs.sha256`.
+        assert!(lfs.iter().all(|(_, l)| l.sha256.is_none()), "{lfs:?}");
+    }
+
+    #[test]
+    fn file_metadata_fails_on_lfs_files() {
+        let hub = Hub::start(REPO);
+        let cache = tempfile::tempdir().unwrap();
+        let c = client(&hub, cache.path());
+        let r = block_on(async {
+            c.model("acme", "tiny")
+                .get_file_metadata()
+                .filepath("model.safetensors")
+                .send()
+                .await
+        });
+        // It follows the redirect to the CDN, whose answer has no X-Repo-Commit.
+        let err = r.unwrap_err();
+        assert!(err.to_string().contains("X-Repo-Commit"), "{err}");
+    }
+
+    #[test]
+    fn download_file_stores_corrupted_bytes() {
+        let hub = Hub::start(REPO);
+        let cache = tempfile::tempdir().unwrap();
+        let c = client(&hub, cache.path());
+        hub.corrupt("model.safetensors");
+        let path = block_on(async {
+            c.model("acme", "tiny")
+                .download_file()
+                .filename("model.safetensors")
+                .send()
+                .await
+        })
+        .unwrap();
+        let want = &hub.files(&hub.branch("main"))["model.safetensors"];
+        let got = std::fs::read(path).unwrap();
+        assert_eq!(got.len(), want.bytes.len());
+        assert_ne!(got, *want.bytes, "hf-hub did not verify the sha256");
+    }
+
+    #[test]
+    fn download_file_does_not_resume() {
+        let hub = Hub::start(REPO);
+        let cache = tempfile::tempdir().unwrap();
+        let c = client(&hub, cache.path());
+        hub.cut_once("model.safetensors", 100_000);
+        let dl = || {
+            block_on(async {
+                c.model("acme", "tiny")
+                    .download_file()
+                    .filename("model.safetensors")
+                    .send()
+                    .await
+            })
+        };
+        let err = dl().unwrap_err();
+        assert!(
+            err.to_string().contains("error decoding response body"),
+            "{err}"
+        );
+        let sha = &hub.files(&hub.branch("main"))["model.safetensors"].sha256;
+        let partial = repo_dir(cache.path())
+            .join("blobs")
+            .join(format!("{sha}.incomplete"));
+        assert_eq!(std::fs::metadata(&partial).unwrap().len(), 100_000);
+        hub.clear_requests();
+        dl().unwrap();
+        // The second call starts again from byte 0.
+        let gets = hub.downloads();
+        assert_eq!(gets.len(), 1, "{gets:?}");
+        assert_eq!(gets[0].range, None);
+    }
+}

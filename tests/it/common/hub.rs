@@ -653,8 +653,10 @@ fn resolve(st: &mut State, req: &Request, rev: &str, file: &str) -> Response {
         .header("X-Repo-Commit", commit);
     };
     if f.lfs {
+        // Absolute, like the Hub's redirects to its CDN (hf-hub follows relative ones itself).
+        let host = req.headers.get("host").cloned().unwrap_or_default();
         let mut r = Response::new(302)
-            .header("Location", format!("/cdn/{}", f.sha256))
+            .header("Location", format!("http://{host}/cdn/{}", f.sha256))
             .header("X-Repo-Commit", commit)
             .header("X-Linked-Etag", format!("\"{}\"", f.sha256))
             .header("X-Linked-Size", f.bytes.len().to_string())
