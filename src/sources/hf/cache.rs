@@ -108,22 +108,28 @@ impl CacheLayout {
     }
 }
 
-/// sha256 and git blob sha1 of one file, computed in a single pass.
+/// sha256 and (optionally) git blob sha1 of one file, computed in a single pass.
 pub(crate) struct Digests {
     sha256: sha2::Sha256,
-    git: sha1::Sha1,
+    git: Option<sha1::Sha1>,
 }
 
 pub(crate) struct DigestHex {
     pub sha256: String,
+    /// Empty when not computed.
     pub git: String,
 }
 
 impl Digests {
     /// `size` is the full file size (the git blob id hashes a `blob {size}\0` header first).
-    pub fn new(size: u64) -> Self {
-        let mut git = sha1::Sha1::new();
-        git.update(format!("blob {size}\0").as_bytes());
+    /// The git blob id is only computed when `git` is set (regular files; LFS files are large
+    /// and identified by their sha256).
+    pub fn new(size: u64, git: bool) -> Self {
+        let git = git.then(|| {
+            let mut h = sha1::Sha1::new();
+            h.update(format!("blob {size}\0").as_bytes());
+            h
+        });
         Digests {
             sha256: sha2::Sha256::new(),
             git,
@@ -132,13 +138,15 @@ impl Digests {
 
     pub fn update(&mut self, b: &[u8]) {
         self.sha256.update(b);
-        self.git.update(b);
+        if let Some(g) = &mut self.git {
+            g.update(b);
+        }
     }
 
     pub fn finish(self) -> DigestHex {
         DigestHex {
             sha256: hex::encode(self.sha256.finalize()),
-            git: hex::encode(self.git.finalize()),
+            git: self.git.map(|g| hex::encode(g.finalize())).unwrap_or_default(),
         }
     }
 
@@ -160,8 +168,8 @@ impl Digests {
 }
 
 /// Hash a whole file.
-pub(crate) fn digest_file(path: &Path, size: u64) -> Result<DigestHex, HubError> {
-    let mut d = Digests::new(size);
+pub(crate) fn digest_file(path: &Path, size: u64, git: bool) -> Result<DigestHex, HubError> {
+    let mut d = Digests::new(size, git);
     d.update_from_file(path, u64::MAX)?;
     Ok(d.finish())
 }

@@ -490,7 +490,7 @@ fn cached(
         .and_then(|n| n.to_str())
         .unwrap_or("")
         .to_string();
-    let d = digest_file(&blob, f.size)?;
+    let d = digest_file(&blob, f.size, f.sha256.is_empty() && is_hex(&name, 40))?;
     let ok = if f.sha256.is_empty() {
         // Blobs are named by content: sha256 (LFS) or git blob id (regular files).
         name == d.sha256 || name == d.git
@@ -595,7 +595,7 @@ async fn download(
     let _lock = layout.lock(etag)?;
     let blob = layout.blob(etag);
     if blob.is_file() {
-        let d = digest_file(&blob, f.size)?;
+        let d = digest_file(&blob, f.size, expect.git.is_some())?;
         let size = fs::metadata(&blob)
             .map_err(|e| HubError::io(&blob, e))?
             .len();
@@ -625,7 +625,7 @@ async fn download(
         file.set_len(0).map_err(|e| HubError::io(&tmp, e))?;
         offset = 0;
     }
-    let mut digests = Digests::new(f.size);
+    let mut digests = Digests::new(f.size, expect.git.is_some());
     if offset > 0 {
         offset = digests.update_from_file(&tmp, offset)?;
     }
@@ -670,7 +670,7 @@ async fn download(
                     .set_len(0)
                     .map_err(|e| HubError::io(&tmp, e))?;
                 sink.offset = 0;
-                sink.digests = Digests::new(f.size);
+                sink.digests = Digests::new(f.size, expect.git.is_some());
                 last_reported = 0;
                 why
             }
