@@ -416,6 +416,109 @@ fn broken_download_resumes_with_range() {
 }
 
 #[test]
+fn every_attempt_cut_still_completes_while_it_progresses() {
+    let hub = Hub::start(REPO);
+    let cache = tempfile::tempdir().unwrap();
+    let o = opts(&hub, cache.path(), None);
+    let s = HubSource {
+        include: vec!["model.safetensors".into()],
+        ..source("main")
+    };
+    let snap = hf::resolve(&o, &s).unwrap();
+    let size = snap.files[0].size as usize;
+    hub.cut_always("model.safetensors", 60_000);
+    hub.clear_requests();
+    let got = fetch(&o, &snap).0.unwrap();
+    assert_eq!(
+        std::fs::read(&got[0].1).unwrap(),
+        *hub.files(&snap.commit)["model.safetensors"].bytes
+    );
+    let starts: Vec<String> = hub
+        .downloads()
+        .iter()
+        .filter_map(|r| r.range.clone())
+        .collect();
+    let want: Vec<String> = (0..size.div_ceil(60_000))
+        .map(|i| format!("bytes={}-{}", i * 60_000, size - 1))
+        .collect();
+    assert_eq!(starts, want);
+}
+
+#[test]
+fn retries_are_bounded() {
+    let hub = Hub::start(REPO);
+    let cache = tempfile::tempdir().unwrap();
+    let o = opts(&hub, cache.path(), None);
+    let s = HubSource {
+        include: vec!["model.safetensors".into()],
+        ..source("main")
+    };
+    let snap = hf::resolve(&o, &s).unwrap();
+    hub.cut_always("model.safetensors", 0);
+    hub.clear_requests();
+    let (r, events) = fetch(&o, &snap);
+    let err = r.unwrap_err();
+    assert!(
+        matches!(&err, HubError::Network { attempts: 5, offset: 0, file, .. } if file == "model.safetensors"),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("model.safetensors"), "{err}");
+    assert_eq!(hub.downloads().len(), 5);
+    let retries = events
+        .iter()
+        .filter(|e| matches!(e, HubEvent::Retry { .. }))
+        .count();
+    assert_eq!(retries, 4);
+}
+
+#[test]
+fn empty_file() {
+    let hub = Hub::start(REPO);
+    let mut files = tiny_model_files(1);
+    files.insert(
+        "added_tokens.json".into(),
+        crate::common::hub::HubFileData::new(Vec::new(), false),
+    );
+    let commit = hub.add_commit(files);
+    let cache = tempfile::tempdir().unwrap();
+    let o = opts(&hub, cache.path(), None);
+    let s = HubSource {
+        include: vec!["added_tokens.json".into()],
+        ..source(&commit)
+    };
+    let snap = hf::resolve(&o, &s).unwrap();
+    assert_eq!(snap.files[0].size, 0);
+    let got = fetch(&o, &snap).0.unwrap();
+    assert_eq!(
+        got[0].0.sha256,
+        "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+    );
+    assert_eq!(std::fs::metadata(&got[0].1).unwrap().len(), 0);
+    assert!(
+        hub.downloads().is_empty(),
+        "nothing to transfer for an empty file"
+    );
+}
+
+#[test]
+fn concurrent_fetches_share_the_cache() {
+    let hub = Hub::start(REPO);
+    let cache = tempfile::tempdir().unwrap();
+    let o = opts(&hub, cache.path(), None);
+    let snap = hf::resolve(&o, &source("main")).unwrap();
+    hub.clear_requests();
+    let (a, b) = std::thread::scope(|sc| {
+        let a = sc.spawn(|| hf::fetch(&o, &snap, &|_| {}));
+        let b = sc.spawn(|| hf::fetch(&o, &snap, &|_| {}));
+        (a.join().unwrap(), b.join().unwrap())
+    });
+    let (a, b) = (a.unwrap(), b.unwrap());
+    assert_eq!(a, b);
+    // The blob lock makes the second fetch wait and reuse the first one's blobs.
+    assert_eq!(hub.downloads().len(), 6, "{:?}", hub.downloads());
+}
+
+#[test]
 fn leftover_incomplete_file_is_resumed() {
     let hub = Hub::start(REPO);
     let cache = tempfile::tempdir().unwrap();

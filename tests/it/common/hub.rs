@@ -83,6 +83,8 @@ struct State {
     gated_token: Option<String>,
     /// sha256 -> bytes after which the next body is cut (once).
     cut_once: HashMap<String, usize>,
+    /// sha256 -> bytes after which every body is cut.
+    cut_always: HashMap<String, usize>,
     /// sha256 values whose bodies are served with one byte flipped.
     corrupt: Vec<String>,
     tree_page_size: usize,
@@ -265,6 +267,12 @@ impl Hub {
     pub fn cut_once(&self, path: &str, n: usize) {
         let sha = self.sha_of(path);
         self.lock().cut_once.insert(sha, n);
+    }
+
+    /// Cut every body of `path` (as on `main`) after `n` bytes.
+    pub fn cut_always(&self, path: &str, n: usize) {
+        let sha = self.sha_of(path);
+        self.lock().cut_always.insert(sha, n);
     }
 
     /// Serve `path` (as on `main`) with one byte flipped, same length, until further notice.
@@ -708,7 +716,10 @@ fn serve_bytes(st: &mut State, req: &Request, f: &HubFileData) -> Response {
     }
     if req.method == "GET" {
         r.corrupt = st.corrupt.contains(&f.sha256);
-        r.cut_after = st.cut_once.remove(&f.sha256);
+        r.cut_after = st
+            .cut_once
+            .remove(&f.sha256)
+            .or_else(|| st.cut_always.get(&f.sha256).copied());
     }
     r
 }
