@@ -508,8 +508,9 @@ fn concurrent_fetches_share_the_cache() {
     let snap = hf::resolve(&o, &source("main")).unwrap();
     hub.clear_requests();
     let (a, b) = std::thread::scope(|sc| {
-        let a = sc.spawn(|| hf::fetch(&o, &snap, &|_| {}));
-        let b = sc.spawn(|| hf::fetch(&o, &snap, &|_| {}));
+        let run = || hf::fetch(&o, &snap, &|_| {}).map_err(|e| e.to_string());
+        let a = sc.spawn(run);
+        let b = sc.spawn(run);
         (a.join().unwrap(), b.join().unwrap())
     });
     let (a, b) = (a.unwrap(), b.unwrap());

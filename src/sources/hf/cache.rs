@@ -146,7 +146,10 @@ impl Digests {
     pub fn finish(self) -> DigestHex {
         DigestHex {
             sha256: hex::encode(self.sha256.finalize()),
-            git: self.git.map(|g| hex::encode(g.finalize())).unwrap_or_default(),
+            git: self
+                .git
+                .map(|g| hex::encode(g.finalize()))
+                .unwrap_or_default(),
         }
     }
 

@@ -113,15 +113,12 @@ pub enum HubError {
         actual: u64,
     },
 
-    #[error(
-        "hf://{repo}@{revision}: no files selected (subfolder {subfolder:?}, include {include:?}, exclude {exclude:?})"
-    )]
+    /// `selection` describes the subfolder and globs.
+    #[error("hf://{repo}@{revision}: no files selected ({selection})")]
     NoFiles {
         repo: String,
         revision: String,
-        subfolder: Option<String>,
-        include: Vec<String>,
-        exclude: Vec<String>,
+        selection: String,
     },
 
     #[error("hf://{repo}@{revision}: unexpected response from the Hub: {message}")]

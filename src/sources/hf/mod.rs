@@ -265,9 +265,10 @@ pub fn resolve(opts: &HubOptions, src: &HubSource) -> Result<HubSnapshot, HubErr
         return Err(HubError::NoFiles {
             repo: repo.to_string(),
             revision: revision.to_string(),
-            subfolder,
-            include: src.include.clone(),
-            exclude: src.exclude.clone(),
+            selection: format!(
+                "subfolder {subfolder:?}, include {:?}, exclude {:?}",
+                src.include, src.exclude
+            ),
         });
     }
     if commit != revision.to_ascii_lowercase() {
