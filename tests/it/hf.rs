@@ -557,6 +557,39 @@ fn leftover_incomplete_file_is_resumed() {
 }
 
 #[test]
+fn foreign_incomplete_file_is_discarded_once() {
+    let hub = Hub::start(REPO);
+    let cache = tempfile::tempdir().unwrap();
+    let o = opts(&hub, cache.path(), None);
+    let s = HubSource {
+        include: vec!["model.safetensors".into()],
+        ..source("main")
+    };
+    let snap = hf::resolve(&o, &s).unwrap();
+    let h = hub.files(&snap.commit)["model.safetensors"].clone();
+    let blobs = repo_dir(cache.path()).join("blobs");
+    std::fs::create_dir_all(&blobs).unwrap();
+    std::fs::write(
+        blobs.join(format!("{}.incomplete", h.sha256)),
+        vec![0u8; 50_000],
+    )
+    .unwrap();
+    hub.clear_requests();
+
+    let got = fetch(&o, &snap).0.unwrap();
+    assert_eq!(std::fs::read(&got[0].1).unwrap(), *h.bytes);
+    let ranges: Vec<_> = hub.downloads().into_iter().map(|r| r.range).collect();
+    let last = h.bytes.len() - 1;
+    assert_eq!(
+        ranges,
+        [
+            Some(format!("bytes=50000-{last}")),
+            Some(format!("bytes=0-{last}"))
+        ]
+    );
+}
+
+#[test]
 fn corrupted_bytes_fail_naming_the_file() {
     let hub = Hub::start(REPO);
     let cache = tempfile::tempdir().unwrap();

@@ -613,25 +613,69 @@ async fn download(
     }
 
     let tmp = layout.incomplete(etag);
+    let mut started_over = false;
+    let d = loop {
+        let (d, size, resumed) =
+            transfer(hf_repo, ctx, f, expect.git.is_some(), &tmp, progress).await?;
+        match expect.check(ctx, size, &d) {
+            Ok(()) => break d,
+            Err(e) => {
+                let _ = fs::remove_file(&tmp);
+                // A partial file left by an earlier run may not be from this content: once,
+                // start over from byte 0 before calling the download corrupt.
+                if resumed && !started_over {
+                    started_over = true;
+                    progress(HubEvent::Retry {
+                        path: f.path.clone(),
+                        attempt: 0,
+                        offset: 0,
+                        reason: format!("{e}; discarded the partial file from an earlier run"),
+                    });
+                    continue;
+                }
+                return Err(e);
+            }
+        }
+    };
+    fs::rename(&tmp, &blob).map_err(|e| HubError::io(&blob, e))?;
+    layout.link(ctx.revision, &f.path, etag)?;
+    progress(HubEvent::Done {
+        path: f.path.clone(),
+        size: f.size,
+    });
+    Ok((blob, d.sha256))
+}
+
+/// Download `f` into `tmp`, resuming from what `tmp` already holds. Returns the digests, the
+/// number of bytes in `tmp`, and whether bytes from an earlier run were reused.
+async fn transfer(
+    hf_repo: &hf_hub::HFRepository<hf_hub::RepoTypeModel>,
+    ctx: &Ctx<'_>,
+    f: &HubFile,
+    git: bool,
+    tmp: &std::path::Path,
+    progress: &dyn Fn(HubEvent),
+) -> Result<(cache::DigestHex, u64, bool), HubError> {
     if let Some(parent) = tmp.parent() {
         fs::create_dir_all(parent).map_err(|e| HubError::io(parent, e))?;
     }
     let file = OpenOptions::new()
         .create(true)
         .append(true)
-        .open(&tmp)
-        .map_err(|e| HubError::io(&tmp, e))?;
-    let mut offset = file.metadata().map_err(|e| HubError::io(&tmp, e))?.len();
+        .open(tmp)
+        .map_err(|e| HubError::io(tmp, e))?;
+    let mut offset = file.metadata().map_err(|e| HubError::io(tmp, e))?.len();
     if offset > f.size {
-        file.set_len(0).map_err(|e| HubError::io(&tmp, e))?;
+        file.set_len(0).map_err(|e| HubError::io(tmp, e))?;
         offset = 0;
     }
-    let mut digests = Digests::new(f.size, expect.git.is_some());
+    let resumed = offset > 0;
+    let mut digests = Digests::new(f.size, git);
     if offset > 0 {
-        offset = digests.update_from_file(&tmp, offset)?;
+        offset = digests.update_from_file(tmp, offset)?;
     }
     let mut sink = Sink {
-        tmp: tmp.clone(),
+        tmp: tmp.to_path_buf(),
         out: BufWriter::with_capacity(1 << 20, file),
         digests,
         offset,
@@ -659,7 +703,7 @@ async fn download(
             }
         })
         .await;
-        sink.out.flush().map_err(|e| HubError::io(&tmp, e))?;
+        sink.out.flush().map_err(|e| HubError::io(tmp, e))?;
         let reason = match result {
             Ok(()) if sink.offset == f.size => break,
             Ok(()) => format!("body ended at byte {} of {}", sink.offset, f.size),
@@ -669,9 +713,9 @@ async fn download(
                 sink.out
                     .get_ref()
                     .set_len(0)
-                    .map_err(|e| HubError::io(&tmp, e))?;
+                    .map_err(|e| HubError::io(tmp, e))?;
                 sink.offset = 0;
-                sink.digests = Digests::new(f.size, expect.git.is_some());
+                sink.digests = Digests::new(f.size, git);
                 last_reported = 0;
                 why
             }
@@ -709,22 +753,11 @@ async fn download(
     } = sink;
     let file = out
         .into_inner()
-        .map_err(|e| HubError::io(&tmp, e.into_error()))?;
-    file.sync_all().map_err(|e| HubError::io(&tmp, e))?;
+        .map_err(|e| HubError::io(tmp, e.into_error()))?;
+    file.sync_all().map_err(|e| HubError::io(tmp, e))?;
     drop(file);
 
-    let d = digests.finish();
-    if let Err(e) = expect.check(ctx, offset, &d) {
-        let _ = fs::remove_file(&tmp);
-        return Err(e);
-    }
-    fs::rename(&tmp, &blob).map_err(|e| HubError::io(&blob, e))?;
-    layout.link(ctx.revision, &f.path, etag)?;
-    progress(HubEvent::Done {
-        path: f.path.clone(),
-        size: f.size,
-    });
-    Ok((blob, d.sha256))
+    Ok((digests.finish(), offset, resumed))
 }
 
 fn backoff(failures: u32) -> Duration {
