@@ -1,3 +1,4 @@
 //! Where layer contents come from: local trees, the Hugging Face Hub, Python wheels.
+pub mod hf;
 pub mod local;
 pub mod python;

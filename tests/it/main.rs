@@ -2,5 +2,6 @@
 
 mod build;
 mod common;
+mod hf;
 mod python;
 mod spec_errors;

@@ -1,0 +1,833 @@
+//! Hugging Face Hub weights: `[[weights]] source = "hf://org/repo"`.
+//!
+//! [`resolve`] turns a revision (branch, tag or commit sha) into a commit sha and the selected
+//! file list (path, size, sha256); [`fetch`] puts those files into the user's standard hub cache
+//! (shared with `huggingface_hub` / `hf-hub`), verified, resuming broken downloads.
+//!
+//! Requests go through the `hf-hub` crate where it does the job (repo info, file byte streams
+//! with a range, which also covers Xet-backed files) and through plain `reqwest` where it does
+//! not (the tree listing: `hf-hub` drops the LFS sha256). See `docs/hf-design.md`.
+
+mod cache;
+mod error;
+mod tree;
+
+use std::fmt;
+use std::fs::{self, OpenOptions};
+use std::io::{BufWriter, Write};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use globset::{Glob, GlobSet, GlobSetBuilder};
+
+pub use error::HubError;
+
+use cache::{CacheLayout, Digests, digest_file, is_hex, is_safe_rel_path};
+use error::{Ctx, error_chain};
+
+/// The public Hub.
+pub const DEFAULT_ENDPOINT: &str = "https://huggingface.co";
+
+/// Consecutive failed attempts (no bytes gained) before a download gives up.
+const MAX_FAILED_ATTEMPTS: u32 = 5;
+/// Hard cap on attempts for one file, even when every attempt makes some progress.
+const MAX_ATTEMPTS: u32 = 50;
+/// A body that yields nothing for this long counts as a broken connection.
+const STALL_TIMEOUT: Duration = Duration::from_secs(60);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+/// Progress events are sent every this many bytes (and at the end of each file).
+const PROGRESS_EVERY: u64 = 4 << 20;
+
+/// Where the Hub is, how to authenticate, and where the hub cache lives.
+#[derive(Clone, PartialEq, Eq)]
+pub struct HubOptions {
+    /// Base URL without trailing slash, e.g. `https://huggingface.co`.
+    pub endpoint: String,
+    pub token: Option<String>,
+    /// The hub cache (`.../huggingface/hub`), laid out like `huggingface_hub`'s.
+    pub cache_dir: PathBuf,
+}
+
+impl fmt::Debug for HubOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HubOptions")
+            .field("endpoint", &self.endpoint)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("cache_dir", &self.cache_dir)
+            .finish()
+    }
+}
+
+impl HubOptions {
+    /// Read the settings the other Hugging Face clients read, through `get` (normally
+    /// `|k| std::env::var(k).ok()`):
+    ///
+    /// - endpoint: `HF_ENDPOINT`, default `https://huggingface.co`
+    /// - home: `HF_HOME`, else `$XDG_CACHE_HOME/huggingface`, else `~/.cache/huggingface`
+    /// - token: `HF_TOKEN`, else the file named by `HF_TOKEN_PATH`, else `{home}/token`;
+    ///   none at all when `HF_HUB_DISABLE_IMPLICIT_TOKEN` is true
+    /// - cache: `HF_HUB_CACHE`, else `HUGGINGFACE_HUB_CACHE`, else `{home}/hub`
+    pub fn from_env(get: impl Fn(&str) -> Option<String>) -> Self {
+        let var = |k: &str| {
+            get(k)
+                .map(|v| v.trim().to_string())
+                .filter(|v| !v.is_empty())
+        };
+        let endpoint = var("HF_ENDPOINT")
+            .unwrap_or_else(|| DEFAULT_ENDPOINT.to_string())
+            .trim_end_matches('/')
+            .to_string();
+        let home = var("HF_HOME").map(PathBuf::from).unwrap_or_else(|| {
+            let cache = var("XDG_CACHE_HOME").map(PathBuf::from).unwrap_or_else(|| {
+                var("HOME")
+                    .map(PathBuf::from)
+                    .or_else(dirs::home_dir)
+                    .unwrap_or_else(|| PathBuf::from("/"))
+                    .join(".cache")
+            });
+            cache.join("huggingface")
+        });
+        let cache_dir = var("HF_HUB_CACHE")
+            .or_else(|| var("HUGGINGFACE_HUB_CACHE"))
+            .map(PathBuf::from)
+            .unwrap_or_else(|| home.join("hub"));
+        let read_token = |p: PathBuf| {
+            fs::read_to_string(p)
+                .ok()
+                .map(|t| t.trim().to_string())
+                .filter(|t| !t.is_empty())
+        };
+        let implicit_disabled = var("HF_HUB_DISABLE_IMPLICIT_TOKEN").is_some_and(|v| {
+            matches!(v.to_ascii_lowercase().as_str(), "1" | "true" | "yes" | "on")
+        });
+        let token = if implicit_disabled {
+            None
+        } else {
+            var("HF_TOKEN")
+                .or_else(|| var("HF_TOKEN_PATH").and_then(|p| read_token(PathBuf::from(p))))
+                .or_else(|| read_token(home.join("token")))
+        };
+        HubOptions {
+            endpoint,
+            token,
+            cache_dir,
+        }
+    }
+}
+
+/// One `[[weights]]` entry with `source = "hf://org/repo"`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HubSource {
+    /// `org/repo` (without `hf://`).
+    pub repo: String,
+    /// Branch, tag or 40-hex commit sha.
+    pub revision: String,
+    /// Only files under this directory. `include`/`exclude` globs are matched against paths
+    /// relative to it.
+    pub subfolder: Option<String>,
+    /// Globs (globset syntax; `*` also matches `/`, like `huggingface_hub`'s `allow_patterns`).
+    /// Empty = everything.
+    pub include: Vec<String>,
+    pub exclude: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub struct HubFile {
+    /// Relative to the repo root, `/`-separated.
+    pub path: String,
+    pub size: u64,
+    /// Lowercase hex. For LFS files the LFS oid (known after [`resolve`]); for regular files
+    /// empty after [`resolve`] and computed from the downloaded bytes by [`fetch`].
+    pub sha256: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct HubSnapshot {
+    pub repo: String,
+    /// 40-hex commit sha.
+    pub commit: String,
+    /// Sorted by path.
+    pub files: Vec<HubFile>,
+}
+
+/// Progress of [`fetch`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HubEvent {
+    /// Already in the cache and verified; nothing downloaded.
+    Cached {
+        path: String,
+        size: u64,
+    },
+    /// A download starts (`offset` > 0 when a partial download is resumed).
+    Start {
+        path: String,
+        size: u64,
+        offset: u64,
+    },
+    Progress {
+        path: String,
+        done: u64,
+        size: u64,
+    },
+    /// The connection broke; resuming at `offset` after a pause.
+    Retry {
+        path: String,
+        attempt: u32,
+        offset: u64,
+        reason: String,
+    },
+    /// Downloaded and verified.
+    Done {
+        path: String,
+        size: u64,
+    },
+}
+
+/// Resolve `src.revision` to a commit and list the selected files.
+///
+/// A 40-hex revision is used as the commit directly (no repo-info request); a branch or tag
+/// costs one repo-info request. The listing is one (paginated) tree request at the commit.
+pub fn resolve(opts: &HubOptions, src: &HubSource) -> Result<HubSnapshot, HubError> {
+    let repo = check_repo(&src.repo)?;
+    let invalid = |reason: String| HubError::InvalidSource {
+        repo: repo.to_string(),
+        reason,
+    };
+    let revision = src.revision.trim();
+    if revision.is_empty() {
+        return Err(invalid("empty revision".into()));
+    }
+    let subfolder = match src.subfolder.as_deref().map(|s| s.trim_matches('/')) {
+        None | Some("") => None,
+        Some(s) if is_safe_rel_path(s) => Some(s.to_string()),
+        Some(s) => return Err(invalid(format!("bad subfolder {s:?}"))),
+    };
+    let include = globset(&src.include).map_err(&invalid)?;
+    let exclude = globset(&src.exclude).map_err(&invalid)?;
+
+    let rt = runtime(repo, revision)?;
+    let http = http_client(repo, revision)?;
+    let (commit, entries) = rt.block_on(async {
+        let commit = if is_hex(revision, 40) {
+            revision.to_ascii_lowercase()
+        } else {
+            let ctx = ctx(opts, repo, revision, None);
+            let hf = hf_client(opts, &http, repo, revision)?;
+            let (owner, name) = hf_hub::split_id(repo);
+            let info = hf
+                .model(owner, name)
+                .info()
+                .revision(revision.to_string())
+                .send()
+                .await
+                .map_err(|e| ctx.hf(e).0)?;
+            match info.sha {
+                Some(sha) if is_hex(&sha, 40) => sha.to_ascii_lowercase(),
+                other => {
+                    return Err(HubError::Protocol {
+                        repo: repo.to_string(),
+                        revision: revision.to_string(),
+                        message: format!("repo info has no commit sha (got {other:?})"),
+                    });
+                }
+            }
+        };
+        let ctx = ctx(opts, repo, &commit, None);
+        let entries = tree::list(&http, opts, &ctx, subfolder.as_deref()).await?;
+        Ok::<_, HubError>((commit, entries))
+    })?;
+
+    let mut files: Vec<HubFile> = entries
+        .into_iter()
+        .filter(|e| {
+            let rel = match &subfolder {
+                Some(s) => match e
+                    .path
+                    .strip_prefix(s.as_str())
+                    .and_then(|r| r.strip_prefix('/'))
+                {
+                    Some(r) => r,
+                    None => return false,
+                },
+                None => e.path.as_str(),
+            };
+            (src.include.is_empty() || include.is_match(rel)) && !exclude.is_match(rel)
+        })
+        .map(|e| HubFile {
+            path: e.path,
+            size: e.size,
+            sha256: e.lfs_sha256.unwrap_or_default(),
+        })
+        .collect();
+    files.sort_by(|a, b| a.path.cmp(&b.path));
+    if files.is_empty() {
+        return Err(HubError::NoFiles {
+            repo: repo.to_string(),
+            revision: revision.to_string(),
+            selection: format!(
+                "subfolder {subfolder:?}, include {:?}, exclude {:?}",
+                src.include, src.exclude
+            ),
+        });
+    }
+    if commit != revision.to_ascii_lowercase() {
+        CacheLayout::new(&opts.cache_dir, repo).write_ref(revision, &commit);
+    }
+    Ok(HubSnapshot {
+        repo: repo.to_string(),
+        commit,
+        files,
+    })
+}
+
+/// Make every file of `snap` present and verified in the hub cache; return each file (with its
+/// sha256 filled in) and the path of its blob in the cache (a regular file).
+///
+/// Files already in the cache are hashed and kept when they match; nothing is requested for
+/// them. Otherwise one tree listing at the commit gives the Hub's content ids, and each missing
+/// file is streamed to `blobs/{etag}.incomplete`, resumed with a `Range` request after a broken
+/// connection (bounded retries with backoff; a leftover `.incomplete` from an earlier run is
+/// resumed too), checked for size and sha256 (regular files: the git blob id), and renamed into
+/// place. Downloads run one after another.
+pub fn fetch(
+    opts: &HubOptions,
+    snap: &HubSnapshot,
+    progress: &dyn Fn(HubEvent),
+) -> Result<Vec<(HubFile, PathBuf)>, HubError> {
+    let repo = check_repo(&snap.repo)?;
+    let commit = snap.commit.as_str();
+    if !is_hex(commit, 40) {
+        return Err(HubError::InvalidSource {
+            repo: repo.to_string(),
+            reason: format!("snapshot commit {commit:?} is not a 40-hex commit sha"),
+        });
+    }
+    for f in &snap.files {
+        if !is_safe_rel_path(&f.path) {
+            return Err(HubError::InvalidSource {
+                repo: repo.to_string(),
+                reason: format!("bad file path {:?}", f.path),
+            });
+        }
+        if !f.sha256.is_empty() && !is_hex(&f.sha256, 64) {
+            return Err(HubError::InvalidSource {
+                repo: repo.to_string(),
+                reason: format!("{}: sha256 {:?} is not 64 hex digits", f.path, f.sha256),
+            });
+        }
+    }
+    let layout = CacheLayout::new(&opts.cache_dir, repo);
+
+    let mut out: Vec<Option<(HubFile, PathBuf)>> = vec![None; snap.files.len()];
+    let mut missing = Vec::new();
+    for (i, f) in snap.files.iter().enumerate() {
+        match cached(&layout, commit, f)? {
+            Some((blob, sha256)) => {
+                progress(HubEvent::Cached {
+                    path: f.path.clone(),
+                    size: f.size,
+                });
+                out[i] = Some((
+                    HubFile {
+                        sha256,
+                        ..f.clone()
+                    },
+                    blob,
+                ));
+            }
+            None => missing.push(i),
+        }
+    }
+
+    if !missing.is_empty() {
+        let rt = runtime(repo, commit)?;
+        let http = http_client(repo, commit)?;
+        rt.block_on(async {
+            let hf = hf_client(opts, &http, repo, commit)?;
+            let (owner, name) = hf_hub::split_id(repo);
+            let hf_repo = hf.model(owner, name);
+            let listing = tree::list(&http, opts, &ctx(opts, repo, commit, None), None).await?;
+            let by_path: std::collections::HashMap<&str, &tree::Entry> =
+                listing.iter().map(|e| (e.path.as_str(), e)).collect();
+            for i in missing {
+                let f = &snap.files[i];
+                let ctx = ctx(opts, repo, commit, Some(&f.path));
+                let entry = by_path
+                    .get(f.path.as_str())
+                    .ok_or_else(|| HubError::FileNotFound {
+                        repo: repo.to_string(),
+                        revision: commit.to_string(),
+                        file: f.path.clone(),
+                        status: 404,
+                    })?;
+                let (blob, sha256) = download(&hf_repo, &layout, &ctx, f, entry, progress).await?;
+                out[i] = Some((
+                    HubFile {
+                        sha256,
+                        ..f.clone()
+                    },
+                    blob,
+                ));
+            }
+            Ok::<_, HubError>(())
+        })?;
+    }
+    Ok(out.into_iter().flatten().collect())
+}
+
+fn ctx<'a>(
+    opts: &'a HubOptions,
+    repo: &'a str,
+    revision: &'a str,
+    file: Option<&'a str>,
+) -> Ctx<'a> {
+    Ctx {
+        repo,
+        endpoint: &opts.endpoint,
+        revision,
+        file,
+        has_token: opts.token.is_some(),
+    }
+}
+
+fn check_repo(repo: &str) -> Result<&str, HubError> {
+    let repo = repo.strip_prefix("hf://").unwrap_or(repo).trim_matches('/');
+    let part_ok = |p: &str| {
+        !p.is_empty()
+            && p != "."
+            && p != ".."
+            && p.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+    };
+    let ok = matches!(repo.split_once('/'), Some((org, name)) if part_ok(org) && part_ok(name));
+    if ok {
+        Ok(repo)
+    } else {
+        Err(HubError::InvalidSource {
+            repo: repo.to_string(),
+            reason: "expected a model repo id of the form org/name".into(),
+        })
+    }
+}
+
+fn globset(globs: &[String]) -> Result<GlobSet, String> {
+    let mut b = GlobSetBuilder::new();
+    for g in globs {
+        b.add(Glob::new(g).map_err(|e| format!("bad glob {g:?}: {e}"))?);
+    }
+    b.build().map_err(|e| e.to_string())
+}
+
+fn runtime(repo: &str, revision: &str) -> Result<tokio::runtime::Runtime, HubError> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| HubError::Transport {
+            repo: repo.to_string(),
+            revision: revision.to_string(),
+            what: "starting the async runtime".into(),
+            message: e.to_string(),
+        })
+}
+
+/// One HTTP client for both `hf-hub` and the tree listing: connect timeout, and a read timeout
+/// so a stalled body becomes an error that the resume loop handles.
+fn http_client(repo: &str, revision: &str) -> Result<reqwest::Client, HubError> {
+    reqwest::Client::builder()
+        .user_agent(concat!(
+            "mlimg/",
+            env!("CARGO_PKG_VERSION"),
+            "; hf-hub/1.0.0"
+        ))
+        .connect_timeout(CONNECT_TIMEOUT)
+        .read_timeout(STALL_TIMEOUT)
+        .build()
+        .map_err(|e| HubError::Transport {
+            repo: repo.to_string(),
+            revision: revision.to_string(),
+            what: "building the HTTP client".into(),
+            message: error_chain(&e),
+        })
+}
+
+fn hf_client(
+    opts: &HubOptions,
+    http: &reqwest::Client,
+    repo: &str,
+    revision: &str,
+) -> Result<hf_hub::HFClient, HubError> {
+    let mut b = hf_hub::HFClient::builder()
+        .endpoint(opts.endpoint.clone())
+        .client(http.clone())
+        .cache_dir(opts.cache_dir.clone())
+        .cache_enabled(false);
+    if let Some(t) = &opts.token {
+        b = b.token(t.clone());
+    }
+    b.build().map_err(|e| HubError::InvalidSource {
+        repo: repo.to_string(),
+        reason: format!("cannot use endpoint {:?} at {revision}: {e}", opts.endpoint),
+    })
+}
+
+/// The cached blob of `f` at `commit`, if its snapshot link exists and the bytes verify.
+fn cached(
+    layout: &CacheLayout,
+    commit: &str,
+    f: &HubFile,
+) -> Result<Option<(PathBuf, String)>, HubError> {
+    let Ok(blob) = fs::canonicalize(layout.snapshot(commit, &f.path)) else {
+        return Ok(None);
+    };
+    let Ok(meta) = fs::metadata(&blob) else {
+        return Ok(None);
+    };
+    if !meta.is_file() || meta.len() != f.size {
+        return Ok(None);
+    }
+    let name = blob
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("")
+        .to_string();
+    let d = digest_file(&blob, f.size, f.sha256.is_empty() && is_hex(&name, 40))?;
+    let ok = if f.sha256.is_empty() {
+        // Blobs are named by content: sha256 (LFS) or git blob id (regular files).
+        name == d.sha256 || name == d.git
+    } else {
+        d.sha256 == f.sha256.to_ascii_lowercase()
+    };
+    Ok(ok.then_some((blob, d.sha256)))
+}
+
+/// What the downloaded bytes must hash to.
+struct Expect {
+    size: u64,
+    sha256: Option<String>,
+    git: Option<String>,
+}
+
+impl Expect {
+    fn check(&self, ctx: &Ctx<'_>, size: u64, d: &cache::DigestHex) -> Result<(), HubError> {
+        let file = ctx.file.unwrap_or("").to_string();
+        if size != self.size {
+            return Err(HubError::SizeMismatch {
+                repo: ctx.repo.to_string(),
+                revision: ctx.revision.to_string(),
+                file,
+                expected: self.size,
+                actual: size,
+            });
+        }
+        if let Some(e) = &self.sha256
+            && *e != d.sha256
+        {
+            return Err(HubError::Sha256Mismatch {
+                repo: ctx.repo.to_string(),
+                revision: ctx.revision.to_string(),
+                file,
+                expected: e.clone(),
+                actual: d.sha256.clone(),
+            });
+        }
+        if let Some(e) = &self.git
+            && *e != d.git
+        {
+            return Err(HubError::GitOidMismatch {
+                repo: ctx.repo.to_string(),
+                revision: ctx.revision.to_string(),
+                file,
+                expected: e.clone(),
+                actual: d.git.clone(),
+            });
+        }
+        Ok(())
+    }
+}
+
+async fn download(
+    hf_repo: &hf_hub::HFRepository<hf_hub::RepoTypeModel>,
+    layout: &CacheLayout,
+    ctx: &Ctx<'_>,
+    f: &HubFile,
+    entry: &tree::Entry,
+    progress: &dyn Fn(HubEvent),
+) -> Result<(PathBuf, String), HubError> {
+    let protocol = |message: String| HubError::Protocol {
+        repo: ctx.repo.to_string(),
+        revision: ctx.revision.to_string(),
+        message,
+    };
+    if entry.size != f.size {
+        return Err(HubError::SizeMismatch {
+            repo: ctx.repo.to_string(),
+            revision: ctx.revision.to_string(),
+            file: f.path.clone(),
+            expected: f.size,
+            actual: entry.size,
+        });
+    }
+    let want_sha = (!f.sha256.is_empty()).then(|| f.sha256.to_ascii_lowercase());
+    if let (Some(want), Some(lfs)) = (&want_sha, &entry.lfs_sha256)
+        && want != lfs
+    {
+        return Err(HubError::Sha256Mismatch {
+            repo: ctx.repo.to_string(),
+            revision: ctx.revision.to_string(),
+            file: f.path.clone(),
+            expected: want.clone(),
+            actual: format!("{lfs} (the Hub's LFS oid)"),
+        });
+    }
+    let expect = Expect {
+        size: f.size,
+        sha256: want_sha.or_else(|| entry.lfs_sha256.clone()),
+        git: entry.lfs_sha256.is_none().then(|| entry.oid.clone()),
+    };
+    let etag = entry.lfs_sha256.as_deref().unwrap_or(&entry.oid);
+    if !(is_hex(etag, 64) || is_hex(etag, 40)) {
+        return Err(protocol(format!(
+            "{}: content id {etag:?} is not hex",
+            f.path
+        )));
+    }
+
+    let _lock = layout.lock(etag)?;
+    let blob = layout.blob(etag);
+    if blob.is_file() {
+        let d = digest_file(&blob, f.size, expect.git.is_some())?;
+        let size = fs::metadata(&blob)
+            .map_err(|e| HubError::io(&blob, e))?
+            .len();
+        if expect.check(ctx, size, &d).is_ok() {
+            layout.link(ctx.revision, &f.path, etag)?;
+            progress(HubEvent::Cached {
+                path: f.path.clone(),
+                size: f.size,
+            });
+            return Ok((blob, d.sha256));
+        }
+        // A damaged blob: replace it.
+        fs::remove_file(&blob).map_err(|e| HubError::io(&blob, e))?;
+    }
+
+    let tmp = layout.incomplete(etag);
+    let mut started_over = false;
+    let d = loop {
+        let (d, size, resumed) =
+            transfer(hf_repo, ctx, f, expect.git.is_some(), &tmp, progress).await?;
+        match expect.check(ctx, size, &d) {
+            Ok(()) => break d,
+            Err(e) => {
+                let _ = fs::remove_file(&tmp);
+                // A partial file left by an earlier run may not be from this content: once,
+                // start over from byte 0 before calling the download corrupt.
+                if resumed && !started_over {
+                    started_over = true;
+                    progress(HubEvent::Retry {
+                        path: f.path.clone(),
+                        attempt: 0,
+                        offset: 0,
+                        reason: format!("{e}; discarded the partial file from an earlier run"),
+                    });
+                    continue;
+                }
+                return Err(e);
+            }
+        }
+    };
+    fs::rename(&tmp, &blob).map_err(|e| HubError::io(&blob, e))?;
+    layout.link(ctx.revision, &f.path, etag)?;
+    progress(HubEvent::Done {
+        path: f.path.clone(),
+        size: f.size,
+    });
+    Ok((blob, d.sha256))
+}
+
+/// Download `f` into `tmp`, resuming from what `tmp` already holds. Returns the digests, the
+/// number of bytes in `tmp`, and whether bytes from an earlier run were reused.
+async fn transfer(
+    hf_repo: &hf_hub::HFRepository<hf_hub::RepoTypeModel>,
+    ctx: &Ctx<'_>,
+    f: &HubFile,
+    git: bool,
+    tmp: &std::path::Path,
+    progress: &dyn Fn(HubEvent),
+) -> Result<(cache::DigestHex, u64, bool), HubError> {
+    if let Some(parent) = tmp.parent() {
+        fs::create_dir_all(parent).map_err(|e| HubError::io(parent, e))?;
+    }
+    let file = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(tmp)
+        .map_err(|e| HubError::io(tmp, e))?;
+    let mut offset = file.metadata().map_err(|e| HubError::io(tmp, e))?.len();
+    if offset > f.size {
+        file.set_len(0).map_err(|e| HubError::io(tmp, e))?;
+        offset = 0;
+    }
+    let resumed = offset > 0;
+    let mut digests = Digests::new(f.size, git);
+    if offset > 0 {
+        offset = digests.update_from_file(tmp, offset)?;
+    }
+    let mut sink = Sink {
+        tmp: tmp.to_path_buf(),
+        out: BufWriter::with_capacity(1 << 20, file),
+        digests,
+        offset,
+    };
+    progress(HubEvent::Start {
+        path: f.path.clone(),
+        size: f.size,
+        offset,
+    });
+
+    let mut failures = 0u32;
+    let mut attempts = 0u32;
+    let mut last_reported = offset;
+    while sink.offset < f.size {
+        attempts += 1;
+        let before = sink.offset;
+        let result = stream_range(hf_repo, ctx, f, &mut sink, &mut |done| {
+            if done - last_reported >= PROGRESS_EVERY || done == f.size {
+                last_reported = done;
+                progress(HubEvent::Progress {
+                    path: f.path.clone(),
+                    done,
+                    size: f.size,
+                });
+            }
+        })
+        .await;
+        sink.out.flush().map_err(|e| HubError::io(tmp, e))?;
+        let reason = match result {
+            Ok(()) if sink.offset == f.size => break,
+            Ok(()) => format!("body ended at byte {} of {}", sink.offset, f.size),
+            Err(Attempt::Fatal(e)) => return Err(e),
+            Err(Attempt::Restart(why)) => {
+                // The server ignored the Range or sent too much: start over from byte 0.
+                sink.out
+                    .get_ref()
+                    .set_len(0)
+                    .map_err(|e| HubError::io(tmp, e))?;
+                sink.offset = 0;
+                sink.digests = Digests::new(f.size, git);
+                last_reported = 0;
+                why
+            }
+            Err(Attempt::Transient(why)) => why,
+        };
+        failures = if sink.offset > before {
+            0
+        } else {
+            failures + 1
+        };
+        if failures >= MAX_FAILED_ATTEMPTS || attempts >= MAX_ATTEMPTS {
+            return Err(HubError::Network {
+                repo: ctx.repo.to_string(),
+                revision: ctx.revision.to_string(),
+                file: f.path.clone(),
+                attempts,
+                offset: sink.offset,
+                size: f.size,
+                message: reason,
+            });
+        }
+        progress(HubEvent::Retry {
+            path: f.path.clone(),
+            attempt: attempts,
+            offset: sink.offset,
+            reason,
+        });
+        tokio::time::sleep(backoff(failures)).await;
+    }
+    let Sink {
+        out,
+        digests,
+        offset,
+        ..
+    } = sink;
+    let file = out
+        .into_inner()
+        .map_err(|e| HubError::io(tmp, e.into_error()))?;
+    file.sync_all().map_err(|e| HubError::io(tmp, e))?;
+    drop(file);
+
+    Ok((digests.finish(), offset, resumed))
+}
+
+fn backoff(failures: u32) -> Duration {
+    Duration::from_millis(200u64.saturating_mul(1 << failures.min(5))).min(Duration::from_secs(5))
+}
+
+/// Where the bytes of one download go.
+struct Sink {
+    tmp: PathBuf,
+    out: BufWriter<fs::File>,
+    digests: Digests,
+    /// Bytes in `tmp` (and hashed) so far.
+    offset: u64,
+}
+
+enum Attempt {
+    Fatal(HubError),
+    Transient(String),
+    Restart(String),
+}
+
+/// One request for bytes `offset..size`; appends to `out` and advances `offset`.
+async fn stream_range(
+    hf_repo: &hf_hub::HFRepository<hf_hub::RepoTypeModel>,
+    ctx: &Ctx<'_>,
+    f: &HubFile,
+    sink: &mut Sink,
+    on_progress: &mut dyn FnMut(u64),
+) -> Result<(), Attempt> {
+    let classify = |e: hf_hub::HFError| {
+        let (err, transient) = ctx.hf(e);
+        if transient {
+            Attempt::Transient(err.to_string())
+        } else {
+            Attempt::Fatal(err)
+        }
+    };
+    let start = sink.offset;
+    let (len, mut stream) = hf_repo
+        .download_file_stream()
+        .filename(f.path.clone())
+        .revision(ctx.revision.to_string())
+        .range(start..f.size)
+        .send()
+        .await
+        .map_err(classify)?;
+    if start > 0 && len == Some(f.size) {
+        return Err(Attempt::Restart(format!(
+            "server ignored the range request at byte {start}"
+        )));
+    }
+    loop {
+        let chunk = match tokio::time::timeout(STALL_TIMEOUT, stream.next()).await {
+            Err(_) => return Err(Attempt::Transient("no data for 60 s".into())),
+            Ok(None) => return Ok(()),
+            Ok(Some(Err(e))) => return Err(classify(e)),
+            Ok(Some(Ok(chunk))) => chunk,
+        };
+        let n = chunk.len() as u64;
+        if sink.offset + n > f.size {
+            return Err(Attempt::Restart(format!(
+                "server sent more than the {} bytes expected",
+                f.size
+            )));
+        }
+        sink.out
+            .write_all(&chunk)
+            .map_err(|e| Attempt::Fatal(HubError::io(&sink.tmp, e)))?;
+        sink.digests.update(&chunk);
+        sink.offset += n;
+        on_progress(sink.offset);
+    }
+}
