@@ -108,7 +108,7 @@ impl<'a> Ctx<'a> {
         status: reqwest::StatusCode,
         code: Option<RegistryCode>,
     ) -> RegistryError {
-        RegistryError::Http {
+        RegistryError::Http(Box::new(super::error::HttpFailure {
             direction: self.direction,
             host: self.reference.registry.clone(),
             repository: self.reference.repository.clone(),
@@ -117,7 +117,7 @@ impl<'a> Ctx<'a> {
             status: status.to_string(),
             status_code: status.as_u16(),
             code,
-        }
+        }))
     }
     pub fn transport(&self, method: &str, what: &str, e: reqwest::Error) -> RegistryError {
         RegistryError::Transport {

@@ -60,6 +60,37 @@ fn fmt_code(code: &Option<RegistryCode>) -> String {
     }
 }
 
+/// An unexpected HTTP status, with everything needed to act on it.
+#[derive(Debug, Clone)]
+pub struct HttpFailure {
+    pub direction: Direction,
+    pub host: String,
+    pub repository: String,
+    pub method: String,
+    /// What was requested: "manifest sha256:…", "blob sha256:…", "upload".
+    pub what: String,
+    /// Status code and canonical reason, e.g. "401 Unauthorized".
+    pub status: String,
+    pub status_code: u16,
+    pub code: Option<RegistryCode>,
+}
+
+impl std::fmt::Display for HttpFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} {}/{}: {} {}: {}{}",
+            self.direction,
+            self.host,
+            self.repository,
+            self.method,
+            self.what,
+            self.status,
+            fmt_code(&self.code)
+        )
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
     #[error("invalid image reference {input:?}: {reason}")]
@@ -69,19 +100,8 @@ pub enum RegistryError {
     InvalidPlatform { input: String },
 
     /// The registry answered with an unexpected status.
-    #[error("{direction} {host}/{repository}: {method} {what}: {status}{}", fmt_code(.code))]
-    Http {
-        direction: Direction,
-        host: String,
-        repository: String,
-        method: String,
-        /// What was requested: "manifest sha256:…", "blob sha256:…", "upload", "token".
-        what: String,
-        /// Status code and canonical reason, e.g. "401 Unauthorized".
-        status: String,
-        status_code: u16,
-        code: Option<RegistryCode>,
-    },
+    #[error("{0}")]
+    Http(Box<HttpFailure>),
 
     /// The request never got an HTTP answer (connection refused/reset, TLS, timeout).
     #[error("{direction} {host}/{repository}: {method} {what}: {source}")]
@@ -183,8 +203,8 @@ impl RegistryError {
     pub fn is_transient(&self) -> bool {
         match self {
             RegistryError::Transport { .. } | RegistryError::Stream { .. } => true,
-            RegistryError::Http { status_code, .. } => {
-                *status_code >= 500 || *status_code == 429 || *status_code == 408
+            RegistryError::Http(h) => {
+                h.status_code >= 500 || h.status_code == 429 || h.status_code == 408
             }
             _ => false,
         }
@@ -193,7 +213,7 @@ impl RegistryError {
     /// The HTTP status, when the registry answered.
     pub fn status(&self) -> Option<u16> {
         match self {
-            RegistryError::Http { status_code, .. } => Some(*status_code),
+            RegistryError::Http(h) => Some(h.status_code),
             _ => None,
         }
     }
@@ -201,7 +221,7 @@ impl RegistryError {
     /// The registry's error code (e.g. `BLOB_UPLOAD_UNKNOWN`), when it sent one.
     pub fn registry_code(&self) -> Option<&str> {
         match self {
-            RegistryError::Http { code: Some(c), .. } => Some(&c.code),
+            RegistryError::Http(h) => h.code.as_ref().map(|c| c.code.as_str()),
             _ => None,
         }
     }
@@ -215,7 +235,7 @@ mod tests {
 
     #[test]
     fn http_error_message_names_everything() {
-        let e = RegistryError::Http {
+        let e = RegistryError::Http(Box::new(HttpFailure {
             direction: Direction::Push,
             host: "127.0.0.1:5000".into(),
             repository: "acme/app".into(),
@@ -226,7 +246,7 @@ mod tests {
             code: RegistryCode::parse(
                 br#"{"errors":[{"code":"UNAUTHORIZED","message":"authentication required","detail":null}]}"#,
             ),
-        };
+        }));
         assert_eq!(
             e.to_string(),
             "push to 127.0.0.1:5000/acme/app: PUT manifest: 401 Unauthorized (UNAUTHORIZED: authentication required)"

@@ -12,7 +12,7 @@ mod reference;
 
 pub use auth::{Credential, CredentialStore, Secret};
 pub use client::{ClientOptions, RegistryClient, is_loopback};
-pub use error::{Direction, RegistryCode, RegistryError, Result};
+pub use error::{Direction, HttpFailure, RegistryCode, RegistryError, Result};
 pub use pull::{
     DOCKER_MANIFEST, DOCKER_MANIFEST_LIST, LayerDesc, OCI_INDEX, OCI_MANIFEST, Platform,
     PulledImage, RawManifest, sha256_digest,

@@ -103,6 +103,8 @@ pub enum PushEvent {
     },
 }
 
+type BlobResult = Result<(BlobAction, u64)>;
+
 /// Per-blob counters the progress monitor polls.
 #[derive(Default)]
 struct Meter {
@@ -258,7 +260,7 @@ impl RegistryClient {
         progress: &(dyn Fn(PushEvent) + Sync),
     ) -> Result<Vec<(String, BlobAction, u64)>> {
         let meters: Vec<Arc<Meter>> = blobs.iter().map(|_| Arc::default()).collect();
-        let results: Vec<Mutex<Option<Result<(BlobAction, u64)>>>> =
+        let results: Vec<Mutex<Option<BlobResult>>> =
             blobs.iter().map(|_| Mutex::new(None)).collect();
         let next = AtomicUsize::new(0);
         let failed = AtomicBool::new(false);

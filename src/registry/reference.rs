@@ -238,7 +238,8 @@ mod tests {
     #[test]
     fn parse_table() {
         let d = D;
-        let cases: Vec<(String, &str, &str, Option<&str>, Option<&str>)> = vec![
+        type Case<'a> = (String, &'a str, &'a str, Option<&'a str>, Option<&'a str>);
+        let cases: Vec<Case> = vec![
             ("python".into(), "docker.io", "library/python", None, None),
             (
                 "python:3.11-slim".into(),

@@ -88,7 +88,12 @@ fn push_is_readable_by_skopeo_and_second_push_skips_everything() {
         .expect("push");
     assert_eq!(report.manifest_digest, img.manifest_digest);
     assert_eq!(report.blobs.len(), 3);
-    assert!(report.blobs.iter().all(|(_, a, _)| *a == BlobAction::Uploaded));
+    assert!(
+        report
+            .blobs
+            .iter()
+            .all(|(_, a, _)| *a == BlobAction::Uploaded)
+    );
     let layer_sent: u64 = report.blobs.iter().map(|b| b.2).sum();
     let total: u64 = img.layers.iter().map(|l| l.size).sum::<u64>() + img.config.len() as u64;
     assert_eq!(layer_sent, total, "each blob sent exactly once");
@@ -100,8 +105,16 @@ fn push_is_readable_by_skopeo_and_second_push_skips_everything() {
         ]
     );
     let ev = events.lock().unwrap();
-    assert_eq!(ev.iter().filter(|e| matches!(e, PushEvent::BlobDone { .. })).count(), 3);
-    assert!(ev.iter().any(|e| matches!(e, PushEvent::TagPushed { tag, .. } if tag == "latest")));
+    assert_eq!(
+        ev.iter()
+            .filter(|e| matches!(e, PushEvent::BlobDone { .. }))
+            .count(),
+        3
+    );
+    assert!(
+        ev.iter()
+            .any(|e| matches!(e, PushEvent::TagPushed { tag, .. } if tag == "latest"))
+    );
 
     // An independent client (skopeo) sees exactly our manifest.
     let raw = skopeo_inspect(&reg.host(), "acme/app", "1.0");
@@ -113,11 +126,21 @@ fn push_is_readable_by_skopeo_and_second_push_skips_everything() {
 
     // Second push: everything skipped, nothing written to blob uploads.
     let before = blob_writes(&reg, "acme/app").len();
-    assert_eq!(before, 6, "3 blobs × (PATCH + PUT): {:?}", blob_writes(&reg, "acme/app"));
+    assert_eq!(
+        before,
+        6,
+        "3 blobs × (PATCH + PUT): {:?}",
+        blob_writes(&reg, "acme/app")
+    );
     let again = c
         .push(&img.request(&target, &["1.0"]), &no_progress())
         .expect("second push");
-    assert!(again.blobs.iter().all(|(_, a, n)| *a == BlobAction::Skipped && *n == 0));
+    assert!(
+        again
+            .blobs
+            .iter()
+            .all(|(_, a, n)| *a == BlobAction::Skipped && *n == 0)
+    );
     assert_eq!(blob_writes(&reg, "acme/app").len(), before);
     let posts = reg
         .requests()
@@ -162,10 +185,12 @@ fn chunked_upload_and_registry_to_registry_copy_stream() {
     assert!(rep.blobs.iter().all(|(_, a, _)| *a == BlobAction::Uploaded));
     let got = skopeo_inspect(&dst_reg.host(), "mirror/base", "v1");
     assert_eq!(got["layers"][0]["digest"], img.layers[0].digest.as_str());
-    assert!(src_reg.requests().iter().any(|l| l.starts_with(&format!(
-        "GET /v2/lib/base/blobs/{} ",
-        img.layers[0].digest
-    ))));
+    assert!(
+        src_reg
+            .requests()
+            .iter()
+            .any(|l| l.starts_with(&format!("GET /v2/lib/base/blobs/{} ", img.layers[0].digest)))
+    );
 }
 
 #[test]
@@ -175,7 +200,8 @@ fn cross_repo_mount_in_same_registry() {
     let img = make_image(work.path(), "base", "amd64", &[100_000], false);
     let c = client(work.path());
     let base = reg.reference("lib/python");
-    c.push(&img.request(&base, &["3.11"]), &no_progress()).unwrap();
+    c.push(&img.request(&base, &["3.11"]), &no_progress())
+        .unwrap();
 
     let req = PushRequest {
         target: reg.reference("acme/svc"),
@@ -185,13 +211,18 @@ fn cross_repo_mount_in_same_registry() {
     };
     let rep = c.push(&req, &no_progress()).expect("push with mounts");
     assert!(
-        rep.blobs.iter().all(|(_, a, n)| *a == BlobAction::Mounted && *n == 0),
+        rep.blobs
+            .iter()
+            .all(|(_, a, n)| *a == BlobAction::Mounted && *n == 0),
         "{:?}",
         rep.blobs
     );
     assert!(blob_writes(&reg, "acme/svc").is_empty());
-    assert!(reg.requests().iter().any(|l| l.starts_with("POST /v2/acme/svc/blobs/uploads/?mount=")
-        && l.ends_with(" 201")));
+    assert!(
+        reg.requests().iter().any(
+            |l| l.starts_with("POST /v2/acme/svc/blobs/uploads/?mount=") && l.ends_with(" 201")
+        )
+    );
     skopeo_inspect(&reg.host(), "acme/svc", "dev");
 }
 
@@ -213,22 +244,38 @@ fn mount_refused_with_202_falls_back_to_the_opened_session() {
             ..FaultConfig::clean()
         },
     );
-    let via = |repo: &str| mlimg::registry::Reference::parse(&format!("{}/{repo}", proxy.host())).unwrap();
+    let via = |repo: &str| {
+        mlimg::registry::Reference::parse(&format!("{}/{repo}", proxy.host())).unwrap()
+    };
     let req = PushRequest {
         target: via("acme/fb"),
         tags: vec!["1".into()],
         blobs: img.blobs_from(&via("lib/base")),
         manifests: vec![img.push_manifest()],
     };
-    let rep = c.push(&req, &no_progress()).expect("push with 202 fallback");
-    assert!(rep.blobs.iter().all(|(_, a, _)| *a == BlobAction::Uploaded), "{:?}", rep.blobs);
+    let rep = c
+        .push(&req, &no_progress())
+        .expect("push with 202 fallback");
+    assert!(
+        rep.blobs.iter().all(|(_, a, _)| *a == BlobAction::Uploaded),
+        "{:?}",
+        rep.blobs
+    );
     let lines = reg.requests();
     let posts: Vec<_> = lines
         .iter()
         .filter(|l| l.starts_with("POST /v2/acme/fb/blobs/uploads/"))
         .collect();
-    assert_eq!(posts.len(), 2, "one session per blob, the mount's own: {posts:?}");
-    assert!(posts.iter().all(|l| l.contains("nomnt=") && l.ends_with(" 202")));
+    assert_eq!(
+        posts.len(),
+        2,
+        "one session per blob, the mount's own: {posts:?}"
+    );
+    assert!(
+        posts
+            .iter()
+            .all(|l| l.contains("nomnt=") && l.ends_with(" 202"))
+    );
     // No session was left dangling: every session got its final PUT.
     assert_eq!(
         lines
@@ -271,7 +318,9 @@ fn basic_auth_from_config_json_and_wrong_password_is_a_clean_401() {
         &serde_json::json!({"auths": {format!("http://{}", reg.host()): {"auth": b64(&format!("alice:{wrong}"))}}}),
     );
     let c = client(bad.path());
-    let err = c.push(&img.request(&target, &["bad"]), &no_progress()).unwrap_err();
+    let err = c
+        .push(&img.request(&target, &["bad"]), &no_progress())
+        .unwrap_err();
     let shown = format!("{err} | {err:?} | {err:#}");
     assert_eq!(err.status(), Some(401), "{shown}");
     assert!(shown.contains(&reg.host()), "{shown}");
@@ -279,7 +328,10 @@ fn basic_auth_from_config_json_and_wrong_password_is_a_clean_401() {
     assert!(shown.contains("401"), "{shown}");
     assert!(shown.contains("Unauthorized"), "{shown}");
     assert!(!shown.contains(wrong), "password leaked: {shown}");
-    assert!(!shown.contains(&b64(&format!("alice:{wrong}"))), "auth leaked: {shown}");
+    assert!(
+        !shown.contains(&b64(&format!("alice:{wrong}"))),
+        "auth leaked: {shown}"
+    );
     assert!(!format!("{c:?}").contains(wrong));
 }
 
@@ -311,8 +363,11 @@ fn credential_helper_is_run_with_the_server_on_stdin() {
         ..opts(cfg.path())
     })
     .unwrap();
-    c.push(&img.request(&reg.reference("acme/helper"), &["1"]), &no_progress())
-        .expect("push with credential helper");
+    c.push(
+        &img.request(&reg.reference("acme/helper"), &["1"]),
+        &no_progress(),
+    )
+    .expect("push with credential helper");
     assert_eq!(std::fs::read_to_string(&seen).unwrap(), reg.host());
 
     // credsStore applies to registries without their own entry.
@@ -322,8 +377,11 @@ fn credential_helper_is_run_with_the_server_on_stdin() {
         ..opts(cfg.path())
     })
     .unwrap();
-    c.push(&img.request(&reg.reference("acme/helper2"), &["1"]), &no_progress())
-        .expect("push with credsStore");
+    c.push(
+        &img.request(&reg.reference("acme/helper2"), &["1"]),
+        &no_progress(),
+    )
+    .expect("push with credsStore");
 }
 
 #[test]
@@ -333,10 +391,14 @@ fn bearer_token_flow_with_scopes() {
     let img = make_image(work.path(), "tok", "amd64", &[20_000], false);
     let cfg = tempfile::tempdir().unwrap();
     let b64 = base64::engine::general_purpose::STANDARD.encode("tokuser:tokpass");
-    write_config(cfg.path(), &serde_json::json!({"auths": {reg.host(): {"auth": b64}}}));
+    write_config(
+        cfg.path(),
+        &serde_json::json!({"auths": {reg.host(): {"auth": b64}}}),
+    );
     let c = client(cfg.path());
     let base = reg.reference("lib/tokbase");
-    c.push(&img.request(&base, &["1"]), &no_progress()).expect("push via bearer");
+    c.push(&img.request(&base, &["1"]), &no_progress())
+        .expect("push via bearer");
     let req = PushRequest {
         target: reg.reference("acme/tok"),
         tags: vec!["1".into()],
@@ -346,28 +408,56 @@ fn bearer_token_flow_with_scopes() {
     let rep = c.push(&req, &no_progress()).expect("mount via bearer");
     assert!(rep.blobs.iter().all(|(_, a, _)| *a == BlobAction::Mounted));
     let pulled = c
-        .pull_image(&base.with_tag("1"), &Platform::parse("linux/amd64").unwrap())
+        .pull_image(
+            &base.with_tag("1"),
+            &Platform::parse("linux/amd64").unwrap(),
+        )
         .expect("pull via bearer");
     assert_eq!(pulled.manifest_digest, img.manifest_digest);
 
     let scopes = reg.token_scopes();
-    assert!(scopes.contains(&"repository:lib/tokbase:pull,push".to_string()), "{scopes:?}");
-    assert!(scopes.contains(&"repository:acme/tok:pull,push".to_string()), "{scopes:?}");
-    assert!(scopes.contains(&"repository:lib/tokbase:pull".to_string()), "mount/pull scope: {scopes:?}");
+    assert!(
+        scopes.contains(&"repository:lib/tokbase:pull,push".to_string()),
+        "{scopes:?}"
+    );
+    assert!(
+        scopes.contains(&"repository:acme/tok:pull,push".to_string()),
+        "{scopes:?}"
+    );
+    assert!(
+        scopes.contains(&"repository:lib/tokbase:pull".to_string()),
+        "mount/pull scope: {scopes:?}"
+    );
     // Tokens are cached per scope set: a handful, not one per request.
-    assert!(reg.token_requests() <= 5, "{} token requests", reg.token_requests());
+    assert!(
+        reg.token_requests() <= 5,
+        "{} token requests",
+        reg.token_requests()
+    );
 
     // Wrong credentials: the token service refuses; the error names the host, no secret.
     let bad = tempfile::tempdir().unwrap();
     let wrong = base64::engine::general_purpose::STANDARD.encode("tokuser:nope-secret");
-    write_config(bad.path(), &serde_json::json!({"auths": {reg.host(): {"auth": wrong}}}));
+    write_config(
+        bad.path(),
+        &serde_json::json!({"auths": {reg.host(): {"auth": wrong}}}),
+    );
     let err = client(bad.path())
-        .push(&img.request(&reg.reference("acme/tok2"), &["1"]), &no_progress())
+        .push(
+            &img.request(&reg.reference("acme/tok2"), &["1"]),
+            &no_progress(),
+        )
         .unwrap_err();
     let shown = format!("{err} {err:?}");
     assert!(matches!(err, RegistryError::Auth { .. }), "{shown}");
-    assert!(shown.contains(&reg.host()) && shown.contains("401"), "{shown}");
-    assert!(!shown.contains("nope-secret") && !shown.contains(&wrong), "{shown}");
+    assert!(
+        shown.contains(&reg.host()) && shown.contains("401"),
+        "{shown}"
+    );
+    assert!(
+        !shown.contains("nope-secret") && !shown.contains(&wrong),
+        "{shown}"
+    );
 }
 
 #[test]
@@ -377,7 +467,8 @@ fn big_blob_survives_dropped_connections_or_leaves_no_tag() {
     let size = 64 << 20;
     let blob = work.path().join("weights.bin");
     let (digest, size) = noise_file(&blob, 42, size);
-    let cfg_bytes = br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#;
+    let cfg_bytes =
+        br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#;
     let cfg_path = work.path().join("config.json");
     std::fs::write(&cfg_path, cfg_bytes).unwrap();
     let manifest = serde_json::to_vec(&serde_json::json!({
@@ -397,11 +488,11 @@ fn big_blob_survives_dropped_connections_or_leaves_no_tag() {
             reg.port(),
             FaultConfig {
                 seed,
-                drop_prob: 0.35,
-                max_drop_after: 48 << 20,
-                stall_prob: 0.05,
+                drop_prob: 0.15,
+                max_drop_after: 64 << 20,
+                stall_prob: 0.03,
                 stall: Duration::from_millis(300),
-                error_prob: 0.1,
+                error_prob: 0.12,
                 clean_first: 0,
                 strip_mount: false,
             },
@@ -414,7 +505,8 @@ fn big_blob_survives_dropped_connections_or_leaves_no_tag() {
         })
         .unwrap();
         let repo = format!("fault/s{seed}");
-        let target = mlimg::registry::Reference::parse(&format!("{}/{repo}", proxy.host())).unwrap();
+        let target =
+            mlimg::registry::Reference::parse(&format!("{}/{repo}", proxy.host())).unwrap();
         let req = PushRequest {
             target,
             tags: vec!["v1".into()],
@@ -440,7 +532,12 @@ fn big_blob_survives_dropped_connections_or_leaves_no_tag() {
         };
         let t0 = std::time::Instant::now();
         let r = c.push(&req, &no_progress());
-        eprintln!("seed {seed}: {:?} in {:?}, fates {:?}", r.as_ref().map(|_| ()), t0.elapsed(), proxy.fates());
+        eprintln!(
+            "seed {seed}: {:?} in {:?}, {} faults",
+            r.as_ref().map(|_| ()),
+            t0.elapsed(),
+            proxy.faults()
+        );
         faults += proxy.faults();
         drop(proxy);
         let direct_ref = reg.reference(&repo);
@@ -449,18 +546,80 @@ fn big_blob_survives_dropped_connections_or_leaves_no_tag() {
                 ok += 1;
                 assert_eq!(rep.manifest_digest, m_digest);
                 let pulled = direct
-                    .pull_image(&direct_ref.with_tag("v1"), &Platform::parse("linux/amd64").unwrap())
+                    .pull_image(
+                        &direct_ref.with_tag("v1"),
+                        &Platform::parse("linux/amd64").unwrap(),
+                    )
                     .unwrap();
                 assert_eq!(pulled.layers[0].digest, digest);
             }
             Err(e) => {
-                assert!(!tag_exists(&direct, &direct_ref, "v1"), "failed push left a tag: {e}");
+                assert!(
+                    !tag_exists(&direct, &direct_ref, "v1"),
+                    "failed push left a tag: {e}"
+                );
                 failures.push(format!("seed {seed}: {e}"));
             }
         }
     }
-    assert!(faults >= 5, "the proxy injected too few faults ({faults}) to mean anything");
+    // Some uploads resumed from the session's reported range instead of restarting.
+    let resumed = reg
+        .requests()
+        .iter()
+        .filter(|l| {
+            l.starts_with("GET /v2/fault/") && l.contains("/blobs/uploads/") && l.ends_with(" 204")
+        })
+        .count();
+    assert!(resumed >= 1, "no upload was resumed");
+    assert!(
+        faults >= 10,
+        "the proxy injected too few faults ({faults}) to mean anything"
+    );
     assert!(ok >= 9, "only {ok}/10 pushes survived: {failures:?}");
+}
+
+#[test]
+fn a_push_that_cannot_finish_leaves_no_manifest_and_no_tag() {
+    let reg = TestRegistry::start();
+    let work = tempfile::tempdir().unwrap();
+    let img = make_image(work.path(), "doomed", "amd64", &[2_000_000], false);
+    // HEAD, HEAD, POST, POST pass; every later request is cut mid-way.
+    let proxy = FaultProxy::start(
+        reg.port(),
+        FaultConfig {
+            drop_prob: 1.0,
+            max_drop_after: 100_000,
+            clean_first: 4,
+            ..FaultConfig::clean()
+        },
+    );
+    let c = RegistryClient::new(ClientOptions {
+        max_parallel_uploads: 1,
+        max_retries: 3,
+        ..opts(work.path())
+    })
+    .unwrap();
+    let target =
+        mlimg::registry::Reference::parse(&format!("{}/acme/doomed", proxy.host())).unwrap();
+    let events = Mutex::new(0);
+    let err = c
+        .push(&img.request(&target, &["v1"]), &|e| {
+            if matches!(e, PushEvent::BlobRetry { .. }) {
+                *events.lock().unwrap() += 1;
+            }
+        })
+        .unwrap_err();
+    assert!(err.is_transient(), "{err}");
+    assert!(err.to_string().contains("acme/doomed"), "{err}");
+    assert!(*events.lock().unwrap() >= 3, "retries were reported");
+    drop(proxy);
+    assert!(!tag_exists(&c, &reg.reference("acme/doomed"), "v1"));
+    assert!(
+        !reg.requests()
+            .iter()
+            .any(|l| l.starts_with("PUT /v2/acme/doomed/manifests/")),
+        "no manifest may be pushed before every blob is confirmed"
+    );
 }
 
 #[test]
@@ -494,10 +653,16 @@ fn corrupt_source_blob_is_caught_naming_the_digest() {
     // Pulling it to a file fails the same way and leaves nothing behind.
     let dest = work.path().join("out").join("layer.tar.gz");
     std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
-    let err = c.blob_to_file(&src, &layer.digest, layer.size, &dest).unwrap_err();
+    let err = c
+        .blob_to_file(&src, &layer.digest, layer.size, &dest)
+        .unwrap_err();
     assert!(err.to_string().contains(&layer.digest), "{err}");
     assert!(!dest.exists());
-    assert_eq!(std::fs::read_dir(dest.parent().unwrap()).unwrap().count(), 0, "temp file left");
+    assert_eq!(
+        std::fs::read_dir(dest.parent().unwrap()).unwrap().count(),
+        0,
+        "temp file left"
+    );
 
     // A local file that does not match its declared digest is refused before the PUT.
     let mut local = img.blobs();
@@ -544,7 +709,9 @@ fn pull_picks_the_platform_from_an_index_and_keeps_docker_media_types() {
     assert_eq!(rep.manifest_digest, index.digest);
 
     let r = target.with_tag("1");
-    let p = c.pull_image(&r, &Platform::parse("linux/arm64/v8").unwrap()).unwrap();
+    let p = c
+        .pull_image(&r, &Platform::parse("linux/arm64/v8").unwrap())
+        .unwrap();
     assert_eq!(p.index_digest.as_deref(), Some(index.digest.as_str()));
     assert_eq!(p.manifest_digest, arm.manifest_digest);
     assert_eq!(p.manifest_media_type, image::DOCKER_MANIFEST);
@@ -552,30 +719,50 @@ fn pull_picks_the_platform_from_an_index_and_keeps_docker_media_types() {
     assert_eq!(p.layers[0].media_type, image::DOCKER_LAYER_GZIP);
     assert_eq!(p.layers[0].digest, arm.layers[0].digest);
 
-    let p = c.pull_image(&r, &Platform::parse("linux/amd64").unwrap()).unwrap();
+    let p = c
+        .pull_image(&r, &Platform::parse("linux/amd64").unwrap())
+        .unwrap();
     assert_eq!(p.manifest_digest, amd.manifest_digest);
     assert_eq!(p.layers[0].media_type, image::OCI_LAYER_GZIP);
 
-    let err = c.pull_image(&r, &Platform::parse("linux/s390x").unwrap()).unwrap_err();
-    assert!(matches!(err, RegistryError::PlatformNotFound { .. }), "{err}");
+    let err = c
+        .pull_image(&r, &Platform::parse("linux/s390x").unwrap())
+        .unwrap_err();
+    assert!(
+        matches!(err, RegistryError::PlatformNotFound { .. }),
+        "{err}"
+    );
     assert!(err.to_string().contains("linux/amd64"), "{err}");
 
     // A single-platform manifest pulled for another platform is refused too.
     let single = target.with_digest(&amd.manifest_digest);
-    assert!(c.pull_image(&single, &Platform::parse("linux/arm64").unwrap()).is_err());
+    assert!(
+        c.pull_image(&single, &Platform::parse("linux/arm64").unwrap())
+            .is_err()
+    );
 
     let (top, per) = c.resolve_digests(&r).unwrap();
     assert_eq!(top, index.digest);
     assert_eq!(per.len(), 2);
-    assert!(per.contains(&(Platform::parse("linux/arm64").unwrap(), arm.manifest_digest.clone())));
+    assert!(per.contains(&(
+        Platform::parse("linux/arm64").unwrap(),
+        arm.manifest_digest.clone()
+    )));
     let (top, per) = c.resolve_digests(&single).unwrap();
     assert_eq!(top, amd.manifest_digest);
-    assert_eq!(per, vec![(Platform::parse("linux/amd64").unwrap(), amd.manifest_digest.clone())]);
+    assert_eq!(
+        per,
+        vec![(
+            Platform::parse("linux/amd64").unwrap(),
+            amd.manifest_digest.clone()
+        )]
+    );
 
     // Blobs download verified into place.
     let dest: PathBuf = work.path().join("dl").join("layer");
     std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
-    c.blob_to_file(&r, &arm.layers[0].digest, arm.layers[0].size, &dest).unwrap();
+    c.blob_to_file(&r, &arm.layers[0].digest, arm.layers[0].size, &dest)
+        .unwrap();
     assert_eq!(image::sha256_file(&dest), arm.layers[0].digest);
     let _: &TestImage = &amd;
 }

@@ -1,12 +1,13 @@
-//! A seeded, fault-injecting TCP proxy between the client and a registry.
+//! A seeded, fault-injecting HTTP/1.1 proxy between the client and a registry.
 //!
-//! Per accepted connection it draws one fate from a seeded generator: pass through, drop the
-//! connection after N request bytes, stall after N bytes and then drop, or answer `503`.
-//! With `strip_mount`, it rewrites `?mount=` to `?nomnt=` in requests (same length), so the
-//! real registry ignores the mount and opens an upload session: a registry without
-//! cross-repo mounting, answering 202 (as ECR does).
+//! It frames requests (head + `Content-Length` body; our client never sends chunked bodies)
+//! and draws one fate per request from a seeded generator: pass, cut the connection after N
+//! bytes of the request, stall after N bytes and then cut, or answer `503` without
+//! forwarding (like a load balancer shedding load). With `strip_mount`, `?mount=` becomes
+//! `?nomnt=` on request lines, so the real registry ignores the mount and opens an upload
+//! session: a registry without cross-repo mounting, answering 202 (as ECR does).
 
-use std::io::{Read, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -15,16 +16,16 @@ use std::time::Duration;
 #[derive(Debug, Clone)]
 pub struct FaultConfig {
     pub seed: u64,
-    /// Probability that a connection is cut after a random number of request bytes.
+    /// Probability that a request is cut after a random number of request bytes.
     pub drop_prob: f64,
     /// Cut points are uniform in `[1, max_drop_after]`.
     pub max_drop_after: u64,
-    /// Probability that a connection stalls (then is cut) after a random number of bytes.
+    /// Probability that a request stalls (then is cut) after a random number of bytes.
     pub stall_prob: f64,
     pub stall: Duration,
-    /// Probability that a connection's first request is answered `503` without forwarding.
+    /// Probability that a request is answered `503` without being forwarded.
     pub error_prob: f64,
-    /// Connections before this many are always passed through (let auth/HEAD settle).
+    /// The first this-many requests always pass.
     pub clean_first: usize,
     pub strip_mount: bool,
 }
@@ -74,38 +75,59 @@ pub struct FaultProxy {
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
+struct Shared {
+    rng: Mutex<Rng>,
+    count: AtomicUsize,
+    fates: Arc<Mutex<Vec<Fate>>>,
+    cfg: FaultConfig,
+}
+
+impl Shared {
+    fn draw(&self) -> Fate {
+        let n = self.count.fetch_add(1, Ordering::Relaxed);
+        let (r, at) = {
+            let mut rng = self.rng.lock().unwrap();
+            let r = rng.unit();
+            (r, 1 + rng.next() % self.cfg.max_drop_after.max(1))
+        };
+        let c = &self.cfg;
+        let fate = if n < c.clean_first {
+            Fate::Pass
+        } else if r < c.drop_prob {
+            Fate::DropAfter(at)
+        } else if r < c.drop_prob + c.stall_prob {
+            Fate::StallAfter(at)
+        } else if r < c.drop_prob + c.stall_prob + c.error_prob {
+            Fate::Error503
+        } else {
+            Fate::Pass
+        };
+        self.fates.lock().unwrap().push(fate);
+        fate
+    }
+}
+
 impl FaultProxy {
     pub fn start(upstream_port: u16, cfg: FaultConfig) -> FaultProxy {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind proxy");
         let port = listener.local_addr().expect("addr").port();
         let stop = Arc::new(AtomicBool::new(false));
         let fates = Arc::new(Mutex::new(Vec::new()));
-        let (st, fa) = (stop.clone(), fates.clone());
+        let shared = Arc::new(Shared {
+            rng: Mutex::new(Rng(cfg.seed)),
+            count: AtomicUsize::new(0),
+            fates: fates.clone(),
+            cfg,
+        });
+        let st = stop.clone();
         let thread = std::thread::spawn(move || {
-            let mut rng = Rng(cfg.seed);
-            let count = AtomicUsize::new(0);
             for conn in listener.incoming() {
                 if st.load(Ordering::Relaxed) {
                     break;
                 }
                 let Ok(client) = conn else { continue };
-                let n = count.fetch_add(1, Ordering::Relaxed);
-                let r = rng.unit();
-                let at = 1 + rng.next() % cfg.max_drop_after.max(1);
-                let fate = if n < cfg.clean_first {
-                    Fate::Pass
-                } else if r < cfg.drop_prob {
-                    Fate::DropAfter(at)
-                } else if r < cfg.drop_prob + cfg.stall_prob {
-                    Fate::StallAfter(at)
-                } else if r < cfg.drop_prob + cfg.stall_prob + cfg.error_prob {
-                    Fate::Error503
-                } else {
-                    Fate::Pass
-                };
-                fa.lock().unwrap().push(fate);
-                let cfg = cfg.clone();
-                std::thread::spawn(move || serve(client, upstream_port, fate, &cfg));
+                let shared = shared.clone();
+                std::thread::spawn(move || serve(client, upstream_port, &shared));
             }
         });
         FaultProxy {
@@ -120,7 +142,7 @@ impl FaultProxy {
         format!("127.0.0.1:{}", self.port)
     }
 
-    /// Fates drawn so far, one per connection.
+    /// Fates drawn so far, one per request.
     pub fn fates(&self) -> Vec<Fate> {
         self.fates.lock().unwrap().clone()
     }
@@ -140,64 +162,104 @@ impl Drop for FaultProxy {
     }
 }
 
-fn serve(mut client: TcpStream, upstream_port: u16, fate: Fate, cfg: &FaultConfig) {
-    if fate == Fate::Error503 {
-        let mut buf = [0u8; 4096];
-        let _ = client.set_read_timeout(Some(Duration::from_secs(2)));
-        let _ = client.read(&mut buf);
-        let body = r#"{"errors":[{"code":"UNAVAILABLE","message":"injected fault"}]}"#;
-        let _ = write!(
-            client,
-            "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            body.len()
-        );
-        let _ = client.shutdown(Shutdown::Both);
-        return;
-    }
+fn serve(client: TcpStream, upstream_port: u16, shared: &Shared) {
     let Ok(upstream) = TcpStream::connect(("127.0.0.1", upstream_port)) else {
         return;
     };
-    let (Ok(c2), Ok(u2)) = (client.try_clone(), upstream.try_clone()) else {
+    let (Ok(c2), Ok(u2), Ok(c3)) = (client.try_clone(), upstream.try_clone(), client.try_clone())
+    else {
         return;
     };
-    // upstream → client: plain copy.
+    // upstream → client: plain copy (responses are never faulted; requests are).
     let back = std::thread::spawn(move || {
         let (mut from, mut to) = (u2, c2);
         let _ = std::io::copy(&mut from, &mut to);
         let _ = to.shutdown(Shutdown::Both);
         let _ = from.shutdown(Shutdown::Both);
     });
-    // client → upstream: count bytes, apply the fate.
-    let (mut from, mut to) = (client, upstream);
-    let limit = match fate {
-        Fate::DropAfter(n) | Fate::StallAfter(n) => n,
-        _ => u64::MAX,
-    };
-    let mut sent = 0u64;
-    let mut buf = vec![0u8; 64 * 1024];
+    let _ = forward_requests(BufReader::new(client), c3, upstream.try_clone(), shared);
+    let _ = upstream.shutdown(Shutdown::Both);
+    let _ = back.join();
+}
+
+/// Forward requests one at a time, applying a fate to each. Returns when a side closes
+/// or a fate cuts the connection.
+fn forward_requests(
+    mut from: BufReader<TcpStream>,
+    mut client_w: TcpStream,
+    upstream: std::io::Result<TcpStream>,
+    shared: &Shared,
+) -> std::io::Result<()> {
+    let mut to = upstream?;
+    let cfg = &shared.cfg;
     loop {
-        let n = match from.read(&mut buf) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => n,
-        };
-        if cfg.strip_mount {
-            rewrite(&mut buf[..n], b"/blobs/uploads/?mount=", b"/blobs/uploads/?nomnt=");
-        }
-        let allowed = (limit - sent).min(n as u64) as usize;
-        if to.write_all(&buf[..allowed]).is_err() {
-            break;
-        }
-        sent += allowed as u64;
-        if sent >= limit {
-            if let Fate::StallAfter(_) = fate {
-                std::thread::sleep(cfg.stall);
+        // Request head.
+        let mut head = Vec::new();
+        let mut content_length = 0u64;
+        loop {
+            let mut line = Vec::new();
+            if from.read_until(b'\n', &mut line)? == 0 {
+                return Ok(());
             }
-            break;
+            if head.is_empty() && cfg.strip_mount {
+                rewrite(
+                    &mut line,
+                    b"/blobs/uploads/?mount=",
+                    b"/blobs/uploads/?nomnt=",
+                );
+            }
+            let text = String::from_utf8_lossy(&line).to_ascii_lowercase();
+            if let Some(v) = text.strip_prefix("content-length:") {
+                content_length = v.trim().parse().unwrap_or(0);
+            }
+            let end = line == b"\r\n";
+            head.extend_from_slice(&line);
+            if end {
+                break;
+            }
+        }
+        let fate = shared.draw();
+        if fate == Fate::Error503 {
+            std::io::copy(&mut (&mut from).take(content_length), &mut std::io::sink())?;
+            let body = r#"{"errors":[{"code":"UNAVAILABLE","message":"injected fault"}]}"#;
+            write!(
+                client_w,
+                "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            )?;
+            continue;
+        }
+        let limit = match fate {
+            Fate::DropAfter(n) | Fate::StallAfter(n) => n,
+            _ => u64::MAX,
+        };
+        // Head then body, cut at `limit` bytes of this request.
+        let total = head.len() as u64 + content_length;
+        let mut body = (&mut from).take(content_length);
+        let mut sent = 0u64;
+        let mut pending: Vec<u8> = head;
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            if pending.is_empty() {
+                let n = body.read(&mut buf)?;
+                if n == 0 {
+                    break;
+                }
+                pending.extend_from_slice(&buf[..n]);
+            }
+            let allowed = (limit - sent).min(pending.len() as u64) as usize;
+            to.write_all(&pending[..allowed])?;
+            sent += allowed as u64;
+            pending.drain(..allowed);
+            if sent >= limit && sent < total {
+                if let Fate::StallAfter(_) = fate {
+                    std::thread::sleep(cfg.stall);
+                }
+                let _ = client_w.shutdown(Shutdown::Both);
+                return Ok(());
+            }
         }
     }
-    let _ = to.shutdown(Shutdown::Both);
-    let _ = from.shutdown(Shutdown::Both);
-    let _ = back.join();
 }
 
 fn rewrite(buf: &mut [u8], from: &[u8], to: &[u8]) {

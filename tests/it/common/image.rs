@@ -124,13 +124,21 @@ pub struct TestImage {
 
 /// An image with `layer_sizes` layers (uncompressed file sizes) for linux/`arch`.
 /// `docker` = Docker schema2 media types instead of OCI.
-pub fn make_image(dir: &Path, tag: &str, arch: &str, layer_sizes: &[u64], docker: bool) -> TestImage {
+pub fn make_image(
+    dir: &Path,
+    tag: &str,
+    arch: &str,
+    layer_sizes: &[u64],
+    docker: bool,
+) -> TestImage {
     let (mt_manifest, mt_config, mt_layer) = if docker {
         (DOCKER_MANIFEST, DOCKER_CONFIG, DOCKER_LAYER_GZIP)
     } else {
         (OCI_MANIFEST, OCI_CONFIG, OCI_LAYER_GZIP)
     };
-    let seed_base = tag.bytes().fold(7u64, |a, b| a.wrapping_mul(31).wrapping_add(b as u64));
+    let seed_base = tag
+        .bytes()
+        .fold(7u64, |a, b| a.wrapping_mul(31).wrapping_add(b as u64));
     let layers: Vec<Layer> = layer_sizes
         .iter()
         .enumerate()

@@ -69,9 +69,7 @@ impl TestRegistry {
         let ts = TokenServer::start(user, pass);
         let realm = format!("http://127.0.0.1:{}/token", ts.port);
         Self::start_with(
-            move |_| {
-                format!("auth:\n  silly:\n    realm: {realm}\n    service: test-registry\n")
-            },
+            move |_| format!("auth:\n  silly:\n    realm: {realm}\n    service: test-registry\n"),
             Some(ts),
         )
     }
@@ -276,9 +274,15 @@ fn handle_token(
     let (status, json) = if auth == expected {
         *issued.lock().unwrap() += 1;
         let n = *issued.lock().unwrap();
-        ("200 OK", format!(r#"{{"token":"test-token-{n}","expires_in":300}}"#))
+        (
+            "200 OK",
+            format!(r#"{{"token":"test-token-{n}","expires_in":300}}"#),
+        )
     } else {
-        ("401 Unauthorized", r#"{"details":"bad credentials"}"#.to_string())
+        (
+            "401 Unauthorized",
+            r#"{"details":"bad credentials"}"#.to_string(),
+        )
     };
     write!(
         conn,
