@@ -369,22 +369,41 @@ impl std::fmt::Debug for Token {
     }
 }
 
+/// What a token request needs.
+pub struct TokenRequest<'a> {
+    /// Registry host, for error messages.
+    pub host: &'a str,
+    pub realm: &'a str,
+    pub service: Option<&'a str>,
+    pub scopes: &'a [String],
+    pub cred: Option<&'a Credential>,
+    pub timeout: Duration,
+    /// May credentials go to this realm over plain HTTP (loopback / insecure registries)?
+    pub plain_http_ok: &'a dyn Fn(&reqwest::Url) -> bool,
+}
+
 /// Fetch a token from the realm for the given scopes.
-pub fn fetch_token(
-    http: &reqwest::blocking::Client,
-    host: &str,
-    realm: &str,
-    service: Option<&str>,
-    scopes: &[String],
-    cred: Option<&Credential>,
-    timeout: Duration,
-) -> Result<Token> {
+pub fn fetch_token(http: &reqwest::blocking::Client, tr: &TokenRequest) -> Result<Token> {
+    let TokenRequest {
+        host,
+        realm,
+        service,
+        scopes,
+        cred,
+        timeout,
+        plain_http_ok,
+    } = *tr;
     let auth_err = |reason: String| RegistryError::Auth {
         host: host.to_string(),
         reason,
     };
     let mut url = reqwest::Url::parse(realm)
         .map_err(|e| auth_err(format!("token realm {realm:?} is not a URL: {e}")))?;
+    if cred.is_some() && url.scheme() != "https" && !plain_http_ok(&url) {
+        return Err(auth_err(format!(
+            "refusing to send credentials to token realm {realm} over plain HTTP"
+        )));
+    }
     let resp = match cred {
         Some(Credential::IdentityToken(tok)) => {
             let mut form: Vec<(&str, &str)> = vec![
@@ -489,6 +508,31 @@ mod tests {
             expires: Instant::now(),
         };
         assert!(!format!("{t:?}").contains("bearer-abc"));
+    }
+
+    #[test]
+    fn credentials_never_go_to_a_plain_http_realm() {
+        let http = reqwest::blocking::Client::new();
+        let cred = Credential::Basic {
+            username: "u".into(),
+            password: Secret::new("pw-123"),
+        };
+        let err = fetch_token(
+            &http,
+            &TokenRequest {
+                host: "reg.example.com",
+                realm: "http://auth.example.com/token",
+                service: None,
+                scopes: &[],
+                cred: Some(&cred),
+                timeout: Duration::from_secs(1),
+                plain_http_ok: &|_| false,
+            },
+        )
+        .unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("plain HTTP") && msg.contains("reg.example.com"), "{msg}");
+        assert!(!msg.contains("pw-123"));
     }
 
     #[test]

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use reqwest::blocking::{Client, RequestBuilder, Response};
 use reqwest::header::{AUTHORIZATION, WWW_AUTHENTICATE};
 
-use super::auth::{Challenge, Credential, CredentialStore, Token, fetch_token};
+use super::auth::{Challenge, Credential, CredentialStore, Token, TokenRequest, fetch_token};
 use super::error::{Direction, RegistryCode, RegistryError, Result};
 use super::reference::Reference;
 
@@ -252,14 +252,25 @@ impl RegistryClient {
                 let tok = match st.tokens.get(&key) {
                     Some(t) if t.expires > now => t.clone(),
                     _ => {
+                        let plain_ok = |u: &reqwest::Url| {
+                            let host = match (u.host_str(), u.port()) {
+                                (Some(h), Some(p)) => format!("{h}:{p}"),
+                                (Some(h), None) => h.to_string(),
+                                _ => return false,
+                            };
+                            self.scheme(&host) == "http"
+                        };
                         let t = fetch_token(
                             &self.http,
-                            registry,
-                            &realm,
-                            service.as_deref(),
-                            &ctx.scopes,
-                            cred.as_ref(),
-                            self.opts.request_timeout,
+                            &TokenRequest {
+                                host: registry,
+                                realm: &realm,
+                                service: service.as_deref(),
+                                scopes: &ctx.scopes,
+                                cred: cred.as_ref(),
+                                timeout: self.opts.request_timeout,
+                                plain_http_ok: &plain_ok,
+                            },
                         )?;
                         st.tokens.insert(key, t.clone());
                         t

@@ -517,7 +517,6 @@ impl RegistryClient {
     /// resuming from a registry that honoured the range: the target verifies the digest).
     fn open_source(
         &self,
-        ctx: &Ctx,
         b: &PushBlob,
         offset: u64,
     ) -> Result<(Box<dyn Read + Send>, Option<Sha256>)> {
@@ -558,7 +557,6 @@ impl RegistryClient {
                         }
                     })?;
                 }
-                let _ = ctx;
                 Ok((Box::new(resp), Some(prefix)))
             }
         }
@@ -575,7 +573,7 @@ impl RegistryClient {
         meter: &Arc<Meter>,
     ) -> Result<()> {
         meter.position.store(offset, Ordering::Relaxed);
-        let (reader, hasher) = self.open_source(ctx, b, offset)?;
+        let (reader, hasher) = self.open_source(b, offset)?;
         let verify = hasher.is_some();
         let src = Arc::new(Mutex::new(Source {
             inner: reader,
