@@ -531,7 +531,10 @@ mod tests {
         )
         .unwrap_err();
         let msg = err.to_string();
-        assert!(msg.contains("plain HTTP") && msg.contains("reg.example.com"), "{msg}");
+        assert!(
+            msg.contains("plain HTTP") && msg.contains("reg.example.com"),
+            "{msg}"
+        );
         assert!(!msg.contains("pw-123"));
     }
 

@@ -275,7 +275,7 @@ impl RegistryClient {
             let monitor = s.spawn(|| {
                 let mut last = vec![u64::MAX; blobs.len()];
                 while !done.load(Ordering::Relaxed) {
-                    std::thread::sleep(Duration::from_millis(200));
+                    std::thread::park_timeout(Duration::from_millis(200));
                     for (i, m) in meters.iter().enumerate() {
                         let pos = m.position.load(Ordering::Relaxed);
                         if m.active.load(Ordering::Relaxed) && pos != last[i] {
@@ -323,6 +323,7 @@ impl RegistryClient {
                 let _ = h.join();
             }
             done.store(true, Ordering::Relaxed);
+            monitor.thread().unpark();
             let _ = monitor.join();
         });
 

@@ -435,6 +435,23 @@ fn bearer_token_flow_with_scopes() {
         reg.token_requests()
     );
 
+    // An identity token (config.json `identitytoken`) goes through the OAuth2 refresh flow.
+    let idt = tempfile::tempdir().unwrap();
+    write_config(
+        idt.path(),
+        &serde_json::json!({"auths": {reg.host(): {"identitytoken": "tokpass"}}}),
+    );
+    client(idt.path())
+        .push(
+            &img.request(&reg.reference("acme/idt"), &["1"]),
+            &no_progress(),
+        )
+        .expect("push with identity token");
+    assert!(
+        reg.token_scopes()
+            .contains(&"repository:acme/idt:pull,push".to_string())
+    );
+
     // Wrong credentials: the token service refuses; the error names the host, no secret.
     let bad = tempfile::tempdir().unwrap();
     let wrong = base64::engine::general_purpose::STANDARD.encode("tokuser:nope-secret");
@@ -482,6 +499,7 @@ fn big_blob_survives_dropped_connections_or_leaves_no_tag() {
 
     let mut ok = 0;
     let mut faults = 0;
+    let progress_events = Mutex::new(0u32);
     let mut failures = Vec::new();
     for seed in 1..=10u64 {
         let proxy = FaultProxy::start(
@@ -531,7 +549,12 @@ fn big_blob_survives_dropped_connections_or_leaves_no_tag() {
             }],
         };
         let t0 = std::time::Instant::now();
-        let r = c.push(&req, &no_progress());
+        let r = c.push(&req, &|e| {
+            if let PushEvent::BlobProgress { sent, size, .. } = e {
+                assert!(sent <= size);
+                *progress_events.lock().unwrap() += 1;
+            }
+        });
         eprintln!(
             "seed {seed}: {:?} in {:?}, {} faults",
             r.as_ref().map(|_| ()),
@@ -571,6 +594,10 @@ fn big_blob_survives_dropped_connections_or_leaves_no_tag() {
         })
         .count();
     assert!(resumed >= 1, "no upload was resumed");
+    assert!(
+        *progress_events.lock().unwrap() > 0,
+        "no progress reported for 64 MiB blobs"
+    );
     assert!(
         faults >= 10,
         "the proxy injected too few faults ({faults}) to mean anything"

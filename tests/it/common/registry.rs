@@ -5,6 +5,7 @@
 //! let reg = TestRegistry::start();                        // anonymous
 //! let reg = TestRegistry::start_htpasswd("u", "p");       // Basic auth
 //! let reg = TestRegistry::start_token("u", "p");          // Bearer: silly auth + token endpoint
+//!                                                         // (Basic u:p, or POST refresh_token=p)
 //! reg.host()              // "127.0.0.1:PORT"
 //! reg.requests()          // access-log request lines, e.g. "PUT /v2/acme/app/blobs/uploads/…"
 //! reg.blob_path(digest)   // the blob's data file in storage (to corrupt it in tests)
@@ -271,7 +272,27 @@ fn handle_token(
             scopes.lock().unwrap().push(v.into_owned());
         }
     }
-    let (status, json) = if auth == expected {
+    // OAuth2 refresh flow (identity tokens): the password doubles as the refresh token.
+    let form = reqwest::Url::parse(&format!("http://x/?{}", String::from_utf8_lossy(&body)))
+        .expect("form body");
+    let refresh_ok = line.starts_with("POST ")
+        && form
+            .query_pairs()
+            .any(|(k, v)| k == "grant_type" && v == "refresh_token")
+        && form.query_pairs().any(|(k, v)| {
+            k == "refresh_token" && expected_refresh(expected) == Some(v.into_owned())
+        });
+    if line.starts_with("POST ") {
+        for (k, v) in form.query_pairs() {
+            if k == "scope" {
+                scopes
+                    .lock()
+                    .unwrap()
+                    .extend(v.split(' ').map(String::from));
+            }
+        }
+    }
+    let (status, json) = if auth == expected || refresh_ok {
         *issued.lock().unwrap() += 1;
         let n = *issued.lock().unwrap();
         (
@@ -290,6 +311,14 @@ fn handle_token(
         json.len()
     )?;
     conn.flush()
+}
+
+/// The password inside an expected `Basic …` header.
+fn expected_refresh(expected_basic: &str) -> Option<String> {
+    let b64 = expected_basic.strip_prefix("Basic ")?;
+    let raw = base64::engine::general_purpose::STANDARD.decode(b64).ok()?;
+    let s = String::from_utf8(raw).ok()?;
+    s.split_once(':').map(|(_, p)| p.to_string())
 }
 
 impl Drop for TokenServer {
