@@ -156,6 +156,20 @@ pub fn is_loopback(host: &str) -> bool {
     h == "localhost" || h.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
+/// Does `url` point at `api_host` (`host[:port]`, default port by the URL's scheme)?
+fn same_origin(url: &reqwest::Url, api_host: &str) -> bool {
+    let (Some(h), Some(port)) = (url.host_str(), url.port_or_known_default()) else {
+        return false;
+    };
+    let (ah, ap) = match api_host.rsplit_once(':') {
+        Some((a, p)) if !a.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) && !p.is_empty() => {
+            (a, p.parse::<u16>().ok())
+        }
+        _ => (api_host, None),
+    };
+    h.eq_ignore_ascii_case(ah) && ap.is_none_or(|p| p == port)
+}
+
 impl RegistryClient {
     pub fn new(opts: ClientOptions) -> Result<Self> {
         let http = Client::builder()
@@ -233,19 +247,40 @@ impl RegistryClient {
     }
 
     /// Add the Authorization header the host's last challenge calls for.
-    fn authorize(&self, ctx: &Ctx, req: RequestBuilder) -> Result<RequestBuilder> {
+    /// Build the request, adding credentials only when it goes to the registry's own API
+    /// host (never to a foreign upload `Location` or anything else).
+    fn authorize(
+        &self,
+        ctx: &Ctx,
+        method: &str,
+        what: &str,
+        rb: RequestBuilder,
+    ) -> Result<reqwest::blocking::Request> {
+        let mut req = rb.build().map_err(|e| ctx.transport(method, what, e))?;
+        if same_origin(req.url(), ctx.reference.api_host())
+            && let Some(h) = self.auth_header(ctx)?
+        {
+            let v =
+                reqwest::header::HeaderValue::from_str(&h).map_err(|_| RegistryError::Auth {
+                    host: ctx.reference.registry.clone(),
+                    reason: "credential contains characters not allowed in a header".into(),
+                })?;
+            req.headers_mut().insert(AUTHORIZATION, v);
+        }
+        Ok(req)
+    }
+
+    /// The Authorization header value the host's last challenge calls for, if any.
+    fn auth_header(&self, ctx: &Ctx) -> Result<Option<String>> {
         let registry = &ctx.reference.registry;
         let mut hosts = self.hosts.lock().unwrap_or_else(|p| p.into_inner());
         let st = hosts.entry(registry.clone()).or_default();
         let Some(ch) = st.challenge.clone() else {
-            return Ok(req);
+            return Ok(None);
         };
         let cred = self.credential_for(st, registry)?;
         match ch {
-            Challenge::Basic => Ok(match cred.as_ref().and_then(|c| c.basic_header()) {
-                Some(h) => req.header(AUTHORIZATION, h),
-                None => req,
-            }),
+            Challenge::Basic => Ok(cred.as_ref().and_then(|c| c.basic_header())),
             Challenge::Bearer { realm, service } => {
                 let key = ctx.scopes.join(" ");
                 let now = Instant::now();
@@ -276,7 +311,7 @@ impl RegistryClient {
                         t
                     }
                 };
-                Ok(req.header(AUTHORIZATION, format!("Bearer {}", tok.value.expose())))
+                Ok(Some(format!("Bearer {}", tok.value.expose())))
             }
         }
     }
@@ -310,8 +345,11 @@ impl RegistryClient {
     ) -> Result<Response> {
         let mut tried_auth = false;
         loop {
-            let req = self.authorize(ctx, build()?)?;
-            let resp = req.send().map_err(|e| ctx.transport(method, what, e))?;
+            let req = self.authorize(ctx, method, what, build()?)?;
+            let resp = self
+                .http
+                .execute(req)
+                .map_err(|e| ctx.transport(method, what, e))?;
             if resp.status() == reqwest::StatusCode::UNAUTHORIZED
                 && !tried_auth
                 && self.on_unauthorized(ctx, &resp)
@@ -333,8 +371,11 @@ impl RegistryClient {
         what: &str,
         req: RequestBuilder,
     ) -> Result<Response> {
-        let req = self.authorize(ctx, req)?;
-        let resp = req.send().map_err(|e| ctx.transport(method, what, e))?;
+        let req = self.authorize(ctx, method, what, req)?;
+        let resp = self
+            .http
+            .execute(req)
+            .map_err(|e| ctx.transport(method, what, e))?;
         if resp.status() == reqwest::StatusCode::UNAUTHORIZED {
             self.on_unauthorized(ctx, &resp);
         }
@@ -410,6 +451,27 @@ impl RegistryClient {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn credentials_only_for_the_api_host() {
+        let u = |s: &str| reqwest::Url::parse(s).unwrap();
+        assert!(same_origin(
+            &u("http://127.0.0.1:5000/v2/x"),
+            "127.0.0.1:5000"
+        ));
+        assert!(!same_origin(
+            &u("http://127.0.0.1:5001/v2/x"),
+            "127.0.0.1:5000"
+        ));
+        assert!(same_origin(&u("https://gcr.io/v2/x"), "gcr.io"));
+        assert!(same_origin(&u("https://gcr.io/v2/x"), "gcr.io:443"));
+        assert!(!same_origin(
+            &u("https://storage.googleapis.com/up?x"),
+            "gcr.io"
+        ));
+        assert!(same_origin(&u("http://[::1]:5000/v2/"), "[::1]:5000"));
+        assert!(!same_origin(&u("https://evil.example/gcr.io"), "gcr.io"));
+    }
 
     #[test]
     fn loopback_detection() {

@@ -647,6 +647,95 @@ fn a_push_that_cannot_finish_leaves_no_manifest_and_no_tag() {
     );
 }
 
+/// Peak resident memory of this test process (all tests share it), in MiB.
+fn peak_rss_mib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
+    line.split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse::<u64>()
+        .unwrap()
+        / 1024
+}
+
+#[test]
+fn a_192_mib_blob_streams_through_push_copy_and_pull_with_flat_memory() {
+    let src_reg = TestRegistry::start();
+    let dst_reg = TestRegistry::start();
+    let work = tempfile::tempdir().unwrap();
+    let path = work.path().join("big.bin");
+    let (digest, size) = noise_file(&path, 99, 192 << 20);
+    let cfg = br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#;
+    let cfg_path = work.path().join("cfg.json");
+    std::fs::write(&cfg_path, cfg).unwrap();
+    let manifest = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2, "mediaType": image::OCI_MANIFEST,
+        "config": {"mediaType": image::OCI_CONFIG, "digest": image::sha256(cfg), "size": cfg.len()},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": digest, "size": size}],
+    }))
+    .unwrap();
+    let pm = mlimg::registry::PushManifest {
+        digest: image::sha256(&manifest),
+        media_type: image::OCI_MANIFEST.into(),
+        bytes: manifest,
+    };
+    let blobs = |origin_layer: BlobOrigin, origin_cfg: BlobOrigin| {
+        vec![
+            PushBlob {
+                digest: digest.clone(),
+                size,
+                media_type: "application/vnd.oci.image.layer.v1.tar".into(),
+                origin: origin_layer,
+            },
+            PushBlob {
+                digest: image::sha256(cfg),
+                size: cfg.len() as u64,
+                media_type: image::OCI_CONFIG.into(),
+                origin: origin_cfg,
+            },
+        ]
+    };
+    let c = client(work.path());
+    let src = src_reg.reference("big/src");
+    c.push(
+        &PushRequest {
+            target: src.clone(),
+            tags: vec!["1".into()],
+            blobs: blobs(
+                BlobOrigin::File(path.clone()),
+                BlobOrigin::File(cfg_path.clone()),
+            ),
+            manifests: vec![pm.clone()],
+        },
+        &no_progress(),
+    )
+    .expect("push from file");
+    c.push(
+        &PushRequest {
+            target: dst_reg.reference("big/dst"),
+            tags: vec!["1".into()],
+            blobs: blobs(
+                BlobOrigin::Registry(src.clone()),
+                BlobOrigin::Registry(src.clone()),
+            ),
+            manifests: vec![pm],
+        },
+        &no_progress(),
+    )
+    .expect("registry-to-registry copy");
+    std::fs::remove_file(&path).unwrap();
+    let dest = work.path().join("pulled.bin");
+    c.blob_to_file(&dst_reg.reference("big/dst"), &digest, size, &dest)
+        .expect("pull to file");
+    assert_eq!(std::fs::metadata(&dest).unwrap().len(), size);
+    let peak = peak_rss_mib();
+    assert!(
+        peak < 150,
+        "peak RSS {peak} MiB: a 192 MiB blob was buffered somewhere"
+    );
+}
+
 #[test]
 fn corrupt_source_blob_is_caught_naming_the_digest() {
     let src_reg = TestRegistry::start();
