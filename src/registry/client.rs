@@ -129,6 +129,15 @@ impl<'a> Ctx<'a> {
             source: e,
         }
     }
+    pub fn stream(&self, what: &str, e: std::io::Error) -> RegistryError {
+        RegistryError::Stream {
+            direction: self.direction,
+            host: self.reference.registry.clone(),
+            repository: self.reference.repository.clone(),
+            what: what.to_string(),
+            source: e,
+        }
+    }
     pub fn invalid(&self, what: &str, reason: impl Into<String>) -> RegistryError {
         RegistryError::InvalidResponse {
             direction: self.direction,
@@ -421,7 +430,31 @@ impl RegistryClient {
         }
     }
 
-    /// GET/HEAD-style request with retries and status check.
+    /// One small request (no streamed body) with auth and status check; no retries.
+    pub(crate) fn request_once(
+        &self,
+        ctx: &Ctx,
+        method: &reqwest::Method,
+        url: &reqwest::Url,
+        what: &str,
+        headers: &[(&str, &str)],
+        ok: &[u16],
+    ) -> Result<Response> {
+        let m = method.to_string();
+        let resp = self.send(ctx, &m, what, &mut || {
+            let mut rb = self
+                .http
+                .request(method.clone(), url.clone())
+                .timeout(self.opts.request_timeout);
+            for (k, v) in headers {
+                rb = rb.header(*k, *v);
+            }
+            Ok(rb)
+        })?;
+        self.expect(ctx, &m, what, resp, ok)
+    }
+
+    /// [`RegistryClient::request_once`] retried on transient failures.
     pub(crate) fn simple(
         &self,
         ctx: &Ctx,
@@ -431,20 +464,7 @@ impl RegistryClient {
         headers: &[(&str, &str)],
         ok: &[u16],
     ) -> Result<Response> {
-        let m = method.to_string();
-        self.retrying(|| {
-            let resp = self.send(ctx, &m, what, &mut || {
-                let mut rb = self
-                    .http
-                    .request(method.clone(), url.clone())
-                    .timeout(self.opts.request_timeout);
-                for (k, v) in headers {
-                    rb = rb.header(*k, *v);
-                }
-                Ok(rb)
-            })?;
-            self.expect(ctx, &m, what, resp, ok)
-        })
+        self.retrying(|| self.request_once(ctx, &method, url, what, headers, ok))
     }
 }
 

@@ -183,9 +183,9 @@ impl RegistryClient {
         let what = format!("manifest {reference}");
         let url = self.url(r, &format!("manifests/{reference}"))?;
         let (bytes, ctype, header_digest) = self.retrying(|| {
-            let resp = self.simple(
+            let resp = self.request_once(
                 ctx,
-                Method::GET,
+                &Method::GET,
                 &url,
                 &what,
                 &[("Accept", MANIFEST_ACCEPT)],
@@ -202,7 +202,7 @@ impl RegistryClient {
             let mut bytes = Vec::new();
             resp.take(MAX_MANIFEST_BYTES + 1)
                 .read_to_end(&mut bytes)
-                .map_err(|e| ctx.invalid(&what, format!("reading body: {e}")))?;
+                .map_err(|e| ctx.stream(&what, e))?;
             Ok((bytes, ctype, hd))
         })?;
         if bytes.len() as u64 > MAX_MANIFEST_BYTES {
@@ -325,11 +325,11 @@ impl RegistryClient {
         let what = format!("blob {}", desc.digest);
         let url = self.url(r, &format!("blobs/{}", desc.digest))?;
         let bytes = self.retrying(|| {
-            let resp = self.simple(&ctx, Method::GET, &url, &what, &[], &[200])?;
+            let resp = self.request_once(&ctx, &Method::GET, &url, &what, &[], &[200])?;
             let mut b = Vec::new();
             resp.take(desc.size + 1)
                 .read_to_end(&mut b)
-                .map_err(|e| ctx.invalid(&what, format!("reading body: {e}")))?;
+                .map_err(|e| ctx.stream(&what, e))?;
             Ok(b)
         })?;
         let actual = sha256_digest(&bytes);
@@ -417,7 +417,7 @@ impl RegistryClient {
     }
 
     /// Open a blob for streaming. `offset > 0` asks for a range; the response is 206 then
-    /// (or 200 when the registry ignores ranges: the caller checks `status()`).
+    /// (or 200 when the registry ignores ranges: the caller checks `status()`). No retries.
     pub(crate) fn open_blob(
         &self,
         ctx: &Ctx,
@@ -432,16 +432,15 @@ impl RegistryClient {
         } else {
             vec![]
         };
-        self.retrying(|| {
-            let resp = self.send(ctx, "GET", &what, &mut || {
-                let mut rb = self.http.get(url.clone());
-                for (k, v) in &headers {
-                    rb = rb.header(*k, *v);
-                }
-                Ok(rb)
-            })?;
-            self.expect(ctx, "GET", &what, resp, &[200, 206])
-        })
+        // One attempt: callers retry (and resume) around the whole transfer.
+        let resp = self.send(ctx, "GET", &what, &mut || {
+            let mut rb = self.http.get(url.clone());
+            for (k, v) in &headers {
+                rb = rb.header(*k, *v);
+            }
+            Ok(rb)
+        })?;
+        self.expect(ctx, "GET", &what, resp, &[200, 206])
     }
 
     /// Download a blob to `dest`: streamed into a temp file beside it, size- and
@@ -475,13 +474,7 @@ impl RegistryClient {
                     Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                     // A broken body is a transport problem: retry.
                     Err(e) => {
-                        return Err(RegistryError::Stream {
-                            direction: Direction::Pull,
-                            host: r.registry.clone(),
-                            repository: r.repository.clone(),
-                            what: what.clone(),
-                            source: e,
-                        });
+                        return Err(ctx.stream(&what, e));
                     }
                 };
                 hasher.update(&buf[..k]);

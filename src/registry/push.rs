@@ -171,14 +171,23 @@ impl std::io::Write for HashWriter<'_> {
     }
 }
 
-/// Failures after which asking the session for its range (or restarting) may help.
+/// Failures after which asking the session for its range (or restarting) may help:
+/// transient ones anywhere, and the target's own session/auth troubles (an expired token, a
+/// lost or confused upload session). A source registry's 404 is final.
 fn upload_retryable(e: &RegistryError) -> bool {
-    e.is_transient()
-        || matches!(e.status(), Some(401 | 404 | 416))
-        || matches!(
-            e.registry_code(),
-            Some("BLOB_UPLOAD_UNKNOWN" | "BLOB_UPLOAD_INVALID")
-        )
+    if e.is_transient() {
+        return true;
+    }
+    match e {
+        RegistryError::Http(h) if h.direction == Direction::Push => {
+            matches!(h.status_code, 401 | 404 | 416)
+                || matches!(
+                    h.code.as_ref().map(|c| c.code.as_str()),
+                    Some("BLOB_UPLOAD_UNKNOWN" | "BLOB_UPLOAD_INVALID")
+                )
+        }
+        _ => false,
+    }
 }
 
 impl RegistryClient {

@@ -778,6 +778,38 @@ fn corrupt_source_blob_is_caught_naming_the_digest() {
         "temp file left"
     );
 
+    // A source that lacks the blob: a clean, unretried 404 naming the source repository.
+    let missing = src_reg.reference("lib/empty");
+    let err = c
+        .push(
+            &PushRequest {
+                target: dst_reg.reference("acme/dst3"),
+                tags: vec!["1".into()],
+                blobs: img.blobs_from(&missing),
+                manifests: vec![img.push_manifest()],
+            },
+            &no_progress(),
+        )
+        .unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        msg.starts_with(&format!(
+            "pull from {}/lib/empty: GET blob sha256:",
+            src_reg.host()
+        )),
+        "{msg}"
+    );
+    assert!(msg.contains("404") && msg.contains("BLOB_UNKNOWN"), "{msg}");
+    let gets = src_reg
+        .requests()
+        .iter()
+        .filter(|l| l.starts_with("GET /v2/lib/empty/blobs/"))
+        .count();
+    assert!(
+        gets <= 2,
+        "a missing source blob is not retried ({gets} GETs)"
+    );
+
     // A local file that does not match its declared digest is refused before the PUT.
     let mut local = img.blobs();
     let bogus = work.path().join("bogus.bin");
