@@ -4,4 +4,5 @@ mod build;
 mod common;
 mod hf;
 mod python;
+mod registry;
 mod spec_errors;

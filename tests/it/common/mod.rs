@@ -3,7 +3,10 @@
 
 #![allow(dead_code)]
 
+pub mod faultproxy;
 pub mod hub;
+pub mod image;
+pub mod registry;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

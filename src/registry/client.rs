@@ -1,0 +1,541 @@
+//! The HTTP core: URLs, auth negotiation, error mapping, retries.
+
+use std::collections::HashMap;
+use std::io::Read;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use reqwest::blocking::{Client, RequestBuilder, Response};
+use reqwest::header::{AUTHORIZATION, WWW_AUTHENTICATE};
+
+use super::auth::{Challenge, Credential, CredentialStore, Token, TokenRequest, fetch_token};
+use super::error::{Direction, RegistryCode, RegistryError, Result};
+use super::reference::Reference;
+
+#[derive(Debug, Clone)]
+pub struct ClientOptions {
+    /// Hosts (`host[:port]` as written in references) reached over plain HTTP.
+    /// Loopback hosts always are.
+    pub insecure_registries: Vec<String>,
+    /// Folder holding `config.json`; default `$DOCKER_CONFIG` or `~/.docker`.
+    pub docker_config_dir: Option<PathBuf>,
+    /// Folder searched for `docker-credential-*` before `$PATH`.
+    pub credential_helper_dir: Option<PathBuf>,
+    /// Blobs uploaded at once (default 4).
+    pub max_parallel_uploads: usize,
+    /// Retries per request / per blob upload on 5xx, 429 and connection errors (default 5).
+    pub max_retries: u32,
+    /// `None`: one streamed PATCH then PUT per blob (works on ECR and Artifact Registry).
+    /// `Some(n)`: chunked PATCHes of `n` bytes.
+    pub chunk_size: Option<u64>,
+    pub user_agent: String,
+    /// First retry delay; doubles each retry, capped at 30 s (default 500 ms).
+    pub retry_backoff: Duration,
+    /// Timeout for small requests (manifests, HEAD, tokens, session setup). Blob bodies have
+    /// no overall timeout; dead peers are caught by TCP keepalive / user timeout.
+    pub request_timeout: Duration,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        ClientOptions {
+            insecure_registries: Vec::new(),
+            docker_config_dir: CredentialStore::default_config_dir(),
+            credential_helper_dir: None,
+            max_parallel_uploads: 4,
+            max_retries: 5,
+            chunk_size: None,
+            user_agent: concat!("mlimg/", env!("CARGO_PKG_VERSION")).to_string(),
+            retry_backoff: Duration::from_millis(500),
+            request_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+#[derive(Default)]
+struct HostState {
+    challenge: Option<Challenge>,
+    /// Looked up once per host; `Some(None)` = anonymous.
+    credential: Option<Option<Credential>>,
+    tokens: HashMap<String, Token>,
+}
+
+pub struct RegistryClient {
+    pub(crate) http: Client,
+    pub(crate) opts: ClientOptions,
+    creds: CredentialStore,
+    hosts: Mutex<HashMap<String, HostState>>,
+}
+
+impl std::fmt::Debug for RegistryClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegistryClient")
+            .field("opts", &self.opts)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Who we are talking to and on whose behalf: used for auth scopes and error messages.
+#[derive(Debug, Clone)]
+pub(crate) struct Ctx<'a> {
+    pub direction: Direction,
+    pub reference: &'a Reference,
+    /// Token scopes, e.g. `repository:acme/app:pull,push`.
+    pub scopes: Vec<String>,
+}
+
+impl<'a> Ctx<'a> {
+    pub fn pull(r: &'a Reference) -> Ctx<'a> {
+        Ctx {
+            direction: Direction::Pull,
+            reference: r,
+            scopes: vec![format!("repository:{}:pull", r.repository)],
+        }
+    }
+    pub fn push(r: &'a Reference) -> Ctx<'a> {
+        Ctx {
+            direction: Direction::Push,
+            reference: r,
+            scopes: vec![format!("repository:{}:pull,push", r.repository)],
+        }
+    }
+    pub fn http_error(
+        &self,
+        method: &str,
+        what: &str,
+        status: reqwest::StatusCode,
+        code: Option<RegistryCode>,
+    ) -> RegistryError {
+        RegistryError::Http(Box::new(super::error::HttpFailure {
+            direction: self.direction,
+            host: self.reference.registry.clone(),
+            repository: self.reference.repository.clone(),
+            method: method.to_string(),
+            what: what.to_string(),
+            status: status.to_string(),
+            status_code: status.as_u16(),
+            code,
+        }))
+    }
+    pub fn transport(&self, method: &str, what: &str, e: reqwest::Error) -> RegistryError {
+        RegistryError::Transport {
+            direction: self.direction,
+            host: self.reference.registry.clone(),
+            repository: self.reference.repository.clone(),
+            method: method.to_string(),
+            what: what.to_string(),
+            source: e,
+        }
+    }
+    pub fn stream(&self, what: &str, e: std::io::Error) -> RegistryError {
+        RegistryError::Stream {
+            direction: self.direction,
+            host: self.reference.registry.clone(),
+            repository: self.reference.repository.clone(),
+            what: what.to_string(),
+            source: e,
+        }
+    }
+    pub fn invalid(&self, what: &str, reason: impl Into<String>) -> RegistryError {
+        RegistryError::InvalidResponse {
+            direction: self.direction,
+            host: self.reference.registry.clone(),
+            repository: self.reference.repository.clone(),
+            what: what.to_string(),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// Loopback hosts: `localhost`, 127.0.0.0/8, `[::1]`, with or without a port.
+pub fn is_loopback(host: &str) -> bool {
+    let h = if let Some(rest) = host.strip_prefix('[') {
+        rest.split(']').next().unwrap_or("")
+    } else {
+        host.rsplit_once(':').map_or(host, |(h, p)| {
+            if p.bytes().all(|b| b.is_ascii_digit()) {
+                h
+            } else {
+                host
+            }
+        })
+    };
+    h == "localhost" || h.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+/// Does `url` point at `api_host` (`host[:port]`, default port by the URL's scheme)?
+fn same_origin(url: &reqwest::Url, api_host: &str) -> bool {
+    let (Some(h), Some(port)) = (url.host_str(), url.port_or_known_default()) else {
+        return false;
+    };
+    let (ah, ap) = match api_host.rsplit_once(':') {
+        Some((a, p)) if !a.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) && !p.is_empty() => {
+            (a, p.parse::<u16>().ok())
+        }
+        _ => (api_host, None),
+    };
+    h.eq_ignore_ascii_case(ah) && ap.is_none_or(|p| p == port)
+}
+
+impl RegistryClient {
+    pub fn new(opts: ClientOptions) -> Result<Self> {
+        let http = Client::builder()
+            .user_agent(opts.user_agent.clone())
+            .timeout(None::<Duration>)
+            .connect_timeout(Duration::from_secs(30))
+            .tcp_keepalive(Duration::from_secs(30))
+            .tcp_user_timeout(Duration::from_secs(120))
+            .pool_idle_timeout(Duration::from_secs(30))
+            .build()
+            .map_err(RegistryError::ClientInit)?;
+        let creds = CredentialStore {
+            config_dir: opts.docker_config_dir.clone(),
+            helper_dir: opts.credential_helper_dir.clone(),
+        };
+        Ok(RegistryClient {
+            http,
+            opts,
+            creds,
+            hosts: Mutex::new(HashMap::new()),
+        })
+    }
+
+    pub fn options(&self) -> &ClientOptions {
+        &self.opts
+    }
+
+    pub(crate) fn scheme(&self, registry: &str) -> &'static str {
+        if is_loopback(registry) || self.opts.insecure_registries.iter().any(|h| h == registry) {
+            "http"
+        } else {
+            "https"
+        }
+    }
+
+    /// `scheme://api_host/v2/<repo>/<tail>`
+    pub(crate) fn url(&self, r: &Reference, tail: &str) -> Result<reqwest::Url> {
+        let s = format!(
+            "{}://{}/v2/{}/{}",
+            self.scheme(&r.registry),
+            r.api_host(),
+            r.repository,
+            tail
+        );
+        reqwest::Url::parse(&s).map_err(|e| RegistryError::InvalidReference {
+            input: r.to_string(),
+            reason: format!("cannot form URL: {e}"),
+        })
+    }
+
+    /// Resolve a `Location` header (absolute or relative) against the registry.
+    pub(crate) fn resolve_location(
+        &self,
+        ctx: &Ctx,
+        what: &str,
+        resp: &Response,
+    ) -> Result<reqwest::Url> {
+        let loc = resp
+            .headers()
+            .get(reqwest::header::LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .ok_or_else(|| ctx.invalid(what, "no Location header"))?;
+        resp.url()
+            .join(loc)
+            .map_err(|e| ctx.invalid(what, format!("bad Location {loc:?}: {e}")))
+    }
+
+    fn credential_for(&self, st: &mut HostState, registry: &str) -> Result<Option<Credential>> {
+        if let Some(c) = &st.credential {
+            return Ok(c.clone());
+        }
+        let c = self.creds.lookup(registry)?;
+        st.credential = Some(c.clone());
+        Ok(c)
+    }
+
+    /// Add the Authorization header the host's last challenge calls for.
+    /// Build the request, adding credentials only when it goes to the registry's own API
+    /// host (never to a foreign upload `Location` or anything else).
+    fn authorize(
+        &self,
+        ctx: &Ctx,
+        method: &str,
+        what: &str,
+        rb: RequestBuilder,
+    ) -> Result<reqwest::blocking::Request> {
+        let mut req = rb.build().map_err(|e| ctx.transport(method, what, e))?;
+        if same_origin(req.url(), ctx.reference.api_host())
+            && let Some(h) = self.auth_header(ctx)?
+        {
+            let v =
+                reqwest::header::HeaderValue::from_str(&h).map_err(|_| RegistryError::Auth {
+                    host: ctx.reference.registry.clone(),
+                    reason: "credential contains characters not allowed in a header".into(),
+                })?;
+            req.headers_mut().insert(AUTHORIZATION, v);
+        }
+        Ok(req)
+    }
+
+    /// The Authorization header value the host's last challenge calls for, if any.
+    fn auth_header(&self, ctx: &Ctx) -> Result<Option<String>> {
+        let registry = &ctx.reference.registry;
+        let mut hosts = self.hosts.lock().unwrap_or_else(|p| p.into_inner());
+        let st = hosts.entry(registry.clone()).or_default();
+        let Some(ch) = st.challenge.clone() else {
+            return Ok(None);
+        };
+        let cred = self.credential_for(st, registry)?;
+        match ch {
+            Challenge::Basic => Ok(cred.as_ref().and_then(|c| c.basic_header())),
+            Challenge::Bearer { realm, service } => {
+                let key = ctx.scopes.join(" ");
+                let now = Instant::now();
+                let tok = match st.tokens.get(&key) {
+                    Some(t) if t.expires > now => t.clone(),
+                    _ => {
+                        let plain_ok = |u: &reqwest::Url| {
+                            let host = match (u.host_str(), u.port()) {
+                                (Some(h), Some(p)) => format!("{h}:{p}"),
+                                (Some(h), None) => h.to_string(),
+                                _ => return false,
+                            };
+                            self.scheme(&host) == "http"
+                        };
+                        let t = fetch_token(
+                            &self.http,
+                            &TokenRequest {
+                                host: registry,
+                                realm: &realm,
+                                service: service.as_deref(),
+                                scopes: &ctx.scopes,
+                                cred: cred.as_ref(),
+                                timeout: self.opts.request_timeout,
+                                plain_http_ok: &plain_ok,
+                            },
+                        )?;
+                        st.tokens.insert(key, t.clone());
+                        t
+                    }
+                };
+                Ok(Some(format!("Bearer {}", tok.value.expose())))
+            }
+        }
+    }
+
+    /// Record a 401's challenge and drop the token that failed. Returns false when the
+    /// challenge is unusable (then the 401 is final).
+    fn on_unauthorized(&self, ctx: &Ctx, resp: &Response) -> bool {
+        let Some(ch) = resp
+            .headers()
+            .get(WWW_AUTHENTICATE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(Challenge::parse)
+        else {
+            return false;
+        };
+        let mut hosts = self.hosts.lock().unwrap_or_else(|p| p.into_inner());
+        let st = hosts.entry(ctx.reference.registry.clone()).or_default();
+        st.tokens.remove(&ctx.scopes.join(" "));
+        st.challenge = Some(ch);
+        true
+    }
+
+    /// Send a request built by `build` with auth; on 401 learn the challenge (or refresh the
+    /// token) and send once more. Returns the response whatever its status.
+    pub(crate) fn send(
+        &self,
+        ctx: &Ctx,
+        method: &str,
+        what: &str,
+        build: &mut dyn FnMut() -> Result<RequestBuilder>,
+    ) -> Result<Response> {
+        let mut tried_auth = false;
+        loop {
+            let req = self.authorize(ctx, method, what, build()?)?;
+            let resp = self
+                .http
+                .execute(req)
+                .map_err(|e| ctx.transport(method, what, e))?;
+            if resp.status() == reqwest::StatusCode::UNAUTHORIZED
+                && !tried_auth
+                && self.on_unauthorized(ctx, &resp)
+            {
+                tried_auth = true;
+                continue;
+            }
+            return Ok(resp);
+        }
+    }
+
+    /// Like [`RegistryClient::send`] but never re-sends (for requests with streamed bodies):
+    /// a 401 still updates the challenge / drops the stale token so the caller's next
+    /// attempt authenticates afresh.
+    pub(crate) fn send_once(
+        &self,
+        ctx: &Ctx,
+        method: &str,
+        what: &str,
+        req: RequestBuilder,
+    ) -> Result<Response> {
+        let req = self.authorize(ctx, method, what, req)?;
+        let resp = self
+            .http
+            .execute(req)
+            .map_err(|e| ctx.transport(method, what, e))?;
+        if resp.status() == reqwest::StatusCode::UNAUTHORIZED {
+            self.on_unauthorized(ctx, &resp);
+        }
+        Ok(resp)
+    }
+
+    /// Turn a response whose status is not in `ok` into an error with the registry's code.
+    pub(crate) fn expect(
+        &self,
+        ctx: &Ctx,
+        method: &str,
+        what: &str,
+        resp: Response,
+        ok: &[u16],
+    ) -> Result<Response> {
+        let status = resp.status();
+        if ok.contains(&status.as_u16()) {
+            return Ok(resp);
+        }
+        let mut body = Vec::new();
+        // Error bodies are small; cap what we read.
+        let _ = resp.take(64 * 1024).read_to_end(&mut body);
+        Err(ctx.http_error(method, what, status, RegistryCode::parse(&body)))
+    }
+
+    /// Delay before retry `attempt` (1-based): backoff·2^(attempt-1), capped at 30 s.
+    pub(crate) fn backoff(&self, attempt: u32) -> Duration {
+        let f = 1u32 << attempt.saturating_sub(1).min(16);
+        (self.opts.retry_backoff * f).min(Duration::from_secs(30))
+    }
+
+    /// Run `f` again on transient errors, up to `max_retries` times.
+    pub(crate) fn retrying<T>(&self, mut f: impl FnMut() -> Result<T>) -> Result<T> {
+        let mut attempt = 0;
+        loop {
+            match f() {
+                Err(e) if e.is_transient() && attempt < self.opts.max_retries => {
+                    attempt += 1;
+                    std::thread::sleep(self.backoff(attempt));
+                }
+                r => return r,
+            }
+        }
+    }
+
+    /// One small request (no streamed body) with auth and status check; no retries.
+    pub(crate) fn request_once(
+        &self,
+        ctx: &Ctx,
+        method: &reqwest::Method,
+        url: &reqwest::Url,
+        what: &str,
+        headers: &[(&str, &str)],
+        ok: &[u16],
+    ) -> Result<Response> {
+        let m = method.to_string();
+        let resp = self.send(ctx, &m, what, &mut || {
+            let mut rb = self
+                .http
+                .request(method.clone(), url.clone())
+                .timeout(self.opts.request_timeout);
+            for (k, v) in headers {
+                rb = rb.header(*k, *v);
+            }
+            Ok(rb)
+        })?;
+        self.expect(ctx, &m, what, resp, ok)
+    }
+
+    /// [`RegistryClient::request_once`] retried on transient failures.
+    pub(crate) fn simple(
+        &self,
+        ctx: &Ctx,
+        method: reqwest::Method,
+        url: &reqwest::Url,
+        what: &str,
+        headers: &[(&str, &str)],
+        ok: &[u16],
+    ) -> Result<Response> {
+        self.retrying(|| self.request_once(ctx, &method, url, what, headers, ok))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_only_for_the_api_host() {
+        let u = |s: &str| reqwest::Url::parse(s).unwrap();
+        assert!(same_origin(
+            &u("http://127.0.0.1:5000/v2/x"),
+            "127.0.0.1:5000"
+        ));
+        assert!(!same_origin(
+            &u("http://127.0.0.1:5001/v2/x"),
+            "127.0.0.1:5000"
+        ));
+        assert!(same_origin(&u("https://gcr.io/v2/x"), "gcr.io"));
+        assert!(same_origin(&u("https://gcr.io/v2/x"), "gcr.io:443"));
+        assert!(!same_origin(
+            &u("https://storage.googleapis.com/up?x"),
+            "gcr.io"
+        ));
+        assert!(same_origin(&u("http://[::1]:5000/v2/"), "[::1]:5000"));
+        assert!(!same_origin(&u("https://evil.example/gcr.io"), "gcr.io"));
+    }
+
+    #[test]
+    fn loopback_detection() {
+        for h in [
+            "localhost",
+            "localhost:5000",
+            "127.0.0.1",
+            "127.3.4.5:80",
+            "[::1]:5000",
+            "[::1]",
+        ] {
+            assert!(is_loopback(h), "{h}");
+        }
+        for h in [
+            "docker.io",
+            "10.0.0.1:5000",
+            "localhost.example.com",
+            "[::2]:1",
+            "gcr.io",
+        ] {
+            assert!(!is_loopback(h), "{h}");
+        }
+    }
+
+    #[test]
+    fn scheme_choice_and_backoff() {
+        let c = RegistryClient::new(ClientOptions {
+            insecure_registries: vec!["reg.internal:5000".into()],
+            docker_config_dir: None,
+            retry_backoff: Duration::from_millis(100),
+            ..ClientOptions::default()
+        })
+        .unwrap();
+        assert_eq!(c.scheme("127.0.0.1:5000"), "http");
+        assert_eq!(c.scheme("reg.internal:5000"), "http");
+        assert_eq!(c.scheme("reg.internal"), "https");
+        assert_eq!(c.scheme("docker.io"), "https");
+        assert_eq!(c.backoff(1), Duration::from_millis(100));
+        assert_eq!(c.backoff(3), Duration::from_millis(400));
+        assert_eq!(c.backoff(40), Duration::from_secs(30));
+        let r = Reference::parse("python:3").unwrap();
+        assert_eq!(
+            c.url(&r, "manifests/3").unwrap().as_str(),
+            "https://registry-1.docker.io/v2/library/python/manifests/3"
+        );
+    }
+}
