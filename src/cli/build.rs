@@ -62,6 +62,7 @@ pub fn run(args: BuildArgs) -> Result<()> {
         cache_dir,
         source_date_epoch: std::env::var("SOURCE_DATE_EPOCH").ok(),
         jobs: args.jobs,
+        pip_index_urls: pip_index_urls(),
     };
     let progress = Bars::new();
     match build(&opts, &progress)? {
@@ -105,6 +106,20 @@ pub fn run(args: BuildArgs) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// `PIP_INDEX_URL` (default: PyPI), then the space-separated `PIP_EXTRA_INDEX_URL`, as pip reads them.
+fn pip_index_urls() -> Vec<String> {
+    let mut v = vec![
+        std::env::var("PIP_INDEX_URL")
+            .ok()
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| "https://pypi.org/simple".to_string()),
+    ];
+    if let Ok(extra) = std::env::var("PIP_EXTRA_INDEX_URL") {
+        v.extend(extra.split_whitespace().map(str::to_string));
+    }
+    v
 }
 
 /// Progress on stderr: bars on a terminal, one line per layer otherwise.

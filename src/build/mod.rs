@@ -1,5 +1,9 @@
 //! The orchestrator: spec → plan → layers (via the cache) → image → sinks → report.
 
+mod plan;
+
+pub use plan::make_plan;
+
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -10,9 +14,8 @@ use crate::cache::{Cache, SelectorRecord};
 use crate::image::{self, Blob, ImageLayer};
 use crate::layer::{self, LayerBlob};
 use crate::output::{BlobStore, BuiltImage, PlatformImage, Sink, SinkReport};
-use crate::plan::{BuildPlan, LayerPlan, LayerRole, PlatformPlan};
-use crate::sources::local::{Filter, IgnoreRules, walk};
-use crate::spec::{BaseSpec, Layering, Platform, Spec, WeightsSource};
+use crate::plan::{BuildPlan, LayerPlan, LayerRole};
+use crate::spec::{BaseSpec, Platform, Spec};
 
 /// Everything a build needs, settled before it starts (the CLI fills it from flags and env).
 #[derive(Debug, Clone, Default)]
@@ -27,6 +30,9 @@ pub struct BuildOptions {
     pub source_date_epoch: Option<String>,
     /// Worker threads for writing layers (0 = number of cores).
     pub jobs: usize,
+    /// Python package indexes after each set's own `index_url` (`PIP_INDEX_URL`, then
+    /// `PIP_EXTRA_INDEX_URL`'s entries).
+    pub pip_index_urls: Vec<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -39,6 +45,11 @@ pub enum BuildError {
     Source {
         role: String,
         source: crate::sources::local::SourceError,
+    },
+    #[error("deps {set}: {source}")]
+    Python {
+        set: String,
+        source: crate::sources::python::PythonError,
     },
     #[error("{role}: {source}")]
     Layer {
@@ -123,7 +134,7 @@ pub fn build(opts: &BuildOptions, progress: &dyn Progress) -> Result<Outcome, Bu
         })
         .collect::<Result<Vec<Box<dyn Sink>>, _>>()?;
 
-    let plan = make_plan(&spec, &platforms, mtime)?;
+    let plan = make_plan(&spec, &platforms, mtime, opts)?;
     if opts.dry_run {
         return Ok(Outcome::Plan(plan));
     }
@@ -347,153 +358,6 @@ fn resolve_base(spec: &Spec, platform: &Platform) -> Result<ResolvedBase, BuildE
         )?),
         BaseSpec::Registry(r) => Err(BuildError::RegistryBase(r.clone())),
     }
-}
-
-/// Plans the layers of every platform: deps sets in spec order, weights, app.
-pub fn make_plan(spec: &Spec, platforms: &[Platform], mtime: u64) -> Result<BuildPlan, BuildError> {
-    let src_err = |role: &LayerRole| {
-        let role = role.to_string();
-        move |source| BuildError::Source { role, source }
-    };
-    let layer_err = |role: &LayerRole| {
-        let role = role.to_string();
-        move |source| BuildError::Layer { role, source }
-    };
-    let mut shared: Vec<Arc<LayerPlan>> = Vec::new();
-    let no_filter = || Filter::globs(&[], &[]).map_err(|e| BuildError::Options(e.to_string()));
-
-    let mut deps_layers = Vec::new();
-    for d in &spec.deps {
-        let role = LayerRole::Deps(d.name.clone());
-        match &d.source {
-            crate::spec::DepsSource::Dir(dir) => {
-                let dest = d.dest.as_deref().unwrap_or("/");
-                let w = walk(dir, dest, &no_filter()?).map_err(src_err(&role))?;
-                let created_by = format!("mlimg deps {}", d.name);
-                let lp = LayerPlan::new(
-                    role.clone(),
-                    d.compression,
-                    w.entries,
-                    &w.fingerprint,
-                    mtime,
-                    created_by,
-                )
-                .map_err(layer_err(&role))?;
-                deps_layers.push(Arc::new(lp));
-            }
-            other => {
-                return Err(BuildError::Options(format!(
-                    "deps set {:?}: {other:?} sources are not supported yet; use `dir`",
-                    d.name
-                )));
-            }
-        }
-    }
-    for w in &spec.weights {
-        let role = LayerRole::Weights(w.name.clone());
-        let WeightsSource::Local(src) = &w.source else {
-            return Err(BuildError::Options(format!(
-                "weights {:?}: hf:// sources are not supported yet",
-                w.name
-            )));
-        };
-        let filter = Filter::globs(&w.include, &w.exclude)
-            .map_err(|e| BuildError::Options(e.to_string()))?;
-        let walked = walk(src, &w.dest, &filter).map_err(src_err(&role))?;
-        let opts = format!("include {:?} exclude {:?}", w.include, w.exclude);
-        match w.layering {
-            Layering::One => {
-                let mut fp = walked.fingerprint;
-                fp.push(opts);
-                let lp = LayerPlan::new(
-                    role.clone(),
-                    w.compression,
-                    walked.entries,
-                    &fp,
-                    mtime,
-                    format!("mlimg weights {}", w.name),
-                )
-                .map_err(layer_err(&role))?;
-                shared.push(Arc::new(lp));
-            }
-            Layering::PerFile => {
-                for (e, fp) in walked.entries.into_iter().zip(walked.fingerprint) {
-                    let created_by = format!("mlimg weights {} /{}", w.name, e.path);
-                    let lp = LayerPlan::new(
-                        role.clone(),
-                        w.compression,
-                        vec![e],
-                        &[fp],
-                        mtime,
-                        created_by,
-                    )
-                    .map_err(layer_err(&role))?;
-                    shared.push(Arc::new(lp));
-                }
-            }
-        }
-    }
-    if let Some(app) = &spec.app {
-        let role = LayerRole::App;
-        let ignore = IgnoreRules::load(&app.src, &app.exclude).map_err(src_err(&role))?;
-        // Sources of other layers that live inside the app folder have their own layers.
-        let mut skip: Vec<PathBuf> = spec
-            .weights
-            .iter()
-            .filter_map(|w| match &w.source {
-                WeightsSource::Local(p) => Some(p.clone()),
-                WeightsSource::Hub { .. } => None,
-            })
-            .collect();
-        skip.extend(spec.deps.iter().filter_map(|d| match &d.source {
-            crate::spec::DepsSource::Dir(p) => Some(p.clone()),
-            _ => None,
-        }));
-        let skip = skip
-            .into_iter()
-            .filter_map(|p| p.canonicalize().ok())
-            .collect();
-        let src = app
-            .src
-            .canonicalize()
-            .map_err(|source| BuildError::Source {
-                role: "app".into(),
-                source: crate::sources::local::SourceError::Io {
-                    path: app.src.clone(),
-                    source,
-                },
-            })?;
-        let filter = no_filter()?.with_ignore(ignore).skipping(skip);
-        let walked = walk(&src, &app.dest, &filter).map_err(src_err(&role))?;
-        let mut fp = walked.fingerprint;
-        fp.push(format!("exclude {:?}", app.exclude));
-        let lp = LayerPlan::new(
-            role.clone(),
-            app.compression,
-            walked.entries,
-            &fp,
-            mtime,
-            "mlimg app".into(),
-        )
-        .map_err(layer_err(&role))?;
-        shared.push(Arc::new(lp));
-    }
-    let platforms = platforms
-        .iter()
-        .map(|p| {
-            let mut layers = deps_layers.clone();
-            layers.extend(shared.iter().cloned());
-            PlatformPlan {
-                platform: p.clone(),
-                layers,
-            }
-        })
-        .collect();
-    Ok(BuildPlan {
-        base: spec.image.base.to_string(),
-        mtime,
-        platforms,
-    })
 }
 
 type Slot = std::sync::Mutex<Option<Result<(LayerBlob, bool), BuildError>>>;

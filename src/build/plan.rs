@@ -1,0 +1,252 @@
+//! Planning: turning the spec's sources into ordered layer plans per platform.
+//! Each source kind has its own function; the result is a [`BuildPlan`] value.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use super::{BuildError, BuildOptions};
+use crate::plan::{BuildPlan, LayerPlan, LayerRole, PlatformPlan};
+use crate::sources::local::{Filter, IgnoreRules, walk};
+use crate::sources::python::{self, DepsSetInput, Libc, PythonTarget};
+use crate::spec::{DepsSource, DepsSpec, Layering, Platform, Spec, WeightsSource};
+
+fn src_err(role: &LayerRole) -> impl FnOnce(crate::sources::local::SourceError) -> BuildError {
+    let role = role.to_string();
+    move |source| BuildError::Source { role, source }
+}
+
+fn layer_err(role: &LayerRole) -> impl FnOnce(crate::layer::LayerError) -> BuildError {
+    let role = role.to_string();
+    move |source| BuildError::Layer { role, source }
+}
+
+fn no_filter() -> Result<Filter, BuildError> {
+    Filter::globs(&[], &[]).map_err(|e| BuildError::Options(e.to_string()))
+}
+
+/// Plans the layers of every platform: deps sets in spec order, weights, app.
+pub fn make_plan(
+    spec: &Spec,
+    platforms: &[Platform],
+    mtime: u64,
+    opts: &BuildOptions,
+) -> Result<BuildPlan, BuildError> {
+    let mut shared: Vec<Arc<LayerPlan>> = Vec::new();
+    for w in &spec.weights {
+        shared.extend(plan_weights(w, mtime)?.into_iter().map(Arc::new));
+    }
+    if let Some(app) = plan_app(spec, mtime)? {
+        shared.push(Arc::new(app));
+    }
+    let mut out = Vec::new();
+    for p in platforms {
+        let mut layers: Vec<Arc<LayerPlan>> = Vec::new();
+        let mut sets = Vec::new();
+        for d in &spec.deps {
+            let (lp, wheels) = plan_deps(spec, d, p, mtime, opts)?;
+            if let Some(w) = wheels {
+                sets.push((d.name.clone(), w));
+            }
+            layers.push(Arc::new(lp));
+        }
+        python::check_disjoint(&sets).map_err(|source| BuildError::Python {
+            set: "deps".into(),
+            source,
+        })?;
+        layers.extend(shared.iter().cloned());
+        out.push(PlatformPlan {
+            platform: p.clone(),
+            layers,
+        });
+    }
+    Ok(BuildPlan {
+        base: spec.image.base_name.clone(),
+        mtime,
+        platforms: out,
+    })
+}
+
+/// One deps set for one platform: a copied tree, or pinned wheels installed for the target.
+fn plan_deps(
+    spec: &Spec,
+    d: &DepsSpec,
+    platform: &Platform,
+    mtime: u64,
+    opts: &BuildOptions,
+) -> Result<(LayerPlan, Option<Vec<python::ResolvedWheel>>), BuildError> {
+    let role = LayerRole::Deps(d.name.clone());
+    let created_by = format!("mlimg deps {}", d.name);
+    match &d.source {
+        DepsSource::Dir(dir) => {
+            let dest = d.dest.as_deref().unwrap_or("/");
+            let w = walk(dir, dest, &no_filter()?).map_err(src_err(&role))?;
+            let lp = LayerPlan::new(
+                role.clone(),
+                d.compression,
+                w.entries,
+                &w.fingerprint,
+                mtime,
+                created_by,
+            )
+            .map_err(layer_err(&role))?;
+            Ok((lp, None))
+        }
+        DepsSource::Requirements(_) | DepsSource::Pylock(_) => {
+            let py_err = |source| BuildError::Python {
+                set: d.name.clone(),
+                source,
+            };
+            let target = python_target(spec, platform)?;
+            let mut index_urls: Vec<String> = d.index_url.iter().cloned().collect();
+            index_urls.extend(opts.pip_index_urls.iter().cloned());
+            let input = DepsSetInput {
+                name: d.name.clone(),
+                requirements: match &d.source {
+                    DepsSource::Requirements(p) => Some(p.clone()),
+                    _ => None,
+                },
+                pylock: match &d.source {
+                    DepsSource::Pylock(p) => Some(p.clone()),
+                    _ => None,
+                },
+                index_urls,
+                find_links: d.find_links.clone(),
+            };
+            let wheels = python::resolve(&input, &target).map_err(py_err)?;
+            let files = python::fetch(&wheels, &opts.cache_dir.join("wheels")).map_err(py_err)?;
+            let entries = python::install_entries(&files, &target).map_err(py_err)?;
+            // Wheels are content-addressed: their hashes and the target decide the layer.
+            let mut fp = vec![format!("python target {target}")];
+            fp.extend(
+                wheels
+                    .iter()
+                    .map(|w| format!("wheel {} sha256:{}", w.filename, w.sha256)),
+            );
+            let lp = LayerPlan::new(role.clone(), d.compression, entries, &fp, mtime, created_by)
+                .map_err(layer_err(&role))?;
+            Ok((lp, Some(wheels)))
+        }
+    }
+}
+
+/// The interpreter wheels are installed for, from `[python]`.
+fn python_target(spec: &Spec, platform: &Platform) -> Result<PythonTarget, BuildError> {
+    let Some(py) = &spec.python else {
+        return Err(BuildError::Options(format!(
+            "{}: requirements/pylock deps sets need a [python] table (version, prefix, libc)",
+            spec.path.display()
+        )));
+    };
+    let libc = match &py.libc {
+        Some((kind, a, b)) if kind == "musl" => Libc::Musl(*a, *b),
+        Some((_, a, b)) => Libc::Glibc(*a, *b),
+        None => Libc::Glibc(2, 17),
+    };
+    Ok(PythonTarget {
+        version: py.version,
+        prefix: py.prefix.clone(),
+        libc,
+        arch: PythonTarget::arch_from_oci(&platform.architecture),
+    })
+}
+
+/// A weights entry: one layer, or one per file.
+fn plan_weights(w: &crate::spec::WeightsSpec, mtime: u64) -> Result<Vec<LayerPlan>, BuildError> {
+    let role = LayerRole::Weights(w.name.clone());
+    let WeightsSource::Local(src) = &w.source else {
+        return Err(BuildError::Options(format!(
+            "weights {:?}: hf:// sources are not supported yet",
+            w.name
+        )));
+    };
+    let filter =
+        Filter::globs(&w.include, &w.exclude).map_err(|e| BuildError::Options(e.to_string()))?;
+    let walked = walk(src, &w.dest, &filter).map_err(src_err(&role))?;
+    let opts = format!("include {:?} exclude {:?}", w.include, w.exclude);
+    let mut out = Vec::new();
+    match w.layering {
+        Layering::One => {
+            let mut fp = walked.fingerprint;
+            fp.push(opts);
+            let created_by = format!("mlimg weights {}", w.name);
+            out.push(
+                LayerPlan::new(
+                    role.clone(),
+                    w.compression,
+                    walked.entries,
+                    &fp,
+                    mtime,
+                    created_by,
+                )
+                .map_err(layer_err(&role))?,
+            );
+        }
+        Layering::PerFile => {
+            for (e, fp) in walked.entries.into_iter().zip(walked.fingerprint) {
+                let created_by = format!("mlimg weights {} /{}", w.name, e.path);
+                out.push(
+                    LayerPlan::new(
+                        role.clone(),
+                        w.compression,
+                        vec![e],
+                        &[fp],
+                        mtime,
+                        created_by,
+                    )
+                    .map_err(layer_err(&role))?,
+                );
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The app layer, leaving out sources of other layers that live inside the app folder.
+fn plan_app(spec: &Spec, mtime: u64) -> Result<Option<LayerPlan>, BuildError> {
+    let Some(app) = &spec.app else {
+        return Ok(None);
+    };
+    let role = LayerRole::App;
+    let ignore = IgnoreRules::load(&app.src, &app.exclude).map_err(src_err(&role))?;
+    let mut skip: Vec<PathBuf> = spec
+        .weights
+        .iter()
+        .filter_map(|w| match &w.source {
+            WeightsSource::Local(p) => Some(p.clone()),
+            WeightsSource::Hub { .. } => None,
+        })
+        .collect();
+    skip.extend(spec.deps.iter().filter_map(|d| match &d.source {
+        DepsSource::Dir(p) => Some(p.clone()),
+        _ => None,
+    }));
+    let skip = skip
+        .into_iter()
+        .filter_map(|p| p.canonicalize().ok())
+        .collect();
+    let src = canonical(&app.src, &role)?;
+    let filter = no_filter()?.with_ignore(ignore).skipping(skip);
+    let walked = walk(&src, &app.dest, &filter).map_err(src_err(&role))?;
+    let mut fp = walked.fingerprint;
+    fp.push(format!("exclude {:?}", app.exclude));
+    let lp = LayerPlan::new(
+        role.clone(),
+        app.compression,
+        walked.entries,
+        &fp,
+        mtime,
+        "mlimg app".into(),
+    )
+    .map_err(layer_err(&role))?;
+    Ok(Some(lp))
+}
+
+fn canonical(p: &Path, role: &LayerRole) -> Result<PathBuf, BuildError> {
+    p.canonicalize().map_err(|source| BuildError::Source {
+        role: role.to_string(),
+        source: crate::sources::local::SourceError::Io {
+            path: p.to_path_buf(),
+            source,
+        },
+    })
+}
