@@ -49,7 +49,7 @@ pub enum BuildError {
     #[error("deps {set}: {source}")]
     Python {
         set: String,
-        source: crate::sources::python::PythonError,
+        source: Box<crate::sources::python::PythonError>,
     },
     #[error("{role}: {source}")]
     Layer {

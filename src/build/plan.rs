@@ -51,7 +51,7 @@ pub fn make_plan(
         }
         python::check_disjoint(&sets).map_err(|source| BuildError::Python {
             set: "deps".into(),
-            source,
+            source: Box::new(source),
         })?;
         layers.extend(shared.iter().cloned());
         out.push(PlatformPlan {
@@ -92,9 +92,9 @@ fn plan_deps(
             Ok((lp, None))
         }
         DepsSource::Requirements(_) | DepsSource::Pylock(_) => {
-            let py_err = |source| BuildError::Python {
+            let py_err = |source: python::PythonError| BuildError::Python {
                 set: d.name.clone(),
-                source,
+                source: Box::new(source),
             };
             let target = python_target(spec, platform)?;
             let mut index_urls: Vec<String> = d.index_url.iter().cloned().collect();
