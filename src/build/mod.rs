@@ -33,6 +33,10 @@ pub struct BuildOptions {
     /// Python package indexes after each set's own `index_url` (`PIP_INDEX_URL`, then
     /// `PIP_EXTRA_INDEX_URL`'s entries).
     pub pip_index_urls: Vec<String>,
+    /// Fail when mlimg.lock does not match the spec (like `cargo --locked`).
+    pub locked: bool,
+    /// Hugging Face Hub endpoint, token and cache (from HF_* variables); `None` = defaults.
+    pub hub: Option<crate::sources::hf::HubOptions>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -134,7 +138,12 @@ pub fn build(opts: &BuildOptions, progress: &dyn Progress) -> Result<Outcome, Bu
         })
         .collect::<Result<Vec<Box<dyn Sink>>, _>>()?;
 
-    let plan = make_plan(&spec, &platforms, mtime, opts)?;
+    // Bases first: planning a deps set may need the base's Python and libc.
+    let bases = platforms
+        .iter()
+        .map(|p| resolve_base(&spec, p))
+        .collect::<Result<Vec<_>, _>>()?;
+    let plan = make_plan(&spec, &platforms, &bases, mtime, opts)?;
     if opts.dry_run {
         return Ok(Outcome::Plan(plan));
     }
@@ -161,8 +170,7 @@ pub fn build(opts: &BuildOptions, progress: &dyn Progress) -> Result<Outcome, Bu
     let mut layouts = Vec::new();
     let mut images = Vec::new();
     let mut reports = Vec::new();
-    for pp in &plan.platforms {
-        let base = resolve_base(&spec, &pp.platform)?;
+    for (pp, base) in plan.platforms.iter().zip(&bases) {
         if let BlobOrigin::Layout(d) = &base.origin {
             layouts.push(d.clone());
         }

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::{BuildError, BuildOptions};
+use crate::base::ResolvedBase;
 use crate::plan::{BuildPlan, LayerPlan, LayerRole, PlatformPlan};
 use crate::sources::local::{Filter, IgnoreRules, walk};
 use crate::sources::python::{self, DepsSetInput, Libc, PythonTarget};
@@ -28,6 +29,7 @@ fn no_filter() -> Result<Filter, BuildError> {
 pub fn make_plan(
     spec: &Spec,
     platforms: &[Platform],
+    bases: &[ResolvedBase],
     mtime: u64,
     opts: &BuildOptions,
 ) -> Result<BuildPlan, BuildError> {
@@ -39,11 +41,11 @@ pub fn make_plan(
         shared.push(Arc::new(app));
     }
     let mut out = Vec::new();
-    for p in platforms {
+    for (p, base) in platforms.iter().zip(bases) {
         let mut layers: Vec<Arc<LayerPlan>> = Vec::new();
         let mut sets = Vec::new();
         for d in &spec.deps {
-            let (lp, wheels) = plan_deps(spec, d, p, mtime, opts)?;
+            let (lp, wheels) = plan_deps(spec, d, p, base, mtime, opts)?;
             if let Some(w) = wheels {
                 sets.push((d.name.clone(), w));
             }
@@ -71,6 +73,7 @@ fn plan_deps(
     spec: &Spec,
     d: &DepsSpec,
     platform: &Platform,
+    base: &ResolvedBase,
     mtime: u64,
     opts: &BuildOptions,
 ) -> Result<(LayerPlan, Option<Vec<python::ResolvedWheel>>), BuildError> {
@@ -96,7 +99,7 @@ fn plan_deps(
                 set: d.name.clone(),
                 source: Box::new(source),
             };
-            let target = python_target(spec, platform)?;
+            let target = python_target(spec, platform, base)?;
             let mut index_urls: Vec<String> = d.index_url.iter().cloned().collect();
             index_urls.extend(opts.pip_index_urls.iter().cloned());
             let input = DepsSetInput {
@@ -130,7 +133,11 @@ fn plan_deps(
 }
 
 /// The interpreter wheels are installed for, from `[python]`.
-fn python_target(spec: &Spec, platform: &Platform) -> Result<PythonTarget, BuildError> {
+fn python_target(
+    spec: &Spec,
+    platform: &Platform,
+    _base: &ResolvedBase,
+) -> Result<PythonTarget, BuildError> {
     let Some(py) = &spec.python else {
         return Err(BuildError::Options(format!(
             "{}: requirements/pylock deps sets need a [python] table (version, prefix, libc)",

@@ -44,6 +44,9 @@ pub struct BuildArgs {
     /// The cache folder (blobs and layer selectors).
     #[arg(long, env = "MLIMG_CACHE_DIR", value_name = "DIR")]
     pub cache_dir: Option<PathBuf>,
+    /// Fail if mlimg.lock is missing or does not match the spec (like `cargo --locked`).
+    #[arg(long)]
+    pub locked: bool,
     /// Threads writing layers (default: one per core).
     #[arg(short = 'j', long, default_value_t = 0)]
     pub jobs: usize,
@@ -63,6 +66,10 @@ pub fn run(args: BuildArgs) -> Result<()> {
         source_date_epoch: std::env::var("SOURCE_DATE_EPOCH").ok(),
         jobs: args.jobs,
         pip_index_urls: pip_index_urls(),
+        locked: args.locked,
+        hub: Some(mlimg::sources::hf::HubOptions::from_env(|k| {
+            std::env::var(k).ok()
+        })),
     };
     let progress = Bars::new();
     match build(&opts, &progress)? {
