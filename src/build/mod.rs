@@ -222,7 +222,7 @@ pub fn build(opts: &BuildOptions, progress: &dyn Progress) -> Result<Outcome, Bu
         };
         let mut layer_blobs: Vec<Blob> = base.layers.iter().map(|l| l.blob.clone()).collect();
         layer_blobs.extend(new_layers.iter().map(|l| l.blob.clone()));
-        let annotations = manifest_annotations(&spec, &base, &created);
+        let annotations = manifest_annotations(&spec, base, &created);
         let manifest_bytes = image::build_manifest(&config_blob, &layer_blobs, &annotations)?;
         let manifest = Blob {
             media_type: image::MANIFEST_MEDIA_TYPE.into(),
