@@ -1,8 +1,10 @@
 //! The orchestrator: spec → plan → layers (via the cache) → image → sinks → report.
 
 mod plan;
+mod push;
 
 pub use plan::make_plan;
+pub use push::{BlobReport, PushSummary};
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -37,6 +39,12 @@ pub struct BuildOptions {
     pub locked: bool,
     /// Hugging Face Hub endpoint, token and cache (from HF_* variables); `None` = defaults.
     pub hub: Option<crate::sources::hf::HubOptions>,
+    /// Push to `[image].name` after building.
+    pub push: bool,
+    /// Tags to push instead of `[image].tags`.
+    pub tags: Vec<String>,
+    /// Registry client settings (auth config, insecure hosts, parallelism, chunking).
+    pub registry: crate::registry::ClientOptions,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -71,12 +79,21 @@ pub enum BuildError {
         target: String,
         source: crate::output::OutputError,
     },
-    #[error("base image {0}: registry bases need the registry client (not built in yet)")]
-    RegistryBase(String),
+    #[error("push to {target}: {source}")]
+    Push {
+        target: String,
+        source: Box<crate::registry::RegistryError>,
+    },
+    #[error("{0}")]
+    Registry(Box<crate::registry::RegistryError>),
 }
 
 /// Progress events, for a progress bar or plain lines.
 pub trait Progress: Sync {
+    /// A byte transfer (an upload or download) identified by `key` moved to `done` of `total`.
+    fn transfer(&self, _key: &str, _done: u64, _total: u64) {}
+    /// The transfer `key` finished; `summary` says how.
+    fn transfer_done(&self, _key: &str, _summary: &str) {}
     fn layer_start(&self, _role: &LayerRole, _bytes: u64) {}
     fn layer_bytes(&self, _role: &LayerRole, _done: u64) {}
     fn layer_done(&self, _role: &LayerRole, _cached: bool) {}
@@ -95,6 +112,12 @@ pub struct LayerReport {
     pub size: u64,
     pub media_type: String,
     pub cached: bool,
+    /// With `--push`: `uploaded`, `mounted` or `skipped`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub push: Option<&'static str>,
+    /// With `--push`: bytes sent for this layer (retries included).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bytes_sent: Option<u64>,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -114,6 +137,8 @@ pub struct BuildReport {
     pub layers: Vec<LayerReport>,
     pub platforms: Vec<PlatformReport>,
     pub outputs: Vec<SinkReport>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub push: Option<PushSummary>,
 }
 
 /// The result of `build`: a plan (dry run) or a finished build.
@@ -138,10 +163,18 @@ pub fn build(opts: &BuildOptions, progress: &dyn Progress) -> Result<Outcome, Bu
         })
         .collect::<Result<Vec<Box<dyn Sink>>, _>>()?;
 
+    let target = push_target(&spec, opts)?;
+    let client = if target.is_some() || matches!(spec.image.base, BaseSpec::Registry(_)) {
+        let c = crate::registry::RegistryClient::new(opts.registry.clone())
+            .map_err(|e| BuildError::Registry(Box::new(e)))?;
+        Some(c)
+    } else {
+        None
+    };
     // Bases first: planning a deps set may need the base's Python and libc.
     let bases = platforms
         .iter()
-        .map(|p| resolve_base(&spec, p))
+        .map(|p| resolve_base(&spec, p, client.as_ref()))
         .collect::<Result<Vec<_>, _>>()?;
     let plan = make_plan(&spec, &platforms, &bases, mtime, opts)?;
     if opts.dry_run {
@@ -184,6 +217,8 @@ pub fn build(opts: &BuildOptions, progress: &dyn Progress) -> Result<Outcome, Bu
                 size: l.blob.size,
                 media_type: l.blob.media_type.clone(),
                 cached: true,
+                push: None,
+                bytes_sent: None,
             })
             .collect();
         let mut new_layers = Vec::new();
@@ -205,6 +240,8 @@ pub fn build(opts: &BuildOptions, progress: &dyn Progress) -> Result<Outcome, Bu
                 size: blob.size,
                 media_type: blob.media_type.clone(),
                 cached: *cached,
+                push: None,
+                bytes_sent: None,
             });
         }
         let config = image::build_config(
@@ -273,6 +310,31 @@ pub fn build(opts: &BuildOptions, progress: &dyn Progress) -> Result<Outcome, Bu
         cache: cache.clone(),
         layouts,
     };
+    // Base blobs that live in a registry: file outputs need their bytes, a push only a reference.
+    let mut remote = BTreeMap::new();
+    for b in &bases {
+        if let BlobOrigin::Registry(r) = &b.origin {
+            for l in &b.layers {
+                remote.insert(l.blob.digest.clone(), r.clone());
+            }
+        }
+    }
+    if !sinks.is_empty()
+        && let Some(c) = &client
+    {
+        for (digest, r) in &remote {
+            if store.path(digest).is_none() {
+                let size = bases
+                    .iter()
+                    .flat_map(|b| &b.layers)
+                    .find(|l| &l.blob.digest == digest)
+                    .map_or(0, |l| l.blob.size);
+                progress.message(&format!("fetching base layer {digest} ({size} bytes)"));
+                c.blob_to_file(r, digest, size, &cache.blob_path(digest))
+                    .map_err(|e| BuildError::Registry(Box::new(e)))?;
+            }
+        }
+    }
     let mut outputs = Vec::new();
     for s in &sinks {
         progress.message(&format!("writing {s}"));
@@ -284,6 +346,25 @@ pub fn build(opts: &BuildOptions, progress: &dyn Progress) -> Result<Outcome, Bu
                 })?,
         );
     }
+    let mut push_summary = None;
+    if let (Some((target, tags)), Some(c)) = (&target, &client) {
+        progress.message(&format!("pushing to {target}"));
+        let summary = push::push(c, &built, &store, &remote, target, tags, progress)?;
+        let by_digest: BTreeMap<&str, &BlobReport> = summary
+            .blobs
+            .iter()
+            .map(|b| (b.digest.as_str(), b))
+            .collect();
+        for pr in &mut reports {
+            for l in &mut pr.layers {
+                if let Some(b) = by_digest.get(l.digest.as_str()) {
+                    l.push = Some(b.action);
+                    l.bytes_sent = Some(b.bytes_sent);
+                }
+            }
+        }
+        push_summary = Some(summary);
+    }
     let top = built.top().clone();
     Ok(Outcome::Built(BuildReport {
         manifest_digest: top.digest,
@@ -294,6 +375,7 @@ pub fn build(opts: &BuildOptions, progress: &dyn Progress) -> Result<Outcome, Bu
             .unwrap_or_default(),
         platforms: reports,
         outputs,
+        push: push_summary,
     }))
 }
 
@@ -355,7 +437,40 @@ fn manifest_annotations(
     a
 }
 
-fn resolve_base(spec: &Spec, platform: &Platform) -> Result<ResolvedBase, BuildError> {
+/// The push target and its tags, checked before any work is done.
+fn push_target(
+    spec: &Spec,
+    opts: &BuildOptions,
+) -> Result<Option<(crate::registry::Reference, Vec<String>)>, BuildError> {
+    if !opts.push {
+        return Ok(None);
+    }
+    let name = spec.image.name.as_ref().ok_or_else(|| {
+        BuildError::Options(format!(
+            "--push needs [image].name in {} (e.g. name = \"docker.io/acme/app\")",
+            spec.path.display()
+        ))
+    })?;
+    let target =
+        crate::registry::Reference::parse(name).map_err(|e| BuildError::Registry(Box::new(e)))?;
+    let tags = if opts.tags.is_empty() {
+        spec.image.tags.clone()
+    } else {
+        opts.tags.clone()
+    };
+    let tags = if tags.is_empty() {
+        vec!["latest".to_string()]
+    } else {
+        tags
+    };
+    Ok(Some((target, tags)))
+}
+
+fn resolve_base(
+    spec: &Spec,
+    platform: &Platform,
+    client: Option<&crate::registry::RegistryClient>,
+) -> Result<ResolvedBase, BuildError> {
     match &spec.image.base {
         BaseSpec::Scratch => Ok(base::scratch(platform)),
         BaseSpec::OciLayout { path, tag } => Ok(base::from_layout(
@@ -364,7 +479,10 @@ fn resolve_base(spec: &Spec, platform: &Platform) -> Result<ResolvedBase, BuildE
             platform,
             &spec.image.base_name,
         )?),
-        BaseSpec::Registry(r) => Err(BuildError::RegistryBase(r.clone())),
+        BaseSpec::Registry(r) => match client {
+            Some(c) => Ok(base::from_registry(c, r, platform)?),
+            None => Err(BuildError::Options(format!("base {r}: no registry client"))),
+        },
     }
 }
 

@@ -3,6 +3,7 @@
 mod build;
 mod common;
 mod hf;
+mod push;
 mod python;
 mod registry;
 mod spec_errors;
