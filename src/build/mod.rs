@@ -16,7 +16,7 @@ use crate::cache::{Cache, SelectorRecord};
 use crate::image::{self, Blob, ImageLayer};
 use crate::layer::{self, LayerBlob};
 use crate::output::{BlobStore, BuiltImage, PlatformImage, Sink, SinkReport};
-use crate::plan::{BuildPlan, LayerPlan, LayerRole};
+use crate::plan::{BuildPlan, Compression, LayerPlan, LayerRole};
 use crate::spec::{BaseSpec, Platform, Spec};
 
 /// Everything a build needs, settled before it starts (the CLI fills it from flags and env).
@@ -306,9 +306,24 @@ pub fn build(opts: &BuildOptions, progress: &dyn Progress) -> Result<Outcome, Bu
         name: spec.image.name.clone(),
         tags: spec.image.tags.clone(),
     };
+    let recipes = unique
+        .iter()
+        .zip(&written)
+        .filter(|(l, _)| l.compression == Compression::None)
+        .map(|(l, (blob, _))| {
+            (
+                blob.digest.clone(),
+                crate::output::Recipe {
+                    plan: l.clone(),
+                    mtime,
+                },
+            )
+        })
+        .collect();
     let store = BlobStore {
         cache: cache.clone(),
         layouts,
+        recipes,
     };
     // Base blobs that live in a registry: file outputs need their bytes, a push only a reference.
     let mut remote = BTreeMap::new();
@@ -549,6 +564,25 @@ fn write_one(
         return Ok((rec.blob, true));
     }
     progress.layer_start(&l.role, l.size());
+    let on_bytes = |done| progress.layer_bytes(&l.role, done);
+    if l.compression == Compression::None {
+        // Uncompressed: the blob is the tar of the sources, so only its digest and size are
+        // recorded; outputs regenerate the bytes (no copy of the weights in the cache).
+        let blob = layer::write(&l.entries, l.compression, mtime, std::io::sink(), &on_bytes)
+            .map_err(|source| BuildError::Layer {
+                role: l.role.to_string(),
+                source,
+            })?;
+        cache.put_selector(
+            &l.selector,
+            &SelectorRecord {
+                blob: blob.clone(),
+                stored: false,
+            },
+        )?;
+        progress.layer_done(&l.role, false);
+        return Ok((blob, false));
+    }
     let tmp = cache.temp()?;
     let blob = layer::write(&l.entries, l.compression, mtime, tmp.as_file(), &|done| {
         progress.layer_bytes(&l.role, done)
@@ -558,7 +592,13 @@ fn write_one(
         source,
     })?;
     cache.commit(tmp, &blob.digest)?;
-    cache.put_selector(&l.selector, &SelectorRecord { blob: blob.clone() })?;
+    cache.put_selector(
+        &l.selector,
+        &SelectorRecord {
+            blob: blob.clone(),
+            stored: true,
+        },
+    )?;
     progress.layer_done(&l.role, false);
     Ok((blob, false))
 }

@@ -56,11 +56,22 @@ pub(super) fn push(
                 continue;
             }
             // Base blobs stay where they are: mounted (same registry) or streamed from there.
-            let origin = match remote.get(&b.digest) {
-                Some(r) => BlobOrigin::Registry(r.clone()),
-                None => BlobOrigin::File(store.path(&b.digest).ok_or_else(|| {
-                    BuildError::Options(format!("blob {} is not available locally", b.digest))
-                })?),
+            let origin = match (remote.get(&b.digest), store.path(&b.digest)) {
+                (Some(r), _) => BlobOrigin::Registry(r.clone()),
+                (None, Some(p)) => BlobOrigin::File(p),
+                // an unstored (uncompressed) layer: regenerated from its sources for each attempt
+                (None, None) if store.has(&b.digest) => {
+                    let (store, digest) = (store.clone(), b.digest.clone());
+                    BlobOrigin::Generated(std::sync::Arc::new(move || {
+                        store.reader(&digest).map_err(std::io::Error::other)
+                    }))
+                }
+                (None, None) => {
+                    return Err(BuildError::Options(format!(
+                        "blob {} is not available locally",
+                        b.digest
+                    )));
+                }
             };
             blobs.push(PushBlob {
                 digest: b.digest.clone(),

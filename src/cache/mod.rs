@@ -31,6 +31,15 @@ pub struct Cache {
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
 pub struct SelectorRecord {
     pub blob: LayerBlob,
+    /// Whether the blob's bytes are in the cache. Uncompressed layers are not stored: their
+    /// bytes are the tar of their sources, regenerated (and verified) when an output needs them,
+    /// so a 20 GB weights folder is never copied into the cache.
+    #[serde(default = "stored_default")]
+    pub stored: bool,
+}
+
+fn stored_default() -> bool {
+    true
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> CacheError + '_ {
@@ -132,7 +141,7 @@ impl Cache {
     pub fn get_selector(&self, key: &str) -> Option<SelectorRecord> {
         let text = fs::read(self.selector_path(key)).ok()?;
         let rec: SelectorRecord = serde_json::from_slice(&text).ok()?;
-        self.has_blob(&rec.blob.digest).then_some(rec)
+        (!rec.stored || self.has_blob(&rec.blob.digest)).then_some(rec)
     }
 
     pub fn put_selector(&self, key: &str, rec: &SelectorRecord) -> Result<(), CacheError> {
@@ -173,13 +182,24 @@ mod tests {
                 diff_id: dg.clone(),
                 size: 5,
             },
+            stored: true,
         };
         c.put_selector("k", &rec).unwrap();
-        assert_eq!(c.get_selector("k"), Some(rec));
+        assert_eq!(c.get_selector("k"), Some(rec.clone()));
         std::fs::remove_file(c.blob_path(&dg)).unwrap();
         assert!(
             c.get_selector("k").is_none(),
             "a selector whose blob is gone is a miss"
+        );
+        let virt = SelectorRecord {
+            stored: false,
+            ..rec
+        };
+        c.put_selector("v", &virt).unwrap();
+        assert_eq!(
+            c.get_selector("v"),
+            Some(virt),
+            "unstored layers need no blob"
         );
     }
 }

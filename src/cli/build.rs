@@ -17,6 +17,8 @@ use mlimg::plan::LayerRole;
 ///   mlimg build --output oci:out/image                  # an OCI image layout folder
 ///   mlimg build --output docker-archive:image.tar      # then: docker load -i image.tar
 ///   mlimg build --dry-run                               # print the layer plan, write nothing
+///   mlimg build --push                                  # push [image].name with every tag
+///   mlimg build --push -t 1.2.3 --json                  # other tags; a JSON report for CI
 ///   SOURCE_DATE_EPOCH=1700000000 mlimg build --json -o oci-archive:img.tar
 #[derive(Debug, Args)]
 #[command(verbatim_doc_comment)]
@@ -100,10 +102,7 @@ pub fn run(args: BuildArgs) -> Result<()> {
     match build(&opts, &progress)? {
         Outcome::Plan(plan) => {
             if args.json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&serde_json::json!({"plan": plan.to_string()}))?
-                );
+                println!("{}", serde_json::to_string_pretty(&plan.to_json())?);
             } else {
                 print!("{plan}");
             }

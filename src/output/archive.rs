@@ -62,14 +62,12 @@ fn add_dir(tar: &mut Tar, name: &str, out: &Path) -> Result<(), OutputError> {
 fn add_blob(
     tar: &mut Tar,
     name: &str,
-    digest: &str,
+    blob: &crate::image::Blob,
     blobs: &BlobStore,
     out: &Path,
 ) -> Result<(), OutputError> {
-    let (f, p) = blobs.open(digest)?;
-    let size = f.metadata().map_err(io_err(&p))?.len();
-    let r = std::io::BufReader::with_capacity(1 << 20, f);
-    tar.append_data(&mut header(size, false), name, r)
+    let r = blobs.reader(&blob.digest)?;
+    tar.append_data(&mut header(blob.size, false), name, r)
         .map_err(io_err(out))
 }
 
@@ -114,7 +112,7 @@ impl super::Sink for OciArchive {
             let mut all = image.all_blobs();
             all.sort_by(|a, b| a.digest.cmp(&b.digest));
             for b in &all {
-                add_blob(tar, &blob_name(&b.digest), &b.digest, blobs, &out)?;
+                add_blob(tar, &blob_name(&b.digest), b, blobs, &out)?;
             }
             add_bytes(tar, "index.json", &layout_index(image), &out)?;
             add_bytes(tar, "oci-layout", OCI_LAYOUT, &out)
@@ -145,12 +143,12 @@ impl super::Sink for DockerArchive {
         write_tar(&self.file, |tar| {
             add_dir(tar, "blobs/", &out)?;
             add_dir(tar, "blobs/sha256/", &out)?;
-            let mut all: Vec<&str> = img.layers.iter().map(|l| l.digest.as_str()).collect();
-            all.push(&img.config.digest);
-            all.sort_unstable();
-            all.dedup();
-            for d in all {
-                add_blob(tar, &blob_name(d), d, blobs, &out)?;
+            let mut all: Vec<&crate::image::Blob> = img.layers.iter().collect();
+            all.push(&img.config);
+            all.sort_by(|a, b| a.digest.cmp(&b.digest));
+            all.dedup_by(|a, b| a.digest == b.digest);
+            for b in all {
+                add_blob(tar, &blob_name(&b.digest), b, blobs, &out)?;
             }
             add_bytes(tar, "manifest.json", &manifest, &out)
         })?;

@@ -51,15 +51,22 @@ fn write_into(dir: &Path, image: &BuiltImage, blobs: &BlobStore) -> Result<(), O
     let bdir = dir.join("blobs/sha256");
     fs::create_dir_all(&bdir).map_err(io_err(&bdir))?;
     for b in image.all_blobs() {
-        let src = blobs
-            .path(&b.digest)
-            .ok_or_else(|| OutputError::MissingBlob {
-                digest: b.digest.clone(),
-            })?;
         let dest = bdir.join(b.digest.trim_start_matches("sha256:"));
-        // A hard link shares the cache's bytes (weights can be tens of GB); copy across filesystems.
-        if fs::hard_link(&src, &dest).is_err() {
-            fs::copy(&src, &dest).map_err(io_err(&dest))?;
+        match blobs.path(&b.digest) {
+            // A hard link shares the cache's bytes; copy across filesystems.
+            Some(src) => {
+                if fs::hard_link(&src, &dest).is_err() {
+                    fs::copy(&src, &dest).map_err(io_err(&dest))?;
+                }
+            }
+            // An unstored layer: regenerated from its sources straight into the layout.
+            None => {
+                let mut r = blobs.reader(&b.digest)?;
+                let f = fs::File::create(&dest).map_err(io_err(&dest))?;
+                let mut w = std::io::BufWriter::with_capacity(1 << 20, f);
+                std::io::copy(&mut r, &mut w).map_err(io_err(&dest))?;
+                std::io::Write::flush(&mut w).map_err(io_err(&dest))?;
+            }
         }
     }
     let p = dir.join("oci-layout");

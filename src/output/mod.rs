@@ -90,11 +90,20 @@ impl BuiltImage {
     }
 }
 
-/// Where blobs can be read: the cache, then base layout folders.
+/// Where blobs can be read: the cache, base layout folders, or — for layers that are not
+/// stored (uncompressed ones) — regenerated from their plan.
 #[derive(Debug, Clone)]
 pub struct BlobStore {
     pub cache: Cache,
     pub layouts: Vec<PathBuf>,
+    pub recipes: std::collections::BTreeMap<String, Recipe>,
+}
+
+/// How to regenerate an unstored layer: its plan and mtime (the digest is checked at the end).
+#[derive(Debug, Clone)]
+pub struct Recipe {
+    pub plan: std::sync::Arc<crate::plan::LayerPlan>,
+    pub mtime: u64,
 }
 
 impl BlobStore {
@@ -109,6 +118,27 @@ impl BlobStore {
             .iter()
             .map(|l| l.join("blobs/sha256").join(hex))
             .find(|p| p.is_file())
+    }
+
+    /// A reader of the blob's bytes: a file, or a layer regenerated on a thread and verified
+    /// against its digest when the reader reaches the end (a mismatch is a read error).
+    pub fn reader(&self, digest: &str) -> Result<Box<dyn Read + Send>, OutputError> {
+        if let Some(p) = self.path(digest) {
+            let f = File::open(&p).map_err(io_err(&p))?;
+            return Ok(Box::new(io::BufReader::with_capacity(1 << 20, f)));
+        }
+        let r = self
+            .recipes
+            .get(digest)
+            .ok_or_else(|| OutputError::MissingBlob {
+                digest: digest.into(),
+            })?;
+        Ok(Box::new(regenerate(r.clone(), digest.to_string())?))
+    }
+
+    /// Whether the bytes can be had locally (stored or regenerated).
+    pub fn has(&self, digest: &str) -> bool {
+        self.recipes.contains_key(digest) || self.path(digest).is_some()
     }
 
     pub fn open(&self, digest: &str) -> Result<(File, PathBuf), OutputError> {
@@ -168,4 +198,54 @@ pub(crate) fn temp_beside(target: &Path, suffix: &str) -> PathBuf {
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
     parent.join(format!(".{name}.mlimg-{}-{suffix}", std::process::id()))
+}
+
+/// Streams a regenerated layer through a pipe; the writer thread's result (and the digest
+/// check) surfaces as the reader's final read.
+fn regenerate(r: Recipe, digest: String) -> Result<impl Read + Send, OutputError> {
+    struct Gen {
+        pipe: io::PipeReader,
+        worker: Option<std::thread::JoinHandle<Result<String, String>>>,
+        digest: String,
+    }
+    impl Read for Gen {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            let n = self.pipe.read(buf)?;
+            if n == 0
+                && !buf.is_empty()
+                && let Some(w) = self.worker.take()
+            {
+                {
+                    let got = w
+                        .join()
+                        .map_err(|_| io::Error::other("layer writer panicked"))?
+                        .map_err(io::Error::other)?;
+                    if got != self.digest {
+                        return Err(io::Error::other(format!(
+                            "layer {} regenerated as {got}: a source changed since the build; build again",
+                            self.digest
+                        )));
+                    }
+                }
+            }
+            Ok(n)
+        }
+    }
+    let (reader, writer) = io::pipe().map_err(io_err(Path::new("(pipe)")))?;
+    let worker = std::thread::spawn(move || {
+        crate::layer::write(
+            &r.plan.entries,
+            r.plan.compression,
+            r.mtime,
+            writer,
+            &|_| {},
+        )
+        .map(|b| b.digest)
+        .map_err(|e| e.to_string())
+    });
+    Ok(Gen {
+        pipe: reader,
+        worker: Some(worker),
+        digest,
+    })
 }

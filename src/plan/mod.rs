@@ -173,6 +173,56 @@ pub struct BuildPlan {
     pub platforms: Vec<PlatformPlan>,
 }
 
+impl Content {
+    /// Where the bytes come from, for `--dry-run`.
+    pub fn source(&self) -> String {
+        match self {
+            Content::Dir => "(dir)".to_string(),
+            Content::File { path, .. } => path.display().to_string(),
+            Content::Symlink(t) => format!("(symlink -> {t})"),
+            Content::Inline(_) => "(generated)".to_string(),
+            Content::ZipMember { archive, name, .. } => {
+                format!(
+                    "{}!{name}",
+                    archive.file_name().unwrap_or_default().to_string_lossy()
+                )
+            }
+        }
+    }
+}
+
+impl BuildPlan {
+    /// The plan as JSON (`mlimg build --dry-run --json`).
+    pub fn to_json(&self) -> serde_json::Value {
+        let platforms: Vec<serde_json::Value> = self
+            .platforms
+            .iter()
+            .map(|p| {
+                let layers: Vec<serde_json::Value> = p
+                    .layers
+                    .iter()
+                    .map(|l| {
+                        serde_json::json!({
+                            "role": l.role.to_string(),
+                            "compression": l.compression.as_str(),
+                            "selector": l.selector,
+                            "size": l.size(),
+                            "entries": l.entries.iter().map(|e| serde_json::json!({
+                                "path": format!("/{}", e.path),
+                                "mode": format!("{:04o}", e.mode),
+                                "size": e.size(),
+                                "source": e.content.source(),
+                            })).collect::<Vec<_>>(),
+                        })
+                    })
+                    .collect();
+                serde_json::json!({"platform": p.platform.to_string(), "layers": layers})
+            })
+            .collect();
+        serde_json::json!({"base": self.base, "mtime": self.mtime, "platforms": platforms})
+    }
+}
+
 impl fmt::Display for BuildPlan {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "base: {}", self.base)?;
@@ -195,18 +245,7 @@ impl fmt::Display for BuildPlan {
                     continue;
                 }
                 for e in &l.entries {
-                    let src = match &e.content {
-                        Content::Dir => "(dir)".to_string(),
-                        Content::File { path, .. } => path.display().to_string(),
-                        Content::Symlink(t) => format!("(symlink -> {t})"),
-                        Content::Inline(_) => "(generated)".to_string(),
-                        Content::ZipMember { archive, name, .. } => {
-                            format!(
-                                "{}!{name}",
-                                archive.file_name().unwrap_or_default().to_string_lossy()
-                            )
-                        }
-                    };
+                    let src = e.content.source();
                     writeln!(f, "    {:04o} /{} <- {src}", e.mode, e.path)?;
                 }
             }

@@ -18,6 +18,7 @@ pub use pull::{
     PulledImage, RawManifest, sha256_digest,
 };
 pub use push::{
-    BlobAction, BlobOrigin, PushBlob, PushEvent, PushManifest, PushReport, PushRequest,
+    BlobAction, BlobGenerator, BlobOrigin, PushBlob, PushEvent, PushManifest, PushReport,
+    PushRequest,
 };
 pub use reference::Reference;

@@ -18,13 +18,29 @@ use super::error::{Direction, RegistryError, Result};
 use super::pull::sha256_digest;
 use super::reference::{Reference, validate_digest};
 
+/// Produces a blob's bytes from the start, each time it is called (an upload retry calls it
+/// again). Used for layers that are regenerated from their sources instead of stored.
+pub type BlobGenerator = Arc<dyn Fn() -> std::io::Result<Box<dyn Read + Send>> + Send + Sync>;
+
 /// Where a blob's bytes come from.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub enum BlobOrigin {
     /// A local file holding exactly the blob.
     File(PathBuf),
     /// A repository (any registry) that has the blob; the digest is the blob's.
     Registry(Reference),
+    /// Generated on demand (verified against the digest while it is uploaded).
+    Generated(BlobGenerator),
+}
+
+impl std::fmt::Debug for BlobOrigin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BlobOrigin::File(p) => f.debug_tuple("File").field(p).finish(),
+            BlobOrigin::Registry(r) => f.debug_tuple("Registry").field(r).finish(),
+            BlobOrigin::Generated(_) => f.write_str("Generated"),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -547,6 +563,18 @@ impl RegistryClient {
                     Box::new(std::io::BufReader::with_capacity(1 << 20, f)),
                     Some(prefix),
                 ))
+            }
+            BlobOrigin::Generated(make) => {
+                let io = |e| RegistryError::Io {
+                    path: PathBuf::from(format!("(generated {})", b.digest)),
+                    source: e,
+                };
+                let mut r = make().map_err(io)?;
+                if offset > 0 {
+                    let mut head = (&mut r).take(offset);
+                    std::io::copy(&mut head, &mut HashWriter(&mut prefix)).map_err(io)?;
+                }
+                Ok((r, Some(prefix)))
             }
             BlobOrigin::Registry(src) => {
                 let sctx = Ctx::pull(src);

@@ -448,3 +448,61 @@ fn a_256_mib_weights_push_survives_dropped_connections_or_leaves_no_tag() {
         failures.join("\n")
     );
 }
+
+#[test]
+fn a_two_platform_build_pushes_an_index_whose_images_share_the_weights_layer() {
+    let cx = TestContext::new();
+    let reg = TestRegistry::start();
+    let dir = cx.path().join("proj");
+    fs::create_dir_all(dir.join("weights")).expect("mkdir");
+    fs::write(dir.join("weights/w.bin"), vec![3u8; 4096]).expect("weights");
+    fs::write(
+        dir.join("mlimg.toml"),
+        format!(
+            "[image]\nname = \"{}/acme/multi\"\ntags = [\"v1\"]\nplatforms = [\"linux/amd64\", \"linux/arm64/v8\"]\n\n[[weights]]\nname = \"w\"\nsource = \"weights\"\ndest = \"/w\"\n",
+            reg.host()
+        ),
+    )
+    .expect("spec");
+    let layout = cx.path().join("layout");
+    let report = cx.build_json(
+        &dir.join("mlimg.toml"),
+        &["--push", "-o", &format!("oci:{}", layout.display())],
+    );
+    assert_eq!(
+        report["media_type"],
+        "application/vnd.oci.image.index.v1+json"
+    );
+    let plats = report["platforms"].as_array().expect("platforms");
+    assert_eq!(plats.len(), 2);
+    assert_eq!(
+        plats[0]["layers"][0]["digest"], plats[1]["layers"][0]["digest"],
+        "the weights layer is shared"
+    );
+    assert_ne!(plats[0]["manifest_digest"], plats[1]["manifest_digest"]);
+    assert!(oci_check(&layout).contains("oci-check: OK"));
+    let raw: serde_json::Value = serde_json::from_slice(
+        &run_ok(
+            Command::new("skopeo")
+                .args(["inspect", "--raw", "--tls-verify=false"])
+                .arg(format!("docker://{}/acme/multi:v1", reg.host())),
+        )
+        .stdout,
+    )
+    .expect("index json");
+    let archs: Vec<&str> = raw["manifests"]
+        .as_array()
+        .expect("manifests")
+        .iter()
+        .filter_map(|m| m["platform"]["architecture"].as_str())
+        .collect();
+    assert_eq!(archs, ["amd64", "arm64"]);
+    assert_eq!(raw["manifests"][1]["platform"]["variant"], "v8");
+    // the weights blob was uploaded once
+    let uploads = reg
+        .requests()
+        .iter()
+        .filter(|r| r.starts_with("PUT /v2/acme/multi/blobs/uploads/"))
+        .count();
+    assert_eq!(uploads, 3, "one weights layer and two configs");
+}
