@@ -4,5 +4,6 @@ mod build;
 mod common;
 mod hf;
 mod python;
+mod python_e2e;
 mod registry;
 mod spec_errors;
