@@ -5,10 +5,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::{BuildError, BuildOptions};
-use crate::base::ResolvedBase;
+use crate::base::{BlobOrigin, ResolvedBase};
 use crate::plan::{BuildPlan, LayerPlan, LayerRole, PlatformPlan};
 use crate::sources::local::{Filter, IgnoreRules, walk};
-use crate::sources::python::{self, DepsSetInput, Libc, PythonTarget};
+use crate::sources::python::{self, DepsSetInput, PythonTarget};
 use crate::spec::{DepsSource, DepsSpec, Layering, Platform, Spec, WeightsSource};
 
 fn src_err(role: &LayerRole) -> impl FnOnce(crate::sources::local::SourceError) -> BuildError {
@@ -44,8 +44,21 @@ pub fn make_plan(
     for (p, base) in platforms.iter().zip(bases) {
         let mut layers: Vec<Arc<LayerPlan>> = Vec::new();
         let mut sets = Vec::new();
+        let mut explain = Vec::new();
+        // The target interpreter, detected once per platform when a set installs wheels.
+        let target = if spec
+            .deps
+            .iter()
+            .any(|d| !matches!(d.source, DepsSource::Dir(_)))
+        {
+            let (t, why) = python_target(spec, p, base, opts)?;
+            explain = why;
+            Some(t)
+        } else {
+            None
+        };
         for d in &spec.deps {
-            let (lp, wheels) = plan_deps(spec, d, p, base, mtime, opts)?;
+            let (lp, wheels) = plan_deps(d, target.as_ref(), mtime, opts)?;
             if let Some(w) = wheels {
                 sets.push((d.name.clone(), w));
             }
@@ -59,6 +72,7 @@ pub fn make_plan(
         out.push(PlatformPlan {
             platform: p.clone(),
             layers,
+            explain,
         });
     }
     Ok(BuildPlan {
@@ -70,10 +84,8 @@ pub fn make_plan(
 
 /// One deps set for one platform: a copied tree, or pinned wheels installed for the target.
 fn plan_deps(
-    spec: &Spec,
     d: &DepsSpec,
-    platform: &Platform,
-    base: &ResolvedBase,
+    target: Option<&PythonTarget>,
     mtime: u64,
     opts: &BuildOptions,
 ) -> Result<(LayerPlan, Option<Vec<python::ResolvedWheel>>), BuildError> {
@@ -99,7 +111,12 @@ fn plan_deps(
                 set: d.name.clone(),
                 source: Box::new(source),
             };
-            let target = python_target(spec, platform, base)?;
+            let Some(target) = target else {
+                return Err(BuildError::Options(format!(
+                    "deps {}: no target interpreter was planned",
+                    d.name
+                )));
+            };
             let mut index_urls: Vec<String> = d.index_url.iter().cloned().collect();
             index_urls.extend(opts.pip_index_urls.iter().cloned());
             let input = DepsSetInput {
@@ -115,9 +132,9 @@ fn plan_deps(
                 index_urls,
                 find_links: d.find_links.clone(),
             };
-            let wheels = python::resolve(&input, &target).map_err(py_err)?;
+            let wheels = python::resolve(&input, target).map_err(py_err)?;
             let files = python::fetch(&wheels, &opts.cache_dir.join("wheels")).map_err(py_err)?;
-            let entries = python::install_entries(&files, &target).map_err(py_err)?;
+            let entries = python::install_entries(&files, target).map_err(py_err)?;
             // Wheels are content-addressed: their hashes and the target decide the layer.
             let mut fp = vec![format!("python target {target}")];
             fp.extend(
@@ -132,29 +149,53 @@ fn plan_deps(
     }
 }
 
-/// The interpreter wheels are installed for, from `[python]`.
+/// The interpreter wheels are installed for: `[python]` values win, the rest is detected
+/// from the base image (its config and layer tar headers). Returns the explanation lines too.
 fn python_target(
     spec: &Spec,
     platform: &Platform,
-    _base: &ResolvedBase,
-) -> Result<PythonTarget, BuildError> {
-    let Some(py) = &spec.python else {
-        return Err(BuildError::Options(format!(
-            "{}: requirements/pylock deps sets need a [python] table (version, prefix, libc)",
-            spec.path.display()
-        )));
+    base: &ResolvedBase,
+    opts: &BuildOptions,
+) -> Result<(PythonTarget, Vec<String>), BuildError> {
+    let layers: Vec<(String, String)> = base
+        .layers
+        .iter()
+        .map(|l| (l.blob.digest.clone(), l.blob.media_type.clone()))
+        .collect();
+    let origin = base.origin.clone();
+    let cache_dir = opts.cache_dir.clone();
+    let locate = move |digest: &str| -> Option<PathBuf> {
+        let hex = digest.strip_prefix("sha256:")?;
+        if hex.is_empty() || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return None;
+        }
+        let p = match &origin {
+            BlobOrigin::Layout(dir) => dir.join("blobs/sha256").join(hex),
+            BlobOrigin::Registry(_) | BlobOrigin::None => crate::cache::Cache::open(&cache_dir)
+                .ok()?
+                .blob_path(digest),
+        };
+        p.is_file().then_some(p)
     };
-    let libc = match &py.libc {
-        Some((kind, a, b)) if kind == "musl" => Libc::Musl(*a, *b),
-        Some((_, a, b)) => Libc::Glibc(*a, *b),
-        None => Libc::Glibc(2, 17),
-    };
-    Ok(PythonTarget {
-        version: py.version,
-        prefix: py.prefix.clone(),
-        libc,
-        arch: PythonTarget::arch_from_oci(&platform.architecture),
-    })
+    let (target, mut explain) = python::detect::detect_target(
+        &base.config,
+        &layers,
+        &locate,
+        &platform.architecture,
+        spec.python.as_ref(),
+    )
+    .map_err(|e| {
+        BuildError::Options(format!(
+            "{}: python target for {platform} (base {}): {e}",
+            spec.path.display(),
+            spec.image.base_name
+        ))
+    })?;
+    for line in &mut explain {
+        line.insert_str(0, "  ");
+    }
+    explain.insert(0, format!("python target (base {}):", spec.image.base_name));
+    Ok((target, explain))
 }
 
 /// A weights entry: one layer, or one per file.

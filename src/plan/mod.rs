@@ -163,6 +163,8 @@ impl LayerPlan {
 pub struct PlatformPlan {
     pub platform: crate::spec::Platform,
     pub layers: Vec<Arc<LayerPlan>>,
+    /// How the target interpreter was decided (empty without wheel deps sets).
+    pub explain: Vec<String>,
 }
 
 /// Everything `mlimg build` will write: per platform, the ordered layers.
@@ -230,6 +232,9 @@ impl fmt::Display for BuildPlan {
         let mut shown = std::collections::HashSet::new();
         for p in &self.platforms {
             writeln!(f, "platform {}:", p.platform)?;
+            for line in &p.explain {
+                writeln!(f, "  {line}")?;
+            }
             for (i, l) in p.layers.iter().enumerate() {
                 writeln!(
                     f,

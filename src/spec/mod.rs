@@ -86,9 +86,13 @@ impl fmt::Display for Platform {
 #[derive(Debug, Clone)]
 pub struct PythonSpec {
     pub version: (u32, u32),
-    pub prefix: String,
+    /// `None`: detected from the base image, else `/usr/local`.
+    pub prefix: Option<String>,
     /// `glibc 2.36` or `musl 1.2`, parsed.
     pub libc: Option<(String, u32, u32)>,
+    /// Overrides `{prefix}/lib/python3.X/site-packages` (e.g. Debian's
+    /// `/usr/lib/python3/dist-packages`).
+    pub site_packages: Option<String>,
 }
 
 #[derive(Debug, Clone)]

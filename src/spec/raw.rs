@@ -45,6 +45,8 @@ pub struct RawPython {
     pub prefix: Option<S<String>>,
     #[serde(default)]
     pub libc: Option<S<String>>,
+    #[serde(default)]
+    pub site_packages: Option<S<String>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -437,10 +437,16 @@ fn python(cx: &Ctx, s: &S<raw::RawPython>) -> Result<PythonSpec, SpecError> {
                 "e.g. version = \"3.11\"",
             )
         })?;
-    let prefix = match &r.prefix {
-        Some(p) => cx.image_path(p, "python.prefix")?,
-        None => "/usr/local".to_string(),
-    };
+    let prefix = r
+        .prefix
+        .as_ref()
+        .map(|p| cx.image_path(p, "python.prefix"))
+        .transpose()?;
+    let site_packages = r
+        .site_packages
+        .as_ref()
+        .map(|p| cx.image_path(p, "python.site_packages"))
+        .transpose()?;
     let libc = match &r.libc {
         None => None,
         Some(l) => Some(parse_libc(l.get_ref()).ok_or_else(|| {
@@ -456,6 +462,7 @@ fn python(cx: &Ctx, s: &S<raw::RawPython>) -> Result<PythonSpec, SpecError> {
         version,
         prefix,
         libc,
+        site_packages,
     })
 }
 

@@ -5,5 +5,6 @@ mod common;
 mod hf;
 mod push;
 mod python;
+mod python_e2e;
 mod registry;
 mod spec_errors;

@@ -366,6 +366,7 @@ fn target(arch: &str, libc: Libc) -> PythonTarget {
         prefix: "/usr/local".into(),
         libc,
         arch: arch.into(),
+        site_packages_dir: None,
     }
 }
 
@@ -966,6 +967,7 @@ fn local_target() -> PythonTarget {
         prefix: l[0].to_string(),
         libc: Libc::Glibc(maj.parse().unwrap(), min.parse().unwrap()),
         arch: l[3].to_string(),
+        site_packages_dir: None,
     }
 }
 
@@ -1421,6 +1423,7 @@ for t in tags.compatible_tags(py, interp, plats):
             prefix: "/usr/local".into(),
             libc,
             arch: arch.into(),
+            site_packages_dir: None,
         };
         let got: Vec<String> = python::tags::supported_tags(&t)
             .iter()

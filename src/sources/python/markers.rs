@@ -437,6 +437,7 @@ mod tests {
             prefix: "/usr/local".into(),
             libc: Libc::Glibc(2, 36),
             arch: arch.into(),
+            site_packages_dir: None,
         })
     }
 

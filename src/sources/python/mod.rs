@@ -10,6 +10,7 @@
 //! (PEP 508 marker evaluation), [`tags`] (compatibility tags in pip's priority order),
 //! [`index`] (simple API client, find-links dirs, wheel cache), [`install`] (wheel → entries).
 
+pub mod detect;
 pub mod index;
 pub mod install;
 pub mod markers;
@@ -35,6 +36,9 @@ pub struct PythonTarget {
     pub libc: Libc,
     /// `x86_64` or `aarch64` (see [`PythonTarget::arch_from_oci`]).
     pub arch: String,
+    /// Where packages go when not `{prefix}/lib/python3.X/site-packages` (Debian's
+    /// `/usr/lib/python3/dist-packages`); absolute.
+    pub site_packages_dir: Option<String>,
 }
 
 /// The C library of the target, with its version (decides manylinux / musllinux tags).
@@ -45,8 +49,11 @@ pub enum Libc {
 }
 
 impl PythonTarget {
-    /// `{prefix}/lib/python3.X/site-packages` (absolute, with leading `/`).
+    /// `{prefix}/lib/python3.X/site-packages` (absolute, with leading `/`), or the override.
     pub fn site_packages(&self) -> String {
+        if let Some(d) = &self.site_packages_dir {
+            return d.trim_end_matches('/').to_string();
+        }
         format!(
             "{}/lib/python{}.{}/site-packages",
             self.prefix.trim_end_matches('/'),
@@ -268,6 +275,8 @@ pub enum PythonError {
         first: String,
         second: String,
     },
+    #[error("{message}")]
+    Detect { message: String },
     #[error("dependency set `{set}`: give exactly one of `requirements` or `pylock`")]
     NoLockFile { set: String },
 }
@@ -464,6 +473,7 @@ mod tests {
             prefix: "/usr/local".into(),
             libc: Libc::Glibc(2, 36),
             arch: "x86_64".into(),
+            site_packages_dir: None,
         }
     }
 

@@ -188,6 +188,7 @@ mod tests {
             prefix: "/usr/local".into(),
             libc: Libc::Glibc(2, 36),
             arch: "x86_64".into(),
+            site_packages_dir: None,
         })
     }
 

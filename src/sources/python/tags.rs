@@ -205,6 +205,7 @@ mod tests {
             prefix: "/usr/local".into(),
             libc,
             arch: arch.into(),
+            site_packages_dir: None,
         }
     }
 

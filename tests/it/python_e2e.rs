@@ -1,0 +1,445 @@
+//! Python deps sets end to end: a Debian CPython base made from Debian packages
+//! (scripts/make-python-rootfs), real wheels from PyPI (downloaded once into target/), served by
+//! a local simple index; the image runs under docker. Needs docker, apt-get and pip: a missing
+//! tool fails the test.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Mutex;
+
+use crate::common::{TestContext, copy_tree, repo_root, run_ok, sha256_file, stdout};
+
+/// `pip download` of the example's wheels (x86_64 and aarch64) into target/, once.
+fn example_wheels() -> Vec<PathBuf> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    let _g = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = repo_root().join("target/test-wheels/python-app");
+    let list = |d: &Path| -> Vec<PathBuf> {
+        let mut v: Vec<PathBuf> = fs::read_dir(d)
+            .map(|rd| rd.filter_map(|e| e.ok()).map(|e| e.path()).collect())
+            .unwrap_or_default();
+        v.retain(|p| p.extension().is_some_and(|e| e == "whl"));
+        v.sort();
+        v
+    };
+    if list(&dir).len() < 6 {
+        fs::create_dir_all(&dir).expect("mkdir");
+        let pip = |args: &[&str]| {
+            run_ok(
+                Command::new("python3")
+                    .args(["-m", "pip", "download", "-q", "--only-binary=:all:"])
+                    .args(["--no-deps", "-d"])
+                    .arg(&dir)
+                    .args(args)
+                    .env_remove("PIP_FIND_LINKS"),
+            );
+        };
+        pip(&[
+            "--platform",
+            "manylinux2014_x86_64",
+            "--python-version",
+            "3.11",
+            "--implementation",
+            "cp",
+            "--abi",
+            "cp311",
+            "six==1.16.0",
+            "idna==3.7",
+            "packaging==24.1",
+            "markupsafe==2.1.5",
+            "wheel==0.43.0",
+        ]);
+        pip(&[
+            "--platform",
+            "manylinux2014_aarch64",
+            "--python-version",
+            "3.11",
+            "--implementation",
+            "cp",
+            "--abi",
+            "cp311",
+            "markupsafe==2.1.5",
+        ]);
+    }
+    let got = list(&dir);
+    assert_eq!(got.len(), 6, "{got:?}");
+    got
+}
+
+/// A PEP 503 index on loopback serving `wheels` (plus fake file names listed but not served).
+struct Index {
+    url: String,
+}
+
+fn serve_index(root: &Path, wheels: &[PathBuf], listed_only: &[&str]) -> Index {
+    let files = root.join("files");
+    fs::create_dir_all(&files).expect("mkdir");
+    let mut projects: BTreeMap<String, Vec<(String, String)>> = BTreeMap::new();
+    for w in wheels {
+        let name = w.file_name().expect("name").to_string_lossy().into_owned();
+        fs::copy(w, files.join(&name)).expect("copy wheel");
+        let project = name.split('-').next().unwrap_or("").to_lowercase();
+        projects
+            .entry(project)
+            .or_default()
+            .push((name, sha256_file(w)));
+    }
+    for name in listed_only {
+        let project = name.split('-').next().unwrap_or("").to_lowercase();
+        projects
+            .entry(project)
+            .or_default()
+            .push((name.to_string(), "0".repeat(64)));
+    }
+    for (project, links) in &projects {
+        let dir = root.join("simple").join(project);
+        fs::create_dir_all(&dir).expect("mkdir");
+        let mut html = String::from("<!DOCTYPE html><html><body>\n");
+        for (f, sha) in links {
+            html.push_str(&format!(
+                "<a href=\"../../files/{f}#sha256={sha}\">{f}</a>\n"
+            ));
+        }
+        html.push_str("</body></html>\n");
+        fs::write(dir.join("index.html"), html).expect("write index");
+    }
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let url = format!("http://{}/simple", listener.local_addr().expect("addr"));
+    let root = root.to_path_buf();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut s) = conn else { continue };
+            let root = root.clone();
+            std::thread::spawn(move || {
+                let mut line = String::new();
+                let mut r = BufReader::new(match s.try_clone() {
+                    Ok(c) => c,
+                    Err(_) => return,
+                });
+                if r.read_line(&mut line).is_err() {
+                    return;
+                }
+                loop {
+                    let mut h = String::new();
+                    if r.read_line(&mut h).is_err() || h.trim().is_empty() {
+                        break;
+                    }
+                }
+                let path = line.split_whitespace().nth(1).unwrap_or("/").to_string();
+                let path = path.split(['?', '#']).next().unwrap_or("").to_string();
+                let mut file = root.join(path.trim_start_matches('/'));
+                if path.ends_with('/') {
+                    file = file.join("index.html");
+                }
+                let body = if path.contains("..") {
+                    None
+                } else {
+                    fs::File::open(&file).ok().and_then(|mut f| {
+                        let mut b = Vec::new();
+                        f.read_to_end(&mut b).ok().map(|_| b)
+                    })
+                };
+                let _ = match body {
+                    Some(b) => {
+                        let ctype = if path.ends_with('/') {
+                            "text/html"
+                        } else {
+                            "application/octet-stream"
+                        };
+                        s.write_all(
+                            format!(
+                                "HTTP/1.1 200 OK\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                                b.len()
+                            )
+                            .as_bytes(),
+                        )
+                        .and_then(|_| s.write_all(&b))
+                    }
+                    None => s.write_all(
+                        b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                    ),
+                };
+            });
+        }
+    });
+    Index { url }
+}
+
+/// Copies specs/python-app and specs/python-base into the context and builds the base
+/// (rootfs from Debian packages, then an OCI layout). Returns the app's spec path.
+fn python_app(cx: &TestContext) -> PathBuf {
+    let specs = cx.path().join("project/specs");
+    copy_tree(
+        &repo_root().join("specs/python-app"),
+        &specs.join("python-app"),
+    );
+    let base = specs.join("python-base");
+    copy_tree(&repo_root().join("specs/python-base"), &base);
+    run_ok(Command::new(repo_root().join("scripts/make-python-rootfs")).arg(base.join("rootfs")));
+    run_ok(
+        cx.mlimg()
+            .arg("build")
+            .arg("-f")
+            .arg(base.join("mlimg.toml"))
+            .arg("-o")
+            .arg(format!("oci:{}", base.join("out").display())),
+    );
+    specs.join("python-app/mlimg.toml")
+}
+
+#[test]
+fn wheels_on_a_detected_debian_python_run_in_docker() {
+    let cx = TestContext::new();
+    let wheels = example_wheels();
+    let index = serve_index(&cx.path().join("index"), &wheels, &[]);
+    let spec = python_app(&cx);
+    let text = fs::read_to_string(&spec).expect("spec");
+    assert!(
+        !text.lines().any(|l| l.trim_start().starts_with("[python]")),
+        "the example must exercise detection"
+    );
+    let tag = format!("t{}", std::process::id());
+    fs::write(
+        &spec,
+        text.replace("tags = [\"latest\"]", &format!("tags = [\"{tag}\"]")),
+    )
+    .expect("write spec");
+
+    // The dry run explains where the target came from.
+    let plan = stdout(&run_ok(
+        cx.mlimg()
+            .env("PIP_INDEX_URL", &index.url)
+            .args(["build", "--dry-run", "-f"])
+            .arg(&spec),
+    ));
+    for want in [
+        "found /usr/lib/python3.11/os.py",
+        "glibc 2.36: package libc6 2.36",
+        "/usr/lib/python3/dist-packages",
+        "CPython 3.11 on linux x86_64 (glibc 2.36)",
+        "usr/lib/python3/dist-packages/markupsafe/_speedups.cpython-311-x86_64-linux-gnu.so",
+        "/usr/bin/wheel",
+    ] {
+        assert!(plan.contains(want), "dry run lacks {want:?}:\n{plan}");
+    }
+
+    let tar = cx.path().join("image.tar");
+    run_ok(
+        cx.mlimg()
+            .env("PIP_INDEX_URL", &index.url)
+            .args(["build", "-f"])
+            .arg(&spec)
+            .arg("-o")
+            .arg(format!("docker-archive:{}", tar.display())),
+    );
+    let image = format!("localhost/python-app:{tag}");
+    let load = stdout(&run_ok(
+        Command::new("docker").arg("load").arg("-i").arg(&tar),
+    ));
+    assert!(load.contains(&image), "{load}");
+    let run = |args: &[&str]| {
+        Command::new("docker")
+            .args(["run", "--rm", &image])
+            .args(args)
+            .output()
+            .expect("docker run")
+    };
+    let outs = [
+        run(&[
+            "python3",
+            "-c",
+            "import markupsafe, six, idna, packaging.version; \
+             from markupsafe import _speedups; \
+             print(markupsafe.escape('<a>'), six.__version__, idna.encode('ascii.example').decode())",
+        ]),
+        run(&["wheel", "version"]),
+        run(&[]),
+    ];
+    let _ = Command::new("docker").args(["rmi", "-f", &image]).output();
+    for o in &outs {
+        assert!(
+            o.status.success(),
+            "docker run failed: {}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+    let py = String::from_utf8_lossy(&outs[0].stdout);
+    assert_eq!(py.trim(), "&lt;a&gt; 1.16.0 ascii.example");
+    let script = String::from_utf8_lossy(&outs[1].stdout);
+    assert!(script.contains("wheel 0.43.0"), "{script}");
+    let app = String::from_utf8_lossy(&outs[2].stdout);
+    assert!(app.contains("&lt;a&gt; six 1.16.0"), "{app}");
+}
+
+/// A copy of the example for platform tests: [python] given (with Debian's site-packages), so
+/// no base is needed; both platforms listed.
+fn table_spec(cx: &TestContext, requirements: &str) -> PathBuf {
+    let dir = cx.path().join("tables");
+    fs::create_dir_all(&dir).expect("mkdir");
+    fs::write(dir.join("requirements.txt"), requirements).expect("write");
+    let spec = dir.join("mlimg.toml");
+    fs::write(
+        &spec,
+        r#"[image]
+platforms = ["linux/amd64", "linux/arm64"]
+
+[python]
+version = "3.11"
+prefix = "/usr"
+site_packages = "/usr/lib/python3/dist-packages"
+libc = "glibc 2.36"
+
+[[deps]]
+name = "pypi"
+requirements = "requirements.txt"
+"#,
+    )
+    .expect("write spec");
+    spec
+}
+
+fn layer_members(blob: &Path) -> Vec<String> {
+    let f = fs::File::open(blob).expect("blob");
+    let mut ar = tar::Archive::new(flate2::read::GzDecoder::new(f));
+    ar.entries()
+        .expect("tar")
+        .map(|e| {
+            e.expect("entry")
+                .path()
+                .expect("path")
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect()
+}
+
+#[test]
+fn arm64_deps_are_selected_and_installed_on_amd64() {
+    let cx = TestContext::new();
+    let wheels = example_wheels();
+    let index = serve_index(&cx.path().join("index"), &wheels, &[]);
+    let req = fs::read_to_string(repo_root().join("specs/python-app/requirements.txt"))
+        .expect("requirements");
+    let spec = table_spec(&cx, &req);
+    let out = cx.path().join("oci");
+    let report = {
+        let o = run_ok(
+            cx.mlimg()
+                .env("PIP_INDEX_URL", &index.url)
+                .args(["build", "--json", "--platform", "linux/arm64", "-f"])
+                .arg(&spec)
+                .arg("-o")
+                .arg(format!("oci:{}", out.display())),
+        );
+        serde_json::from_slice::<serde_json::Value>(&o.stdout).expect("json report")
+    };
+    assert_eq!(
+        report["platforms"][0]["platform"], "linux/arm64",
+        "{report}"
+    );
+    let digest = crate::common::layer_digest(&report, "deps pypi");
+    let blob = out
+        .join("blobs/sha256")
+        .join(digest.trim_start_matches("sha256:"));
+    let members = layer_members(&blob);
+    let sp = "usr/lib/python3/dist-packages/markupsafe/";
+    assert!(
+        members
+            .iter()
+            .any(|m| m == &format!("{sp}_speedups.cpython-311-aarch64-linux-gnu.so")),
+        "{members:?}"
+    );
+    assert!(!members.iter().any(|m| m.contains("x86_64")), "{members:?}");
+    assert!(members.iter().any(|m| m == "usr/bin/wheel"), "{members:?}");
+    // The aarch64 extension really is an aarch64 ELF file (e_machine 183).
+    let mut ar = tar::Archive::new(flate2::read::GzDecoder::new(
+        fs::File::open(&blob).expect("blob"),
+    ));
+    let mut so = Vec::new();
+    for e in ar.entries().expect("tar") {
+        let mut e = e.expect("entry");
+        if e.path()
+            .expect("path")
+            .to_string_lossy()
+            .ends_with("aarch64-linux-gnu.so")
+        {
+            e.read_to_end(&mut so).expect("read");
+        }
+    }
+    assert!(so.starts_with(b"\x7fELF"), "not ELF");
+    assert_eq!(u16::from_le_bytes([so[18], so[19]]), 183, "e_machine");
+}
+
+#[test]
+fn bad_requirements_files_name_line_and_package() {
+    let cx = TestContext::new();
+    let wheels = example_wheels();
+    let index = serve_index(
+        &cx.path().join("index"),
+        &wheels,
+        &["winonly-1.0-cp311-cp311-win_amd64.whl"],
+    );
+    let good_six = "six==1.16.0 --hash=sha256:8abb2f1d86890a2dfb989f9a77cfcfd3e47c2a354b01111771326f8aa26e0254\n";
+    let cases: [(&str, String, &[&str]); 5] = [
+        (
+            "unpinned",
+            format!("{good_six}idna>=3.0 --hash=sha256:{}\n", "1".repeat(64)),
+            &["requirements.txt:2", "`idna`", "not pinned"],
+        ),
+        (
+            "missing hash",
+            format!("# header\n{good_six}\npackaging==24.1\n"),
+            &["requirements.txt:4", "`packaging`", "no `--hash"],
+        ),
+        (
+            "wrong hash",
+            format!(
+                "{good_six}markupsafe==2.1.5 --hash=sha256:{}\n",
+                "ab".repeat(32)
+            ),
+            &[
+                "requirements.txt:2",
+                "`markupsafe`",
+                "not among the pinned hashes",
+            ],
+        ),
+        (
+            "unknown package",
+            format!(
+                "nosuchpkg-xyz==1.0 --hash=sha256:{}\n{good_six}",
+                "2".repeat(64)
+            ),
+            &["requirements.txt:1", "`nosuchpkg-xyz`", "not found"],
+        ),
+        (
+            "no compatible wheel",
+            format!("{good_six}winonly==1.0 --hash=sha256:{}\n", "0".repeat(64)),
+            &[
+                "requirements.txt:2",
+                "`winonly`",
+                "no wheel compatible",
+                "win_amd64",
+            ],
+        ),
+    ];
+    for (what, text, wants) in cases {
+        let spec = table_spec(&cx, &text);
+        let out = cx
+            .mlimg()
+            .env("PIP_INDEX_URL", &index.url)
+            .args(["build", "--dry-run", "--platform", "linux/amd64", "-f"])
+            .arg(&spec)
+            .output()
+            .expect("run mlimg");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{what}: {err}");
+        for w in wants {
+            assert!(err.contains(w), "{what}: {w:?} not in: {err}");
+        }
+    }
+}
