@@ -176,6 +176,19 @@ pub fn build(opts: &BuildOptions, progress: &dyn Progress) -> Result<Outcome, Bu
         .iter()
         .map(|p| resolve_base(&spec, p, client.as_ref()))
         .collect::<Result<Vec<_>, _>>()?;
+    // Detecting the base's Python reads its layers' tar headers: fetch registry base layers
+    // first when a wheel set needs detection.
+    let needs_detection = spec
+        .deps
+        .iter()
+        .any(|d| !matches!(d.source, crate::spec::DepsSource::Dir(_)))
+        && spec
+            .python
+            .as_ref()
+            .is_none_or(|p| p.libc.is_none() || p.prefix.is_none());
+    if needs_detection && let Some(c) = &client {
+        fetch_base_blobs(c, &bases, &Cache::open(&opts.cache_dir)?, progress)?;
+    }
     let plan = make_plan(&spec, &platforms, &bases, mtime, opts)?;
     if opts.dry_run {
         return Ok(Outcome::Plan(plan));
@@ -337,18 +350,7 @@ pub fn build(opts: &BuildOptions, progress: &dyn Progress) -> Result<Outcome, Bu
     if !sinks.is_empty()
         && let Some(c) = &client
     {
-        for (digest, r) in &remote {
-            if store.path(digest).is_none() {
-                let size = bases
-                    .iter()
-                    .flat_map(|b| &b.layers)
-                    .find(|l| &l.blob.digest == digest)
-                    .map_or(0, |l| l.blob.size);
-                progress.message(&format!("fetching base layer {digest} ({size} bytes)"));
-                c.blob_to_file(r, digest, size, &cache.blob_path(digest))
-                    .map_err(|e| BuildError::Registry(Box::new(e)))?;
-            }
-        }
+        fetch_base_blobs(c, &bases, &cache, progress)?;
     }
     let mut outputs = Vec::new();
     for s in &sinks {
@@ -392,6 +394,37 @@ pub fn build(opts: &BuildOptions, progress: &dyn Progress) -> Result<Outcome, Bu
         outputs,
         push: push_summary,
     }))
+}
+
+/// Fetches the layers of registry bases into the cache (verified against their digests).
+fn fetch_base_blobs(
+    client: &crate::registry::RegistryClient,
+    bases: &[ResolvedBase],
+    cache: &Cache,
+    progress: &dyn Progress,
+) -> Result<(), BuildError> {
+    for b in bases {
+        let BlobOrigin::Registry(r) = &b.origin else {
+            continue;
+        };
+        for l in &b.layers {
+            if !cache.has_blob(&l.blob.digest) {
+                progress.message(&format!(
+                    "fetching base layer {} ({} bytes)",
+                    l.blob.digest, l.blob.size
+                ));
+                client
+                    .blob_to_file(
+                        r,
+                        &l.blob.digest,
+                        l.blob.size,
+                        &cache.blob_path(&l.blob.digest),
+                    )
+                    .map_err(|e| BuildError::Registry(Box::new(e)))?;
+            }
+        }
+    }
+    Ok(())
 }
 
 fn select_platforms(spec: &Spec, wanted: &[String]) -> Result<Vec<Platform>, BuildError> {
