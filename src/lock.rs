@@ -299,7 +299,7 @@ pub enum ResolveError {
     #[error("weights {name}: {source}")]
     Hub {
         name: String,
-        source: crate::sources::hf::HubError,
+        source: Box<crate::sources::hf::HubError>,
     },
     #[error("base {reference}: {message}")]
     Base { reference: String, message: String },
@@ -341,7 +341,7 @@ pub fn resolve_weights(
     };
     let err = |source| ResolveError::Hub {
         name: w.name.clone(),
-        source,
+        source: Box::new(source),
     };
     let mut snap = hf::resolve(hub, &src).map_err(err)?;
     let unknown: Vec<HubFile> = snap

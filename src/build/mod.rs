@@ -1,8 +1,10 @@
 //! The orchestrator: spec → plan → layers (via the cache) → image → sinks → report.
 
+mod hub;
 mod plan;
 
-pub use plan::make_plan;
+pub use hub::RemoteSelectors;
+use plan::make_plan;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -71,6 +73,13 @@ pub enum BuildError {
         target: String,
         source: crate::output::OutputError,
     },
+    #[error("weights {name}: {source}")]
+    Hub {
+        name: String,
+        source: Box<crate::sources::hf::HubError>,
+    },
+    #[error("{0}")]
+    Lock(String),
     #[error("base image {0}: registry bases need the registry client (not built in yet)")]
     RegistryBase(String),
 }
@@ -138,17 +147,32 @@ pub fn build(opts: &BuildOptions, progress: &dyn Progress) -> Result<Outcome, Bu
         })
         .collect::<Result<Vec<Box<dyn Sink>>, _>>()?;
 
+    let lock = load_lock(&spec, opts, progress)?;
+
     // Bases first: planning a deps set may need the base's Python and libc.
     let bases = platforms
         .iter()
         .map(|p| resolve_base(&spec, p))
         .collect::<Result<Vec<_>, _>>()?;
-    let plan = make_plan(&spec, &platforms, &bases, mtime, opts)?;
+    check_base_lock(lock.as_ref(), &platforms, &bases, opts.locked, progress)?;
+    let cache = Cache::open(&opts.cache_dir)?;
+    let hub = hub::HubPlanner {
+        hub: opts
+            .hub
+            .clone()
+            .unwrap_or_else(|| crate::sources::hf::HubOptions::from_env(|k| std::env::var(k).ok())),
+        lock: lock.as_ref(),
+        locked: opts.locked,
+        cache: (!opts.dry_run).then_some(&cache),
+        progress,
+        remote: None,
+    };
+    let plan = make_plan(&spec, &platforms, &bases, mtime, opts, &hub)?;
+    check_layer_budget(&plan, &bases, progress)?;
     if opts.dry_run {
         return Ok(Outcome::Plan(plan));
     }
 
-    let cache = Cache::open(&opts.cache_dir)?;
     let created = image::rfc3339(mtime);
 
     // Write every distinct layer once (weights and app layers are shared between platforms).
@@ -297,6 +321,134 @@ pub fn build(opts: &BuildOptions, progress: &dyn Progress) -> Result<Outcome, Bu
     }))
 }
 
+/// Image layer counts above this draw a warning.
+pub const LAYER_WARN: usize = 100;
+/// Above this the build refuses: some registries reject images with more layers (and every
+/// layer costs a mount and a request at pull time).
+pub const LAYER_MAX: usize = 500;
+
+fn check_layer_budget(
+    plan: &BuildPlan,
+    bases: &[ResolvedBase],
+    progress: &dyn Progress,
+) -> Result<(), BuildError> {
+    for (p, b) in plan.platforms.iter().zip(bases) {
+        let n = b.layers.len() + p.layers.len();
+        let detail = || {
+            let mut per: BTreeMap<String, usize> = BTreeMap::new();
+            for l in &p.layers {
+                *per.entry(l.role.to_string()).or_default() += 1;
+            }
+            let mut v: Vec<(String, usize)> = per.into_iter().filter(|(_, c)| *c > 1).collect();
+            v.sort_by_key(|b| std::cmp::Reverse(b.1));
+            let top: Vec<String> = v.iter().take(3).map(|(r, c)| format!("{r}: {c}")).collect();
+            format!(
+                "{} base + {} new layers{}",
+                b.layers.len(),
+                p.layers.len(),
+                if top.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({})", top.join(", "))
+                }
+            )
+        };
+        if n > LAYER_MAX {
+            return Err(BuildError::Options(format!(
+                "{}: the image would have {n} layers ({}), more than {LAYER_MAX}; registries may reject it\n  \
+                 hint: use layers = \"one\" for weights entries with many files, or split the model so \
+                 that only large files get their own layer (one per-file entry with include for the \
+                 big files, one single-layer entry for the rest)",
+                p.platform,
+                detail()
+            )));
+        }
+        if n > LAYER_WARN {
+            progress.message(&format!(
+                "warning: {}: the image has {n} layers ({}); more than {LAYER_WARN} slows pulls and \
+                 some registries refuse more than {LAYER_MAX}. Consider layers = \"one\" for small files.",
+                p.platform,
+                detail()
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Reads the spec's lock file; with `--locked` it must exist and match the spec.
+fn load_lock(
+    spec: &Spec,
+    opts: &BuildOptions,
+    progress: &dyn Progress,
+) -> Result<Option<crate::lock::Lockfile>, BuildError> {
+    let path = crate::lock::lock_path(&opts.spec_path);
+    let lock = crate::lock::Lockfile::load(&path).map_err(|e| BuildError::Lock(e.to_string()))?;
+    match &lock {
+        None if opts.locked => Err(BuildError::Lock(format!(
+            "--locked: {} does not exist\n  hint: run `mlimg lock` and commit the lock file",
+            path.display()
+        ))),
+        None => Ok(None),
+        Some(l) => {
+            let stale = l.check(spec);
+            if stale.is_empty() {
+                return Ok(lock);
+            }
+            if opts.locked {
+                return Err(BuildError::Lock(format!(
+                    "--locked: {} does not match the spec:\n  {}\n  hint: run `mlimg lock` and commit the lock file",
+                    path.display(),
+                    stale.join("\n  ")
+                )));
+            }
+            progress.message(&format!(
+                "{} is stale (building from the spec; run `mlimg lock` to update it):\n  {}",
+                path.display(),
+                stale.join("\n  ")
+            ));
+            Ok(lock)
+        }
+    }
+}
+
+/// A base whose digest differs from the locked one: `--locked` fails, a plain build says so.
+fn check_base_lock(
+    lock: Option<&crate::lock::Lockfile>,
+    platforms: &[Platform],
+    bases: &[ResolvedBase],
+    locked: bool,
+    progress: &dyn Progress,
+) -> Result<(), BuildError> {
+    let Some(bl) = lock.and_then(|l| l.base.as_ref()) else {
+        return Ok(());
+    };
+    for (p, b) in platforms.iter().zip(bases) {
+        let want = bl
+            .platforms
+            .iter()
+            .find(|l| l.platform == p.to_string())
+            .map(|l| l.digest.as_str());
+        if bl.reference != b.name {
+            continue;
+        }
+        if let (Some(want), Some(got)) = (want, b.manifest_digest.as_deref())
+            && want != got
+        {
+            let msg = format!(
+                "base {} {p}: the lock has {want}, the base now is {got}",
+                b.name
+            );
+            if locked {
+                return Err(BuildError::Lock(format!(
+                    "--locked: {msg}\n  hint: run `mlimg lock` to accept the new base"
+                )));
+            }
+            progress.message(&format!("mlimg.lock is stale: {msg}; run `mlimg lock`"));
+        }
+    }
+    Ok(())
+}
+
 fn select_platforms(spec: &Spec, wanted: &[String]) -> Result<Vec<Platform>, BuildError> {
     if wanted.is_empty() {
         return Ok(spec.image.platforms.clone());
@@ -429,6 +581,11 @@ fn write_one(
     if let Some(rec) = cache.get_selector(&l.selector) {
         progress.layer_done(&l.role, true);
         return Ok((rec.blob, true));
+    }
+    if let Some(blob) = &l.remote {
+        // Only in the push target: nothing to write here.
+        progress.layer_done(&l.role, true);
+        return Ok((blob.clone(), true));
     }
     progress.layer_start(&l.role, l.size());
     let tmp = cache.temp()?;

@@ -109,6 +109,10 @@ pub struct LayerPlan {
     pub selector: String,
     /// The image history's `created_by` for this layer.
     pub created_by: String,
+    /// Set when the layer is known to exist only in the push target (found through the
+    /// registry-shared selector records): nothing is written locally, its blob is not in the
+    /// cache, and only a push to that target can use it.
+    pub remote: Option<crate::layer::LayerBlob>,
 }
 
 impl LayerPlan {
@@ -150,6 +154,7 @@ impl LayerPlan {
             entries,
             selector: hex::encode(h.finalize()),
             created_by,
+            remote: None,
         })
     }
 

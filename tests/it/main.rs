@@ -3,6 +3,8 @@
 mod build;
 mod common;
 mod hf;
+mod hub_build;
+mod lock;
 mod python;
 mod registry;
 mod spec_errors;
