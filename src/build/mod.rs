@@ -2,6 +2,7 @@
 
 mod hub;
 mod plan;
+pub mod shared_cache;
 
 pub use hub::RemoteSelectors;
 use plan::make_plan;

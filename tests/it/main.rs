@@ -7,4 +7,5 @@ mod hub_build;
 mod lock;
 mod python;
 mod registry;
+mod shared_cache;
 mod spec_errors;
