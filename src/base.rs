@@ -40,6 +40,13 @@ pub enum BaseError {
         digest: String,
         actual: String,
     },
+    #[error("base {name}: {source}")]
+    Registry {
+        name: String,
+        source: Box<crate::registry::RegistryError>,
+    },
+    #[error("base {name}: config is not valid JSON: {message}")]
+    Config { name: String, message: String },
     #[error("base {name}: config has {diff_ids} diff_ids for {layers} layers")]
     LayerCount {
         name: String,
@@ -55,8 +62,8 @@ pub enum BlobOrigin {
     None,
     /// `blobs/sha256/<hex>` under an OCI layout folder.
     Layout(PathBuf),
-    /// A registry repository (`host/repo`), for pushes to mount or stream from.
-    Registry(String),
+    /// A registry repository, for pushes to mount or stream from (and file outputs to fetch).
+    Registry(crate::registry::Reference),
 }
 
 /// The base image for one platform.
@@ -247,5 +254,43 @@ fn verified_json(dir: &Path, desc: &Value, name: &str) -> Result<Value, BaseErro
         path: path.clone(),
         what: digest.into(),
         message: e.to_string(),
+    })
+}
+
+/// Pulls the base's manifest and config for `platform` from a registry (never its layers:
+/// they are referenced, and fetched only when a file output needs them).
+pub fn from_registry(
+    client: &crate::registry::RegistryClient,
+    name: &str,
+    platform: &Platform,
+) -> Result<ResolvedBase, BaseError> {
+    let reg_err = |e| BaseError::Registry {
+        name: name.into(),
+        source: Box::new(e),
+    };
+    let reference = crate::registry::Reference::parse(name).map_err(reg_err)?;
+    let rp = crate::registry::Platform {
+        os: platform.os.clone(),
+        architecture: platform.architecture.clone(),
+        variant: platform.variant.clone(),
+    };
+    let pulled = client.pull_image(&reference, &rp).map_err(reg_err)?;
+    let config: Value =
+        serde_json::from_slice(&pulled.config_bytes).map_err(|e| BaseError::Config {
+            name: name.into(),
+            message: e.to_string(),
+        })?;
+    let manifest: Value =
+        serde_json::from_slice(&pulled.manifest_bytes).map_err(|e| BaseError::Config {
+            name: name.into(),
+            message: e.to_string(),
+        })?;
+    let layers = base_layers(&manifest, &config, name)?;
+    Ok(ResolvedBase {
+        name: name.to_string(),
+        manifest_digest: Some(pulled.manifest_digest),
+        config,
+        layers,
+        origin: BlobOrigin::Registry(reference),
     })
 }

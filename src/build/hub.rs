@@ -16,6 +16,8 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::{BuildError, Progress};
 use crate::cache::Cache;
@@ -34,6 +36,11 @@ pub struct HubPlanner<'a> {
     pub progress: &'a dyn Progress,
     /// Registry-shared selector records (only with `--push`).
     pub remote: Option<&'a dyn RemoteSelectors>,
+    /// Filled while planning: every Hub layer's selector, and whether it was found only in
+    /// the push target (`true`: nothing local, the target already has the record).
+    pub planned: Mutex<Vec<(String, bool)>>,
+    /// Bytes of Hub files downloaded while planning.
+    pub downloaded: AtomicU64,
 }
 
 /// A second-level selector cache (the push target's shared records).
@@ -69,13 +76,32 @@ impl HubPlanner<'_> {
     }
 
     fn events(&self) -> impl Fn(HubEvent) + '_ {
+        let starts = Mutex::new(BTreeMap::new());
         move |e| match e {
-            HubEvent::Start { path, size, offset } if offset > 0 => self
-                .progress
-                .message(&format!("resuming {path} at {offset} of {size} bytes")),
-            HubEvent::Start { path, size, .. } => self
-                .progress
-                .message(&format!("downloading {path} ({size} bytes)")),
+            HubEvent::Start { path, size, offset } => {
+                if offset > 0 {
+                    self.progress
+                        .message(&format!("resuming {path} at {offset} of {size} bytes"));
+                } else {
+                    self.progress
+                        .message(&format!("downloading {path} ({size} bytes)"));
+                }
+                if let Ok(mut s) = starts.lock() {
+                    s.insert(path.clone(), offset);
+                }
+                self.progress.transfer(&path, offset, size);
+            }
+            HubEvent::Progress { path, done, size } => self.progress.transfer(&path, done, size),
+            HubEvent::Done { path, size } => {
+                let from = starts
+                    .lock()
+                    .ok()
+                    .and_then(|mut s| s.remove(&path))
+                    .unwrap_or(0);
+                self.downloaded
+                    .fetch_add(size.saturating_sub(from), Ordering::Relaxed);
+                self.progress.transfer_done(&path, "downloaded, verified");
+            }
             HubEvent::Retry {
                 path,
                 attempt,
@@ -133,6 +159,15 @@ impl HubPlanner<'_> {
                 "weights {:?}: could not check whether {} moved on the Hub ({e}); building the locked commit {}",
                 w.name, l.revision, l.commit
             )),
+        }
+    }
+
+    fn record(&self, selector: &str, remote: bool) {
+        if let Ok(mut p) = self.planned.lock() {
+            match p.iter_mut().find(|(s, _)| s == selector) {
+                Some(e) => e.1 = remote,
+                None => p.push((selector.to_string(), remote)),
+            }
         }
     }
 
@@ -206,6 +241,9 @@ impl HubPlanner<'_> {
         let Some(cache) = self.cache else {
             return Ok(plans);
         };
+        for lp in &plans {
+            self.record(&lp.selector, false);
+        }
 
         let mut missing = Vec::new();
         for (gi, lp) in plans.iter_mut().enumerate() {
@@ -215,6 +253,7 @@ impl HubPlanner<'_> {
             if let Some(remote) = self.remote
                 && let Some(blob) = remote.lookup(&lp.selector)
             {
+                self.record(&lp.selector, true);
                 self.progress.message(&format!(
                     "{role}: layer {} found in the push target; not downloading",
                     &blob.digest

@@ -2,10 +2,12 @@
 
 mod hub;
 mod plan;
+mod push;
 pub mod shared_cache;
 
 pub use hub::RemoteSelectors;
 use plan::make_plan;
+pub use push::{BlobReport, PushSummary};
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -40,6 +42,12 @@ pub struct BuildOptions {
     pub locked: bool,
     /// Hugging Face Hub endpoint, token and cache (from HF_* variables); `None` = defaults.
     pub hub: Option<crate::sources::hf::HubOptions>,
+    /// Push to `[image].name` after building.
+    pub push: bool,
+    /// Tags to push instead of `[image].tags`.
+    pub tags: Vec<String>,
+    /// Registry client settings (auth config, insecure hosts, parallelism, chunking).
+    pub registry: crate::registry::ClientOptions,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -81,12 +89,21 @@ pub enum BuildError {
     },
     #[error("{0}")]
     Lock(String),
-    #[error("base image {0}: registry bases need the registry client (not built in yet)")]
-    RegistryBase(String),
+    #[error("push to {target}: {source}")]
+    Push {
+        target: String,
+        source: Box<crate::registry::RegistryError>,
+    },
+    #[error("{0}")]
+    Registry(Box<crate::registry::RegistryError>),
 }
 
 /// Progress events, for a progress bar or plain lines.
 pub trait Progress: Sync {
+    /// A byte transfer (an upload or download) identified by `key` moved to `done` of `total`.
+    fn transfer(&self, _key: &str, _done: u64, _total: u64) {}
+    /// The transfer `key` finished; `summary` says how.
+    fn transfer_done(&self, _key: &str, _summary: &str) {}
     fn layer_start(&self, _role: &LayerRole, _bytes: u64) {}
     fn layer_bytes(&self, _role: &LayerRole, _done: u64) {}
     fn layer_done(&self, _role: &LayerRole, _cached: bool) {}
@@ -105,6 +122,12 @@ pub struct LayerReport {
     pub size: u64,
     pub media_type: String,
     pub cached: bool,
+    /// With `--push`: `uploaded`, `mounted` or `skipped`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub push: Option<&'static str>,
+    /// With `--push`: bytes sent for this layer (retries included).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bytes_sent: Option<u64>,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -124,6 +147,10 @@ pub struct BuildReport {
     pub layers: Vec<LayerReport>,
     pub platforms: Vec<PlatformReport>,
     pub outputs: Vec<SinkReport>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub push: Option<PushSummary>,
+    /// Bytes of Hugging Face Hub files this build downloaded (0: all from caches).
+    pub hub_bytes_downloaded: u64,
 }
 
 /// The result of `build`: a plan (dry run) or a finished build.
@@ -150,13 +177,31 @@ pub fn build(opts: &BuildOptions, progress: &dyn Progress) -> Result<Outcome, Bu
 
     let lock = load_lock(&spec, opts, progress)?;
 
+    let target = push_target(&spec, opts)?;
+    let client = if target.is_some() || matches!(spec.image.base, BaseSpec::Registry(_)) {
+        let c = crate::registry::RegistryClient::new(opts.registry.clone())
+            .map_err(|e| BuildError::Registry(Box::new(e)))?;
+        Some(c)
+    } else {
+        None
+    };
     // Bases first: planning a deps set may need the base's Python and libc.
     let bases = platforms
         .iter()
-        .map(|p| resolve_base(&spec, p))
+        .map(|p| resolve_base(&spec, p, client.as_ref()))
         .collect::<Result<Vec<_>, _>>()?;
     check_base_lock(lock.as_ref(), &platforms, &bases, opts.locked, progress)?;
     let cache = Cache::open(&opts.cache_dir)?;
+    // With --push and no file output, the push target's shared selector records can stand in
+    // for the weights: a layer found there is neither downloaded nor uploaded.
+    let target_selectors = match (&target, &client) {
+        (Some((t, _)), Some(c)) if sinks.is_empty() => Some(shared_cache::TargetSelectors {
+            client: c,
+            target: t,
+            progress,
+        }),
+        _ => None,
+    };
     let hub = hub::HubPlanner {
         hub: opts
             .hub
@@ -166,7 +211,9 @@ pub fn build(opts: &BuildOptions, progress: &dyn Progress) -> Result<Outcome, Bu
         locked: opts.locked,
         cache: (!opts.dry_run).then_some(&cache),
         progress,
-        remote: None,
+        remote: target_selectors.as_ref().map(|t| t as &dyn RemoteSelectors),
+        planned: std::sync::Mutex::new(Vec::new()),
+        downloaded: std::sync::atomic::AtomicU64::new(0),
     };
     let plan = make_plan(&spec, &platforms, &bases, mtime, opts, &hub)?;
     check_layer_budget(&plan, &bases, progress)?;
@@ -209,6 +256,8 @@ pub fn build(opts: &BuildOptions, progress: &dyn Progress) -> Result<Outcome, Bu
                 size: l.blob.size,
                 media_type: l.blob.media_type.clone(),
                 cached: true,
+                push: None,
+                bytes_sent: None,
             })
             .collect();
         let mut new_layers = Vec::new();
@@ -230,6 +279,8 @@ pub fn build(opts: &BuildOptions, progress: &dyn Progress) -> Result<Outcome, Bu
                 size: blob.size,
                 media_type: blob.media_type.clone(),
                 cached: *cached,
+                push: None,
+                bytes_sent: None,
             });
         }
         let config = image::build_config(
@@ -298,6 +349,48 @@ pub fn build(opts: &BuildOptions, progress: &dyn Progress) -> Result<Outcome, Bu
         cache: cache.clone(),
         layouts,
     };
+    // Base blobs that live in a registry: file outputs need their bytes, a push only a reference.
+    let mut remote = BTreeMap::new();
+    for b in &bases {
+        if let BlobOrigin::Registry(r) = &b.origin {
+            for l in &b.layers {
+                remote.insert(l.blob.digest.clone(), r.clone());
+            }
+        }
+    }
+    // Hub layers found only in the push target (see `shared_cache`): the push skips them;
+    // nothing may read their bytes locally.
+    for (l, (blob, _)) in unique.iter().zip(&written) {
+        if l.remote.is_some() && !cache.has_blob(&blob.digest) {
+            match &target {
+                Some((t, _)) if sinks.is_empty() => {
+                    remote.insert(blob.digest.clone(), t.clone());
+                }
+                _ => {
+                    return Err(BuildError::Options(format!(
+                        "{}: layer {} exists only in the push target; a file output needs its bytes",
+                        l.role, blob.digest
+                    )));
+                }
+            }
+        }
+    }
+    if !sinks.is_empty()
+        && let Some(c) = &client
+    {
+        for (digest, r) in &remote {
+            if store.path(digest).is_none() {
+                let size = bases
+                    .iter()
+                    .flat_map(|b| &b.layers)
+                    .find(|l| &l.blob.digest == digest)
+                    .map_or(0, |l| l.blob.size);
+                progress.message(&format!("fetching base layer {digest} ({size} bytes)"));
+                c.blob_to_file(r, digest, size, &cache.blob_path(digest))
+                    .map_err(|e| BuildError::Registry(Box::new(e)))?;
+            }
+        }
+    }
     let mut outputs = Vec::new();
     for s in &sinks {
         progress.message(&format!("writing {s}"));
@@ -309,6 +402,46 @@ pub fn build(opts: &BuildOptions, progress: &dyn Progress) -> Result<Outcome, Bu
                 })?,
         );
     }
+    let mut push_summary = None;
+    if let (Some((target, tags)), Some(c)) = (&target, &client) {
+        progress.message(&format!("pushing to {target}"));
+        let summary = push::push(c, &built, &store, &remote, target, tags, progress)?;
+        let by_digest: BTreeMap<&str, &BlobReport> = summary
+            .blobs
+            .iter()
+            .map(|b| (b.digest.as_str(), b))
+            .collect();
+        for pr in &mut reports {
+            for l in &mut pr.layers {
+                if let Some(b) = by_digest.get(l.digest.as_str()) {
+                    l.push = Some(b.action);
+                    l.bytes_sent = Some(b.bytes_sent);
+                }
+            }
+        }
+        push_summary = Some(summary);
+        // Share the Hub layers through the target: a runner with an empty cache finds them.
+        let planned = hub.planned.lock().map(|p| p.clone()).unwrap_or_default();
+        let records: Vec<(String, LayerBlob)> = planned
+            .iter()
+            .filter(|(_, was_remote)| !was_remote)
+            .filter_map(|(sel, _)| {
+                by_selector
+                    .get(sel.as_str())
+                    .map(|(b, _)| (sel.clone(), b.clone()))
+            })
+            .collect();
+        if !records.is_empty() {
+            match shared_cache::publish(c, target, &records) {
+                Ok(n) => progress.message(&format!(
+                    "shared layer cache: {n} record(s) published in {target}"
+                )),
+                Err(e) => progress.message(&format!(
+                    "warning: shared layer cache: could not publish records in {target}: {e}"
+                )),
+            }
+        }
+    }
     let top = built.top().clone();
     Ok(Outcome::Built(BuildReport {
         manifest_digest: top.digest,
@@ -319,6 +452,8 @@ pub fn build(opts: &BuildOptions, progress: &dyn Progress) -> Result<Outcome, Bu
             .unwrap_or_default(),
         platforms: reports,
         outputs,
+        push: push_summary,
+        hub_bytes_downloaded: hub.downloaded.load(std::sync::atomic::Ordering::Relaxed),
     }))
 }
 
@@ -508,7 +643,40 @@ fn manifest_annotations(
     a
 }
 
-fn resolve_base(spec: &Spec, platform: &Platform) -> Result<ResolvedBase, BuildError> {
+/// The push target and its tags, checked before any work is done.
+fn push_target(
+    spec: &Spec,
+    opts: &BuildOptions,
+) -> Result<Option<(crate::registry::Reference, Vec<String>)>, BuildError> {
+    if !opts.push {
+        return Ok(None);
+    }
+    let name = spec.image.name.as_ref().ok_or_else(|| {
+        BuildError::Options(format!(
+            "--push needs [image].name in {} (e.g. name = \"docker.io/acme/app\")",
+            spec.path.display()
+        ))
+    })?;
+    let target =
+        crate::registry::Reference::parse(name).map_err(|e| BuildError::Registry(Box::new(e)))?;
+    let tags = if opts.tags.is_empty() {
+        spec.image.tags.clone()
+    } else {
+        opts.tags.clone()
+    };
+    let tags = if tags.is_empty() {
+        vec!["latest".to_string()]
+    } else {
+        tags
+    };
+    Ok(Some((target, tags)))
+}
+
+fn resolve_base(
+    spec: &Spec,
+    platform: &Platform,
+    client: Option<&crate::registry::RegistryClient>,
+) -> Result<ResolvedBase, BuildError> {
     match &spec.image.base {
         BaseSpec::Scratch => Ok(base::scratch(platform)),
         BaseSpec::OciLayout { path, tag } => Ok(base::from_layout(
@@ -517,7 +685,10 @@ fn resolve_base(spec: &Spec, platform: &Platform) -> Result<ResolvedBase, BuildE
             platform,
             &spec.image.base_name,
         )?),
-        BaseSpec::Registry(r) => Err(BuildError::RegistryBase(r.clone())),
+        BaseSpec::Registry(r) => match client {
+            Some(c) => Ok(base::from_registry(c, r, platform)?),
+            None => Err(BuildError::Options(format!("base {r}: no registry client"))),
+        },
     }
 }
 

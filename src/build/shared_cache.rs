@@ -168,6 +168,28 @@ pub fn publish(
     Ok(n)
 }
 
+/// The push target as the build's second-level selector cache.
+pub(super) struct TargetSelectors<'a> {
+    pub client: &'a RegistryClient,
+    pub target: &'a Reference,
+    pub progress: &'a dyn super::Progress,
+}
+
+impl super::RemoteSelectors for TargetSelectors<'_> {
+    fn lookup(&self, selector: &str) -> Option<LayerBlob> {
+        match lookup(self.client, self.target, selector) {
+            Ok(found) => found,
+            Err(e) => {
+                self.progress.message(&format!(
+                    "shared layer cache in {}: lookup failed ({e}); building locally",
+                    repo_only(self.target)
+                ));
+                None
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

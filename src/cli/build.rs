@@ -44,6 +44,27 @@ pub struct BuildArgs {
     /// The cache folder (blobs and layer selectors).
     #[arg(long, env = "MLIMG_CACHE_DIR", value_name = "DIR")]
     pub cache_dir: Option<PathBuf>,
+    /// Push the image to [image].name with every tag (only blobs the registry lacks are sent).
+    /// Credentials come from ~/.docker/config.json ($DOCKER_CONFIG): auths, credsStore,
+    /// credHelpers (docker-credential-ecr-login, -gcloud, …), as docker uses them.
+    #[arg(long)]
+    pub push: bool,
+    /// Push these tags instead of [image].tags (repeatable).
+    #[arg(short = 't', long, value_name = "TAG")]
+    pub tag: Vec<String>,
+    /// Reach this registry (host[:port]) over plain HTTP (loopback registries always are).
+    #[arg(long, value_name = "HOST")]
+    pub insecure_registry: Vec<String>,
+    /// Blobs uploaded in parallel.
+    #[arg(long, default_value_t = 4, value_name = "N")]
+    pub upload_jobs: usize,
+    /// Retries per request or blob upload on 5xx, 429 and broken connections (with backoff).
+    #[arg(long, default_value_t = 5, value_name = "N")]
+    pub retries: u32,
+    /// Upload blobs in chunks of this many bytes (default: one streamed request per blob, which
+    /// ECR and Google Artifact Registry need).
+    #[arg(long, value_name = "BYTES")]
+    pub chunk_size: Option<u64>,
     /// Fail if mlimg.lock is missing or does not match the spec (like `cargo --locked`).
     #[arg(long)]
     pub locked: bool,
@@ -53,6 +74,7 @@ pub struct BuildArgs {
 }
 
 pub fn run(args: BuildArgs) -> Result<()> {
+    let registry = registry_options(&args);
     let cache_dir = match args.cache_dir {
         Some(d) => d,
         None => mlimg::cache::Cache::default_root(None)?,
@@ -70,6 +92,9 @@ pub fn run(args: BuildArgs) -> Result<()> {
         hub: Some(mlimg::sources::hf::HubOptions::from_env(|k| {
             std::env::var(k).ok()
         })),
+        push: args.push,
+        tags: args.tag,
+        registry,
     };
     let progress = Bars::new();
     match build(&opts, &progress)? {
@@ -103,7 +128,13 @@ pub fn run(args: BuildArgs) -> Result<()> {
                 for o in &report.outputs {
                     eprintln!("wrote {}", o.target);
                 }
-                if report.outputs.is_empty() {
+                if let Some(p) = &report.push {
+                    for r in &p.pushed {
+                        eprintln!("pushed {r}");
+                    }
+                    eprintln!("sent {} bytes", p.bytes_sent);
+                }
+                if report.outputs.is_empty() && report.push.is_none() {
                     eprintln!(
                         "(no --output given: the layers are in the cache; add -o oci:DIR or -o docker-archive:FILE)"
                     );
@@ -113,6 +144,16 @@ pub fn run(args: BuildArgs) -> Result<()> {
         }
     }
     Ok(())
+}
+
+fn registry_options(args: &BuildArgs) -> mlimg::registry::ClientOptions {
+    mlimg::registry::ClientOptions {
+        insecure_registries: args.insecure_registry.clone(),
+        max_parallel_uploads: args.upload_jobs.max(1),
+        max_retries: args.retries,
+        chunk_size: args.chunk_size,
+        ..Default::default()
+    }
 }
 
 /// `PIP_INDEX_URL` (default: PyPI), then the space-separated `PIP_EXTRA_INDEX_URL`, as pip reads them.
@@ -133,6 +174,7 @@ fn pip_index_urls() -> Vec<String> {
 struct Bars {
     multi: Option<MultiProgress>,
     bars: Mutex<Vec<(LayerRole, ProgressBar)>>,
+    transfers: Mutex<std::collections::HashMap<String, ProgressBar>>,
 }
 
 impl Bars {
@@ -141,6 +183,7 @@ impl Bars {
         Bars {
             multi,
             bars: Mutex::new(Vec::new()),
+            transfers: Mutex::new(Default::default()),
         }
     }
     fn clear(&self) {
@@ -153,7 +196,42 @@ impl Bars {
     }
 }
 
+impl Bars {
+    fn bar(&self, key: &str, total: u64) -> Option<ProgressBar> {
+        let m = self.multi.as_ref()?;
+        let mut t = self.transfers.lock().ok()?;
+        if let Some(b) = t.get(key) {
+            return Some(b.clone());
+        }
+        let bar = m.add(ProgressBar::new(total));
+        if let Ok(style) = ProgressStyle::with_template(
+            "{msg:<24} {bar:30} {bytes}/{total_bytes} {bytes_per_sec} {eta}",
+        ) {
+            bar.set_style(style);
+        }
+        bar.set_message(key.to_string());
+        t.insert(key.to_string(), bar.clone());
+        Some(bar)
+    }
+}
+
 impl Progress for Bars {
+    fn transfer(&self, key: &str, done: u64, total: u64) {
+        if let Some(b) = self.bar(key, total) {
+            b.set_length(total);
+            b.set_position(done);
+        }
+    }
+    fn transfer_done(&self, key: &str, summary: &str) {
+        match self.transfers.lock().ok().and_then(|mut t| t.remove(key)) {
+            Some(b) => b.finish_and_clear(),
+            None if self.multi.is_some() => {}
+            None => eprintln!("{summary}"),
+        }
+        if let Some(m) = &self.multi {
+            let _ = m.println(summary);
+        }
+    }
     fn layer_start(&self, role: &LayerRole, bytes: u64) {
         match &self.multi {
             Some(m) => {

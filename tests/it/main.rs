@@ -5,6 +5,7 @@ mod common;
 mod hf;
 mod hub_build;
 mod lock;
+mod push;
 mod python;
 mod registry;
 mod shared_cache;
