@@ -29,10 +29,15 @@ impl HubProject {
     }
 
     pub fn write_spec(&self, weights: &str) {
+        self.write_spec_named(weights, None)
+    }
+
+    pub fn write_spec_named(&self, weights: &str, name: Option<&str>) {
+        let name = name.map_or(String::new(), |n| format!("name = \"{n}\"\n"));
         std::fs::write(
             &self.spec,
             format!(
-                "[image]\nbase = \"scratch\"\nplatforms = [\"linux/amd64\"]\n\n\
+                "[image]\n{name}base = \"scratch\"\nplatforms = [\"linux/amd64\"]\n\n\
                  [[weights]]\nname = \"tiny\"\nsource = \"hf://{REPO}\"\ndest = \"/models/tiny\"\n{weights}\n\n\
                  [config]\nenv = {{ MODEL_PATH = \"${{weights.tiny.dest}}\" }}\n"
             ),
@@ -428,4 +433,99 @@ fn layer_budget_warns_above_100_and_refuses_above_500() {
         p.hub.downloads().is_empty(),
         "the budget is checked before downloading"
     );
+}
+
+#[test]
+fn fresh_runner_finds_the_weights_layer_in_the_registry_and_moves_no_weight_bytes() {
+    let reg = crate::common::registry::TestRegistry::start();
+    let p = HubProject::new("layers = \"per-file\"");
+    let name = format!("{}/acme/tiny-svc", reg.host());
+    p.write_spec_named("layers = \"per-file\"", Some(&name));
+    p.lock();
+
+    // Runner A: downloads from the Hub, builds, pushes, publishes the selector records.
+    let (a, stderr) = p.build(&["--locked", "--push"]);
+    assert!(a["hub_bytes_downloaded"].as_u64().unwrap_or(0) > 0, "{a}");
+    assert!(stderr.contains("shared layer cache"), "{stderr}");
+    let weights: Vec<&serde_json::Value> = a["layers"]
+        .as_array()
+        .expect("layers")
+        .iter()
+        .filter(|l| l["role"] == "weights tiny")
+        .collect();
+    assert_eq!(weights.len(), 6);
+    assert!(weights.iter().all(|l| l["push"] == "uploaded"), "{a}");
+    let tags = reg.requests();
+    let records = tags
+        .iter()
+        .filter(|r| r.starts_with("PUT /v2/acme/tiny-svc/manifests/mlimg-sel-"))
+        .count();
+    assert_eq!(records, 6, "one record per weights layer: {tags:#?}");
+
+    // Runner B: empty mlimg cache, empty hub cache, no Hub at all.
+    let before = reg.requests().len();
+    let cache_b = p.cx.path().join("cache-b");
+    let out = run_ok(
+        p.build_cmd(&["--locked", "--push"])
+            .env("MLIMG_CACHE_DIR", &cache_b)
+            .env("HF_HOME", p.cx.path().join("hfhome-b"))
+            .env("HF_HUB_CACHE", p.cx.path().join("hfhome-b/hub"))
+            .env("HF_ENDPOINT", "http://127.0.0.1:9"),
+    );
+    let b: serde_json::Value = serde_json::from_slice(&out.stdout).expect("report");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(b["manifest_digest"], a["manifest_digest"], "{stderr}");
+    assert_eq!(b["hub_bytes_downloaded"], 0, "{b}");
+    for l in b["layers"].as_array().expect("layers") {
+        assert_eq!(l["push"], "skipped", "{b}");
+        assert_eq!(l["bytes_sent"], 0, "{b}");
+    }
+    assert_eq!(b["push"]["bytes_sent"], 0, "{b}");
+    // the registry saw no upload and no blob download
+    let new: Vec<String> = reg.requests().into_iter().skip(before).collect();
+    assert!(
+        new.iter().all(
+            |r| !r.contains("/blobs/uploads") && !r.starts_with("GET /v2/acme/tiny-svc/blobs/")
+        ),
+        "{new:#?}"
+    );
+    // and runner B's cache holds no weight bytes
+    for l in b["layers"].as_array().expect("layers") {
+        let d = l["digest"].as_str().expect("digest");
+        assert!(
+            !cache_b
+                .join("blobs/sha256")
+                .join(d.trim_start_matches("sha256:"))
+                .exists(),
+            "{d} was stored locally"
+        );
+    }
+    assert!(
+        !p.cx
+            .path()
+            .join("hfhome-b/hub/models--acme--tiny/blobs")
+            .exists()
+    );
+}
+
+#[test]
+fn a_file_output_never_uses_a_layer_that_exists_only_in_the_registry() {
+    let reg = crate::common::registry::TestRegistry::start();
+    let p = HubProject::new("");
+    let name = format!("{}/acme/tiny-out", reg.host());
+    p.write_spec_named("", Some(&name));
+    p.lock();
+    p.build(&["--locked", "--push"]);
+    // A fresh runner that also wants a layout must have the bytes: it downloads them.
+    let (dir, out) = p.layout("out");
+    let cache_b = p.cx.path().join("cache-c");
+    let o = run_ok(
+        p.build_cmd(&["--locked", "--push", "-o", &out])
+            .env("MLIMG_CACHE_DIR", &cache_b)
+            .env("HF_HOME", p.cx.path().join("hfhome-c"))
+            .env("HF_HUB_CACHE", p.cx.path().join("hfhome-c/hub")),
+    );
+    let r: serde_json::Value = serde_json::from_slice(&o.stdout).expect("report");
+    assert!(r["hub_bytes_downloaded"].as_u64().unwrap_or(0) > 0, "{r}");
+    assert!(layout_files(&dir).contains_key("models/tiny/model.safetensors"));
 }
