@@ -529,3 +529,94 @@ fn a_file_output_never_uses_a_layer_that_exists_only_in_the_registry() {
     assert!(r["hub_bytes_downloaded"].as_u64().unwrap_or(0) > 0, "{r}");
     assert!(layout_files(&dir).contains_key("models/tiny/model.safetensors"));
 }
+
+/// Benchmark (scripts/bench-hub): a model of `MLIMG_BENCH_HUB_MIB` MiB (default 1024) in 4
+/// shards, `layers = "per-file"`, built and pushed with `--locked --push` in these steps. Prints
+/// one `BENCH {json}` line per step.
+#[test]
+#[ignore = "benchmark; run through scripts/bench-hub"]
+fn bench_hub_rebuild_and_push() {
+    let mib: usize = std::env::var("MLIMG_BENCH_HUB_MIB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1024);
+    let shard_floats = mib * (1 << 20) / 4 / 4;
+    let model = |seeds: [u32; 4]| -> BTreeMap<String, HubFileData> {
+        let mut files = BTreeMap::new();
+        files.insert(
+            "config.json".to_string(),
+            HubFileData::new(b"{\"model_type\":\"bench\"}\n".to_vec(), false),
+        );
+        for (i, s) in seeds.iter().enumerate() {
+            files.insert(
+                format!("model-{i:05}-of-00004.safetensors"),
+                HubFileData::new(safetensors(&[("w", shard_floats)], *s), true),
+            );
+        }
+        files
+    };
+    let reg = crate::common::registry::TestRegistry::start();
+    let p = HubProject::new("layers = \"per-file\"");
+    let v1 = p.hub.add_commit(model([1, 2, 3, 4]));
+    p.hub.set_branch("main", &v1);
+    let name = format!("{}/bench/model", reg.host());
+    let app = p.cx.path().join("app");
+    std::fs::create_dir_all(&app).expect("mkdir");
+    std::fs::write(app.join("serve.py"), "print('v1')\n").expect("write");
+    let spec = |p: &HubProject| {
+        p.write_spec_named("layers = \"per-file\"", Some(&name));
+        let mut text = std::fs::read_to_string(&p.spec).expect("spec");
+        text.push_str("\n[app]\nsrc = \"app\"\ndest = \"/app\"\n");
+        std::fs::write(&p.spec, text).expect("spec");
+    };
+    spec(&p);
+    let step = |label: &str, env: &[(&str, PathBuf)]| {
+        let mut c = p.build_cmd(&["--locked", "--push"]);
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        let t = std::time::Instant::now();
+        let out = run_ok(&mut c);
+        let secs = t.elapsed().as_secs_f64();
+        let r: serde_json::Value = serde_json::from_slice(&out.stdout).expect("report");
+        let weights_uploaded = r["layers"]
+            .as_array()
+            .expect("layers")
+            .iter()
+            .filter(|l| l["role"] == "weights tiny" && l["push"] == "uploaded")
+            .count();
+        println!(
+            "BENCH {}",
+            serde_json::json!({
+                "step": label,
+                "seconds": (secs * 100.0).round() / 100.0,
+                "hub_bytes_downloaded": r["hub_bytes_downloaded"],
+                "bytes_uploaded": r["push"]["bytes_sent"],
+                "weights_layers_uploaded": weights_uploaded,
+                "layers": r["layers"].as_array().map_or(0, Vec::len),
+            })
+        );
+    };
+    p.lock();
+    step("cold: empty caches, build + push", &[]);
+    std::fs::write(app.join("serve.py"), "print('v2')\n").expect("write");
+    step("unchanged weights (app edited): rebuild + push", &[]);
+    let v2 = p.hub.add_commit(model([1, 2, 3, 5]));
+    p.hub.set_branch("main", &v2);
+    p.lock();
+    step("weights-only: 1 of 4 shards changed: rebuild + push", &[]);
+    let v3 = p.hub.add_commit(model([6, 7, 8, 9]));
+    p.hub.set_branch("main", &v3);
+    p.lock();
+    step("weights-only: all shards changed: rebuild + push", &[]);
+    let fresh = p.cx.path().join("fresh");
+    step(
+        "fresh runner (empty caches, no Hub), same revision: rebuild + push",
+        &[
+            ("MLIMG_CACHE_DIR", fresh.join("cache")),
+            ("HF_HOME", fresh.join("hf")),
+            ("HF_HUB_CACHE", fresh.join("hf/hub")),
+            ("HF_ENDPOINT", PathBuf::from("http://127.0.0.1:9")),
+        ],
+    );
+}
