@@ -225,6 +225,15 @@ impl Lockfile {
         Ok(())
     }
 
+    /// The locked manifest digest of the base `reference` (as written) for `platform`.
+    pub fn base_digest(&self, reference: &str, platform: &str) -> Option<&str> {
+        let b = self.base.as_ref().filter(|b| b.reference == reference)?;
+        b.platforms
+            .iter()
+            .find(|p| p.platform == platform)
+            .map(|p| p.digest.as_str())
+    }
+
     pub fn weights(&self, name: &str) -> Option<&WeightsLock> {
         self.weights.iter().find(|w| w.name == name)
     }

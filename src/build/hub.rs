@@ -16,13 +16,13 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use super::{BuildError, Progress};
 use crate::cache::Cache;
 use crate::lock::{self, Lockfile, WeightsLock};
-use crate::plan::{Content, Entry, LayerPlan, LayerRole};
+use crate::plan::{BuildPlan, Content, Entry, LayerPlan, LayerRole};
 use crate::sources::hf::{self, HubEvent, HubOptions, HubSnapshot};
 use crate::spec::{Layering, WeightsSpec};
 
@@ -39,8 +39,10 @@ pub struct HubPlanner<'a> {
     /// Filled while planning: every Hub layer's selector, and whether it was found only in
     /// the push target (`true`: nothing local, the target already has the record).
     pub planned: Mutex<Vec<(String, bool)>>,
-    /// Bytes of Hub files downloaded while planning.
+    /// Bytes of Hub files downloaded.
     pub downloaded: AtomicU64,
+    /// Layers whose files still need fetching ([`HubPlanner::fetch_pending`]).
+    pub pending: Mutex<Vec<Pending>>,
 }
 
 /// A second-level selector cache (the push target's shared records).
@@ -67,14 +69,6 @@ fn image_path(dest: &str, subfolder: Option<&str>, path: &str) -> String {
 }
 
 impl HubPlanner<'_> {
-    fn hub_err(&self, w: &WeightsSpec) -> impl Fn(hf::HubError) -> BuildError {
-        let name = w.name.clone();
-        move |source| BuildError::Hub {
-            name: name.clone(),
-            source: Box::new(source),
-        }
-    }
-
     fn events(&self) -> impl Fn(HubEvent) + '_ {
         let starts = Mutex::new(BTreeMap::new());
         move |e| match e {
@@ -185,7 +179,7 @@ impl HubPlanner<'_> {
             Layering::PerFile => "per-file",
         };
         // Placeholders until fetched: where the file will appear in the hub cache.
-        let mut sources: BTreeMap<usize, PathBuf> = snap
+        let sources: BTreeMap<usize, PathBuf> = snap
             .files
             .iter()
             .enumerate()
@@ -263,27 +257,86 @@ impl HubPlanner<'_> {
             }
             missing.push(gi);
         }
-        if missing.is_empty() {
-            return Ok(plans);
-        }
-        let wanted: Vec<usize> = missing.iter().flat_map(|&g| groups[g].clone()).collect();
-        let part = HubSnapshot {
-            repo: snap.repo.clone(),
-            commit: snap.commit.clone(),
-            files: wanted.iter().map(|&i| snap.files[i].clone()).collect(),
-        };
-        let events = self.events();
-        let fetched = hf::fetch(&self.hub, &part, &events).map_err(self.hub_err(w))?;
-        for (&i, (_, blob)) in wanted.iter().zip(fetched) {
-            sources.insert(i, blob);
-        }
-        for gi in missing {
-            let lp = make(&groups[gi], &sources)?;
-            debug_assert_eq!(lp.selector, plans[gi].selector);
-            plans[gi] = lp;
+        if !missing.is_empty() {
+            let wanted: Vec<usize> = missing.iter().flat_map(|&g| groups[g].clone()).collect();
+            if let Ok(mut p) = self.pending.lock() {
+                p.push(Pending {
+                    name: w.name.clone(),
+                    snapshot: HubSnapshot {
+                        repo: snap.repo.clone(),
+                        commit: snap.commit.clone(),
+                        files: wanted.iter().map(|&i| snap.files[i].clone()).collect(),
+                    },
+                    placeholders: wanted
+                        .iter()
+                        .map(|i| sources.get(i).cloned().unwrap_or_default())
+                        .collect(),
+                });
+            }
         }
         Ok(plans)
     }
+
+    /// Downloads (verified, resumable) the files of every layer planned but not found in a
+    /// cache, and points those layers' entries at the fetched files. Called after the layer
+    /// budget check, so a refused build downloads nothing.
+    pub fn fetch_pending(&self, plan: &mut BuildPlan) -> Result<(), BuildError> {
+        let pending = self
+            .pending
+            .lock()
+            .map(|mut p| std::mem::take(&mut *p))
+            .unwrap_or_default();
+        let mut moved: BTreeMap<PathBuf, PathBuf> = BTreeMap::new();
+        let events = self.events();
+        for p in pending {
+            let fetched =
+                hf::fetch(&self.hub, &p.snapshot, &events).map_err(|source| BuildError::Hub {
+                    name: p.name.clone(),
+                    source: Box::new(source),
+                })?;
+            for (placeholder, (_, blob)) in p.placeholders.into_iter().zip(fetched) {
+                moved.insert(placeholder, blob);
+            }
+        }
+        if moved.is_empty() {
+            return Ok(());
+        }
+        let mut rewritten: BTreeMap<String, Arc<LayerPlan>> = BTreeMap::new();
+        for pp in &mut plan.platforms {
+            for l in &mut pp.layers {
+                let touches = l.entries.iter().any(
+                    |e| matches!(&e.content, Content::File { path, .. } if moved.contains_key(path)),
+                );
+                if !touches {
+                    continue;
+                }
+                let new = rewritten
+                    .entry(l.selector.clone())
+                    .or_insert_with(|| {
+                        let mut lp = LayerPlan::clone(l);
+                        for e in &mut lp.entries {
+                            if let Content::File { path, .. } = &mut e.content
+                                && let Some(b) = moved.get(path)
+                            {
+                                *path = b.clone();
+                            }
+                        }
+                        Arc::new(lp)
+                    })
+                    .clone();
+                *l = new;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Files to download for the layers of one weights entry that no cache had.
+pub struct Pending {
+    name: String,
+    snapshot: HubSnapshot,
+    /// Per file of `snapshot`, the placeholder path its entries carry until fetched.
+    placeholders: Vec<PathBuf>,
 }
 
 #[cfg(test)]

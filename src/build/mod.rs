@@ -188,10 +188,15 @@ pub fn build(opts: &BuildOptions, progress: &dyn Progress) -> Result<Outcome, Bu
     // Bases first: planning a deps set may need the base's Python and libc.
     let bases = platforms
         .iter()
-        .map(|p| resolve_base(&spec, p, client.as_ref()))
+        .map(|p| resolve_base(&spec, p, client.as_ref(), lock.as_ref()))
         .collect::<Result<Vec<_>, _>>()?;
     check_base_lock(lock.as_ref(), &platforms, &bases, opts.locked, progress)?;
-    let cache = Cache::open(&opts.cache_dir)?;
+    // A dry run writes nothing, not even the cache folder.
+    let cache_slot = if opts.dry_run {
+        None
+    } else {
+        Some(Cache::open(&opts.cache_dir)?)
+    };
     // With --push and no file output, the push target's shared selector records can stand in
     // for the weights: a layer found there is neither downloaded nor uploaded.
     let target_selectors = match (&target, &client) {
@@ -209,17 +214,20 @@ pub fn build(opts: &BuildOptions, progress: &dyn Progress) -> Result<Outcome, Bu
             .unwrap_or_else(|| crate::sources::hf::HubOptions::from_env(|k| std::env::var(k).ok())),
         lock: lock.as_ref(),
         locked: opts.locked,
-        cache: (!opts.dry_run).then_some(&cache),
+        cache: cache_slot.as_ref(),
         progress,
         remote: target_selectors.as_ref().map(|t| t as &dyn RemoteSelectors),
         planned: std::sync::Mutex::new(Vec::new()),
         downloaded: std::sync::atomic::AtomicU64::new(0),
+        pending: std::sync::Mutex::new(Vec::new()),
     };
     let plan = make_plan(&spec, &platforms, &bases, mtime, opts, &hub)?;
     check_layer_budget(&plan, &bases, progress)?;
-    if opts.dry_run {
+    let Some(cache) = cache_slot.as_ref() else {
         return Ok(Outcome::Plan(plan));
-    }
+    };
+    let mut plan = plan;
+    hub.fetch_pending(&mut plan)?;
 
     let created = image::rfc3339(mtime);
 
@@ -232,7 +240,7 @@ pub fn build(opts: &BuildOptions, progress: &dyn Progress) -> Result<Outcome, Bu
             }
         }
     }
-    let written = write_layers(&cache, &unique, mtime, opts.jobs, progress)?;
+    let written = write_layers(cache, &unique, mtime, opts.jobs, progress)?;
     let by_selector: BTreeMap<&str, &(LayerBlob, bool)> = unique
         .iter()
         .zip(&written)
@@ -676,6 +684,7 @@ fn resolve_base(
     spec: &Spec,
     platform: &Platform,
     client: Option<&crate::registry::RegistryClient>,
+    lock: Option<&crate::lock::Lockfile>,
 ) -> Result<ResolvedBase, BuildError> {
     match &spec.image.base {
         BaseSpec::Scratch => Ok(base::scratch(platform)),
@@ -686,7 +695,19 @@ fn resolve_base(
             &spec.image.base_name,
         )?),
         BaseSpec::Registry(r) => match client {
-            Some(c) => Ok(base::from_registry(c, r, platform)?),
+            // Locked: pull the platform's manifest by its locked digest, never by tag.
+            Some(c) => match lock.and_then(|l| l.base_digest(r, &platform.to_string())) {
+                Some(d) => {
+                    let pinned = match r.split_once('@') {
+                        Some((name, _)) => format!("{name}@{d}"),
+                        None => format!("{r}@{d}"),
+                    };
+                    let mut b = base::from_registry(c, &pinned, platform)?;
+                    b.name = r.clone();
+                    Ok(b)
+                }
+                None => Ok(base::from_registry(c, r, platform)?),
+            },
             None => Err(BuildError::Options(format!("base {r}: no registry client"))),
         },
     }

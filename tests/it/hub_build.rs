@@ -429,9 +429,12 @@ fn layer_budget_warns_above_100_and_refuses_above_500() {
         err.contains("501 layers") && err.contains("500") && err.contains("hint"),
         "{err}"
     );
+    let err = p.build_fails(&[]);
+    assert!(err.contains("501 layers"), "{err}");
     assert!(
         p.hub.downloads().is_empty(),
-        "the budget is checked before downloading"
+        "the budget is checked before downloading: {:?}",
+        p.hub.downloads()
     );
 }
 
