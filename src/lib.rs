@@ -8,6 +8,7 @@ pub mod build;
 pub mod cache;
 pub mod image;
 pub mod layer;
+pub mod lock;
 pub mod output;
 pub mod plan;
 pub mod registry;

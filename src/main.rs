@@ -8,6 +8,7 @@ fn main() -> ExitCode {
     let args = cli::Cli::parse();
     let result = match args.command {
         cli::Command::Build(a) => cli::build::run(a),
+        cli::Command::Lock(a) => cli::lock::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,9 +1,12 @@
 //! The orchestrator: spec → plan → layers (via the cache) → image → sinks → report.
 
+mod hub;
 mod plan;
 mod push;
+pub mod shared_cache;
 
-pub use plan::make_plan;
+pub use hub::RemoteSelectors;
+use plan::make_plan;
 pub use push::{BlobReport, PushSummary};
 
 use std::collections::BTreeMap;
@@ -16,7 +19,7 @@ use crate::cache::{Cache, SelectorRecord};
 use crate::image::{self, Blob, ImageLayer};
 use crate::layer::{self, LayerBlob};
 use crate::output::{BlobStore, BuiltImage, PlatformImage, Sink, SinkReport};
-use crate::plan::{BuildPlan, Compression, LayerPlan, LayerRole};
+use crate::plan::{BuildPlan, LayerPlan, LayerRole};
 use crate::spec::{BaseSpec, Platform, Spec};
 
 /// Everything a build needs, settled before it starts (the CLI fills it from flags and env).
@@ -79,6 +82,13 @@ pub enum BuildError {
         target: String,
         source: crate::output::OutputError,
     },
+    #[error("weights {name}: {source}")]
+    Hub {
+        name: String,
+        source: Box<crate::sources::hf::HubError>,
+    },
+    #[error("{0}")]
+    Lock(String),
     #[error("push to {target}: {source}")]
     Push {
         target: String,
@@ -139,6 +149,8 @@ pub struct BuildReport {
     pub outputs: Vec<SinkReport>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub push: Option<PushSummary>,
+    /// Bytes of Hugging Face Hub files this build downloaded (0: all from caches).
+    pub hub_bytes_downloaded: u64,
 }
 
 /// The result of `build`: a plan (dry run) or a finished build.
@@ -163,6 +175,8 @@ pub fn build(opts: &BuildOptions, progress: &dyn Progress) -> Result<Outcome, Bu
         })
         .collect::<Result<Vec<Box<dyn Sink>>, _>>()?;
 
+    let lock = load_lock(&spec, opts, progress)?;
+
     let target = push_target(&spec, opts)?;
     let client = if target.is_some() || matches!(spec.image.base, BaseSpec::Registry(_)) {
         let c = crate::registry::RegistryClient::new(opts.registry.clone())
@@ -174,8 +188,15 @@ pub fn build(opts: &BuildOptions, progress: &dyn Progress) -> Result<Outcome, Bu
     // Bases first: planning a deps set may need the base's Python and libc.
     let bases = platforms
         .iter()
-        .map(|p| resolve_base(&spec, p, client.as_ref()))
+        .map(|p| resolve_base(&spec, p, client.as_ref(), lock.as_ref()))
         .collect::<Result<Vec<_>, _>>()?;
+    check_base_lock(lock.as_ref(), &platforms, &bases, opts.locked, progress)?;
+    // A dry run writes nothing, not even the cache folder.
+    let cache_slot = if opts.dry_run {
+        None
+    } else {
+        Some(Cache::open(&opts.cache_dir)?)
+    };
     // Detecting the base's Python reads its layers' tar headers: fetch registry base layers
     // first when a wheel set needs detection.
     let needs_detection = spec
@@ -189,12 +210,38 @@ pub fn build(opts: &BuildOptions, progress: &dyn Progress) -> Result<Outcome, Bu
     if needs_detection && let Some(c) = &client {
         fetch_base_blobs(c, &bases, &Cache::open(&opts.cache_dir)?, progress)?;
     }
-    let plan = make_plan(&spec, &platforms, &bases, mtime, opts)?;
-    if opts.dry_run {
+    // With --push and no file output, the push target's shared selector records can stand in
+    // for the weights: a layer found there is neither downloaded nor uploaded.
+    let target_selectors = match (&target, &client) {
+        (Some((t, _)), Some(c)) if sinks.is_empty() => Some(shared_cache::TargetSelectors {
+            client: c,
+            target: t,
+            progress,
+        }),
+        _ => None,
+    };
+    let hub = hub::HubPlanner {
+        hub: opts
+            .hub
+            .clone()
+            .unwrap_or_else(|| crate::sources::hf::HubOptions::from_env(|k| std::env::var(k).ok())),
+        lock: lock.as_ref(),
+        locked: opts.locked,
+        cache: cache_slot.as_ref(),
+        progress,
+        remote: target_selectors.as_ref().map(|t| t as &dyn RemoteSelectors),
+        planned: std::sync::Mutex::new(Vec::new()),
+        downloaded: std::sync::atomic::AtomicU64::new(0),
+        pending: std::sync::Mutex::new(Vec::new()),
+    };
+    let plan = make_plan(&spec, &platforms, &bases, mtime, opts, &hub)?;
+    check_layer_budget(&plan, &bases, progress)?;
+    let Some(cache) = cache_slot.as_ref() else {
         return Ok(Outcome::Plan(plan));
-    }
+    };
+    let mut plan = plan;
+    hub.fetch_pending(&mut plan)?;
 
-    let cache = Cache::open(&opts.cache_dir)?;
     let created = image::rfc3339(mtime);
 
     // Write every distinct layer once (weights and app layers are shared between platforms).
@@ -206,7 +253,7 @@ pub fn build(opts: &BuildOptions, progress: &dyn Progress) -> Result<Outcome, Bu
             }
         }
     }
-    let written = write_layers(&cache, &unique, mtime, opts.jobs, progress)?;
+    let written = write_layers(cache, &unique, mtime, opts.jobs, progress)?;
     let by_selector: BTreeMap<&str, &(LayerBlob, bool)> = unique
         .iter()
         .zip(&written)
@@ -322,7 +369,7 @@ pub fn build(opts: &BuildOptions, progress: &dyn Progress) -> Result<Outcome, Bu
     let recipes = unique
         .iter()
         .zip(&written)
-        .filter(|(l, _)| l.compression == Compression::None)
+        .filter(|(l, _)| !l.stores_bytes())
         .map(|(l, (blob, _))| {
             (
                 blob.digest.clone(),
@@ -347,10 +394,27 @@ pub fn build(opts: &BuildOptions, progress: &dyn Progress) -> Result<Outcome, Bu
             }
         }
     }
+    // Hub layers found only in the push target (see `shared_cache`): the push skips them;
+    // nothing may read their bytes locally.
+    for (l, (blob, _)) in unique.iter().zip(&written) {
+        if l.remote.is_some() && !cache.has_blob(&blob.digest) {
+            match &target {
+                Some((t, _)) if sinks.is_empty() => {
+                    remote.insert(blob.digest.clone(), t.clone());
+                }
+                _ => {
+                    return Err(BuildError::Options(format!(
+                        "{}: layer {} exists only in the push target; a file output needs its bytes",
+                        l.role, blob.digest
+                    )));
+                }
+            }
+        }
+    }
     if !sinks.is_empty()
         && let Some(c) = &client
     {
-        fetch_base_blobs(c, &bases, &cache, progress)?;
+        fetch_base_blobs(c, &bases, cache, progress)?;
     }
     let mut outputs = Vec::new();
     for s in &sinks {
@@ -381,6 +445,27 @@ pub fn build(opts: &BuildOptions, progress: &dyn Progress) -> Result<Outcome, Bu
             }
         }
         push_summary = Some(summary);
+        // Share the Hub layers through the target: a runner with an empty cache finds them.
+        let planned = hub.planned.lock().map(|p| p.clone()).unwrap_or_default();
+        let records: Vec<(String, LayerBlob)> = planned
+            .iter()
+            .filter(|(_, was_remote)| !was_remote)
+            .filter_map(|(sel, _)| {
+                by_selector
+                    .get(sel.as_str())
+                    .map(|(b, _)| (sel.clone(), b.clone()))
+            })
+            .collect();
+        if !records.is_empty() {
+            match shared_cache::publish(c, target, &records) {
+                Ok(n) => progress.message(&format!(
+                    "shared layer cache: {n} record(s) published in {target}"
+                )),
+                Err(e) => progress.message(&format!(
+                    "warning: shared layer cache: could not publish records in {target}: {e}"
+                )),
+            }
+        }
     }
     let top = built.top().clone();
     Ok(Outcome::Built(BuildReport {
@@ -393,6 +478,7 @@ pub fn build(opts: &BuildOptions, progress: &dyn Progress) -> Result<Outcome, Bu
         platforms: reports,
         outputs,
         push: push_summary,
+        hub_bytes_downloaded: hub.downloaded.load(std::sync::atomic::Ordering::Relaxed),
     }))
 }
 
@@ -422,6 +508,134 @@ fn fetch_base_blobs(
                     )
                     .map_err(|e| BuildError::Registry(Box::new(e)))?;
             }
+        }
+    }
+    Ok(())
+}
+
+/// Image layer counts above this draw a warning.
+pub const LAYER_WARN: usize = 100;
+/// Above this the build refuses: some registries reject images with more layers (and every
+/// layer costs a mount and a request at pull time).
+pub const LAYER_MAX: usize = 500;
+
+fn check_layer_budget(
+    plan: &BuildPlan,
+    bases: &[ResolvedBase],
+    progress: &dyn Progress,
+) -> Result<(), BuildError> {
+    for (p, b) in plan.platforms.iter().zip(bases) {
+        let n = b.layers.len() + p.layers.len();
+        let detail = || {
+            let mut per: BTreeMap<String, usize> = BTreeMap::new();
+            for l in &p.layers {
+                *per.entry(l.role.to_string()).or_default() += 1;
+            }
+            let mut v: Vec<(String, usize)> = per.into_iter().filter(|(_, c)| *c > 1).collect();
+            v.sort_by_key(|b| std::cmp::Reverse(b.1));
+            let top: Vec<String> = v.iter().take(3).map(|(r, c)| format!("{r}: {c}")).collect();
+            format!(
+                "{} base + {} new layers{}",
+                b.layers.len(),
+                p.layers.len(),
+                if top.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({})", top.join(", "))
+                }
+            )
+        };
+        if n > LAYER_MAX {
+            return Err(BuildError::Options(format!(
+                "{}: the image would have {n} layers ({}), more than {LAYER_MAX}; registries may reject it\n  \
+                 hint: use layers = \"one\" for weights entries with many files, or split the model so \
+                 that only large files get their own layer (one per-file entry with include for the \
+                 big files, one single-layer entry for the rest)",
+                p.platform,
+                detail()
+            )));
+        }
+        if n > LAYER_WARN {
+            progress.message(&format!(
+                "warning: {}: the image has {n} layers ({}); more than {LAYER_WARN} slows pulls and \
+                 some registries refuse more than {LAYER_MAX}. Consider layers = \"one\" for small files.",
+                p.platform,
+                detail()
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Reads the spec's lock file; with `--locked` it must exist and match the spec.
+fn load_lock(
+    spec: &Spec,
+    opts: &BuildOptions,
+    progress: &dyn Progress,
+) -> Result<Option<crate::lock::Lockfile>, BuildError> {
+    let path = crate::lock::lock_path(&opts.spec_path);
+    let lock = crate::lock::Lockfile::load(&path).map_err(|e| BuildError::Lock(e.to_string()))?;
+    match &lock {
+        None if opts.locked => Err(BuildError::Lock(format!(
+            "--locked: {} does not exist\n  hint: run `mlimg lock` and commit the lock file",
+            path.display()
+        ))),
+        None => Ok(None),
+        Some(l) => {
+            let stale = l.check(spec);
+            if stale.is_empty() {
+                return Ok(lock);
+            }
+            if opts.locked {
+                return Err(BuildError::Lock(format!(
+                    "--locked: {} does not match the spec:\n  {}\n  hint: run `mlimg lock` and commit the lock file",
+                    path.display(),
+                    stale.join("\n  ")
+                )));
+            }
+            progress.message(&format!(
+                "{} is stale (building from the spec; run `mlimg lock` to update it):\n  {}",
+                path.display(),
+                stale.join("\n  ")
+            ));
+            Ok(lock)
+        }
+    }
+}
+
+/// A base whose digest differs from the locked one: `--locked` fails, a plain build says so.
+fn check_base_lock(
+    lock: Option<&crate::lock::Lockfile>,
+    platforms: &[Platform],
+    bases: &[ResolvedBase],
+    locked: bool,
+    progress: &dyn Progress,
+) -> Result<(), BuildError> {
+    let Some(bl) = lock.and_then(|l| l.base.as_ref()) else {
+        return Ok(());
+    };
+    for (p, b) in platforms.iter().zip(bases) {
+        let want = bl
+            .platforms
+            .iter()
+            .find(|l| l.platform == p.to_string())
+            .map(|l| l.digest.as_str());
+        if bl.reference != b.name {
+            continue;
+        }
+        if let (Some(want), Some(got)) = (want, b.manifest_digest.as_deref())
+            && want != got
+        {
+            let msg = format!(
+                "base {} {p}: the lock has {want}, the base now is {got}",
+                b.name
+            );
+            if locked {
+                return Err(BuildError::Lock(format!(
+                    "--locked: {msg}\n  hint: run `mlimg lock` to accept the new base"
+                )));
+            }
+            progress.message(&format!("mlimg.lock is stale: {msg}; run `mlimg lock`"));
         }
     }
     Ok(())
@@ -518,6 +732,7 @@ fn resolve_base(
     spec: &Spec,
     platform: &Platform,
     client: Option<&crate::registry::RegistryClient>,
+    lock: Option<&crate::lock::Lockfile>,
 ) -> Result<ResolvedBase, BuildError> {
     match &spec.image.base {
         BaseSpec::Scratch => Ok(base::scratch(platform)),
@@ -528,7 +743,19 @@ fn resolve_base(
             &spec.image.base_name,
         )?),
         BaseSpec::Registry(r) => match client {
-            Some(c) => Ok(base::from_registry(c, r, platform)?),
+            // Locked: pull the platform's manifest by its locked digest, never by tag.
+            Some(c) => match lock.and_then(|l| l.base_digest(r, &platform.to_string())) {
+                Some(d) => {
+                    let pinned = match r.split_once('@') {
+                        Some((name, _)) => format!("{name}@{d}"),
+                        None => format!("{r}@{d}"),
+                    };
+                    let mut b = base::from_registry(c, &pinned, platform)?;
+                    b.name = r.clone();
+                    Ok(b)
+                }
+                None => Ok(base::from_registry(c, r, platform)?),
+            },
             None => Err(BuildError::Options(format!("base {r}: no registry client"))),
         },
     }
@@ -596,9 +823,14 @@ fn write_one(
         progress.layer_done(&l.role, true);
         return Ok((rec.blob, true));
     }
+    if let Some(blob) = &l.remote {
+        // Only in the push target: nothing to write here.
+        progress.layer_done(&l.role, true);
+        return Ok((blob.clone(), true));
+    }
     progress.layer_start(&l.role, l.size());
     let on_bytes = |done| progress.layer_bytes(&l.role, done);
-    if l.compression == Compression::None {
+    if !l.stores_bytes() {
         // Uncompressed: the blob is the tar of the sources, so only its digest and size are
         // recorded; outputs regenerate the bytes (no copy of the weights in the cache).
         let blob = layer::write(&l.entries, l.compression, mtime, std::io::sink(), &on_bytes)

@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use super::hub::HubPlanner;
 use super::{BuildError, BuildOptions};
 use crate::base::{BlobOrigin, ResolvedBase};
 use crate::plan::{BuildPlan, LayerPlan, LayerRole, PlatformPlan};
@@ -32,10 +33,11 @@ pub fn make_plan(
     bases: &[ResolvedBase],
     mtime: u64,
     opts: &BuildOptions,
+    hub: &HubPlanner<'_>,
 ) -> Result<BuildPlan, BuildError> {
     let mut shared: Vec<Arc<LayerPlan>> = Vec::new();
     for w in &spec.weights {
-        shared.extend(plan_weights(w, mtime)?.into_iter().map(Arc::new));
+        shared.extend(plan_weights(w, mtime, hub)?.into_iter().map(Arc::new));
     }
     if let Some(app) = plan_app(spec, mtime)? {
         shared.push(Arc::new(app));
@@ -199,13 +201,14 @@ fn python_target(
 }
 
 /// A weights entry: one layer, or one per file.
-fn plan_weights(w: &crate::spec::WeightsSpec, mtime: u64) -> Result<Vec<LayerPlan>, BuildError> {
+fn plan_weights(
+    w: &crate::spec::WeightsSpec,
+    mtime: u64,
+    hub: &HubPlanner<'_>,
+) -> Result<Vec<LayerPlan>, BuildError> {
     let role = LayerRole::Weights(w.name.clone());
     let WeightsSource::Local(src) = &w.source else {
-        return Err(BuildError::Options(format!(
-            "weights {:?}: hf:// sources are not supported yet",
-            w.name
-        )));
+        return hub.plan(w, mtime);
     };
     let filter =
         Filter::globs(&w.include, &w.exclude).map_err(|e| BuildError::Options(e.to_string()))?;

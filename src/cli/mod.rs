@@ -2,6 +2,7 @@
 //! library's options and prints the report.
 
 pub mod build;
+pub mod lock;
 
 use clap::{Parser, Subcommand};
 
@@ -21,4 +22,5 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     Build(build::BuildArgs),
+    Lock(lock::LockArgs),
 }

@@ -109,9 +109,22 @@ pub struct LayerPlan {
     pub selector: String,
     /// The image history's `created_by` for this layer.
     pub created_by: String,
+    /// Set when the layer is known to exist only in the push target (found through the
+    /// registry-shared selector records): nothing is written locally, its blob is not in the
+    /// cache, and only a push to that target can use it.
+    pub remote: Option<crate::layer::LayerBlob>,
+    /// Keep the blob's bytes in the cache even when uncompressed. Set for downloaded sources
+    /// (Hub snapshots), whose files may be gone by the next build; local trees are the user's
+    /// own and are re-read instead of copied.
+    pub store_bytes: bool,
 }
 
 impl LayerPlan {
+    /// Whether the cache holds this layer's bytes (else outputs regenerate them).
+    pub fn stores_bytes(&self) -> bool {
+        self.store_bytes || self.compression != Compression::None
+    }
+
     /// Builds a plan from entries (finalized here) and fingerprint lines of its inputs.
     pub fn new(
         role: LayerRole,
@@ -150,6 +163,8 @@ impl LayerPlan {
             entries,
             selector: hex::encode(h.finalize()),
             created_by,
+            remote: None,
+            store_bytes: false,
         })
     }
 

@@ -3,8 +3,11 @@
 mod build;
 mod common;
 mod hf;
+mod hub_build;
+mod lock;
 mod push;
 mod python;
 mod python_e2e;
 mod registry;
+mod shared_cache;
 mod spec_errors;

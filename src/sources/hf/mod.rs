@@ -376,6 +376,13 @@ pub fn fetch(
     Ok(out.into_iter().flatten().collect())
 }
 
+/// Where `path` of `commit` appears in the hub cache once fetched (`snapshots/{commit}/{path}`,
+/// a symlink to the blob). Nothing is checked or created.
+pub fn snapshot_path(opts: &HubOptions, repo: &str, commit: &str, path: &str) -> PathBuf {
+    let repo = repo.strip_prefix("hf://").unwrap_or(repo).trim_matches('/');
+    CacheLayout::new(&opts.cache_dir, repo).snapshot(commit, path)
+}
+
 fn ctx<'a>(
     opts: &'a HubOptions,
     repo: &'a str,
