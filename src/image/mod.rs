@@ -277,19 +277,23 @@ pub fn build_manifest(
                 .collect::<Result<Vec<_>, _>>()?,
         );
     if !annotations.is_empty() {
-        b = b.annotations(
-            annotations
-                .clone()
-                .into_iter()
-                .collect::<std::collections::HashMap<_, _>>(),
-        );
+        b = b.annotations(sorted_annotations(annotations));
     }
     let m = b.build().map_err(build_err("manifest"))?;
-    let v = serde_json::to_value(&m).map_err(|e| ImageError::Build {
-        what: "manifest",
+    canonical_of(&m, "manifest")
+}
+
+/// Canonical bytes of an `oci-spec` value (its `HashMap`s come out sorted through `Value`).
+fn canonical_of<T: serde::Serialize>(x: &T, what: &'static str) -> Result<Vec<u8>, ImageError> {
+    let v = serde_json::to_value(x).map_err(|e| ImageError::Build {
+        what,
         message: e.to_string(),
     })?;
     Ok(canonical(&v))
+}
+
+fn sorted_annotations(a: &BTreeMap<String, String>) -> std::collections::HashMap<String, String> {
+    a.clone().into_iter().collect()
 }
 
 /// The OCI image index's canonical bytes, one entry per platform manifest.
@@ -314,19 +318,10 @@ pub fn build_index(
         .media_type(MediaType::ImageIndex)
         .manifests(descs);
     if !annotations.is_empty() {
-        b = b.annotations(
-            annotations
-                .clone()
-                .into_iter()
-                .collect::<std::collections::HashMap<_, _>>(),
-        );
+        b = b.annotations(sorted_annotations(annotations));
     }
     let idx = b.build().map_err(build_err("index"))?;
-    let v = serde_json::to_value(&idx).map_err(|e| ImageError::Build {
-        what: "index",
-        message: e.to_string(),
-    })?;
-    Ok(canonical(&v))
+    canonical_of(&idx, "index")
 }
 
 #[cfg(test)]
