@@ -277,7 +277,7 @@ pub fn build_manifest(
                 .collect::<Result<Vec<_>, _>>()?,
         );
     if !annotations.is_empty() {
-        b = b.annotations(sorted_annotations(annotations));
+        b = b.annotations(annotation_map(annotations));
     }
     let m = b.build().map_err(build_err("manifest"))?;
     canonical_of(&m, "manifest")
@@ -292,7 +292,7 @@ fn canonical_of<T: serde::Serialize>(x: &T, what: &'static str) -> Result<Vec<u8
     Ok(canonical(&v))
 }
 
-fn sorted_annotations(a: &BTreeMap<String, String>) -> std::collections::HashMap<String, String> {
+fn annotation_map(a: &BTreeMap<String, String>) -> std::collections::HashMap<String, String> {
     a.clone().into_iter().collect()
 }
 
@@ -318,7 +318,7 @@ pub fn build_index(
         .media_type(MediaType::ImageIndex)
         .manifests(descs);
     if !annotations.is_empty() {
-        b = b.annotations(sorted_annotations(annotations));
+        b = b.annotations(annotation_map(annotations));
     }
     let idx = b.build().map_err(build_err("index"))?;
     canonical_of(&idx, "index")
