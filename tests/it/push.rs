@@ -25,18 +25,21 @@ fn push_base(cx: &TestContext, spec_dir: &Path, reg: &TestRegistry) -> String {
     base
 }
 
+/// The example spec's text with another `[image].name`.
+fn with_name(text: &str, name: &str) -> String {
+    text.replace(
+        "name = \"localhost/sentiment-api\"",
+        &format!("name = \"{name}\""),
+    )
+}
+
 /// Points the example at a registry base and a registry target.
 fn retarget(spec: &Path, base: &str, name: &str) {
     let text = fs::read_to_string(spec).expect("spec");
-    let text = text
-        .replace(
-            "base = \"oci:../busybox-base/out:latest\"",
-            &format!("base = \"{base}\""),
-        )
-        .replace(
-            "name = \"localhost/sentiment-api\"",
-            &format!("name = \"{name}\""),
-        );
+    let text = with_name(&text, name).replace(
+        "base = \"oci:../busybox-base/out:latest\"",
+        &format!("base = \"{base}\""),
+    );
     fs::write(spec, text).expect("write spec");
 }
 
@@ -207,12 +210,10 @@ fn push_with_basic_auth_from_config_json_and_a_wrong_password_that_leaks_nothing
     let cx = TestContext::new();
     let reg = TestRegistry::start_htpasswd("ci-user", "s3cret-pass");
     let spec = cx.example("sentiment").join("mlimg.toml");
+    let text = fs::read_to_string(&spec).expect("spec");
     fs::write(
         &spec,
-        fs::read_to_string(&spec).expect("spec").replace(
-            "name = \"localhost/sentiment-api\"",
-            &format!("name = \"{}/acme/auth\"", reg.host()),
-        ),
+        with_name(&text, &format!("{}/acme/auth", reg.host())),
     )
     .expect("spec");
 
@@ -288,10 +289,7 @@ fn push_with_a_credential_helper_and_with_the_bearer_token_flow() {
     let text = fs::read_to_string(&spec).expect("spec");
     fs::write(
         &spec,
-        text.replace(
-            "name = \"localhost/sentiment-api\"",
-            &format!("name = \"{}/acme/helper\"", reg.host()),
-        ),
+        with_name(&text, &format!("{}/acme/helper", reg.host())),
     )
     .expect("spec");
     let cfg = docker_config(
@@ -314,10 +312,7 @@ fn push_with_a_credential_helper_and_with_the_bearer_token_flow() {
     let treg = TestRegistry::start_token("tok-user", "tok-pass");
     fs::write(
         &spec,
-        text.replace(
-            "name = \"localhost/sentiment-api\"",
-            &format!("name = \"{}/acme/bearer\"", treg.host()),
-        ),
+        with_name(&text, &format!("{}/acme/bearer", treg.host())),
     )
     .expect("spec");
     let cfg = docker_config(
