@@ -3,14 +3,16 @@
 //! Data flows one way: [`spec`] → [`plan`] → [`layer`] (via [`cache`]) → [`image`] → [`output`].
 //! [`build`] is the orchestrator; [`registry`] and [`sources`] do the network and source I/O.
 
-pub mod base;
-pub mod build;
 pub mod cache;
 pub mod image;
 pub mod layer;
 pub mod lock;
 pub mod output;
+pub mod pipeline;
 pub mod plan;
+pub mod platform;
+pub mod progress;
 pub mod registry;
+pub mod resolve;
 pub mod sources;
 pub mod spec;

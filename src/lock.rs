@@ -21,6 +21,7 @@
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
+use crate::platform::Platform;
 use crate::sources::hf::HubFile;
 use crate::spec::{BaseSpec, Spec, WeightsSource, WeightsSpec};
 
@@ -226,12 +227,16 @@ impl Lockfile {
     }
 
     /// The locked manifest digest of the base `reference` (as written) for `platform`.
-    pub fn base_digest(&self, reference: &str, platform: &str) -> Option<&str> {
+    /// The locked manifest digest of the base for `platform` (`linux/arm64` and
+    /// `linux/arm64/v8` find the same entry).
+    pub fn base_digest(&self, reference: &str, platform: &Platform) -> Option<&str> {
         let b = self.base.as_ref().filter(|b| b.reference == reference)?;
-        b.platforms
+        let entries: Vec<(Platform, &str)> = b
+            .platforms
             .iter()
-            .find(|p| p.platform == platform)
-            .map(|p| p.digest.as_str())
+            .filter_map(|p| Some((Platform::parse(&p.platform).ok()?, p.digest.as_str())))
+            .collect();
+        platform.best_match(entries.iter().map(|(p, d)| (p, *d)))
     }
 
     pub fn weights(&self, name: &str) -> Option<&WeightsLock> {
@@ -399,7 +404,7 @@ pub fn resolve_base(
         BaseSpec::OciLayout { path, tag } => {
             let mut platforms = Vec::new();
             for p in &spec.image.platforms {
-                let b = crate::base::from_layout(path, tag.as_deref(), p, &reference)
+                let b = crate::resolve::base::from_layout(path, tag.as_deref(), p, &reference)
                     .map_err(|e| err(e.to_string()))?;
                 if let Some(d) = b.manifest_digest {
                     platforms.push(PlatformLock {
@@ -424,13 +429,9 @@ pub fn resolve_base(
             let mut platforms = Vec::new();
             for p in &spec.image.platforms {
                 let want = p.to_string();
-                let found = list.iter().find(|(lp, _)| {
-                    lp.os == p.os
-                        && lp.architecture == p.architecture
-                        && (p.variant.is_none() || lp.variant == p.variant)
-                });
+                let found = p.best_match(list.iter().map(|(lp, d)| (lp, d)));
                 match found {
-                    Some((_, d)) => platforms.push(PlatformLock {
+                    Some(d) => platforms.push(PlatformLock {
                         platform: want,
                         digest: d.clone(),
                     }),

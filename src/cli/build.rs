@@ -8,7 +8,7 @@ use anyhow::Result;
 use clap::Args;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 
-use mlimg::build::{BuildOptions, Outcome, Progress, build};
+use mlimg::pipeline::{BuildOptions, Outcome, Progress, build};
 use mlimg::plan::LayerRole;
 
 /// Build the image described by a spec.

@@ -12,7 +12,8 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest as _, Sha256};
 
-use crate::plan::{Compression, Content, Entry};
+mod entry;
+pub use entry::{Compression, Content, DEFAULT_WEIGHTS_COMPRESSION, Entry};
 
 /// Bumped whenever the bytes the writer produces for the same entries change; part of every
 /// cache selector so an upgrade never reuses a layer written differently.

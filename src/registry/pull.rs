@@ -24,71 +24,7 @@ application/vnd.docker.distribution.manifest.v2+json";
 const MAX_MANIFEST_BYTES: u64 = 8 << 20;
 const MAX_CONFIG_BYTES: u64 = 64 << 20;
 
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct Platform {
-    pub os: String,
-    pub architecture: String,
-    pub variant: Option<String>,
-}
-
-impl Platform {
-    /// `linux/amd64`, `linux/arm64/v8`.
-    pub fn parse(s: &str) -> Result<Platform> {
-        let parts: Vec<&str> = s.split('/').collect();
-        let bad = || RegistryError::InvalidPlatform {
-            input: s.to_string(),
-        };
-        if parts.iter().any(|p| p.is_empty()) {
-            return Err(bad());
-        }
-        match parts.as_slice() {
-            [os, arch] => Ok(Platform {
-                os: os.to_string(),
-                architecture: arch.to_string(),
-                variant: None,
-            }),
-            [os, arch, v] => Ok(Platform {
-                os: os.to_string(),
-                architecture: arch.to_string(),
-                variant: Some(v.to_string()),
-            }),
-            _ => Err(bad()),
-        }
-    }
-
-    /// Variant with the defaults runtimes apply (arm64 → v8).
-    fn effective_variant(&self) -> Option<&str> {
-        match (self.architecture.as_str(), self.variant.as_deref()) {
-            ("arm64", None) => Some("v8"),
-            (_, v) => v,
-        }
-    }
-
-    /// Does an index entry's platform satisfy this requested one? A request without a
-    /// variant accepts any variant.
-    pub fn matches(&self, entry: &Platform) -> bool {
-        self.os == entry.os
-            && self.architecture == entry.architecture
-            && (self.variant.is_none() || self.effective_variant() == entry.effective_variant())
-    }
-}
-
-impl std::fmt::Display for Platform {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}/{}", self.os, self.architecture)?;
-        if let Some(v) = &self.variant {
-            write!(f, "/{v}")?;
-        }
-        Ok(())
-    }
-}
-
-impl std::str::FromStr for Platform {
-    type Err = RegistryError;
-    fn from_str(s: &str) -> Result<Self> {
-        Platform::parse(s)
-    }
-}
+pub use crate::platform::Platform;
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
 pub struct LayerDesc {
@@ -441,6 +377,20 @@ impl RegistryClient {
             Ok(rb)
         })?;
         self.expect(ctx, "GET", &what, resp, &[200, 206])
+    }
+
+    /// A blob's bytes as a stream, capped at `size` (for reads that need only part of a blob,
+    /// like detecting the base's Python; nothing is stored).
+    pub fn blob_reader(
+        &self,
+        r: &Reference,
+        digest: &str,
+        size: u64,
+    ) -> Result<impl std::io::Read + Send + use<>> {
+        validate_digest(digest)?;
+        let ctx = Ctx::pull(r);
+        let resp = self.retrying(|| self.open_blob(&ctx, digest, 0))?;
+        Ok(resp.take(size))
     }
 
     /// Download a blob to `dest`: streamed into a temp file beside it, size- and

@@ -174,21 +174,7 @@ pub fn check_image_path(p: &str) -> Result<String, String> {
 
 /// Parses `os/arch[/variant]`.
 pub fn parse_platform(s: &str) -> Result<Platform, String> {
-    let parts: Vec<&str> = s.split('/').collect();
-    let bad = || format!("{s:?} is not a platform");
-    let (os, arch, variant) = match parts.as_slice() {
-        [os, arch] => (*os, *arch, None),
-        [os, arch, v] => (*os, *arch, Some(v.to_string())),
-        _ => return Err(bad()),
-    };
-    if os.is_empty() || arch.is_empty() || variant.as_deref() == Some("") {
-        return Err(bad());
-    }
-    Ok(Platform {
-        os: os.to_string(),
-        architecture: arch.to_string(),
-        variant,
-    })
+    Platform::parse(s).map_err(|e| e.to_string())
 }
 
 /// Go-style durations as docker takes them: `30s`, `1m30s`, `500ms`, `1h`.

@@ -2,8 +2,8 @@
 
 use std::time::Duration;
 
-use mlimg::build::shared_cache::{self, ARTIFACT_TYPE};
 use mlimg::layer::LayerBlob;
+use mlimg::pipeline::shared_cache::{self, ARTIFACT_TYPE};
 use mlimg::registry::{ClientOptions, RegistryClient};
 
 use crate::common::image::make_image;

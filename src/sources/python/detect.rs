@@ -59,9 +59,13 @@ fn normalize(p: &str) -> String {
 }
 
 /// Streams one layer blob's tar headers into `scan`.
-fn scan_layer(path: &Path, scan: &mut Scan) -> Result<(), PythonError> {
+/// A base layer's bytes, opened by digest (a local file, or a stream from the registry).
+pub type OpenLayer<'a> = dyn Fn(&str) -> Option<std::io::Result<Box<dyn Read + 'a>>> + 'a;
+
+fn scan_layer(label: &Path, raw: Box<dyn Read + '_>, scan: &mut Scan) -> Result<(), PythonError> {
+    let path = label;
     let io = |e| PythonError::io(path, e);
-    let mut f = BufReader::new(File::open(path).map_err(io)?);
+    let mut f = BufReader::new(raw);
     let magic = f.fill_buf().map_err(io)?.to_vec();
     let reader: Box<dyn Read> = if magic.starts_with(&[0x1f, 0x8b]) {
         Box::new(flate2::read::MultiGzDecoder::new(f))
@@ -295,6 +299,21 @@ pub fn detect_target(
     oci_arch: &str,
     spec: Option<&PythonSpec>,
 ) -> Result<(PythonTarget, Vec<String>), PythonError> {
+    let open = |digest: &str| -> Option<std::io::Result<Box<dyn Read>>> {
+        let p = locate(digest)?;
+        Some(File::open(p).map(|f| Box::new(f) as Box<dyn Read>))
+    };
+    detect_target_from(config, layers, &open, oci_arch, spec)
+}
+
+/// [`detect_target`] reading each layer through `open` (streamed; nothing is stored).
+pub fn detect_target_from(
+    config: &serde_json::Value,
+    layers: &[(String, String)],
+    open: &OpenLayer<'_>,
+    oci_arch: &str,
+    spec: Option<&PythonSpec>,
+) -> Result<(PythonTarget, Vec<String>), PythonError> {
     let arch = PythonTarget::arch_from_oci(oci_arch);
     let mut explain = Vec::new();
     let spec_libc = spec.and_then(|s| s.libc.as_ref()).map(|(k, a, b)| {
@@ -327,8 +346,12 @@ pub fn detect_target(
     let mut scan = Scan::default();
     let mut missing = Vec::new();
     for (digest, _media_type) in layers {
-        match locate(digest) {
-            Some(path) => scan_layer(&path, &mut scan)?,
+        match open(digest) {
+            Some(r) => {
+                let label = PathBuf::from(format!("base layer {digest}"));
+                let r = r.map_err(|e| PythonError::io(&label, e))?;
+                scan_layer(&label, r, &mut scan)?
+            }
             None => missing.push(digest.clone()),
         }
     }

@@ -181,21 +181,11 @@ pub fn base_layers(
 /// Picks the manifest descriptor for a platform from an index.
 pub fn pick_platform(index: &Value, p: &Platform, name: &str) -> Result<Value, BaseError> {
     let ms = index["manifests"].as_array().cloned().unwrap_or_default();
-    let matches = |m: &&Value, strict_variant: bool| {
-        let pl = &m["platform"];
-        pl["os"].as_str() == Some(p.os.as_str())
-            && pl["architecture"].as_str() == Some(p.architecture.as_str())
-            && (!strict_variant || pl["variant"].as_str() == p.variant.as_deref())
-    };
-    ms.iter()
-        .find(|m| matches(m, true))
-        .or_else(|| ms.iter().find(|m| matches(m, false) && p.variant.is_none()))
-        .or_else(|| {
-            // arm64 images often say variant v8; a request without a variant takes it.
-            ms.iter().find(|m| {
-                matches(m, false) && p.architecture == "arm64" && p.variant.as_deref() == Some("v8")
-            })
-        })
+    let entries: Vec<(Platform, &Value)> = ms
+        .iter()
+        .filter_map(|m| Some((Platform::from_json(&m["platform"])?, m)))
+        .collect();
+    p.best_match(entries.iter().map(|(ep, m)| (ep, *m)))
         .cloned()
         .ok_or_else(|| BaseError::NoPlatform {
             name: name.into(),

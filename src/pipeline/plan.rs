@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use super::hub::HubPlanner;
 use super::{BuildError, BuildOptions};
-use crate::base::{BlobOrigin, ResolvedBase};
 use crate::plan::{BuildPlan, LayerPlan, LayerRole, PlatformPlan};
+use crate::resolve::base::{BlobOrigin, ResolvedBase};
 use crate::sources::local::{Filter, IgnoreRules, walk};
 use crate::sources::python::{self, DepsSetInput, PythonTarget};
 use crate::spec::{DepsSource, DepsSpec, Layering, Platform, Spec, WeightsSource};

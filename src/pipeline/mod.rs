@@ -14,12 +14,12 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use crate::base::{self, BlobOrigin, ResolvedBase};
 use crate::cache::{Cache, SelectorRecord};
 use crate::image::{self, Blob, ImageLayer};
 use crate::layer::{self, LayerBlob};
 use crate::output::{BlobStore, BuiltImage, PlatformImage, Sink, SinkReport};
 use crate::plan::{BuildPlan, LayerPlan, LayerRole};
+use crate::resolve::{BlobOrigin, ResolvedBase, base};
 use crate::spec::{BaseSpec, Platform, Spec};
 
 /// Everything a build needs, settled before it starts (the CLI fills it from flags and env).
@@ -615,14 +615,10 @@ fn check_base_lock(
         return Ok(());
     };
     for (p, b) in platforms.iter().zip(bases) {
-        let want = bl
-            .platforms
-            .iter()
-            .find(|l| l.platform == p.to_string())
-            .map(|l| l.digest.as_str());
         if bl.reference != b.name {
             continue;
         }
+        let want = lock.and_then(|l| l.base_digest(&bl.reference, p));
         if let (Some(want), Some(got)) = (want, b.manifest_digest.as_deref())
             && want != got
         {
@@ -647,9 +643,14 @@ fn select_platforms(spec: &Spec, wanted: &[String]) -> Result<Vec<Platform>, Bui
     }
     let mut out = Vec::new();
     for w in wanted {
-        let p = crate::spec::parse_platform(w)
-            .map_err(|m| BuildError::Options(format!("--platform: {m}")))?;
-        if !spec.image.platforms.contains(&p) {
+        let p = Platform::parse(w).map_err(|e| BuildError::Options(format!("--platform: {e}")))?;
+        // `linux/arm64` and `linux/arm64/v8` name the same platform: build the spec's entry.
+        let Some(sp) = spec
+            .image
+            .platforms
+            .iter()
+            .find(|sp| sp.matches(&p) || p.matches(sp))
+        else {
             return Err(BuildError::Options(format!(
                 "--platform {p}: the spec builds {}",
                 spec.image
@@ -659,8 +660,8 @@ fn select_platforms(spec: &Spec, wanted: &[String]) -> Result<Vec<Platform>, Bui
                     .collect::<Vec<_>>()
                     .join(", ")
             )));
-        }
-        out.push(p);
+        };
+        out.push(sp.clone());
     }
     Ok(out)
 }
@@ -744,7 +745,7 @@ fn resolve_base(
         )?),
         BaseSpec::Registry(r) => match client {
             // Locked: pull the platform's manifest by its locked digest, never by tag.
-            Some(c) => match lock.and_then(|l| l.base_digest(r, &platform.to_string())) {
+            Some(c) => match lock.and_then(|l| l.base_digest(r, platform)) {
                 Some(d) => {
                     let pinned = match r.split_once('@') {
                         Some((name, _)) => format!("{name}@{d}"),
