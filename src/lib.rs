@@ -4,15 +4,17 @@
 //! [`build`] is the orchestrator; [`registry`] and [`sources`] do the network and source I/O.
 
 pub mod cache;
+pub mod digest;
+pub mod fetch;
 pub mod image;
 pub mod layer;
 pub mod lock;
-pub mod output;
 pub mod pipeline;
 pub mod plan;
 pub mod platform;
 pub mod progress;
 pub mod registry;
 pub mod resolve;
+pub mod sink;
 pub mod sources;
 pub mod spec;

@@ -50,6 +50,26 @@ pub struct Lockfile {
     /// Hub weights entries, sorted by name.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub weights: Vec<WeightsLock>,
+    /// The wheels of each dependency set per platform, sorted by set name and platform.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub deps: Vec<DepsLock>,
+}
+
+/// The wheels chosen for one dependency set on one platform.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DepsLock {
+    /// The `[[deps]]` set's name.
+    pub name: String,
+    /// `os/arch[/variant]`.
+    pub platform: String,
+    /// sha256 over what the set pins (requirements after `-r` includes, or the pylock file)
+    /// and where it looks (index URLs, find-links): when it changes, the entry is stale.
+    pub inputs: String,
+    /// The interpreter the wheels were chosen for (`CPython 3.11 on linux x86_64 (glibc 2.36)`).
+    pub python: String,
+    /// Sorted by name.
+    pub wheels: Vec<crate::sources::python::ResolvedWheel>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -196,6 +216,20 @@ impl Lockfile {
         if let Some(b) = &mut self.base {
             b.platforms.sort_by(|a, b| a.platform.cmp(&b.platform));
         }
+        self.deps
+            .sort_by(|a, b| (&a.name, &a.platform).cmp(&(&b.name, &b.platform)));
+        for d in &mut self.deps {
+            d.wheels.sort_by(|a, b| a.name.cmp(&b.name));
+        }
+    }
+
+    /// The locked wheels of set `name` on `platform`.
+    pub fn deps(&self, name: &str, platform: &Platform) -> Option<&DepsLock> {
+        self.deps.iter().find(|d| {
+            d.name == name
+                && Platform::parse(&d.platform)
+                    .is_ok_and(|p| platform.matches(&p) || p.matches(platform))
+        })
     }
 
     /// The lock as TOML text (canonical order, with a header comment).
@@ -307,176 +341,6 @@ impl Lockfile {
     }
 }
 
-/// Why locking failed.
-#[derive(Debug, thiserror::Error)]
-pub enum ResolveError {
-    #[error("weights {name}: {source}")]
-    Hub {
-        name: String,
-        source: Box<crate::sources::hf::HubError>,
-    },
-    #[error("base {reference}: {message}")]
-    Base { reference: String, message: String },
-    #[error(transparent)]
-    Spec(#[from] crate::spec::SpecError),
-    #[error(transparent)]
-    Lock(#[from] LockError),
-}
-
-/// The Hub source a weights entry names, or `None` for local weights.
-pub fn hub_source(w: &WeightsSpec) -> Option<crate::sources::hf::HubSource> {
-    match &w.source {
-        WeightsSource::Hub {
-            repo,
-            revision,
-            subfolder,
-        } => Some(crate::sources::hf::HubSource {
-            repo: repo.clone(),
-            revision: revision.clone(),
-            subfolder: norm_subfolder(subfolder.as_deref()).map(str::to_string),
-            include: w.include.clone(),
-            exclude: w.exclude.clone(),
-        }),
-        WeightsSource::Local(_) => None,
-    }
-}
-
-/// Resolves a Hub weights entry to a commit and its files, every sha256 known: LFS files
-/// carry theirs in the listing; regular (non-LFS, small) files are downloaded into the hub
-/// cache and hashed.
-pub fn resolve_weights(
-    hub: &crate::sources::hf::HubOptions,
-    w: &WeightsSpec,
-    progress: &dyn Fn(crate::sources::hf::HubEvent),
-) -> Result<Option<WeightsLock>, ResolveError> {
-    use crate::sources::hf;
-    let Some(src) = hub_source(w) else {
-        return Ok(None);
-    };
-    let err = |source| ResolveError::Hub {
-        name: w.name.clone(),
-        source: Box::new(source),
-    };
-    let mut snap = hf::resolve(hub, &src).map_err(err)?;
-    let unknown: Vec<HubFile> = snap
-        .files
-        .iter()
-        .filter(|f| f.sha256.is_empty())
-        .cloned()
-        .collect();
-    if !unknown.is_empty() {
-        let part = hf::HubSnapshot {
-            repo: snap.repo.clone(),
-            commit: snap.commit.clone(),
-            files: unknown,
-        };
-        for (f, _) in hf::fetch(hub, &part, progress).map_err(err)? {
-            if let Some(s) = snap.files.iter_mut().find(|s| s.path == f.path) {
-                s.sha256 = f.sha256;
-            }
-        }
-    }
-    Ok(Some(WeightsLock {
-        name: w.name.clone(),
-        repo: snap.repo,
-        revision: src.revision,
-        subfolder: src.subfolder,
-        include: w.include.clone(),
-        exclude: w.exclude.clone(),
-        commit: snap.commit,
-        files: snap.files,
-    }))
-}
-
-/// Resolves the spec's base: for `oci:` layouts the manifest digest per platform, for
-/// registry references the index digest and per-platform manifest digests.
-pub fn resolve_base(
-    spec: &Spec,
-    registry: &crate::registry::ClientOptions,
-) -> Result<Option<BaseLock>, ResolveError> {
-    let reference = spec.image.base_name.clone();
-    let err = |message: String| ResolveError::Base {
-        reference: reference.clone(),
-        message,
-    };
-    match &spec.image.base {
-        BaseSpec::Scratch => Ok(None),
-        BaseSpec::OciLayout { path, tag } => {
-            let mut platforms = Vec::new();
-            for p in &spec.image.platforms {
-                let b = crate::resolve::base::from_layout(path, tag.as_deref(), p, &reference)
-                    .map_err(|e| err(e.to_string()))?;
-                if let Some(d) = b.manifest_digest {
-                    platforms.push(PlatformLock {
-                        platform: p.to_string(),
-                        digest: d,
-                    });
-                }
-            }
-            Ok(Some(BaseLock {
-                reference: reference.clone(),
-                digest: None,
-                platforms,
-            }))
-        }
-        BaseSpec::Registry(r) => {
-            let client = crate::registry::RegistryClient::new(registry.clone())
-                .map_err(|e| err(e.to_string()))?;
-            let rf = crate::registry::Reference::parse(r).map_err(|e| err(e.to_string()))?;
-            let (top, list) = client
-                .resolve_digests(&rf)
-                .map_err(|e| err(e.to_string()))?;
-            let mut platforms = Vec::new();
-            for p in &spec.image.platforms {
-                let want = p.to_string();
-                let found = p.best_match(list.iter().map(|(lp, d)| (lp, d)));
-                match found {
-                    Some(d) => platforms.push(PlatformLock {
-                        platform: want,
-                        digest: d.clone(),
-                    }),
-                    None => {
-                        return Err(err(format!(
-                            "has no {want} image (it has {})",
-                            list.iter()
-                                .map(|(p, _)| p.to_string())
-                                .collect::<Vec<_>>()
-                                .join(", ")
-                        )));
-                    }
-                }
-            }
-            Ok(Some(BaseLock {
-                reference: reference.clone(),
-                digest: Some(top),
-                platforms,
-            }))
-        }
-    }
-}
-
-/// Resolves everything the spec leaves floating into a fresh lock.
-pub fn create(
-    spec: &Spec,
-    hub: &crate::sources::hf::HubOptions,
-    registry: &crate::registry::ClientOptions,
-    progress: &dyn Fn(crate::sources::hf::HubEvent),
-) -> Result<Lockfile, ResolveError> {
-    let mut weights = Vec::new();
-    for w in &spec.weights {
-        if let Some(l) = resolve_weights(hub, w, progress)? {
-            weights.push(l);
-        }
-    }
-    let mut lock = Lockfile {
-        version: LOCK_VERSION,
-        base: resolve_base(spec, registry)?,
-        weights,
-    };
-    lock.normalize();
-    Ok(lock)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -495,6 +359,7 @@ mod tests {
         Lockfile {
             version: LOCK_VERSION,
             base: None,
+            deps: vec![],
             weights: vec![WeightsLock {
                 name: "m".into(),
                 repo: "acme/m".into(),

@@ -13,8 +13,8 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::FAILURE
+            eprintln!("error: {}", cli::render(e.as_ref()));
+            ExitCode::from(cli::exit_code(&e))
         }
     }
 }

@@ -84,6 +84,11 @@ impl Cache {
         self.blob_path(digest).is_file()
     }
 
+    /// Drops a blob found to be bad (it is rebuilt or fetched again).
+    pub fn evict_blob(&self, digest: &str) {
+        let _ = fs::remove_file(self.blob_path(digest));
+    }
+
     /// A fresh temp file inside the cache (same filesystem as the blobs, so renames are atomic).
     pub fn temp(&self) -> Result<tempfile::NamedTempFile, CacheError> {
         let dir = self.root.join("tmp");

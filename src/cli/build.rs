@@ -8,7 +8,7 @@ use anyhow::Result;
 use clap::Args;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 
-use mlimg::pipeline::{BuildOptions, Outcome, Progress, build};
+use mlimg::pipeline::{BuildOptions, Outcome, Progress, Warning, build};
 use mlimg::plan::LayerRole;
 
 /// Build the image described by a spec.
@@ -99,10 +99,27 @@ pub fn run(args: BuildArgs) -> Result<()> {
         registry,
     };
     let progress = Bars::new();
-    match build(&opts, &progress)? {
-        Outcome::Plan(plan) => {
+    let outcome = match build(&opts, &progress) {
+        Ok(o) => o,
+        Err(e) => {
+            progress.clear();
             if args.json {
-                println!("{}", serde_json::to_string_pretty(&plan.to_json())?);
+                // CI reads one JSON object whatever happens.
+                let err = serde_json::json!({"error": {
+                    "code": e.code(),
+                    "message": super::render(&e),
+                }});
+                println!("{}", serde_json::to_string_pretty(&err)?);
+            }
+            return Err(e.into());
+        }
+    };
+    match outcome {
+        Outcome::Plan(plan, warnings) => {
+            if args.json {
+                let mut v = plan.to_json();
+                v["warnings"] = serde_json::to_value(&warnings)?;
+                println!("{}", serde_json::to_string_pretty(&v)?);
             } else {
                 print!("{plan}");
             }
@@ -156,7 +173,7 @@ fn registry_options(args: &BuildArgs) -> mlimg::registry::ClientOptions {
 }
 
 /// `PIP_INDEX_URL` (default: PyPI), then the space-separated `PIP_EXTRA_INDEX_URL`, as pip reads them.
-fn pip_index_urls() -> Vec<String> {
+pub(crate) fn pip_index_urls() -> Vec<String> {
     let mut v = vec![
         std::env::var("PIP_INDEX_URL")
             .ok()
@@ -266,11 +283,15 @@ impl Progress for Bars {
         }
     }
     fn message(&self, msg: &str) {
+        let msg = super::escape(msg);
         match &self.multi {
             Some(m) => {
-                let _ = m.println(msg);
+                let _ = m.println(&msg);
             }
             None => eprintln!("{msg}"),
         }
+    }
+    fn warning(&self, w: &Warning) {
+        self.message(&format!("warning[{}]: {}", w.code, w.message));
     }
 }

@@ -6,13 +6,17 @@ use anyhow::Result;
 use clap::Args;
 
 use mlimg::lock::{self, Lockfile};
-use mlimg::sources::hf::{HubEvent, HubOptions};
+use mlimg::progress::Progress;
+use mlimg::resolve::{self, ResolveOptions};
+use mlimg::spec::BaseSpec;
 
 /// Resolve the spec's floating inputs and write them to the lock file next to it.
 ///
-/// Pins every hf:// weights entry to a commit (with each file's size and sha256) and the base
-/// image to its digests. `mlimg build` then builds exactly that; `mlimg build --locked` fails
-/// when the spec no longer matches the lock. Run it again to move to newer revisions.
+/// Pins the base image to its digests, every hf:// weights entry to a commit (with each
+/// file's size and sha256), and every wheel set to the wheel chosen per package and platform
+/// (file name, URL, sha256). `mlimg build` then builds exactly that; `mlimg build --locked`
+/// fails when the spec no longer matches the lock and asks no index, Hub or registry tag
+/// anything. Run it again to move to newer revisions.
 ///
 /// Examples:
 ///   mlimg lock                      # writes mlimg.lock next to mlimg.toml
@@ -28,24 +32,41 @@ pub struct LockArgs {
         value_name = "FILE"
     )]
     pub file: PathBuf,
+    /// The cache folder (read only here: base layers already there are not downloaded to
+    /// detect the target Python).
+    #[arg(long, env = "MLIMG_CACHE_DIR", value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+}
+
+struct Lines;
+impl Progress for Lines {
+    fn message(&self, msg: &str) {
+        eprintln!("{msg}");
+    }
 }
 
 pub fn run(args: LockArgs) -> Result<()> {
     let spec = mlimg::spec::Spec::load(&args.file)?;
-    let hub = HubOptions::from_env(|k| std::env::var(k).ok());
     let path = lock::lock_path(&args.file);
     let old = Lockfile::load(&path)?;
-    let progress = |e: HubEvent| {
-        if let HubEvent::Start { path, size, .. } = e {
-            eprintln!("downloading {path} ({size} bytes) to hash it");
-        }
+    let client = match spec.image.base {
+        BaseSpec::Registry(_) => Some(mlimg::registry::RegistryClient::new(
+            mlimg::registry::ClientOptions::default(),
+        )?),
+        _ => None,
     };
-    let new = lock::create(
-        &spec,
-        &hub,
-        &mlimg::registry::ClientOptions::default(),
-        &progress,
-    )?;
+    let cache_dir = match args.cache_dir {
+        Some(d) => d,
+        None => mlimg::cache::Cache::default_root(None)?,
+    };
+    let opts = ResolveOptions {
+        platforms: spec.image.platforms.clone(),
+        locked: false,
+        hub: mlimg::sources::hf::HubOptions::from_env(|k| std::env::var(k).ok()),
+        pip_index_urls: super::build::pip_index_urls(),
+        cache_dir,
+    };
+    let new = resolve::resolve(&spec, None, client.as_ref(), &opts, &Lines)?.to_lock(&spec);
     for w in &new.weights {
         let before = old
             .as_ref()
@@ -69,6 +90,15 @@ pub fn run(args: LockArgs) -> Result<()> {
         for p in &b.platforms {
             eprintln!("base {} {}: {}", b.reference, p.platform, p.digest);
         }
+    }
+    for d in &new.deps {
+        eprintln!(
+            "deps {} {}: {} wheels for {}",
+            d.name,
+            d.platform,
+            d.wheels.len(),
+            d.python
+        );
     }
     if old.as_ref() == Some(&new) {
         eprintln!("{} is up to date", path.display());

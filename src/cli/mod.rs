@@ -13,7 +13,13 @@ use clap::{Parser, Subcommand};
 /// changing the weights rebuilds only the weights layer, changing code only the app layer.
 /// Same inputs give byte-identical digests on any machine.
 #[derive(Debug, Parser)]
-#[command(name = "mlimg", version, max_term_width = 100)]
+#[command(
+    name = "mlimg",
+    version,
+    max_term_width = 100,
+    after_help = "Exit status: 0 on success, 1 when a build, source, registry or output fails, \
+                  2 for a usage or spec error (fix the command line or mlimg.toml)."
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -23,4 +29,49 @@ pub struct Cli {
 pub enum Command {
     Build(build::BuildArgs),
     Lock(lock::LockArgs),
+}
+
+/// An error and its causes on one line, each cause once (a message that already quotes its
+/// cause does not get it appended again), with control characters from servers or files
+/// escaped so they cannot drive the terminal.
+pub fn render(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        cause = c.source();
+    }
+    escape(&out)
+}
+
+/// Control characters (terminal escape sequences among them) as `\u{..}`; newlines and tabs
+/// stay.
+pub fn escape(s: &str) -> String {
+    if !s.chars().any(|c| c.is_control() && c != '\n' && c != '\t') {
+        return s.to_string();
+    }
+    s.chars()
+        .map(|c| {
+            if c.is_control() && c != '\n' && c != '\t' {
+                c.escape_unicode().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
+/// The exit code for an error: 2 for usage and spec errors, 1 for everything else.
+pub fn exit_code(e: &anyhow::Error) -> u8 {
+    if let Some(b) = e.downcast_ref::<mlimg::pipeline::BuildError>() {
+        return b.exit_code();
+    }
+    if e.downcast_ref::<mlimg::spec::SpecError>().is_some() {
+        return 2;
+    }
+    1
 }

@@ -8,12 +8,18 @@
 
 use std::collections::BTreeMap;
 
+mod value;
+
 use oci_spec::image::{
-    Arch, Descriptor, ImageIndexBuilder, ImageManifestBuilder, MediaType, Os, PlatformBuilder,
+    Arch, ImageIndexBuilder, ImageManifestBuilder, MediaType, Os, PlatformBuilder,
 };
 use serde_json::{Map, Value, json};
 
 use crate::spec::{ConfigSpec, Platform};
+
+pub use value::{
+    Blob, BlobSource, Descriptor, Document, Generator, Image, ImageSet, Layer, RemoteOnly,
+};
 
 pub const MANIFEST_MEDIA_TYPE: &str = "application/vnd.oci.image.manifest.v1+json";
 pub const INDEX_MEDIA_TYPE: &str = "application/vnd.oci.image.index.v1+json";
@@ -27,22 +33,6 @@ pub enum ImageError {
     BadDigest(String),
     #[error("building {what}: {message}")]
     Build { what: &'static str, message: String },
-}
-
-/// A content descriptor: media type, digest, size.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Blob {
-    pub media_type: String,
-    pub digest: String,
-    pub size: u64,
-}
-
-/// A layer on its way into the image: its blob, diff_id and history line.
-#[derive(Debug, Clone)]
-pub struct ImageLayer {
-    pub blob: Blob,
-    pub diff_id: String,
-    pub created_by: String,
 }
 
 /// The canonical bytes of a JSON value (sorted keys, no whitespace).
@@ -108,7 +98,7 @@ pub fn build_config(
     base: &Value,
     platform: &Platform,
     settings: &ConfigSpec,
-    layers: &[ImageLayer],
+    layers: &[Layer],
     created: &str,
 ) -> Result<Value, ImageError> {
     let mut cfg = base.as_object().cloned().ok_or(ImageError::BadBaseConfig)?;
@@ -228,6 +218,36 @@ pub fn build_config(
     Ok(Value::Object(cfg))
 }
 
+/// One platform's image from its layers (base layers first, `new` of them added by this
+/// build): the config merged from the base's and the settings, then the manifest.
+pub fn assemble(
+    platform: &Platform,
+    base_config: &Value,
+    settings: &ConfigSpec,
+    layers: Vec<Layer>,
+    new: usize,
+    created: &str,
+    annotations: &BTreeMap<String, String>,
+) -> Result<Image, ImageError> {
+    let first_new = layers.len().saturating_sub(new);
+    let config = build_config(
+        base_config,
+        platform,
+        settings,
+        &layers[first_new..],
+        created,
+    )?;
+    let config = Document::new(CONFIG_MEDIA_TYPE, canonical(&config));
+    let descs: Vec<Descriptor> = layers.iter().map(|l| l.descriptor.clone()).collect();
+    let manifest = build_manifest(&config.descriptor, &descs, annotations)?;
+    Ok(Image {
+        platform: platform.clone(),
+        manifest: Document::new(MANIFEST_MEDIA_TYPE, manifest),
+        config,
+        layers,
+    })
+}
+
 fn merge_set(c: &mut Map<String, Value>, key: &str, items: &[String]) {
     if items.is_empty() {
         return;
@@ -243,10 +263,10 @@ fn merge_set(c: &mut Map<String, Value>, key: &str, items: &[String]) {
     c.insert(key.into(), Value::Object(m));
 }
 
-fn descriptor(b: &Blob) -> Result<Descriptor, ImageError> {
+fn descriptor(b: &Descriptor) -> Result<oci_spec::image::Descriptor, ImageError> {
     let digest = oci_spec::image::Digest::try_from(b.digest.as_str())
-        .map_err(|_| ImageError::BadDigest(b.digest.clone()))?;
-    Ok(Descriptor::new(
+        .map_err(|_| ImageError::BadDigest(b.digest.to_string()))?;
+    Ok(oci_spec::image::Descriptor::new(
         MediaType::from(b.media_type.as_str()),
         b.size,
         digest,
@@ -262,8 +282,8 @@ fn build_err(what: &'static str) -> impl Fn(oci_spec::OciSpecError) -> ImageErro
 
 /// The OCI image manifest's canonical bytes.
 pub fn build_manifest(
-    config: &Blob,
-    layers: &[Blob],
+    config: &Descriptor,
+    layers: &[Descriptor],
     annotations: &BTreeMap<String, String>,
 ) -> Result<Vec<u8>, ImageError> {
     let mut b = ImageManifestBuilder::default()
@@ -298,7 +318,7 @@ fn annotation_map(a: &BTreeMap<String, String>) -> std::collections::HashMap<Str
 
 /// The OCI image index's canonical bytes, one entry per platform manifest.
 pub fn build_index(
-    manifests: &[(Blob, Platform)],
+    manifests: &[(Descriptor, Platform)],
     annotations: &BTreeMap<String, String>,
 ) -> Result<Vec<u8>, ImageError> {
     let mut descs = Vec::new();
@@ -367,14 +387,18 @@ mod tests {
             start_period: None,
             retries: Some(3),
         });
-        let layer = ImageLayer {
-            blob: Blob {
+        let cc = crate::digest::Digest::of(b"cc");
+        let layer = Layer {
+            descriptor: Descriptor {
                 media_type: "x".into(),
-                digest: "sha256:bb".into(),
+                digest: crate::digest::Digest::of(b"bb"),
                 size: 1,
             },
-            diff_id: "sha256:cc".into(),
+            diff_id: cc.clone(),
+            source: BlobSource::Bytes(std::sync::Arc::from(&b"bb"[..])),
+            role: "app".into(),
             created_by: "mlimg app".into(),
+            cached: false,
         };
         let c = build_config(&base, &amd64(), &s, &[layer], "1970-01-01T00:00:00Z").unwrap();
         assert_eq!(c["config"]["Env"], json!(["PATH=/bin", "A=2", "B=3"]));
@@ -392,16 +416,16 @@ mod tests {
             json!(30_000_000_000u64)
         );
         assert_eq!(c["config"]["ExposedPorts"], json!({"8000/tcp": {}}));
-        assert_eq!(c["rootfs"]["diff_ids"], json!(["sha256:aa", "sha256:cc"]));
+        assert_eq!(c["rootfs"]["diff_ids"], json!(["sha256:aa", cc.as_str()]));
         assert_eq!(c["history"][1]["created_by"], json!("mlimg app"));
         assert!(c.get("container_config").is_none());
     }
 
     #[test]
     fn manifest_is_canonical() {
-        let cfg = Blob {
+        let cfg = Descriptor {
             media_type: CONFIG_MEDIA_TYPE.into(),
-            digest: format!("sha256:{}", "a".repeat(64)),
+            digest: crate::digest::Digest::of(b"cfg"),
             size: 10,
         };
         let mut ann = BTreeMap::new();

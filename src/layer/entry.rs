@@ -41,6 +41,8 @@ pub enum Content {
     Symlink(String),
     /// Small generated content (launcher scripts, RECORD, INSTALLER, ...).
     Inline(Arc<[u8]>),
+    /// A downloaded file (a Hub file), named by its sha256 until the fetch stage provides it.
+    Fetched { sha256: String, size: u64 },
     /// One member of a zip archive (a wheel), streamed out of the archive.
     ZipMember {
         archive: PathBuf,
@@ -63,7 +65,9 @@ pub struct Entry {
 impl Entry {
     pub fn size(&self) -> u64 {
         match &self.content {
-            Content::File { size, .. } | Content::ZipMember { size, .. } => *size,
+            Content::File { size, .. }
+            | Content::ZipMember { size, .. }
+            | Content::Fetched { size, .. } => *size,
             Content::Inline(b) => b.len() as u64,
             Content::Dir | Content::Symlink(_) => 0,
         }
@@ -82,6 +86,7 @@ impl Content {
             Content::File { path, .. } => path.display().to_string(),
             Content::Symlink(t) => format!("(symlink -> {t})"),
             Content::Inline(_) => "(generated)".to_string(),
+            Content::Fetched { sha256, .. } => format!("(download sha256:{sha256})"),
             Content::ZipMember { archive, name, .. } => {
                 format!(
                     "{}!{name}",

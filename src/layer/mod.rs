@@ -49,6 +49,8 @@ pub enum LayerError {
     },
     #[error("writing layer: {0}")]
     Write(io::Error),
+    #[error("/{path}: the download sha256:{sha256} was not fetched")]
+    NotFetched { path: String, sha256: String },
 }
 
 /// What writing a layer produced.
@@ -131,6 +133,7 @@ fn describe(c: &Content) -> String {
         Content::Symlink(t) => format!("a symlink to {t}"),
         Content::Inline(_) => "generated content".into(),
         Content::ZipMember { archive, name, .. } => format!("{name} in {}", archive.display()),
+        Content::Fetched { sha256, .. } => format!("download sha256:{sha256}"),
     }
 }
 
@@ -321,6 +324,10 @@ fn append<W: Write>(
             }
             Ok(())
         }
+        Content::Fetched { sha256, .. } => Err(LayerError::NotFetched {
+            path: e.path.clone(),
+            sha256: sha256.clone(),
+        }),
         Content::ZipMember {
             archive,
             name,

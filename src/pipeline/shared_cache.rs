@@ -168,24 +168,22 @@ pub fn publish(
     Ok(n)
 }
 
-/// The push target as the build's second-level selector cache.
-pub(super) struct TargetSelectors<'a> {
-    pub client: &'a RegistryClient,
-    pub target: &'a Reference,
-    pub progress: &'a dyn super::Progress,
-}
-
-impl super::RemoteSelectors for TargetSelectors<'_> {
-    fn lookup(&self, selector: &str) -> Option<LayerBlob> {
-        match lookup(self.client, self.target, selector) {
-            Ok(found) => found,
-            Err(e) => {
-                self.progress.message(&format!(
-                    "shared layer cache in {}: lookup failed ({e}); building locally",
-                    repo_only(self.target)
-                ));
-                None
-            }
+/// The layer recorded for `selector` in the target, treating registry trouble as a miss
+/// (with a message).
+pub(super) fn lookup_or_miss(
+    client: &RegistryClient,
+    target: &Reference,
+    selector: &str,
+    progress: &dyn crate::progress::Progress,
+) -> Option<LayerBlob> {
+    match lookup(client, target, selector) {
+        Ok(found) => found,
+        Err(e) => {
+            progress.message(&format!(
+                "shared layer cache in {}: lookup failed ({e}); building locally",
+                repo_only(target)
+            ));
+            None
         }
     }
 }

@@ -1,12 +1,27 @@
 //! The build plan: a pure value describing every layer to write and the image settings.
 //!
-//! `spec` → `plan` is pure apart from walking the source trees (to list entries);
-//! `layer` turns each [`LayerPlan`] into a blob.
+//! [`plan`]`(spec, resolved)` is pure apart from `stat`/`readlink` of local sources: no
+//! download, no cache, no network. Files that the fetch stage provides (Hub files, wheels)
+//! appear by their sha256; a wheel set's entries are known once its wheels are fetched, so its
+//! layer carries the wheels and the target instead, and its selector is computed from them.
+
+mod layers;
 
 use std::fmt;
 use std::sync::Arc;
 
 pub use crate::layer::{Compression, Content, DEFAULT_WEIGHTS_COMPRESSION, Entry};
+pub use layers::{LAYER_MAX, LAYER_WARN, PlanError, plan};
+
+use crate::sources::python::{PythonTarget, ResolvedWheel};
+
+/// The wheels a deps layer installs, and for which interpreter.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WheelInstall {
+    pub target: PythonTarget,
+    /// Sorted by name.
+    pub wheels: Vec<ResolvedWheel>,
+}
 
 /// What a layer is for; named in the image history and the `--json` report.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize)]
@@ -40,10 +55,8 @@ pub struct LayerPlan {
     pub selector: String,
     /// The image history's `created_by` for this layer.
     pub created_by: String,
-    /// Set when the layer is known to exist only in the push target (found through the
-    /// registry-shared selector records): nothing is written locally, its blob is not in the
-    /// cache, and only a push to that target can use it.
-    pub remote: Option<crate::layer::LayerBlob>,
+    /// For a wheel set: the wheels to install (the entries are empty until they are fetched).
+    pub wheels: Option<Arc<WheelInstall>>,
     /// Keep the blob's bytes in the cache even when uncompressed. Set for downloaded sources
     /// (Hub snapshots), whose files may be gone by the next build; local trees are the user's
     /// own and are re-read instead of copied.
@@ -81,6 +94,7 @@ impl LayerPlan {
                 Content::Symlink(t) => format!("l{t}"),
                 Content::Inline(b) => format!("i{}", hex::encode(sha2::Sha256::digest(b))),
                 Content::ZipMember { name, size, .. } => format!("z{name}:{size}"),
+                Content::Fetched { sha256, size } => format!("h{sha256}:{size}"),
             };
             h.update(format!("{} {:o} {kind}\n", e.path, e.mode));
         }
@@ -94,7 +108,7 @@ impl LayerPlan {
             entries,
             selector: hex::encode(h.finalize()),
             created_by,
-            remote: None,
+            wheels: None,
             store_bytes: false,
         })
     }
@@ -111,6 +125,10 @@ pub struct PlatformPlan {
     pub layers: Vec<Arc<LayerPlan>>,
     /// How the target interpreter was decided (empty without wheel deps sets).
     pub explain: Vec<String>,
+    /// The base's layers, counted in the layer budget.
+    pub base_layers: usize,
+    /// The image's run settings (the config's `config` object: entrypoint, env, user, …).
+    pub settings: serde_json::Value,
 }
 
 /// Everything `mlimg build` will write: per platform, the ordered layers.
@@ -137,6 +155,12 @@ impl BuildPlan {
                             "compression": l.compression.as_str(),
                             "selector": l.selector,
                             "size": l.size(),
+                            "wheels": l.wheels.as_ref().map(|w| w.wheels.iter().map(|w| serde_json::json!({
+                                "name": w.name,
+                                "version": w.version,
+                                "filename": w.filename,
+                                "sha256": w.sha256,
+                            })).collect::<Vec<_>>()),
                             "entries": l.entries.iter().map(|e| serde_json::json!({
                                 "path": format!("/{}", e.path),
                                 "mode": format!("{:04o}", e.mode),
@@ -146,7 +170,11 @@ impl BuildPlan {
                         })
                     })
                     .collect();
-                serde_json::json!({"platform": p.platform.to_string(), "layers": layers})
+                serde_json::json!({
+                    "platform": p.platform.to_string(),
+                    "layers": layers,
+                    "config": p.settings,
+                })
             })
             .collect();
         serde_json::json!({"base": self.base, "mtime": self.mtime, "platforms": platforms})
@@ -177,10 +205,20 @@ impl fmt::Display for BuildPlan {
                     writeln!(f, "    (same as above)")?;
                     continue;
                 }
+                if let Some(w) = &l.wheels {
+                    writeln!(f, "    into {} for {}", w.target.site_packages(), w.target)?;
+                    for w in &w.wheels {
+                        writeln!(f, "    wheel {} sha256:{}", w.filename, w.sha256)?;
+                    }
+                }
                 for e in &l.entries {
                     let src = e.content.source();
                     writeln!(f, "    {:04o} /{} <- {src}", e.mode, e.path)?;
                 }
+            }
+            writeln!(f, "  config:")?;
+            for (k, v) in p.settings.as_object().into_iter().flatten() {
+                writeln!(f, "    {k}: {v}")?;
             }
         }
         Ok(())

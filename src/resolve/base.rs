@@ -7,7 +7,8 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
-use crate::image::{Blob, INDEX_MEDIA_TYPE, oci_layer_media_type, scratch_config};
+use crate::digest::Digest;
+use crate::image::{Descriptor, INDEX_MEDIA_TYPE, oci_layer_media_type, scratch_config};
 use crate::spec::Platform;
 
 #[derive(Debug, thiserror::Error)]
@@ -71,6 +72,9 @@ pub enum BlobOrigin {
 pub struct ResolvedBase {
     /// As written in the spec (for the `base.name` annotation).
     pub name: String,
+    /// What a registry reference resolved to: the index for multi-platform images, else the
+    /// manifest (`None` for scratch and layouts).
+    pub top_digest: Option<String>,
     pub manifest_digest: Option<String>,
     pub config: Value,
     pub layers: Vec<BaseLayer>,
@@ -80,13 +84,14 @@ pub struct ResolvedBase {
 #[derive(Debug, Clone)]
 pub struct BaseLayer {
     /// The blob as the source has it, with the media type mapped to OCI.
-    pub blob: Blob,
-    pub diff_id: String,
+    pub descriptor: Descriptor,
+    pub diff_id: Digest,
 }
 
 pub fn scratch(p: &Platform) -> ResolvedBase {
     ResolvedBase {
         name: "scratch".into(),
+        top_digest: None,
         manifest_digest: None,
         config: scratch_config(p),
         layers: Vec::new(),
@@ -139,6 +144,7 @@ pub fn from_layout(
     let layers = base_layers(&manifest, &config, name)?;
     Ok(ResolvedBase {
         name: name.to_string(),
+        top_digest: None,
         manifest_digest: Some(manifest_digest),
         config,
         layers,
@@ -164,18 +170,26 @@ pub fn base_layers(
             layers: layers.len(),
         });
     }
-    Ok(layers
+    let bad = |what: &str, e: crate::digest::DigestError| BaseError::Config {
+        name: name.into(),
+        message: format!("{what}: {e}"),
+    };
+    layers
         .iter()
         .zip(diff_ids)
-        .map(|(l, d)| BaseLayer {
-            blob: Blob {
-                media_type: oci_layer_media_type(l["mediaType"].as_str().unwrap_or_default()),
-                digest: l["digest"].as_str().unwrap_or_default().to_string(),
-                size: l["size"].as_u64().unwrap_or(0),
-            },
-            diff_id: d.as_str().unwrap_or_default().to_string(),
+        .map(|(l, d)| {
+            Ok(BaseLayer {
+                descriptor: Descriptor {
+                    media_type: oci_layer_media_type(l["mediaType"].as_str().unwrap_or_default()),
+                    digest: Digest::parse(l["digest"].as_str().unwrap_or_default())
+                        .map_err(|e| bad("layer digest", e))?,
+                    size: l["size"].as_u64().unwrap_or(0),
+                },
+                diff_id: Digest::parse(d.as_str().unwrap_or_default())
+                    .map_err(|e| bad("diff_id", e))?,
+            })
         })
-        .collect())
+        .collect()
 }
 
 /// Picks the manifest descriptor for a platform from an index.
@@ -259,12 +273,7 @@ pub fn from_registry(
         source: Box::new(e),
     };
     let reference = crate::registry::Reference::parse(name).map_err(reg_err)?;
-    let rp = crate::registry::Platform {
-        os: platform.os.clone(),
-        architecture: platform.architecture.clone(),
-        variant: platform.variant.clone(),
-    };
-    let pulled = client.pull_image(&reference, &rp).map_err(reg_err)?;
+    let pulled = client.pull_image(&reference, platform).map_err(reg_err)?;
     let config: Value =
         serde_json::from_slice(&pulled.config_bytes).map_err(|e| BaseError::Config {
             name: name.into(),
@@ -278,6 +287,12 @@ pub fn from_registry(
     let layers = base_layers(&manifest, &config, name)?;
     Ok(ResolvedBase {
         name: name.to_string(),
+        top_digest: Some(
+            pulled
+                .index_digest
+                .clone()
+                .unwrap_or_else(|| pulled.manifest_digest.clone()),
+        ),
         manifest_digest: Some(pulled.manifest_digest),
         config,
         layers,

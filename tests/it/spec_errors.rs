@@ -1,4 +1,4 @@
-//! Bad input: each malformed spec exits 1 (never a panic) with an error naming the spec file,
+//! Bad input: each malformed spec exits 2 (never a panic) with an error naming the spec file,
 //! the line and the field.
 
 use std::fs;
@@ -196,7 +196,7 @@ fn malformed_specs_fail_with_file_line_and_field() {
             .expect("run mlimg");
         let err = String::from_utf8_lossy(&out.stderr);
         let want_pos = format!("{}:{}:", spec.display(), c.line);
-        let ok = out.status.code() == Some(1)
+        let ok = out.status.code() == Some(2)
             && !err.contains("panicked")
             && err.contains(&want_pos)
             && (c.field.is_empty() || err.contains(&format!(": {}: ", c.field)))
@@ -229,7 +229,7 @@ fn a_missing_spec_file_says_how_to_name_one() {
         .arg("build")
         .output()
         .expect("run");
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(2), "a spec error exits 2");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains("mlimg.toml") && err.contains("-f FILE"),

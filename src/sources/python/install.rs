@@ -491,6 +491,12 @@ pub(crate) fn entry_sha256(e: &Entry) -> Result<[u8; 32], PythonError> {
             let mut file = File::open(path).map_err(|err| PythonError::io(path, err))?;
             sha256_reader(&mut file).map_err(|err| PythonError::io(path, err))
         }
+        Content::Fetched { sha256, .. } => {
+            let mut out = [0u8; 32];
+            hex::decode_to_slice(sha256, &mut out)
+                .map_err(|err| invalid(Path::new(sha256), err.to_string()))?;
+            Ok(out)
+        }
         Content::Dir | Content::Symlink(_) => Ok([0; 32]),
     }
 }

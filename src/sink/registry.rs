@@ -1,14 +1,46 @@
-//! `--push`: sends the built image to `[image].name` (every tag, or the `--tag` overrides).
-//! Blobs the base left in a registry are mounted or streamed from there; ours from the cache.
+//! The registry sink (`--push`, `-o registry:REF`): sends the image set to a repository with
+//! its tags. Blobs that are in a repository already (a registry base, a layer found in the
+//! target) are skipped, mounted (same registry) or streamed from there; the rest come from
+//! their source (cache file, regenerated layer, bytes). Blobs first, in parallel, then
+//! manifests by digest, tags last.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::sync::Arc;
 
-use super::{BuildError, Progress};
-use crate::output::{BlobStore, BuiltImage};
+use super::{Sink, SinkError, SinkReport};
+use crate::image::{BlobSource, ImageSet};
+use crate::progress::Progress;
 use crate::registry::{
     BlobAction, BlobOrigin, PushBlob, PushEvent, PushManifest, PushReport, PushRequest, Reference,
     RegistryClient,
 };
+
+pub struct RegistrySink<'a> {
+    pub client: &'a RegistryClient,
+    pub target: Reference,
+    pub tags: Vec<String>,
+}
+
+impl fmt::Display for RegistrySink<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "registry:{}", self.target)
+    }
+}
+
+impl Sink for RegistrySink<'_> {
+    fn write(&self, images: &ImageSet, progress: &dyn Progress) -> Result<SinkReport, SinkError> {
+        let summary = push(self.client, images, &self.target, &self.tags, progress)?;
+        Ok(SinkReport {
+            target: self.to_string(),
+            reference: Some(summary.reference.clone()),
+            push: Some(summary),
+        })
+    }
+
+    fn needs_bytes(&self) -> bool {
+        false
+    }
+}
 
 /// What a push did, for the report.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -39,69 +71,52 @@ pub fn action_name(a: BlobAction) -> &'static str {
     }
 }
 
-pub(super) fn push(
+fn push(
     client: &RegistryClient,
-    built: &BuiltImage,
-    store: &BlobStore,
-    remote: &BTreeMap<String, Reference>,
+    images: &ImageSet,
     target: &Reference,
     tags: &[String],
     progress: &dyn Progress,
-) -> Result<PushSummary, BuildError> {
-    let mut blobs = Vec::new();
-    let mut seen = BTreeSet::new();
-    for img in &built.images {
-        for b in img.layers.iter().chain(std::iter::once(&img.config)) {
-            if !seen.insert(b.digest.clone()) {
-                continue;
-            }
-            // Base blobs stay where they are: mounted (same registry) or streamed from there.
-            let origin = match (remote.get(&b.digest), store.path(&b.digest)) {
-                (Some(r), _) => BlobOrigin::Registry(r.clone()),
-                (None, Some(p)) => BlobOrigin::File(p),
-                // an unstored (uncompressed) layer: regenerated from its sources for each attempt
-                (None, None) if store.has(&b.digest) => {
-                    let (store, digest) = (store.clone(), b.digest.clone());
-                    BlobOrigin::Generated(std::sync::Arc::new(move || {
-                        store.reader(&digest).map_err(std::io::Error::other)
-                    }))
-                }
-                (None, None) => {
-                    return Err(BuildError::Options(format!(
-                        "blob {} is not available locally",
-                        b.digest
-                    )));
-                }
+) -> Result<PushSummary, SinkError> {
+    let blobs = images
+        .blobs()
+        .into_iter()
+        .map(|b| {
+            let origin = match b.source {
+                BlobSource::File(p) => BlobOrigin::File(p),
+                BlobSource::Remote {
+                    registry,
+                    repository,
+                    ..
+                } => BlobOrigin::Registry(Reference {
+                    registry,
+                    repository,
+                    tag: None,
+                    digest: None,
+                }),
+                BlobSource::Generate(g) => BlobOrigin::Generated(g),
+                BlobSource::Bytes(bytes) => BlobOrigin::Generated(Arc::new(move || {
+                    Ok(Box::new(std::io::Cursor::new(bytes.clone()))
+                        as Box<dyn std::io::Read + Send>)
+                })),
             };
-            blobs.push(PushBlob {
-                digest: b.digest.clone(),
-                size: b.size,
-                media_type: b.media_type.clone(),
+            PushBlob {
+                digest: b.descriptor.digest.to_string(),
+                size: b.descriptor.size,
+                media_type: b.descriptor.media_type,
                 origin,
-            });
-        }
-    }
-    let read = |d: &str| {
-        store.read(d).map_err(|source| BuildError::Output {
-            target: target.to_string(),
-            source,
+            }
         })
-    };
-    let mut manifests = Vec::new();
-    for img in &built.images {
-        manifests.push(PushManifest {
-            digest: img.manifest.digest.clone(),
-            media_type: img.manifest.media_type.clone(),
-            bytes: read(&img.manifest.digest)?,
-        });
-    }
-    if let Some(i) = &built.index {
-        manifests.push(PushManifest {
-            digest: i.digest.clone(),
-            media_type: i.media_type.clone(),
-            bytes: read(&i.digest)?,
-        });
-    }
+        .collect();
+    let manifests = images
+        .documents()
+        .into_iter()
+        .map(|d| PushManifest {
+            digest: d.descriptor.digest.to_string(),
+            media_type: d.descriptor.media_type.clone(),
+            bytes: d.bytes.to_vec(),
+        })
+        .collect();
     let req = PushRequest {
         target: target.clone(),
         tags: tags.to_vec(),
@@ -144,7 +159,7 @@ pub(super) fn push(
     };
     let report: PushReport = client
         .push(&req, &on_event)
-        .map_err(|source| BuildError::Push {
+        .map_err(|source| SinkError::Push {
             target: target.to_string(),
             source: Box::new(source),
         })?;

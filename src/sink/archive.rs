@@ -9,8 +9,9 @@ use std::path::{Path, PathBuf};
 use serde_json::json;
 
 use super::layout::{OCI_LAYOUT, layout_index};
-use super::{BlobStore, BuiltImage, OutputError, SinkReport, io_err, temp_beside};
-use crate::image::canonical;
+use super::{Sink, SinkError, SinkReport, copy_blob, io_err, temp_beside};
+use crate::image::{Blob, ImageSet, canonical};
+use crate::progress::Progress;
 
 pub struct OciArchive {
     pub file: PathBuf,
@@ -18,6 +19,18 @@ pub struct OciArchive {
 
 pub struct DockerArchive {
     pub file: PathBuf,
+}
+
+impl OciArchive {
+    pub fn new(file: PathBuf) -> Self {
+        OciArchive { file }
+    }
+}
+
+impl DockerArchive {
+    pub fn new(file: PathBuf) -> Self {
+        DockerArchive { file }
+    }
 }
 
 impl fmt::Display for OciArchive {
@@ -49,44 +62,50 @@ fn header(size: u64, dir: bool) -> tar::Header {
     h
 }
 
-fn add_bytes(tar: &mut Tar, name: &str, bytes: &[u8], out: &Path) -> Result<(), OutputError> {
+fn add_bytes(tar: &mut Tar, name: &str, bytes: &[u8], out: &Path) -> Result<(), SinkError> {
     tar.append_data(&mut header(bytes.len() as u64, false), name, bytes)
         .map_err(io_err(out))
 }
 
-fn add_dir(tar: &mut Tar, name: &str, out: &Path) -> Result<(), OutputError> {
+fn add_dir(tar: &mut Tar, name: &str, out: &Path) -> Result<(), SinkError> {
     tar.append_data(&mut header(0, true), name, std::io::empty())
         .map_err(io_err(out))
 }
 
-fn add_blob(
-    tar: &mut Tar,
-    name: &str,
-    blob: &crate::image::Blob,
-    blobs: &BlobStore,
-    out: &Path,
-) -> Result<(), OutputError> {
-    let r = blobs.reader(&blob.digest)?;
-    tar.append_data(&mut header(blob.size, false), name, r)
+/// Appends a blob: the header with its size, then its bytes, checked against its digest.
+fn add_blob(tar: &mut Tar, target: &str, blob: &Blob, out: &Path) -> Result<(), SinkError> {
+    let name = blob_name(&blob.descriptor.digest);
+    let mut h = header(blob.descriptor.size, false);
+    h.set_path(&name).map_err(io_err(out))?;
+    h.set_cksum();
+    tar.get_mut().write_all(h.as_bytes()).map_err(io_err(out))?;
+    copy_blob(target, blob, tar.get_mut())?;
+    let pad = (512 - blob.descriptor.size % 512) % 512;
+    tar.get_mut()
+        .write_all(&vec![0u8; pad as usize])
         .map_err(io_err(out))
 }
 
 /// Writes a tar atomically: `fill` adds entries, then the temp file is renamed to `file`.
 fn write_tar(
     file: &Path,
-    fill: impl FnOnce(&mut Tar) -> Result<(), OutputError>,
-) -> Result<(), OutputError> {
+    fill: impl FnOnce(&mut Tar) -> Result<(), SinkError>,
+) -> Result<(), SinkError> {
     if let Some(parent) = file.parent().filter(|p| !p.as_os_str().is_empty()) {
         fs::create_dir_all(parent).map_err(io_err(parent))?;
     }
     let tmp = temp_beside(file, "tar");
     let result = (|| {
-        let f = File::create(&tmp).map_err(io_err(&tmp))?;
+        let f = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)
+            .map_err(io_err(&tmp))?;
         let mut tar = tar::Builder::new(BufWriter::with_capacity(1 << 20, f));
         fill(&mut tar)?;
         let mut w = tar.into_inner().map_err(io_err(&tmp))?;
         w.flush().map_err(io_err(&tmp))?;
-        let f = w.into_inner().map_err(|e| OutputError::Io {
+        let f = w.into_inner().map_err(|e| SinkError::Io {
             path: tmp.clone(),
             source: e.into_error(),
         })?;
@@ -103,16 +122,19 @@ fn blob_name(digest: &str) -> String {
     format!("blobs/sha256/{}", digest.trim_start_matches("sha256:"))
 }
 
-impl super::Sink for OciArchive {
-    fn write(&self, image: &BuiltImage, blobs: &BlobStore) -> Result<SinkReport, OutputError> {
+impl Sink for OciArchive {
+    fn write(&self, image: &ImageSet, _progress: &dyn Progress) -> Result<SinkReport, SinkError> {
         let out = self.file.clone();
+        let target = self.to_string();
         write_tar(&self.file, |tar| {
             add_dir(tar, "blobs/", &out)?;
             add_dir(tar, "blobs/sha256/", &out)?;
-            let mut all = image.all_blobs();
-            all.sort_by(|a, b| a.digest.cmp(&b.digest));
+            let mut all = image.blobs();
+            all.extend(image.documents().into_iter().map(|d| d.blob()));
+            all.sort_by(|a, b| a.descriptor.digest.cmp(&b.descriptor.digest));
+            all.dedup_by(|a, b| a.descriptor.digest == b.descriptor.digest);
             for b in &all {
-                add_blob(tar, &blob_name(&b.digest), b, blobs, &out)?;
+                add_blob(tar, &target, b, &out)?;
             }
             add_bytes(tar, "index.json", &layout_index(image), &out)?;
             add_bytes(tar, "oci-layout", OCI_LAYOUT, &out)
@@ -120,14 +142,15 @@ impl super::Sink for OciArchive {
         Ok(SinkReport {
             target: self.to_string(),
             reference: None,
+            push: None,
         })
     }
 }
 
-impl super::Sink for DockerArchive {
-    fn write(&self, image: &BuiltImage, blobs: &BlobStore) -> Result<SinkReport, OutputError> {
+impl Sink for DockerArchive {
+    fn write(&self, image: &ImageSet, _progress: &dyn Progress) -> Result<SinkReport, SinkError> {
         if image.images.len() != 1 {
-            return Err(OutputError::ManyPlatforms(image.images.len()));
+            return Err(SinkError::ManyPlatforms(image.images.len()));
         }
         let img = &image.images[0];
         let repo_tags: Vec<String> = match &image.name {
@@ -135,26 +158,39 @@ impl super::Sink for DockerArchive {
             None => Vec::new(),
         };
         let manifest = canonical(&json!([{
-            "Config": blob_name(&img.config.digest),
+            "Config": blob_name(&img.config.descriptor.digest),
             "RepoTags": repo_tags,
-            "Layers": img.layers.iter().map(|l| blob_name(&l.digest)).collect::<Vec<_>>(),
+            "Layers": img
+                .layers
+                .iter()
+                .map(|l| blob_name(&l.descriptor.digest))
+                .collect::<Vec<_>>(),
         }]));
         let out = self.file.clone();
+        let target = self.to_string();
         write_tar(&self.file, |tar| {
             add_dir(tar, "blobs/", &out)?;
             add_dir(tar, "blobs/sha256/", &out)?;
-            let mut all: Vec<&crate::image::Blob> = img.layers.iter().collect();
-            all.push(&img.config);
-            all.sort_by(|a, b| a.digest.cmp(&b.digest));
-            all.dedup_by(|a, b| a.digest == b.digest);
-            for b in all {
-                add_blob(tar, &blob_name(&b.digest), b, blobs, &out)?;
+            let mut all: Vec<Blob> = img
+                .layers
+                .iter()
+                .map(|l| Blob {
+                    descriptor: l.descriptor.clone(),
+                    source: l.source.clone(),
+                })
+                .collect();
+            all.push(img.config.blob());
+            all.sort_by(|a, b| a.descriptor.digest.cmp(&b.descriptor.digest));
+            all.dedup_by(|a, b| a.descriptor.digest == b.descriptor.digest);
+            for b in &all {
+                add_blob(tar, &target, b, &out)?;
             }
             add_bytes(tar, "manifest.json", &manifest, &out)
         })?;
         Ok(SinkReport {
             target: self.to_string(),
             reference: None,
+            push: None,
         })
     }
 }

@@ -1,0 +1,215 @@
+//! Fetch: downloads what the plan needs and the caches lack — Hub files, wheels, and base
+//! layers for file outputs — each verified against its resolved size and digest. The result
+//! maps every downloaded file's sha256 to where it now is, which turns a layer plan's
+//! `Fetched` entries (and a wheel set) into entries the layer writer can read.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicU64;
+
+use crate::cache::Cache;
+use crate::layer::{self, Content, Entry, LayerError};
+use crate::lock::WeightsLock;
+use crate::plan::LayerPlan;
+use crate::progress::Progress;
+use crate::registry::RegistryClient;
+use crate::resolve::{BlobOrigin, ResolvedBase};
+use crate::sources::hf::{self, HubError, HubOptions, HubSnapshot};
+use crate::sources::python::{self, PythonError, ResolvedWheel};
+
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    #[error("weights {name}: {source}")]
+    Hub { name: String, source: Box<HubError> },
+    #[error("{role}: {source}")]
+    Python {
+        role: String,
+        source: Box<PythonError>,
+    },
+    #[error("{role}: {source}")]
+    Layer { role: String, source: LayerError },
+    #[error("base layer {digest}: {source}")]
+    Base {
+        digest: String,
+        source: Box<crate::registry::RegistryError>,
+    },
+}
+
+/// Where each fetched file is, by sha256 (lowercase hex).
+#[derive(Debug, Clone, Default)]
+pub struct Fetched {
+    files: BTreeMap<String, PathBuf>,
+    /// Hub bytes downloaded (0: all from caches).
+    pub hub_bytes: u64,
+}
+
+impl Fetched {
+    /// The tar entries of `l` with every download in place: `Fetched` entries point at their
+    /// files, a wheel set is installed (its entries listed from the wheels).
+    pub fn entries(&self, l: &LayerPlan) -> Result<Vec<Entry>, FetchError> {
+        let role = l.role.to_string();
+        if let Some(w) = &l.wheels {
+            let files = w
+                .wheels
+                .iter()
+                .map(|wh| self.path(&wh.sha256, &wh.filename))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|source| FetchError::Layer {
+                    role: role.clone(),
+                    source,
+                })?;
+            let entries =
+                python::install_entries(&files, &w.target).map_err(|e| FetchError::Python {
+                    role: role.clone(),
+                    source: Box::new(e),
+                })?;
+            return layer::finalize(entries).map_err(|source| FetchError::Layer { role, source });
+        }
+        l.entries
+            .iter()
+            .map(|e| match &e.content {
+                Content::Fetched { sha256, size } => Ok(Entry {
+                    path: e.path.clone(),
+                    mode: e.mode,
+                    content: Content::File {
+                        path: self.path(sha256, &e.path)?,
+                        size: *size,
+                    },
+                }),
+                _ => Ok(e.clone()),
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|source| FetchError::Layer { role, source })
+    }
+
+    fn path(&self, sha256: &str, what: &str) -> Result<PathBuf, LayerError> {
+        self.files
+            .get(sha256)
+            .cloned()
+            .ok_or_else(|| LayerError::NotFetched {
+                path: what.to_string(),
+                sha256: sha256.to_string(),
+            })
+    }
+}
+
+/// Downloads the Hub files and wheels of `layers` (the layers that will be written).
+pub fn fetch(
+    layers: &[&LayerPlan],
+    weights: &[WeightsLock],
+    hub: &HubOptions,
+    cache: &Cache,
+    progress: &dyn Progress,
+) -> Result<Fetched, FetchError> {
+    let mut out = Fetched::default();
+    // Hub files, per weights entry (one snapshot each).
+    let wanted: BTreeSet<&str> = layers
+        .iter()
+        .flat_map(|l| &l.entries)
+        .filter_map(|e| match &e.content {
+            Content::Fetched { sha256, .. } => Some(sha256.as_str()),
+            _ => None,
+        })
+        .collect();
+    let downloaded = AtomicU64::new(0);
+    for w in weights {
+        let files: Vec<_> = w
+            .files
+            .iter()
+            .filter(|f| wanted.contains(f.sha256.as_str()))
+            .cloned()
+            .collect();
+        if files.is_empty() {
+            continue;
+        }
+        let snap = HubSnapshot {
+            repo: w.repo.clone(),
+            commit: w.commit.clone(),
+            files,
+        };
+        let events = crate::resolve::hub_events(progress, Some(&downloaded));
+        let got = hf::fetch(hub, &snap, &events).map_err(|source| FetchError::Hub {
+            name: w.name.clone(),
+            source: Box::new(source),
+        })?;
+        for (f, path) in got {
+            out.files.insert(f.sha256, path);
+        }
+    }
+    out.hub_bytes = downloaded.into_inner();
+    // Wheels, once each, into the wheel cache.
+    let mut wheels: Vec<ResolvedWheel> = Vec::new();
+    let mut role = String::new();
+    for l in layers {
+        if let Some(w) = &l.wheels {
+            role = l.role.to_string();
+            for wh in &w.wheels {
+                if !wheels.iter().any(|x| x.sha256 == wh.sha256) {
+                    wheels.push(wh.clone());
+                }
+            }
+        }
+    }
+    if !wheels.is_empty() {
+        let paths =
+            python::fetch(&wheels, &wheel_cache(cache)).map_err(|e| FetchError::Python {
+                role,
+                source: Box::new(e),
+            })?;
+        for (w, p) in wheels.iter().zip(paths) {
+            out.files.insert(w.sha256.clone(), p);
+        }
+    }
+    Ok(out)
+}
+
+fn wheel_cache(cache: &Cache) -> PathBuf {
+    cache.root().join("wheels")
+}
+
+/// Fetches the layers of registry bases into the cache (verified against their digests), for
+/// outputs that need their bytes.
+pub fn base_blobs(
+    client: &RegistryClient,
+    bases: &[&ResolvedBase],
+    cache: &Cache,
+    progress: &dyn Progress,
+) -> Result<(), FetchError> {
+    let mut done = BTreeSet::new();
+    for b in bases {
+        let BlobOrigin::Registry(r) = &b.origin else {
+            continue;
+        };
+        for l in &b.layers {
+            if cache.has_blob(&l.descriptor.digest) || !done.insert(l.descriptor.digest.clone()) {
+                continue;
+            }
+            progress.message(&format!(
+                "fetching base layer {} ({} bytes)",
+                l.descriptor.digest, l.descriptor.size
+            ));
+            client
+                .blob_to_file(
+                    r,
+                    &l.descriptor.digest,
+                    l.descriptor.size,
+                    &cache.blob_path(&l.descriptor.digest),
+                )
+                .map_err(|e| FetchError::Base {
+                    digest: l.descriptor.digest.to_string(),
+                    source: Box::new(e),
+                })?;
+        }
+    }
+    Ok(())
+}
+
+/// Where a base layer's bytes are on local disk (a layout's blob, or the cache), if anywhere.
+pub fn base_blob_path(base: &ResolvedBase, digest: &str, cache: &Cache) -> Option<PathBuf> {
+    let hex = digest.strip_prefix("sha256:")?;
+    let p = match &base.origin {
+        BlobOrigin::Layout(dir) => dir.join("blobs/sha256").join(hex),
+        _ => cache.blob_path(digest),
+    };
+    Path::new(&p).is_file().then_some(p)
+}

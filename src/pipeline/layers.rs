@@ -1,0 +1,449 @@
+//! The layer stages of the pipeline: look each planned layer up in the caches, write the
+//! ones no cache has (in parallel, one pass each), and assemble the image set from the base's
+//! layers and these.
+
+use std::collections::BTreeMap;
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use super::{BuildError, shared_cache};
+use crate::cache::{Cache, SelectorRecord};
+use crate::digest::Digest;
+use crate::fetch::Fetched;
+use crate::image::{self, BlobSource, Descriptor, Document, Generator, ImageSet, Layer};
+use crate::layer::{self, LayerBlob};
+use crate::plan::{BuildPlan, LayerPlan};
+use crate::progress::{Progress, Warning};
+use crate::registry::{Reference, RegistryClient};
+use crate::resolve::{BlobOrigin, Resolved, ResolvedBase};
+use crate::spec::{BaseSpec, Spec};
+
+/// A layer some cache already has.
+pub(super) struct KnownLayer {
+    pub blob: LayerBlob,
+    /// Its bytes are in the local cache.
+    pub stored: bool,
+    /// Found only in the push target's shared records: `(registry, repository)`.
+    pub remote: Option<(String, String)>,
+}
+
+pub(super) type Known = BTreeMap<String, KnownLayer>;
+
+/// A layer this build wrote.
+pub(super) struct WrittenLayer {
+    pub blob: LayerBlob,
+    /// A file holding its bytes (the cache, or an output's own blob folder), if any.
+    pub path: Option<PathBuf>,
+}
+
+pub(super) type Written = BTreeMap<String, WrittenLayer>;
+
+/// Looks every layer up by selector: the local cache first (a stored blob is checked for its
+/// size; a bad entry is dropped with a warning and rebuilt), then, for downloaded sources
+/// with `--push` and no file output, the push target's shared records.
+pub(super) fn lookup(
+    unique: &[Arc<LayerPlan>],
+    cache: &Cache,
+    remote: Option<(&RegistryClient, &Reference)>,
+    progress: &dyn Progress,
+) -> Known {
+    let mut known = Known::new();
+    for l in unique {
+        if let Some(rec) = cache.get_selector(&l.selector) {
+            let size_ok = !rec.stored
+                || std::fs::metadata(cache.blob_path(&rec.blob.digest))
+                    .is_ok_and(|m| m.len() == rec.blob.size);
+            if size_ok {
+                progress.layer_done(&l.role, true);
+                known.insert(
+                    l.selector.clone(),
+                    KnownLayer {
+                        blob: rec.blob,
+                        stored: rec.stored,
+                        remote: None,
+                    },
+                );
+                continue;
+            }
+            progress.warning(&Warning::new(
+                "cache-corrupt",
+                format!(
+                    "{}: cached blob {} has the wrong size; dropping it and building the layer again",
+                    l.role, rec.blob.digest
+                ),
+            ));
+            cache.evict_blob(&rec.blob.digest);
+        }
+        if let Some((client, target)) = remote
+            && l.store_bytes
+            && let Some(blob) = shared_cache::lookup_or_miss(client, target, &l.selector, progress)
+        {
+            progress.message(&format!(
+                "{}: layer {} found in the push target; not downloading",
+                l.role, blob.digest
+            ));
+            known.insert(
+                l.selector.clone(),
+                KnownLayer {
+                    blob,
+                    stored: false,
+                    remote: Some((target.registry.clone(), target.repository.clone())),
+                },
+            );
+        }
+    }
+    known
+}
+
+type Slot = Mutex<Option<Result<WrittenLayer, BuildError>>>;
+
+/// Writes `layers` (none of which a cache has), `jobs` at a time (0 = one per core).
+/// A layer whose bytes are not kept in the cache (uncompressed local sources) is written
+/// straight into `spool` (an output's blob folder) when there is one: one read of its
+/// sources makes the tar, its digests and the output's file.
+pub(super) fn write(
+    layers: &[&LayerPlan],
+    fetched: &Fetched,
+    cache: &Cache,
+    mtime: u64,
+    jobs: usize,
+    spool: Option<&Path>,
+    progress: &dyn Progress,
+) -> Result<Written, BuildError> {
+    let jobs = if jobs == 0 {
+        std::thread::available_parallelism().map_or(2, |n| n.get())
+    } else {
+        jobs
+    };
+    let next = AtomicUsize::new(0);
+    let results: Vec<Slot> = layers.iter().map(|_| Mutex::new(None)).collect();
+    std::thread::scope(|s| {
+        for _ in 0..jobs.min(layers.len()) {
+            s.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, Ordering::SeqCst);
+                    let Some(l) = layers.get(i) else { break };
+                    let r = write_one(l, fetched, cache, mtime, spool, progress);
+                    let failed = r.is_err();
+                    if let Ok(mut slot) = results[i].lock() {
+                        *slot = Some(r);
+                    }
+                    if failed {
+                        // stop handing out work; the others finish what they hold
+                        next.store(layers.len(), Ordering::SeqCst);
+                    }
+                }
+            });
+        }
+    });
+    let mut out = Written::new();
+    let mut first_err = None;
+    for (slot, l) in results.into_iter().zip(layers) {
+        match slot.into_inner().ok().flatten() {
+            Some(Ok(w)) => {
+                out.insert(l.selector.clone(), w);
+            }
+            Some(Err(e)) => {
+                first_err.get_or_insert(e);
+            }
+            None => {}
+        }
+    }
+    match first_err {
+        Some(e) => Err(e),
+        None => Ok(out),
+    }
+}
+
+fn write_one(
+    l: &LayerPlan,
+    fetched: &Fetched,
+    cache: &Cache,
+    mtime: u64,
+    spool: Option<&Path>,
+    progress: &dyn Progress,
+) -> Result<WrittenLayer, BuildError> {
+    let entries = fetched.entries(l)?;
+    let size: u64 = entries.iter().map(crate::layer::Entry::size).sum();
+    progress.layer_start(&l.role, size);
+    let on_bytes = |done| progress.layer_bytes(&l.role, done);
+    let layer_err = |source| BuildError::Layer {
+        role: l.role.to_string(),
+        source,
+    };
+    let io_layer_err = |e: io::Error| layer_err(layer::LayerError::Write(e));
+    let (blob, stored, path) = if l.stores_bytes() {
+        let tmp = cache.temp()?;
+        let blob = layer::write(&entries, l.compression, mtime, tmp.as_file(), &on_bytes)
+            .map_err(layer_err)?;
+        cache.commit(tmp, &blob.digest)?;
+        let p = cache.blob_path(&blob.digest);
+        (blob, true, Some(p))
+    } else if let Some(dir) = spool {
+        let tmp = tempfile::Builder::new()
+            .prefix(".layer-")
+            .tempfile_in(dir)
+            .map_err(io_layer_err)?;
+        let blob = layer::write(&entries, l.compression, mtime, tmp.as_file(), &on_bytes)
+            .map_err(layer_err)?;
+        let hex = blob.digest.trim_start_matches("sha256:");
+        let dest = dir.join(hex);
+        tmp.persist(&dest).map_err(|e| io_layer_err(e.error))?;
+        (blob, false, Some(dest))
+    } else {
+        // Uncompressed: the blob is the tar of the sources, so only its digest and size are
+        // recorded; outputs regenerate the bytes (no copy of the weights in the cache).
+        let blob = layer::write(&entries, l.compression, mtime, io::sink(), &on_bytes)
+            .map_err(layer_err)?;
+        (blob, false, None)
+    };
+    cache.put_selector(
+        &l.selector,
+        &SelectorRecord {
+            blob: blob.clone(),
+            stored,
+        },
+    )?;
+    progress.layer_done(&l.role, false);
+    Ok(WrittenLayer { blob, path })
+}
+
+fn digest(role: &str, d: &str) -> Result<Digest, BuildError> {
+    Digest::parse(d).map_err(|e| BuildError::BadLayer {
+        role: role.to_string(),
+        digest: d.to_string(),
+        message: e.to_string(),
+    })
+}
+
+/// The base's layers as image layers: a layout's files, or a registry's blobs (with the
+/// cached copy, when file outputs had them fetched).
+fn base_layers(base: &ResolvedBase, cache: &Cache) -> Result<Vec<Layer>, BuildError> {
+    base.layers
+        .iter()
+        .map(|l| {
+            let d = digest("base", &l.descriptor.digest)?;
+            let source = match &base.origin {
+                BlobOrigin::Layout(dir) => BlobSource::File(dir.join("blobs/sha256").join(d.hex())),
+                BlobOrigin::Registry(r) => {
+                    let p = cache.blob_path(&d);
+                    BlobSource::Remote {
+                        registry: r.registry.clone(),
+                        repository: r.repository.clone(),
+                        local: p.is_file().then_some(p),
+                    }
+                }
+                BlobOrigin::None => BlobSource::File(cache.blob_path(&d)),
+            };
+            Ok(Layer {
+                descriptor: Descriptor {
+                    media_type: l.descriptor.media_type.clone(),
+                    digest: d,
+                    size: l.descriptor.size,
+                },
+                diff_id: digest("base", &l.diff_id)?,
+                source,
+                role: "base".into(),
+                created_by: String::new(),
+                cached: true,
+            })
+        })
+        .collect()
+}
+
+/// Every platform's image (and the index over several) from the plan and the layers.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn assemble(
+    spec: &Spec,
+    resolved: &Resolved,
+    plan: &BuildPlan,
+    known: &Known,
+    written: &Written,
+    fetched: &Arc<Fetched>,
+    cache: &Cache,
+    mtime: u64,
+) -> Result<ImageSet, BuildError> {
+    let created = image::rfc3339(mtime);
+    let mut images = Vec::new();
+    for (pp, rp) in plan.platforms.iter().zip(&resolved.platforms) {
+        let mut layers = base_layers(&rp.base, cache)?;
+        for l in &pp.layers {
+            let role = l.role.to_string();
+            let (blob, cached, source) = if let Some(w) = written.get(&l.selector) {
+                let source = match &w.path {
+                    Some(p) => BlobSource::File(p.clone()),
+                    None => {
+                        BlobSource::Generate(generator(l.clone(), fetched.clone(), mtime, &w.blob))
+                    }
+                };
+                (&w.blob, false, source)
+            } else if let Some(k) = known.get(&l.selector) {
+                let source = match (&k.remote, k.stored) {
+                    (Some((registry, repository)), _) => BlobSource::Remote {
+                        registry: registry.clone(),
+                        repository: repository.clone(),
+                        local: None,
+                    },
+                    (None, true) => BlobSource::File(cache.blob_path(&k.blob.digest)),
+                    (None, false) => {
+                        BlobSource::Generate(generator(l.clone(), fetched.clone(), mtime, &k.blob))
+                    }
+                };
+                (&k.blob, true, source)
+            } else {
+                return Err(BuildError::BadLayer {
+                    role,
+                    digest: String::new(),
+                    message: "was neither found nor written".into(),
+                });
+            };
+            layers.push(Layer {
+                descriptor: Descriptor {
+                    media_type: blob.media_type.clone(),
+                    digest: digest(&role, &blob.digest)?,
+                    size: blob.size,
+                },
+                diff_id: digest(&role, &blob.diff_id)?,
+                source,
+                role,
+                created_by: l.created_by.clone(),
+                cached,
+            });
+        }
+        let annotations = manifest_annotations(spec, &rp.base, &created);
+        images.push(image::assemble(
+            &pp.platform,
+            &rp.base.config,
+            &spec.config,
+            layers,
+            pp.layers.len(),
+            &created,
+            &annotations,
+        )?);
+    }
+    let index = if images.len() > 1 {
+        let mut ann = BTreeMap::new();
+        ann.insert("org.opencontainers.image.created".to_string(), created);
+        let entries: Vec<_> = images
+            .iter()
+            .map(|i| (i.manifest.descriptor.clone(), i.platform.clone()))
+            .collect();
+        Some(Document::new(
+            image::INDEX_MEDIA_TYPE,
+            image::build_index(&entries, &ann)?,
+        ))
+    } else {
+        None
+    };
+    ImageSet::new(
+        images,
+        index,
+        spec.image.name.clone(),
+        spec.image.tags.clone(),
+    )
+    .ok_or_else(|| BuildError::BadLayer {
+        role: "image".into(),
+        digest: String::new(),
+        message: "the build has no platform".into(),
+    })
+}
+
+fn manifest_annotations(
+    spec: &Spec,
+    base: &ResolvedBase,
+    created: &str,
+) -> BTreeMap<String, String> {
+    let mut a = BTreeMap::new();
+    a.insert(
+        "org.opencontainers.image.created".to_string(),
+        created.to_string(),
+    );
+    if spec.image.base != BaseSpec::Scratch {
+        a.insert(
+            "org.opencontainers.image.base.name".to_string(),
+            base.name.clone(),
+        );
+        if let Some(d) = &base.manifest_digest {
+            a.insert(
+                "org.opencontainers.image.base.digest".to_string(),
+                d.clone(),
+            );
+        }
+    }
+    if let (Some(n), Some(t)) = (&spec.image.name, spec.image.tags.first()) {
+        a.insert(
+            "org.opencontainers.image.ref.name".to_string(),
+            format!("{n}:{t}"),
+        );
+    }
+    for (k, v) in &spec.config.annotations {
+        a.insert(k.clone(), v.clone());
+    }
+    a
+}
+
+/// Regenerates an unstored layer from its sources on each call, verified against its digest
+/// at the end of the stream (a source changed since the build is a read error, never a wrong
+/// blob).
+fn generator(
+    plan: Arc<LayerPlan>,
+    fetched: Arc<Fetched>,
+    mtime: u64,
+    blob: &LayerBlob,
+) -> Generator {
+    let digest = blob.digest.clone();
+    Arc::new(move || {
+        let entries = fetched.entries(&plan).map_err(io::Error::other)?;
+        let r = regenerate(entries, plan.compression, mtime, digest.clone())?;
+        Ok(Box::new(r) as Box<dyn Read + Send>)
+    })
+}
+
+/// Streams a regenerated layer through a pipe; the writer thread's result (and the digest
+/// check) surfaces as the reader's final read.
+fn regenerate(
+    entries: Vec<layer::Entry>,
+    compression: layer::Compression,
+    mtime: u64,
+    digest: String,
+) -> io::Result<impl Read + Send> {
+    struct Gen {
+        pipe: io::PipeReader,
+        worker: Option<std::thread::JoinHandle<Result<String, String>>>,
+        digest: String,
+    }
+    impl Read for Gen {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            let n = self.pipe.read(buf)?;
+            if n == 0
+                && !buf.is_empty()
+                && let Some(w) = self.worker.take()
+            {
+                let got = w
+                    .join()
+                    .map_err(|_| io::Error::other("layer writer panicked"))?
+                    .map_err(io::Error::other)?;
+                if got != self.digest {
+                    return Err(io::Error::other(format!(
+                        "layer {} regenerated as {got}: a source changed since the build; build again",
+                        self.digest
+                    )));
+                }
+            }
+            Ok(n)
+        }
+    }
+    let (reader, writer) = io::pipe()?;
+    let worker = std::thread::spawn(move || {
+        layer::write(&entries, compression, mtime, writer, &|_| {})
+            .map(|b| b.digest)
+            .map_err(|e| e.to_string())
+    });
+    Ok(Gen {
+        pipe: reader,
+        worker: Some(worker),
+        digest,
+    })
+}

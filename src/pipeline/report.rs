@@ -1,0 +1,104 @@
+//! What a build tells its caller: digests, every layer and what happened to it, each output,
+//! the push, and every warning. The CLI prints it as text or as `--json`.
+
+use std::collections::BTreeMap;
+
+use crate::image::ImageSet;
+use crate::progress::Warning;
+use crate::sink::{BlobReport, PushSummary, SinkReport};
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct LayerReport {
+    pub role: String,
+    pub digest: String,
+    pub diff_id: String,
+    pub size: u64,
+    pub media_type: String,
+    pub cached: bool,
+    /// With `--push`: `uploaded`, `mounted` or `skipped`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub push: Option<&'static str>,
+    /// With `--push`: bytes sent for this layer (retries included).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bytes_sent: Option<u64>,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PlatformReport {
+    pub platform: String,
+    pub manifest_digest: String,
+    pub config_digest: String,
+    pub layers: Vec<LayerReport>,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct BuildReport {
+    /// The top-level digest: the index for multi-platform builds, else the manifest.
+    pub manifest_digest: String,
+    pub media_type: String,
+    /// Layers of the first platform's image, in image order (base layers first).
+    pub layers: Vec<LayerReport>,
+    pub platforms: Vec<PlatformReport>,
+    pub outputs: Vec<SinkReport>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub push: Option<PushSummary>,
+    /// Bytes of Hugging Face Hub files this build downloaded (0: all from caches).
+    pub hub_bytes_downloaded: u64,
+    pub warnings: Vec<Warning>,
+}
+
+pub(super) fn report(
+    images: &ImageSet,
+    mut outputs: Vec<SinkReport>,
+    hub_bytes: u64,
+    warnings: Vec<Warning>,
+) -> BuildReport {
+    // The push is reported on its own; the outputs list the files.
+    let push = outputs.iter().find_map(|o| o.push.clone());
+    outputs.retain(|o| o.push.is_none());
+    let by_digest: BTreeMap<&str, &BlobReport> = push
+        .iter()
+        .flat_map(|p| &p.blobs)
+        .map(|b| (b.digest.as_str(), b))
+        .collect();
+    let platforms: Vec<PlatformReport> = images
+        .images
+        .iter()
+        .map(|img| PlatformReport {
+            platform: img.platform.to_string(),
+            manifest_digest: img.manifest.descriptor.digest.to_string(),
+            config_digest: img.config.descriptor.digest.to_string(),
+            layers: img
+                .layers
+                .iter()
+                .map(|l| {
+                    let pushed = by_digest.get(l.descriptor.digest.as_str());
+                    LayerReport {
+                        role: l.role.clone(),
+                        digest: l.descriptor.digest.to_string(),
+                        diff_id: l.diff_id.to_string(),
+                        size: l.descriptor.size,
+                        media_type: l.descriptor.media_type.clone(),
+                        cached: l.cached,
+                        push: pushed.map(|b| b.action),
+                        bytes_sent: pushed.map(|b| b.bytes_sent),
+                    }
+                })
+                .collect(),
+        })
+        .collect();
+    let top = &images.top().descriptor;
+    BuildReport {
+        manifest_digest: top.digest.to_string(),
+        media_type: top.media_type.clone(),
+        layers: platforms
+            .first()
+            .map(|p| p.layers.clone())
+            .unwrap_or_default(),
+        platforms,
+        outputs,
+        push,
+        hub_bytes_downloaded: hub_bytes,
+        warnings,
+    }
+}

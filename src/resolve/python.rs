@@ -1,0 +1,218 @@
+//! Wheel sets: the target interpreter per platform (from the base image) and the wheel per
+//! pinned package, from the lock when it matches, else from the find-links folders and the
+//! indexes.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest as _, Sha256};
+
+use super::{BlobOrigin, ResolveError, ResolveOptions, ResolvedPlatform};
+use crate::lock::Lockfile;
+use crate::progress::{Progress, Warning};
+use crate::registry::RegistryClient;
+use crate::sources::python::{self, DepsSetInput, PythonError, PythonTarget, requirements};
+use crate::spec::{DepsSource, DepsSpec, Spec};
+
+pub(super) fn resolve_platform(
+    spec: &Spec,
+    rp: &mut ResolvedPlatform,
+    client: Option<&RegistryClient>,
+    lock: Option<&Lockfile>,
+    opts: &ResolveOptions,
+    lock_path: &Path,
+    progress: &dyn Progress,
+) -> Result<(), ResolveError> {
+    let sets: Vec<&DepsSpec> = spec
+        .deps
+        .iter()
+        .filter(|d| !matches!(d.source, DepsSource::Dir(_)))
+        .collect();
+    if sets.is_empty() {
+        return Ok(());
+    }
+    let (target, explain) = python_target(spec, rp, client, &opts.cache_dir)?;
+    let py_err = |set: &str, source: PythonError| ResolveError::Python {
+        set: set.to_string(),
+        platform: rp.platform.to_string(),
+        source: Box::new(source),
+    };
+    for d in sets {
+        let inputs = inputs_hash(spec, d).map_err(|e| py_err(&d.name, e))?;
+        let locked = lock.and_then(|l| l.deps(&d.name, &rp.platform));
+        let wheels = match locked {
+            Some(l) if l.inputs == inputs && l.python == target.to_string() => l.wheels.clone(),
+            _ if opts.locked => {
+                let why = match locked {
+                    None => "not in the lock".to_string(),
+                    Some(l) if l.inputs != inputs => "its requirements changed".to_string(),
+                    Some(l) => format!("locked for {}, the base now has {target}", l.python),
+                };
+                return Err(ResolveError::Locked {
+                    path: lock_path.to_path_buf(),
+                    reason: format!("deps {:?} ({}): {why}", d.name, rp.platform),
+                });
+            }
+            stale => {
+                if stale.is_some() {
+                    progress.warning(&Warning::new(
+                        "lock-stale",
+                        format!(
+                            "{} is stale: deps {:?} ({}) changed; resolving it again (run `mlimg lock`)",
+                            lock_path.display(),
+                            d.name,
+                            rp.platform
+                        ),
+                    ));
+                }
+                let mut index_urls: Vec<String> = d.index_url.iter().cloned().collect();
+                index_urls.extend(opts.pip_index_urls.iter().cloned());
+                let input = DepsSetInput {
+                    name: d.name.clone(),
+                    requirements: match &d.source {
+                        DepsSource::Requirements(p) => Some(p.clone()),
+                        _ => None,
+                    },
+                    pylock: match &d.source {
+                        DepsSource::Pylock(p) => Some(p.clone()),
+                        _ => None,
+                    },
+                    index_urls,
+                    find_links: d.find_links.clone(),
+                };
+                python::resolve(&input, &target).map_err(|e| py_err(&d.name, e))?
+            }
+        };
+        rp.deps.push((d.name.clone(), wheels));
+        rp.inputs.push(inputs);
+    }
+    python::check_disjoint(&rp.deps).map_err(|e| py_err("deps", e))?;
+    rp.python = Some(target);
+    rp.explain = explain;
+    Ok(())
+}
+
+/// sha256 over what a set pins and where it looks, with paths relative to the spec's folder
+/// (the same lock holds on every checkout).
+fn inputs_hash(spec: &Spec, d: &DepsSpec) -> Result<String, PythonError> {
+    let rel = |p: &Path| -> String {
+        p.strip_prefix(&spec.dir)
+            .unwrap_or(p)
+            .to_string_lossy()
+            .into_owned()
+    };
+    let mut h = Sha256::new();
+    let mut line = |s: String| {
+        h.update(s.as_bytes());
+        h.update(b"\n");
+    };
+    match &d.source {
+        DepsSource::Requirements(p) => {
+            let r = requirements::parse_file(p)?;
+            for q in &r.requirements {
+                let mut hashes = q.hashes.clone();
+                hashes.sort();
+                line(format!(
+                    "req {}[{}]=={} ; {} {}",
+                    q.name,
+                    q.extras.join(","),
+                    q.version,
+                    q.marker.as_deref().unwrap_or(""),
+                    hashes.join(",")
+                ));
+            }
+            for u in &r.index_urls {
+                line(format!("index {u}"));
+            }
+            for f in &r.find_links {
+                line(format!("find-links {}", rel(f)));
+            }
+        }
+        DepsSource::Pylock(p) => {
+            let bytes = std::fs::read(p).map_err(|e| PythonError::Io {
+                path: p.clone(),
+                source: e,
+            })?;
+            line(format!("pylock {}", hex::encode(Sha256::digest(&bytes))));
+        }
+        DepsSource::Dir(_) => {}
+    }
+    if let Some(u) = &d.index_url {
+        line(format!("index {u}"));
+    }
+    for f in &d.find_links {
+        line(format!("find-links {}", rel(f)));
+    }
+    Ok(hex::encode(h.finalize()))
+}
+
+/// The interpreter wheels are installed for: `[python]` values win, the rest is detected
+/// from the base image (its config and its layers' tar headers, streamed: nothing is
+/// stored). Returns the explanation lines too.
+fn python_target(
+    spec: &Spec,
+    rp: &ResolvedPlatform,
+    client: Option<&RegistryClient>,
+    cache_dir: &Path,
+) -> Result<(PythonTarget, Vec<String>), ResolveError> {
+    let base = &rp.base;
+    let layers: Vec<(String, String)> = base
+        .layers
+        .iter()
+        .map(|l| {
+            (
+                l.descriptor.digest.to_string(),
+                l.descriptor.media_type.clone(),
+            )
+        })
+        .collect();
+    let sizes: std::collections::BTreeMap<&str, u64> = base
+        .layers
+        .iter()
+        .map(|l| (l.descriptor.digest.as_str(), l.descriptor.size))
+        .collect();
+    let local = |digest: &str| -> Option<PathBuf> {
+        let hex = digest.strip_prefix("sha256:")?;
+        if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return None;
+        }
+        let p = match &base.origin {
+            BlobOrigin::Layout(dir) => dir.join("blobs/sha256").join(hex),
+            BlobOrigin::Registry(_) | BlobOrigin::None => cache_dir.join("blobs/sha256").join(hex),
+        };
+        p.is_file().then_some(p)
+    };
+    let open = |digest: &str| -> Option<std::io::Result<Box<dyn Read + '_>>> {
+        if let Some(p) = local(digest) {
+            return Some(std::fs::File::open(p).map(|f| Box::new(f) as Box<dyn Read>));
+        }
+        match (&base.origin, client) {
+            (BlobOrigin::Registry(r), Some(c)) => {
+                let size = sizes.get(digest).copied().unwrap_or(0);
+                Some(
+                    c.blob_reader(r, digest, size)
+                        .map(|b| Box::new(b) as Box<dyn Read>)
+                        .map_err(std::io::Error::other),
+                )
+            }
+            _ => None,
+        }
+    };
+    let (target, mut explain) = python::detect::detect_target_from(
+        &base.config,
+        &layers,
+        &open,
+        &rp.platform.architecture,
+        spec.python.as_ref(),
+    )
+    .map_err(|e| ResolveError::Target {
+        platform: rp.platform.to_string(),
+        base: spec.image.base_name.clone(),
+        source: Box::new(e),
+    })?;
+    for line in &mut explain {
+        line.insert_str(0, "  ");
+    }
+    explain.insert(0, format!("python target (base {}):", spec.image.base_name));
+    Ok((target, explain))
+}
