@@ -14,3 +14,4 @@ pub mod plan;
 pub mod registry;
 pub mod sources;
 pub mod spec;
+pub mod transport;
