@@ -28,11 +28,20 @@ pub struct LockArgs {
         value_name = "FILE"
     )]
     pub file: PathBuf,
+    #[command(flatten)]
+    pub network: super::NetworkArgs,
 }
 
 pub fn run(args: LockArgs) -> Result<()> {
     let spec = mlimg::spec::Spec::load(&args.file)?;
-    let hub = HubOptions::from_env(|k| std::env::var(k).ok());
+    // Retries are printed as they happen (one line each, with cause and wait).
+    let transport = args.network.transport_options(Some(std::sync::Arc::new(
+        |e: &mlimg::transport::RetryEvent| eprintln!("{e}"),
+    )));
+    let hub = HubOptions {
+        transport: transport.clone(),
+        ..HubOptions::from_env(|k| std::env::var(k).ok())
+    };
     let path = lock::lock_path(&args.file);
     let old = Lockfile::load(&path)?;
     let progress = |e: HubEvent| {
@@ -40,12 +49,11 @@ pub fn run(args: LockArgs) -> Result<()> {
             eprintln!("downloading {path} ({size} bytes) to hash it");
         }
     };
-    let new = lock::create(
-        &spec,
-        &hub,
-        &mlimg::registry::ClientOptions::default(),
-        &progress,
-    )?;
+    let registry = mlimg::registry::ClientOptions {
+        transport,
+        ..Default::default()
+    };
+    let new = lock::create(&spec, &hub, &registry, &progress)?;
     for w in &new.weights {
         let before = old
             .as_ref()
