@@ -465,6 +465,15 @@ fn endpoint_url(
     Ok(url)
 }
 
+/// The detail of an HTTP error: the Hub's message (if any) and the request, so the message
+/// names the host.
+pub(crate) fn status_detail(message: Option<String>, url: &str) -> String {
+    match message {
+        Some(m) => format!("{m} (GET {})", redact_url(url)),
+        None => format!("GET {}", redact_url(url)),
+    }
+}
+
 /// The commit a branch or tag points at: `GET /api/models/{repo}/revision/{rev}`.
 fn repo_commit(
     transport: &Transport,
@@ -500,7 +509,7 @@ fn repo_commit(
         return Err(ctx.status(
             info.status.as_u16(),
             header("x-error-code").as_deref(),
-            header("x-error-message"),
+            Some(status_detail(header("x-error-message"), info.url.as_str())),
         ));
     }
     #[derive(serde::Deserialize)]
@@ -908,7 +917,10 @@ fn stream_range(
         return Err(Attempt::Fatal(Box::new(ctx.status(
             status.as_u16(),
             header("x-error-code").as_deref(),
-            header("x-error-message"),
+            Some(status_detail(
+                header("x-error-message"),
+                resp.url().as_str(),
+            )),
         ))));
     }
     if start > 0 && status.as_u16() != 206 {

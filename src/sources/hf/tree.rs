@@ -110,7 +110,8 @@ pub(crate) fn list(
                 file: subfolder.filter(|_| code.as_deref() == Some("EntryNotFound")),
                 ..ctx.clone()
             };
-            return Err(ctx.status(status.as_u16(), code.as_deref(), msg));
+            let detail = super::status_detail(msg, page.url.as_str());
+            return Err(ctx.status(status.as_u16(), code.as_deref(), Some(detail)));
         }
         next = page
             .headers
