@@ -18,3 +18,4 @@ pub mod resolve;
 pub mod sink;
 pub mod sources;
 pub mod spec;
+pub mod transport;

@@ -92,3 +92,11 @@ impl Progress for Recorder<'_> {
         self.inner.warning(w)
     }
 }
+
+/// An observer for [`crate::transport::TransportOptions::on_retry`] that reports each retry of
+/// any request (registry, Hub, Python index) as one [`Progress::message`] line.
+pub fn retry_messages<P: Progress + Send + 'static>(
+    progress: std::sync::Arc<P>,
+) -> crate::transport::RetryObserver {
+    std::sync::Arc::new(move |e| progress.message(&e.to_string()))
+}

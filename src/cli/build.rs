@@ -60,9 +60,8 @@ pub struct BuildArgs {
     /// Blobs uploaded in parallel.
     #[arg(long, default_value_t = 4, value_name = "N")]
     pub upload_jobs: usize,
-    /// Retries per request or blob upload on 5xx, 429 and broken connections (with backoff).
-    #[arg(long, default_value_t = 5, value_name = "N")]
-    pub retries: u32,
+    #[command(flatten)]
+    pub network: super::NetworkArgs,
     /// Upload blobs in chunks of this many bytes (default: one streamed request per blob, which
     /// ECR and Google Artifact Registry need).
     #[arg(long, value_name = "BYTES")]
@@ -76,7 +75,12 @@ pub struct BuildArgs {
 }
 
 pub fn run(args: BuildArgs) -> Result<()> {
-    let registry = registry_options(&args);
+    let progress = std::sync::Arc::new(Bars::new());
+    let transport = args
+        .network
+        .transport_options(Some(mlimg::progress::retry_messages(progress.clone())));
+    let mut registry = registry_options(&args);
+    registry.transport = transport.clone();
     let cache_dir = match args.cache_dir {
         Some(d) => d,
         None => mlimg::cache::Cache::default_root(None)?,
@@ -91,15 +95,15 @@ pub fn run(args: BuildArgs) -> Result<()> {
         jobs: args.jobs,
         pip_index_urls: pip_index_urls(),
         locked: args.locked,
-        hub: Some(mlimg::sources::hf::HubOptions::from_env(|k| {
-            std::env::var(k).ok()
-        })),
+        hub: Some(mlimg::sources::hf::HubOptions {
+            transport,
+            ..mlimg::sources::hf::HubOptions::from_env(|k| std::env::var(k).ok())
+        }),
         push: args.push,
         tags: args.tag,
         registry,
     };
-    let progress = Bars::new();
-    let outcome = match build(&opts, &progress) {
+    let outcome = match build(&opts, &*progress) {
         Ok(o) => o,
         Err(e) => {
             progress.clear();
@@ -166,7 +170,6 @@ fn registry_options(args: &BuildArgs) -> mlimg::registry::ClientOptions {
     mlimg::registry::ClientOptions {
         insecure_registries: args.insecure_registry.clone(),
         max_parallel_uploads: args.upload_jobs.max(1),
-        max_retries: args.retries,
         chunk_size: args.chunk_size,
         ..Default::default()
     }

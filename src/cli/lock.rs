@@ -8,6 +8,7 @@ use clap::Args;
 use mlimg::lock::{self, Lockfile};
 use mlimg::progress::Progress;
 use mlimg::resolve::{self, ResolveOptions};
+use mlimg::sources::hf::HubOptions;
 use mlimg::spec::BaseSpec;
 
 /// Resolve the spec's floating inputs and write them to the lock file next to it.
@@ -36,6 +37,8 @@ pub struct LockArgs {
     /// detect the target Python).
     #[arg(long, env = "MLIMG_CACHE_DIR", value_name = "DIR")]
     pub cache_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub network: super::NetworkArgs,
 }
 
 struct Lines;
@@ -47,11 +50,22 @@ impl Progress for Lines {
 
 pub fn run(args: LockArgs) -> Result<()> {
     let spec = mlimg::spec::Spec::load(&args.file)?;
+    // Retries are printed as they happen (one line each, with cause and wait).
+    let transport = args.network.transport_options(Some(std::sync::Arc::new(
+        |e: &mlimg::transport::RetryEvent| eprintln!("{e}"),
+    )));
+    let hub = HubOptions {
+        transport: transport.clone(),
+        ..HubOptions::from_env(|k| std::env::var(k).ok())
+    };
     let path = lock::lock_path(&args.file);
     let old = Lockfile::load(&path)?;
     let client = match spec.image.base {
         BaseSpec::Registry(_) => Some(mlimg::registry::RegistryClient::new(
-            mlimg::registry::ClientOptions::default(),
+            mlimg::registry::ClientOptions {
+                transport,
+                ..Default::default()
+            },
         )?),
         _ => None,
     };
@@ -62,7 +76,7 @@ pub fn run(args: LockArgs) -> Result<()> {
     let opts = ResolveOptions {
         platforms: spec.image.platforms.clone(),
         locked: false,
-        hub: mlimg::sources::hf::HubOptions::from_env(|k| std::env::var(k).ok()),
+        hub,
         pip_index_urls: super::build::pip_index_urls(),
         cache_dir,
     };

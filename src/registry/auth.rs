@@ -8,6 +8,8 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::transport::{MAX_TOKEN_BYTES, Transport, error_chain, read_capped};
+
 use base64::Engine as _;
 
 use super::error::{RegistryError, Result};
@@ -377,22 +379,23 @@ pub struct TokenRequest<'a> {
     pub service: Option<&'a str>,
     pub scopes: &'a [String],
     pub cred: Option<&'a Credential>,
-    pub timeout: Duration,
     /// May credentials go to this realm over plain HTTP (loopback / insecure registries)?
     pub plain_http_ok: &'a dyn Fn(&reqwest::Url) -> bool,
 }
 
-/// Fetch a token from the realm for the given scopes.
-pub fn fetch_token(http: &reqwest::blocking::Client, tr: &TokenRequest) -> Result<Token> {
+/// Fetch a token from the realm for the given scopes (retried like any request: the GET is
+/// idempotent and the refresh-token POST's small body is replayed). The answer is read up to
+/// [`MAX_TOKEN_BYTES`].
+pub fn fetch_token(transport: &Transport, tr: &TokenRequest) -> Result<Token> {
     let TokenRequest {
         host,
         realm,
         service,
         scopes,
         cred,
-        timeout,
         plain_http_ok,
     } = *tr;
+    let http = transport.client();
     let auth_err = |reason: String| RegistryError::Auth {
         host: host.to_string(),
         reason,
@@ -423,14 +426,16 @@ pub fn fetch_token(http: &reqwest::blocking::Client, tr: &TokenRequest) -> Resul
             enc.set_query(None);
             enc.query_pairs_mut().extend_pairs(form.iter());
             let body = enc.query().unwrap_or("").to_string();
-            http.post(url)
-                .header(
-                    reqwest::header::CONTENT_TYPE,
-                    "application/x-www-form-urlencoded",
+            transport.send(|| {
+                transport.metadata(
+                    http.post(url.clone())
+                        .header(
+                            reqwest::header::CONTENT_TYPE,
+                            "application/x-www-form-urlencoded",
+                        )
+                        .body(body.clone()),
                 )
-                .body(body)
-                .timeout(timeout)
-                .send()
+            })
         }
         _ => {
             {
@@ -442,14 +447,26 @@ pub fn fetch_token(http: &reqwest::blocking::Client, tr: &TokenRequest) -> Resul
                     q.append_pair("scope", s);
                 }
             }
-            let mut req = http.get(url).timeout(timeout);
-            if let Some(h) = cred.and_then(|c| c.basic_header()) {
-                req = req.header(reqwest::header::AUTHORIZATION, h);
-            }
-            req.send()
+            let basic = match cred.and_then(|c| c.basic_header()) {
+                Some(h) => {
+                    let mut v = reqwest::header::HeaderValue::from_str(&h).map_err(|_| {
+                        auth_err("credential contains characters not allowed in a header".into())
+                    })?;
+                    v.set_sensitive(true);
+                    Some(v)
+                }
+                None => None,
+            };
+            transport.send(|| {
+                let req = transport.metadata(http.get(url.clone()));
+                match &basic {
+                    Some(v) => req.header(reqwest::header::AUTHORIZATION, v.clone()),
+                    None => req,
+                }
+            })
         }
     };
-    let resp = resp.map_err(|e| auth_err(format!("token request failed: {}", e.without_url())))?;
+    let resp = resp.map_err(|e| auth_err(format!("token request failed: {}", error_chain(&e))))?;
     let status = resp.status();
     if !status.is_success() {
         return Err(auth_err(format!(
@@ -470,8 +487,9 @@ pub fn fetch_token(http: &reqwest::blocking::Client, tr: &TokenRequest) -> Resul
         #[serde(default)]
         expires_in: Option<u64>,
     }
-    let body: TokenResp = resp
-        .json()
+    let bytes = read_capped(resp, MAX_TOKEN_BYTES)
+        .map_err(|e| auth_err(format!("token service: {}", error_chain(&e))))?;
+    let body: TokenResp = serde_json::from_slice(&bytes)
         .map_err(|_| auth_err("token service answered with invalid JSON".into()))?;
     let value = body
         .token
@@ -512,7 +530,7 @@ mod tests {
 
     #[test]
     fn credentials_never_go_to_a_plain_http_realm() {
-        let http = reqwest::blocking::Client::new();
+        let http = Transport::new(Default::default()).unwrap();
         let cred = Credential::Basic {
             username: "u".into(),
             password: Secret::new("pw-123"),
@@ -525,7 +543,6 @@ mod tests {
                 service: None,
                 scopes: &[],
                 cred: Some(&cred),
-                timeout: Duration::from_secs(1),
                 plain_http_ok: &|_| false,
             },
         )

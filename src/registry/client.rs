@@ -1,11 +1,10 @@
 //! The HTTP core: URLs, auth negotiation, error mapping, retries.
 
 use std::collections::HashMap;
-use std::io::Read;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use reqwest::blocking::{Client, RequestBuilder, Response};
 use reqwest::header::{AUTHORIZATION, WWW_AUTHENTICATE};
@@ -13,6 +12,9 @@ use reqwest::header::{AUTHORIZATION, WWW_AUTHENTICATE};
 use super::auth::{Challenge, Credential, CredentialStore, Token, TokenRequest, fetch_token};
 use super::error::{Direction, RegistryCode, RegistryError, Result};
 use super::reference::Reference;
+use crate::transport::{
+    MAX_ERROR_BODY_BYTES, Retry, Transport, TransportOptions, describe, read_capped, retry_after,
+};
 
 #[derive(Debug, Clone)]
 pub struct ClientOptions {
@@ -25,17 +27,13 @@ pub struct ClientOptions {
     pub credential_helper_dir: Option<PathBuf>,
     /// Blobs uploaded at once (default 4).
     pub max_parallel_uploads: usize,
-    /// Retries per request / per blob upload on 5xx, 429 and connection errors (default 5).
-    pub max_retries: u32,
     /// `None`: one streamed PATCH then PUT per blob (works on ECR and Artifact Registry).
     /// `Some(n)`: chunked PATCHes of `n` bytes.
     pub chunk_size: Option<u64>,
-    pub user_agent: String,
-    /// First retry delay; doubles each retry, capped at 30 s (default 500 ms).
-    pub retry_backoff: Duration,
-    /// Timeout for small requests (manifests, HEAD, tokens, session setup). Blob bodies have
-    /// no overall timeout; dead peers are caught by TCP keepalive / user timeout.
-    pub request_timeout: Duration,
+    /// Retries (per request, and per blob upload), backoff, timeouts, user agent, retry
+    /// reporting: the one policy every network client uses. Small requests (manifests, HEAD,
+    /// tokens, session setup) get its whole-request timeout; blob bodies only its idle timeout.
+    pub transport: TransportOptions,
 }
 
 impl Default for ClientOptions {
@@ -45,11 +43,8 @@ impl Default for ClientOptions {
             docker_config_dir: CredentialStore::default_config_dir(),
             credential_helper_dir: None,
             max_parallel_uploads: 4,
-            max_retries: 5,
             chunk_size: None,
-            user_agent: concat!("mlimg/", env!("CARGO_PKG_VERSION")).to_string(),
-            retry_backoff: Duration::from_millis(500),
-            request_timeout: Duration::from_secs(60),
+            transport: TransportOptions::default(),
         }
     }
 }
@@ -64,6 +59,7 @@ struct HostState {
 
 pub struct RegistryClient {
     pub(crate) http: Client,
+    pub(crate) transport: Transport,
     pub(crate) opts: ClientOptions,
     creds: CredentialStore,
     hosts: Mutex<HashMap<String, HostState>>,
@@ -116,17 +112,23 @@ impl<'a> Ctx<'a> {
             what: what.to_string(),
             status: status.to_string(),
             status_code: status.as_u16(),
+            retry_after: None,
             code,
         }))
     }
-    pub fn transport(&self, method: &str, what: &str, e: reqwest::Error) -> RegistryError {
+    pub fn transport(
+        &self,
+        method: &str,
+        what: &str,
+        e: crate::transport::TransportError,
+    ) -> RegistryError {
         RegistryError::Transport {
             direction: self.direction,
             host: self.reference.registry.clone(),
             repository: self.reference.repository.clone(),
             method: method.to_string(),
             what: what.to_string(),
-            source: e,
+            source: Box::new(e),
         }
     }
     pub fn stream(&self, what: &str, e: std::io::Error) -> RegistryError {
@@ -181,21 +183,16 @@ fn same_origin(url: &reqwest::Url, api_host: &str) -> bool {
 
 impl RegistryClient {
     pub fn new(opts: ClientOptions) -> Result<Self> {
-        let http = Client::builder()
-            .user_agent(opts.user_agent.clone())
-            .timeout(None::<Duration>)
-            .connect_timeout(Duration::from_secs(30))
-            .tcp_keepalive(Duration::from_secs(30))
-            .tcp_user_timeout(Duration::from_secs(120))
-            .pool_idle_timeout(Duration::from_secs(30))
-            .build()
-            .map_err(RegistryError::ClientInit)?;
+        let transport = Transport::new(opts.transport.clone())
+            .map_err(|e| RegistryError::ClientInit(Box::new(e)))?;
+        let http = transport.client().clone();
         let creds = CredentialStore {
             config_dir: opts.docker_config_dir.clone(),
             helper_dir: opts.credential_helper_dir.clone(),
         };
         Ok(RegistryClient {
             http,
+            transport,
             opts,
             creds,
             hosts: Mutex::new(HashMap::new()),
@@ -265,7 +262,12 @@ impl RegistryClient {
         what: &str,
         rb: RequestBuilder,
     ) -> Result<reqwest::blocking::Request> {
-        let mut req = rb.build().map_err(|e| ctx.transport(method, what, e))?;
+        let mut req = rb.build().map_err(|e| {
+            ctx.invalid(
+                what,
+                format!("cannot build the {method} request: {}", e.without_url()),
+            )
+        })?;
         if same_origin(req.url(), ctx.reference.api_host())
             && let Some(h) = self.auth_header(ctx)?
         {
@@ -305,14 +307,13 @@ impl RegistryClient {
                             self.scheme(&host) == "http"
                         };
                         let t = fetch_token(
-                            &self.http,
+                            &self.transport,
                             &TokenRequest {
                                 host: registry,
                                 realm: &realm,
                                 service: service.as_deref(),
                                 scopes: &ctx.scopes,
                                 cred: cred.as_ref(),
-                                timeout: self.opts.request_timeout,
                                 plain_http_ok: &plain_ok,
                             },
                         )?;
@@ -356,8 +357,8 @@ impl RegistryClient {
         loop {
             let req = self.authorize(ctx, method, what, build()?)?;
             let resp = self
-                .http
-                .execute(req)
+                .transport
+                .send_once(req)
                 .map_err(|e| ctx.transport(method, what, e))?;
             if resp.status() == reqwest::StatusCode::UNAUTHORIZED
                 && !tried_auth
@@ -382,8 +383,8 @@ impl RegistryClient {
     ) -> Result<Response> {
         let req = self.authorize(ctx, method, what, req)?;
         let resp = self
-            .http
-            .execute(req)
+            .transport
+            .send_once(req)
             .map_err(|e| ctx.transport(method, what, e))?;
         if resp.status() == reqwest::StatusCode::UNAUTHORIZED {
             self.on_unauthorized(ctx, &resp);
@@ -404,30 +405,46 @@ impl RegistryClient {
         if ok.contains(&status.as_u16()) {
             return Ok(resp);
         }
-        let mut body = Vec::new();
-        // Error bodies are small; cap what we read.
-        let _ = resp.take(64 * 1024).read_to_end(&mut body);
-        Err(ctx.http_error(method, what, status, RegistryCode::parse(&body)))
-    }
-
-    /// Delay before retry `attempt` (1-based): backoff·2^(attempt-1), capped at 30 s.
-    pub(crate) fn backoff(&self, attempt: u32) -> Duration {
-        let f = 1u32 << attempt.saturating_sub(1).min(16);
-        (self.opts.retry_backoff * f).min(Duration::from_secs(30))
-    }
-
-    /// Run `f` again on transient errors, up to `max_retries` times.
-    pub(crate) fn retrying<T>(&self, mut f: impl FnMut() -> Result<T>) -> Result<T> {
-        let mut attempt = 0;
-        loop {
-            match f() {
-                Err(e) if e.is_transient() && attempt < self.opts.max_retries => {
-                    attempt += 1;
-                    std::thread::sleep(self.backoff(attempt));
-                }
-                r => return r,
-            }
+        let after = retry_after(resp.headers(), std::time::SystemTime::now());
+        // Error bodies are small; read at most the cap, and only for the registry's code.
+        let body = read_capped(resp, MAX_ERROR_BODY_BYTES).unwrap_or_default();
+        let mut err = ctx.http_error(method, what, status, RegistryCode::parse(&body));
+        if let RegistryError::Http(h) = &mut err {
+            h.retry_after = after;
         }
+        Err(err)
+    }
+
+    /// The shared retry loop, for an operation on the registry: runs `f` again on transient
+    /// failures ([`RegistryError::retry_hint`]), reporting each retry as `what`.
+    pub(crate) fn retrying<T>(&self, what: &str, f: impl FnMut() -> Result<T>) -> Result<T> {
+        self.transport.retry(what, f, |r| {
+            r.as_ref().err().and_then(RegistryError::retry_hint)
+        })
+    }
+
+    /// Tell the retry observer about a retry made by a caller's own loop (blob uploads).
+    pub(crate) fn report_retry(
+        &self,
+        what: &str,
+        retry: u32,
+        cause: &RegistryError,
+    ) -> std::time::Duration {
+        let policy = self.transport.policy();
+        let hint = cause
+            .retry_hint()
+            .unwrap_or_else(|| Retry::new(cause.to_string()));
+        let wait = policy.wait(retry, hint.after);
+        self.transport
+            .options()
+            .report(&crate::transport::RetryEvent {
+                what: what.to_string(),
+                attempt: retry + 1,
+                max_attempts: policy.max_attempts(),
+                cause: hint.cause,
+                wait,
+            });
+        wait
     }
 
     /// One small request (no streamed body) with auth and status check; no retries.
@@ -443,9 +460,8 @@ impl RegistryClient {
         let m = method.to_string();
         let resp = self.send(ctx, &m, what, &mut || {
             let mut rb = self
-                .http
-                .request(method.clone(), url.clone())
-                .timeout(self.opts.request_timeout);
+                .transport
+                .metadata(self.http.request(method.clone(), url.clone()));
             for (k, v) in headers {
                 rb = rb.header(*k, *v);
             }
@@ -464,7 +480,9 @@ impl RegistryClient {
         headers: &[(&str, &str)],
         ok: &[u16],
     ) -> Result<Response> {
-        self.retrying(|| self.request_once(ctx, &method, url, what, headers, ok))
+        self.retrying(&describe(method.as_str(), url.as_str()), || {
+            self.request_once(ctx, &method, url, what, headers, ok)
+        })
     }
 }
 
@@ -517,11 +535,10 @@ mod tests {
     }
 
     #[test]
-    fn scheme_choice_and_backoff() {
+    fn scheme_choice() {
         let c = RegistryClient::new(ClientOptions {
             insecure_registries: vec!["reg.internal:5000".into()],
             docker_config_dir: None,
-            retry_backoff: Duration::from_millis(100),
             ..ClientOptions::default()
         })
         .unwrap();
@@ -529,9 +546,6 @@ mod tests {
         assert_eq!(c.scheme("reg.internal:5000"), "http");
         assert_eq!(c.scheme("reg.internal"), "https");
         assert_eq!(c.scheme("docker.io"), "https");
-        assert_eq!(c.backoff(1), Duration::from_millis(100));
-        assert_eq!(c.backoff(3), Duration::from_millis(400));
-        assert_eq!(c.backoff(40), Duration::from_secs(30));
         let r = Reference::parse("python:3").unwrap();
         assert_eq!(
             c.url(&r, "manifests/3").unwrap().as_str(),

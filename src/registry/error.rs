@@ -5,6 +5,9 @@
 //! No variant ever carries a credential or token.
 
 use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::transport::{Retry, TransportError};
 
 /// Where an operation was heading: used as the message prefix ("push to …", "pull from …").
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,6 +76,8 @@ pub struct HttpFailure {
     pub status: String,
     pub status_code: u16,
     pub code: Option<RegistryCode>,
+    /// The registry's `Retry-After`, if it sent one.
+    pub retry_after: Option<Duration>,
 }
 
 impl std::fmt::Display for HttpFailure {
@@ -112,7 +117,7 @@ pub enum RegistryError {
         method: String,
         what: String,
         #[source]
-        source: reqwest::Error,
+        source: Box<TransportError>,
     },
 
     /// A body broke off mid-stream (reading a download, or the source of an upload).
@@ -194,19 +199,33 @@ pub enum RegistryError {
     #[error("push to {target}: invalid push request: {reason}")]
     InvalidPushRequest { target: String, reason: String },
 
-    #[error("cannot initialise HTTP client: {0}")]
-    ClientInit(#[source] reqwest::Error),
+    #[error("{0}")]
+    ClientInit(#[source] Box<TransportError>),
 }
 
 impl RegistryError {
-    /// True for failures worth retrying: connection errors, 5xx, 429 and 408.
+    /// True for failures worth retrying (the transport policy's: connection errors,
+    /// timeouts, broken bodies, 5xx, 429, 408).
     pub fn is_transient(&self) -> bool {
+        self.retry_hint().is_some()
+    }
+
+    /// For the retry loop: the cause to report and the registry's `Retry-After`; `None` when
+    /// retrying cannot help.
+    pub fn retry_hint(&self) -> Option<Retry> {
         match self {
-            RegistryError::Transport { .. } | RegistryError::Stream { .. } => true,
-            RegistryError::Http(h) => {
-                h.status_code >= 500 || h.status_code == 429 || h.status_code == 408
+            RegistryError::Transport { source, .. } => source.retry(),
+            RegistryError::Stream { source, .. } => {
+                crate::transport::retryable_io(source).then(|| Retry::new(source.to_string()))
             }
-            _ => false,
+            RegistryError::Http(h) => {
+                let status = reqwest::StatusCode::from_u16(h.status_code).ok()?;
+                crate::transport::retryable_status(status).then(|| Retry {
+                    cause: format!("{}{}", h.status, fmt_code(&h.code)),
+                    after: h.retry_after,
+                })
+            }
+            _ => None,
         }
     }
 
@@ -243,6 +262,7 @@ mod tests {
             what: "manifest".into(),
             status: "401 Unauthorized".into(),
             status_code: 401,
+            retry_after: None,
             code: RegistryCode::parse(
                 br#"{"errors":[{"code":"UNAUTHORIZED","message":"authentication required","detail":null}]}"#,
             ),

@@ -1,6 +1,8 @@
 //! Pull side: manifests (single or index), configs, blobs to files; digest resolution.
 
 use std::io::{Read, Write};
+
+use crate::transport::{MAX_MANIFEST_BYTES, describe, read_capped};
 use std::path::Path;
 
 use reqwest::Method;
@@ -20,8 +22,8 @@ application/vnd.docker.distribution.manifest.list.v2+json, \
 application/vnd.oci.image.manifest.v1+json, \
 application/vnd.docker.distribution.manifest.v2+json";
 
-/// Manifests and configs are small; refuse anything bigger than this.
-const MAX_MANIFEST_BYTES: u64 = 8 << 20;
+/// Configs are small (their size is in the manifest); refuse anything bigger than this.
+/// Manifests are capped at [`MAX_MANIFEST_BYTES`].
 const MAX_CONFIG_BYTES: u64 = 64 << 20;
 
 pub use crate::platform::Platform;
@@ -118,32 +120,28 @@ impl RegistryClient {
         let r = ctx.reference;
         let what = format!("manifest {reference}");
         let url = self.url(r, &format!("manifests/{reference}"))?;
-        let (bytes, ctype, header_digest) = self.retrying(|| {
-            let resp = self.request_once(
-                ctx,
-                &Method::GET,
-                &url,
-                &what,
-                &[("Accept", MANIFEST_ACCEPT)],
-                &[200],
-            )?;
-            let header = |n: &str| {
-                resp.headers()
-                    .get(n)
-                    .and_then(|v| v.to_str().ok())
-                    .map(|s| s.split(';').next().unwrap_or(s).trim().to_string())
-            };
-            let ctype = header("content-type");
-            let hd = header("docker-content-digest");
-            let mut bytes = Vec::new();
-            resp.take(MAX_MANIFEST_BYTES + 1)
-                .read_to_end(&mut bytes)
-                .map_err(|e| ctx.stream(&what, e))?;
-            Ok((bytes, ctype, hd))
-        })?;
-        if bytes.len() as u64 > MAX_MANIFEST_BYTES {
-            return Err(ctx.invalid(&what, "manifest larger than 8 MiB"));
-        }
+        let (bytes, ctype, header_digest) =
+            self.retrying(&describe("GET", url.as_str()), || {
+                let resp = self.request_once(
+                    ctx,
+                    &Method::GET,
+                    &url,
+                    &what,
+                    &[("Accept", MANIFEST_ACCEPT)],
+                    &[200],
+                )?;
+                let header = |n: &str| {
+                    resp.headers()
+                        .get(n)
+                        .and_then(|v| v.to_str().ok())
+                        .map(|s| s.split(';').next().unwrap_or(s).trim().to_string())
+                };
+                let ctype = header("content-type");
+                let hd = header("docker-content-digest");
+                let bytes = read_capped(resp, MAX_MANIFEST_BYTES)
+                    .map_err(|e| ctx.transport("GET", &what, e))?;
+                Ok((bytes, ctype, hd))
+            })?;
         let digest = sha256_digest(&bytes);
         let expected = if reference.starts_with("sha256:") {
             Some(reference.to_string())
@@ -260,7 +258,7 @@ impl RegistryClient {
         let ctx = Ctx::pull(r);
         let what = format!("blob {}", desc.digest);
         let url = self.url(r, &format!("blobs/{}", desc.digest))?;
-        let bytes = self.retrying(|| {
+        let bytes = self.retrying(&describe("GET", url.as_str()), || {
             let resp = self.request_once(&ctx, &Method::GET, &url, &what, &[], &[200])?;
             let mut b = Vec::new();
             resp.take(desc.size + 1)
@@ -389,7 +387,9 @@ impl RegistryClient {
     ) -> Result<impl std::io::Read + Send + use<>> {
         validate_digest(digest)?;
         let ctx = Ctx::pull(r);
-        let resp = self.retrying(|| self.open_blob(&ctx, digest, 0))?;
+        let resp = self.retrying(&format!("GET blob {digest}"), || {
+            self.open_blob(&ctx, digest, 0)
+        })?;
         Ok(resp.take(size))
     }
 
@@ -407,7 +407,8 @@ impl RegistryClient {
             source: e,
         };
         let what = format!("blob {digest}");
-        self.retrying(|| {
+        let label = describe("GET", self.url(r, &format!("blobs/{digest}"))?.as_str());
+        self.retrying(&label, || {
             let mut tmp = tempfile::Builder::new()
                 .prefix(".mlimg-dl-")
                 .tempfile_in(dir)

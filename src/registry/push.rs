@@ -432,10 +432,7 @@ impl RegistryClient {
     /// `GET <location>`: bytes the session holds, or `None` if the session is gone.
     fn upload_offset(&self, ctx: &Ctx, location: &reqwest::Url) -> Result<Option<u64>> {
         let resp = self.send(ctx, "GET", "upload status", &mut || {
-            Ok(self
-                .http
-                .get(location.clone())
-                .timeout(self.opts.request_timeout))
+            Ok(self.transport.metadata(self.http.get(location.clone())))
         })?;
         if !resp.status().is_success() {
             return Ok(None);
@@ -455,10 +452,7 @@ impl RegistryClient {
 
     fn cancel_upload(&self, ctx: &Ctx, location: &reqwest::Url) {
         let _ = self.send(ctx, "DELETE", "upload", &mut || {
-            Ok(self
-                .http
-                .delete(location.clone())
-                .timeout(self.opts.request_timeout))
+            Ok(self.transport.metadata(self.http.delete(location.clone())))
         });
     }
 
@@ -501,14 +495,21 @@ impl RegistryClient {
             let resuming = offset > 0;
             match self.upload_attempt(ctx, b, &mut location, offset, meter) {
                 Ok(()) => return Ok(meter.sent.load(Ordering::Relaxed)),
-                Err(e) if upload_retryable(&e) && failures < self.opts.max_retries => {
+                Err(e) if upload_retryable(&e) && failures < self.transport.policy().retries => {
                     failures += 1;
                     progress(PushEvent::BlobRetry {
                         digest: b.digest.clone(),
                         attempt: failures,
                         error: e.to_string(),
                     });
-                    std::thread::sleep(self.backoff(failures));
+                    // The shared policy decides the wait (and honours Retry-After); the resume
+                    // below is this loop's own.
+                    let what = format!(
+                        "upload of blob {} to {}",
+                        b.digest,
+                        crate::transport::redact_url(location.as_str())
+                    );
+                    std::thread::sleep(self.report_retry(&what, failures, &e));
                     // A resume that failed on a non-transient status: start over.
                     let restart = resuming && !e.is_transient() && resumed_failed;
                     resumed_failed = resuming && !e.is_transient();
@@ -635,9 +636,12 @@ impl RegistryClient {
                 },
                 len,
             );
+            // A streamed body cannot be replayed: one attempt (the loop in `upload_blob`
+            // resumes), with no whole-request limit (the idle timeout still applies).
             let mut rb = self
                 .http
                 .patch(location.clone())
+                .timeout(crate::transport::UPLOAD_TIMEOUT)
                 .header("Content-Type", "application/octet-stream")
                 .header("Content-Length", len.to_string())
                 .body(body);
@@ -680,10 +684,8 @@ impl RegistryClient {
         put.query_pairs_mut().append_pair("digest", &b.digest);
         let resp = self.send(ctx, "PUT", &what, &mut || {
             Ok(self
-                .http
-                .put(put.clone())
-                .header("Content-Length", "0")
-                .timeout(self.opts.request_timeout))
+                .transport
+                .metadata(self.http.put(put.clone()).header("Content-Length", "0")))
         })?;
         self.expect(ctx, "PUT", &what, resp, &[201, 204])?;
         Ok(())
@@ -696,14 +698,14 @@ impl RegistryClient {
         } else {
             format!("manifest (tag {reference})")
         };
-        self.retrying(|| {
+        self.retrying(&crate::transport::describe("PUT", url.as_str()), || {
             let resp = self.send(ctx, "PUT", &what, &mut || {
-                Ok(self
-                    .http
-                    .put(url.clone())
-                    .header("Content-Type", m.media_type.as_str())
-                    .body(m.bytes.clone())
-                    .timeout(self.opts.request_timeout))
+                Ok(self.transport.metadata(
+                    self.http
+                        .put(url.clone())
+                        .header("Content-Type", m.media_type.as_str())
+                        .body(m.bytes.clone()),
+                ))
             })?;
             let resp = self.expect(ctx, "PUT", &what, resp, &[200, 201, 202])?;
             if let Some(d) = resp

@@ -128,16 +128,8 @@ fn push(
         PushEvent::BlobProgress { digest, sent, size } => {
             progress.transfer(&short(&digest), sent, size)
         }
-        PushEvent::BlobRetry {
-            digest,
-            attempt,
-            error,
-        } => {
-            progress.message(&format!(
-                "retrying {} (attempt {attempt}): {error}",
-                short(&digest)
-            ));
-        }
+        // Reported (with cause and wait) by the transport's retry observer.
+        PushEvent::BlobRetry { .. } => {}
         PushEvent::BlobDone {
             digest,
             action,

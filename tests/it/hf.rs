@@ -15,6 +15,11 @@ fn opts(hub: &Hub, cache: &Path, token: Option<&str>) -> HubOptions {
         endpoint: hub.endpoint(),
         token: token.map(str::to_string),
         cache_dir: cache.to_path_buf(),
+        // Default retries; short waits.
+        transport: mlimg::transport::TransportOptions {
+            backoff: std::time::Duration::from_millis(20),
+            ..Default::default()
+        },
     }
 }
 

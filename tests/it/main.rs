@@ -11,3 +11,4 @@ mod python_e2e;
 mod registry;
 mod shared_cache;
 mod spec_errors;
+mod transport;

@@ -15,14 +15,23 @@ use mlimg::registry::{
 use crate::common::faultproxy::{FaultConfig, FaultProxy};
 use crate::common::image::{self, TestImage, make_image, make_index, noise_file};
 use crate::common::registry::TestRegistry;
+use mlimg::transport::TransportOptions;
 
 /// Options that never read the user's ~/.docker and retry quickly.
 fn opts(config_dir: &Path) -> ClientOptions {
     ClientOptions {
         docker_config_dir: Some(config_dir.to_path_buf()),
-        retry_backoff: Duration::from_millis(20),
-        max_retries: 6,
+        transport: retries(6),
         ..ClientOptions::default()
+    }
+}
+
+/// Quick retries: `n` of them, 20 ms apart (doubling).
+fn retries(n: u32) -> TransportOptions {
+    TransportOptions {
+        retries: n,
+        backoff: Duration::from_millis(20),
+        ..TransportOptions::default()
     }
 }
 
@@ -518,7 +527,7 @@ fn big_blob_survives_dropped_connections_or_leaves_no_tag() {
         let c = RegistryClient::new(ClientOptions {
             // Alternate streamed and chunked uploads.
             chunk_size: (seed % 2 == 0).then_some(16 << 20),
-            max_retries: 8,
+            transport: retries(8),
             ..opts(work.path())
         })
         .unwrap();
@@ -621,7 +630,7 @@ fn a_push_that_cannot_finish_leaves_no_manifest_and_no_tag() {
     );
     let c = RegistryClient::new(ClientOptions {
         max_parallel_uploads: 1,
-        max_retries: 3,
+        transport: retries(3),
         ..opts(work.path())
     })
     .unwrap();

@@ -12,7 +12,10 @@ use crate::common::registry::TestRegistry;
 fn client(dir: &std::path::Path) -> RegistryClient {
     RegistryClient::new(ClientOptions {
         docker_config_dir: Some(dir.to_path_buf()),
-        retry_backoff: Duration::from_millis(20),
+        transport: mlimg::transport::TransportOptions {
+            backoff: Duration::from_millis(20),
+            ..Default::default()
+        },
         ..ClientOptions::default()
     })
     .expect("client")

@@ -4,9 +4,11 @@
 //! file list (path, size, sha256); [`fetch`] puts those files into the user's standard hub cache
 //! (shared with `huggingface_hub` / `hf-hub`), verified, resuming broken downloads.
 //!
-//! Requests go through the `hf-hub` crate where it does the job (repo info, file byte streams
-//! with a range, which also covers Xet-backed files) and through plain `reqwest` where it does
-//! not (the tree listing: `hf-hub` drops the LFS sha256). See `docs/hf-design.md`.
+//! Requests go through the shared [`crate::transport`] (blocking, one client per process and
+//! settings, one retry policy): repo info, the tree listing (`hf-hub` 1.0.0 drops the LFS
+//! sha256, see `docs/hf-design.md`) and file bytes (`GET {endpoint}/{repo}/resolve/{commit}/{path}`
+//! with a `Range`, following the Hub's redirect to its CDN, which also serves Xet-backed files
+//! over plain HTTP).
 
 mod cache;
 mod error;
@@ -14,28 +16,27 @@ mod tree;
 
 use std::fmt;
 use std::fs::{self, OpenOptions};
+use std::io::Read;
 use std::io::{BufWriter, Write};
 use std::path::PathBuf;
-use std::time::Duration;
 
-use futures_util::StreamExt;
 use globset::{Glob, GlobSet, GlobSetBuilder};
+use reqwest::header::{AUTHORIZATION, HeaderValue, RANGE};
 
 pub use error::HubError;
 
+use crate::transport::{
+    MAX_LISTING_BYTES, Retry, RetryEvent, Transport, TransportOptions, error_chain, redact_url,
+};
 use cache::{CacheLayout, Digests, digest_file, is_hex, is_safe_rel_path};
-use error::{Ctx, error_chain};
+use error::Ctx;
 
 /// The public Hub.
 pub const DEFAULT_ENDPOINT: &str = "https://huggingface.co";
 
-/// Consecutive failed attempts (no bytes gained) before a download gives up.
-const MAX_FAILED_ATTEMPTS: u32 = 5;
-/// Hard cap on attempts for one file, even when every attempt makes some progress.
+/// Hard cap on attempts for one file, even when every attempt makes some progress. (Attempts
+/// in a row without progress are limited by the transport's `retries`.)
 const MAX_ATTEMPTS: u32 = 50;
-/// A body that yields nothing for this long counts as a broken connection.
-const STALL_TIMEOUT: Duration = Duration::from_secs(60);
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 /// Progress events are sent every this many bytes (and at the end of each file).
 const PROGRESS_EVERY: u64 = 4 << 20;
 
@@ -47,6 +48,8 @@ pub struct HubOptions {
     pub token: Option<String>,
     /// The hub cache (`.../huggingface/hub`), laid out like `huggingface_hub`'s.
     pub cache_dir: PathBuf,
+    /// Retries, timeouts, retry reporting.
+    pub transport: TransportOptions,
 }
 
 impl fmt::Debug for HubOptions {
@@ -55,6 +58,7 @@ impl fmt::Debug for HubOptions {
             .field("endpoint", &self.endpoint)
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
             .field("cache_dir", &self.cache_dir)
+            .field("transport", &self.transport)
             .finish()
     }
 }
@@ -68,6 +72,8 @@ impl HubOptions {
     /// - token: `HF_TOKEN`, else the file named by `HF_TOKEN_PATH`, else `{home}/token`;
     ///   none at all when `HF_HUB_DISABLE_IMPLICIT_TOKEN` is true
     /// - cache: `HF_HUB_CACHE`, else `HUGGINGFACE_HUB_CACHE`, else `{home}/hub`
+    ///
+    /// The transport options are [`crate::transport::default_options`].
     pub fn from_env(get: impl Fn(&str) -> Option<String>) -> Self {
         let var = |k: &str| {
             get(k)
@@ -112,6 +118,7 @@ impl HubOptions {
             endpoint,
             token,
             cache_dir,
+            transport: crate::transport::default_options(),
         }
     }
 }
@@ -206,37 +213,18 @@ pub fn resolve(opts: &HubOptions, src: &HubSource) -> Result<HubSnapshot, HubErr
     let include = globset(&src.include).map_err(&invalid)?;
     let exclude = globset(&src.exclude).map_err(&invalid)?;
 
-    let rt = runtime(repo, revision)?;
-    let http = http_client(repo, revision)?;
-    let (commit, entries) = rt.block_on(async {
-        let commit = if is_hex(revision, 40) {
-            revision.to_ascii_lowercase()
-        } else {
-            let ctx = ctx(opts, repo, revision, None);
-            let hf = hf_client(opts, &http, repo, revision)?;
-            let (owner, name) = hf_hub::split_id(repo);
-            let info = hf
-                .model(owner, name)
-                .info()
-                .revision(revision.to_string())
-                .send()
-                .await
-                .map_err(|e| ctx.hf(e).0)?;
-            match info.sha {
-                Some(sha) if is_hex(&sha, 40) => sha.to_ascii_lowercase(),
-                other => {
-                    return Err(HubError::Protocol {
-                        repo: repo.to_string(),
-                        revision: revision.to_string(),
-                        message: format!("repo info has no commit sha (got {other:?})"),
-                    });
-                }
-            }
-        };
-        let ctx = ctx(opts, repo, &commit, None);
-        let entries = tree::list(&http, opts, &ctx, subfolder.as_deref()).await?;
-        Ok::<_, HubError>((commit, entries))
-    })?;
+    let transport = transport(opts, repo, revision)?;
+    let commit = if is_hex(revision, 40) {
+        revision.to_ascii_lowercase()
+    } else {
+        repo_commit(&transport, opts, &ctx(opts, repo, revision, None))?
+    };
+    let entries = tree::list(
+        &transport,
+        opts,
+        &ctx(opts, repo, &commit, None),
+        subfolder.as_deref(),
+    )?;
 
     let mut files: Vec<HubFile> = entries
         .into_iter()
@@ -341,37 +329,30 @@ pub fn fetch(
     }
 
     if !missing.is_empty() {
-        let rt = runtime(repo, commit)?;
-        let http = http_client(repo, commit)?;
-        rt.block_on(async {
-            let hf = hf_client(opts, &http, repo, commit)?;
-            let (owner, name) = hf_hub::split_id(repo);
-            let hf_repo = hf.model(owner, name);
-            let listing = tree::list(&http, opts, &ctx(opts, repo, commit, None), None).await?;
-            let by_path: std::collections::HashMap<&str, &tree::Entry> =
-                listing.iter().map(|e| (e.path.as_str(), e)).collect();
-            for i in missing {
-                let f = &snap.files[i];
-                let ctx = ctx(opts, repo, commit, Some(&f.path));
-                let entry = by_path
-                    .get(f.path.as_str())
-                    .ok_or_else(|| HubError::FileNotFound {
-                        repo: repo.to_string(),
-                        revision: commit.to_string(),
-                        file: f.path.clone(),
-                        status: 404,
-                    })?;
-                let (blob, sha256) = download(&hf_repo, &layout, &ctx, f, entry, progress).await?;
-                out[i] = Some((
-                    HubFile {
-                        sha256,
-                        ..f.clone()
-                    },
-                    blob,
-                ));
-            }
-            Ok::<_, HubError>(())
-        })?;
+        let transport = transport(opts, repo, commit)?;
+        let listing = tree::list(&transport, opts, &ctx(opts, repo, commit, None), None)?;
+        let by_path: std::collections::HashMap<&str, &tree::Entry> =
+            listing.iter().map(|e| (e.path.as_str(), e)).collect();
+        for i in missing {
+            let f = &snap.files[i];
+            let ctx = ctx(opts, repo, commit, Some(&f.path));
+            let entry = by_path
+                .get(f.path.as_str())
+                .ok_or_else(|| HubError::FileNotFound {
+                    repo: repo.to_string(),
+                    revision: commit.to_string(),
+                    file: f.path.clone(),
+                    status: 404,
+                })?;
+            let (blob, sha256) = download(&transport, opts, &layout, &ctx, f, entry, progress)?;
+            out[i] = Some((
+                HubFile {
+                    sha256,
+                    ..f.clone()
+                },
+                blob,
+            ));
+        }
     }
     Ok(out.into_iter().flatten().collect())
 }
@@ -426,56 +407,129 @@ fn globset(globs: &[String]) -> Result<GlobSet, String> {
     b.build().map_err(|e| e.to_string())
 }
 
-fn runtime(repo: &str, revision: &str) -> Result<tokio::runtime::Runtime, HubError> {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| HubError::Transport {
-            repo: repo.to_string(),
-            revision: revision.to_string(),
-            what: "starting the async runtime".into(),
-            message: e.to_string(),
-        })
-}
-
-/// One HTTP client for both `hf-hub` and the tree listing: connect timeout, and a read timeout
-/// so a stalled body becomes an error that the resume loop handles.
-fn http_client(repo: &str, revision: &str) -> Result<reqwest::Client, HubError> {
-    reqwest::Client::builder()
-        .user_agent(concat!(
-            "mlimg/",
-            env!("CARGO_PKG_VERSION"),
-            "; hf-hub/1.0.0"
-        ))
-        .connect_timeout(CONNECT_TIMEOUT)
-        .read_timeout(STALL_TIMEOUT)
-        .build()
-        .map_err(|e| HubError::Transport {
-            repo: repo.to_string(),
-            revision: revision.to_string(),
-            what: "building the HTTP client".into(),
-            message: error_chain(&e),
-        })
-}
-
-fn hf_client(
-    opts: &HubOptions,
-    http: &reqwest::Client,
-    repo: &str,
-    revision: &str,
-) -> Result<hf_hub::HFClient, HubError> {
-    let mut b = hf_hub::HFClient::builder()
-        .endpoint(opts.endpoint.clone())
-        .client(http.clone())
-        .cache_dir(opts.cache_dir.clone())
-        .cache_enabled(false);
-    if let Some(t) = &opts.token {
-        b = b.token(t.clone());
-    }
-    b.build().map_err(|e| HubError::InvalidSource {
+/// The shared transport with the options' settings.
+fn transport(opts: &HubOptions, repo: &str, revision: &str) -> Result<Transport, HubError> {
+    Transport::new(opts.transport.clone()).map_err(|e| HubError::Transport {
         repo: repo.to_string(),
-        reason: format!("cannot use endpoint {:?} at {revision}: {e}", opts.endpoint),
+        revision: revision.to_string(),
+        what: "starting the HTTP client".into(),
+        message: error_chain(&e),
     })
+}
+
+/// `Authorization: Bearer <token>`, marked sensitive (never printed).
+pub(crate) fn auth_header(opts: &HubOptions) -> Result<Option<HeaderValue>, String> {
+    match &opts.token {
+        Some(t) => {
+            let mut v = HeaderValue::from_str(&format!("Bearer {t}"))
+                .map_err(|_| "the token contains characters not allowed in a header".to_string())?;
+            v.set_sensitive(true);
+            Ok(Some(v))
+        }
+        None => Ok(None),
+    }
+}
+
+pub(crate) fn with_auth(
+    rb: reqwest::blocking::RequestBuilder,
+    auth: Option<&HeaderValue>,
+) -> reqwest::blocking::RequestBuilder {
+    match auth {
+        Some(a) => rb.header(AUTHORIZATION, a.clone()),
+        None => rb,
+    }
+}
+
+/// `{endpoint}/{segments…}`, each segment percent-encoded as one path segment.
+fn endpoint_url(
+    opts: &HubOptions,
+    ctx: &Ctx<'_>,
+    segments: &[&str],
+) -> Result<reqwest::Url, HubError> {
+    let protocol = |message: String| HubError::Protocol {
+        repo: ctx.repo.to_string(),
+        revision: ctx.revision.to_string(),
+        message,
+    };
+    let mut url = reqwest::Url::parse(&format!("{}/", opts.endpoint))
+        .map_err(|e| protocol(format!("bad endpoint {:?}: {e}", opts.endpoint)))?;
+    {
+        let mut segs = url
+            .path_segments_mut()
+            .map_err(|()| protocol(format!("bad endpoint {:?}", opts.endpoint)))?;
+        segs.pop_if_empty();
+        for s in segments {
+            segs.push(s);
+        }
+    }
+    Ok(url)
+}
+
+/// The detail of an HTTP error: the Hub's message (if any) and the request, so the message
+/// names the host.
+pub(crate) fn status_detail(message: Option<String>, url: &str) -> String {
+    match message {
+        Some(m) => format!("{m} (GET {})", redact_url(url)),
+        None => format!("GET {}", redact_url(url)),
+    }
+}
+
+/// The commit a branch or tag points at: `GET /api/models/{repo}/revision/{rev}`.
+fn repo_commit(
+    transport: &Transport,
+    opts: &HubOptions,
+    ctx: &Ctx<'_>,
+) -> Result<String, HubError> {
+    let (owner, name) = ctx.repo.split_once('/').unwrap_or((ctx.repo, ""));
+    let url = endpoint_url(
+        opts,
+        ctx,
+        &["api", "models", owner, name, "revision", ctx.revision],
+    )?;
+    let err = |what: &str, message: String| HubError::Transport {
+        repo: ctx.repo.to_string(),
+        revision: ctx.revision.to_string(),
+        what: what.to_string(),
+        message,
+    };
+    let auth = auth_header(opts).map_err(|m| err("repo info", m))?;
+    let info = transport
+        .get_capped(
+            || with_auth(transport.client().get(url.clone()), auth.as_ref()),
+            MAX_LISTING_BYTES,
+        )
+        .map_err(|e| err("repo info", error_chain(&e)))?;
+    if !info.status.is_success() {
+        let header = |n: &str| {
+            info.headers
+                .get(n)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        return Err(ctx.status(
+            info.status.as_u16(),
+            header("x-error-code").as_deref(),
+            Some(status_detail(header("x-error-message"), info.url.as_str())),
+        ));
+    }
+    #[derive(serde::Deserialize)]
+    struct Info {
+        #[serde(default)]
+        sha: Option<String>,
+    }
+    let parsed: Info = serde_json::from_slice(&info.body).map_err(|e| HubError::Protocol {
+        repo: ctx.repo.to_string(),
+        revision: ctx.revision.to_string(),
+        message: format!("repo info: {e}"),
+    })?;
+    match parsed.sha {
+        Some(sha) if is_hex(&sha, 40) => Ok(sha.to_ascii_lowercase()),
+        other => Err(HubError::Protocol {
+            repo: ctx.repo.to_string(),
+            revision: ctx.revision.to_string(),
+            message: format!("repo info has no commit sha (got {other:?})"),
+        }),
+    }
 }
 
 /// The cached blob of `f` at `commit`, if its snapshot link exists and the bytes verify.
@@ -553,8 +607,9 @@ impl Expect {
     }
 }
 
-async fn download(
-    hf_repo: &hf_hub::HFRepository<hf_hub::RepoTypeModel>,
+fn download(
+    transport: &Transport,
+    opts: &HubOptions,
     layout: &CacheLayout,
     ctx: &Ctx<'_>,
     f: &HubFile,
@@ -622,8 +677,15 @@ async fn download(
     let tmp = layout.incomplete(etag);
     let mut started_over = false;
     let d = loop {
-        let (d, size, resumed) =
-            transfer(hf_repo, ctx, f, expect.git.is_some(), &tmp, progress).await?;
+        let (d, size, resumed) = transfer(
+            transport,
+            opts,
+            ctx,
+            f,
+            expect.git.is_some(),
+            &tmp,
+            progress,
+        )?;
         match expect.check(ctx, size, &d) {
             Ok(()) => break d,
             Err(e) => {
@@ -655,8 +717,9 @@ async fn download(
 
 /// Download `f` into `tmp`, resuming from what `tmp` already holds. Returns the digests, the
 /// number of bytes in `tmp`, and whether bytes from an earlier run were reused.
-async fn transfer(
-    hf_repo: &hf_hub::HFRepository<hf_hub::RepoTypeModel>,
+fn transfer(
+    transport: &Transport,
+    opts: &HubOptions,
     ctx: &Ctx<'_>,
     f: &HubFile,
     git: bool,
@@ -693,13 +756,22 @@ async fn transfer(
         offset,
     });
 
+    let policy = transport.policy();
+    let url = endpoint_url(opts, ctx, &resolve_segments(ctx, &f.path))?;
+    let auth = auth_header(opts).map_err(|message| HubError::Transport {
+        repo: ctx.repo.to_string(),
+        revision: ctx.revision.to_string(),
+        what: ctx.what(),
+        message,
+    })?;
     let mut failures = 0u32;
     let mut attempts = 0u32;
     let mut last_reported = offset;
     while sink.offset < f.size {
         attempts += 1;
         let before = sink.offset;
-        let result = stream_range(hf_repo, ctx, f, &mut sink, &mut |done| {
+        let get = || with_auth(transport.client().get(url.clone()), auth.as_ref());
+        let result = stream_range(transport, get, ctx, f, &mut sink, &mut |done| {
             if done - last_reported >= PROGRESS_EVERY || done == f.size {
                 last_reported = done;
                 progress(HubEvent::Progress {
@@ -708,13 +780,12 @@ async fn transfer(
                     size: f.size,
                 });
             }
-        })
-        .await;
+        });
         sink.out.flush().map_err(|e| HubError::io(tmp, e))?;
-        let reason = match result {
+        let retry = match result {
             Ok(()) if sink.offset == f.size => break,
-            Ok(()) => format!("body ended at byte {} of {}", sink.offset, f.size),
-            Err(Attempt::Fatal(e)) => return Err(e),
+            Ok(()) => Retry::new(format!("body ended at byte {} of {}", sink.offset, f.size)),
+            Err(Attempt::Fatal(e)) => return Err(*e),
             Err(Attempt::Restart(why)) => {
                 // The server ignored the Range or sent too much: start over from byte 0.
                 sink.out
@@ -724,16 +795,18 @@ async fn transfer(
                 sink.offset = 0;
                 sink.digests = Digests::new(f.size, git);
                 last_reported = 0;
-                why
+                Retry::new(why)
             }
-            Err(Attempt::Transient(why)) => why,
+            Err(Attempt::Transient(retry)) => retry,
         };
+        let reason = retry.cause.clone();
         failures = if sink.offset > before {
             0
         } else {
             failures + 1
         };
-        if failures >= MAX_FAILED_ATTEMPTS || attempts >= MAX_ATTEMPTS {
+        // The policy's retries bound the attempts in a row that gained nothing.
+        if failures > policy.retries || attempts >= MAX_ATTEMPTS {
             return Err(HubError::Network {
                 repo: ctx.repo.to_string(),
                 revision: ctx.revision.to_string(),
@@ -744,13 +817,21 @@ async fn transfer(
                 message: reason,
             });
         }
+        let wait = policy.wait(failures.max(1), retry.after);
+        transport.options().report(&RetryEvent {
+            what: format!("GET {} from byte {}", redact_url(url.as_str()), sink.offset),
+            attempt: failures + 1,
+            max_attempts: policy.max_attempts(),
+            cause: reason.clone(),
+            wait,
+        });
         progress(HubEvent::Retry {
             path: f.path.clone(),
             attempt: attempts,
             offset: sink.offset,
             reason,
         });
-        tokio::time::sleep(backoff(failures)).await;
+        std::thread::sleep(wait);
     }
     let Sink {
         out,
@@ -767,8 +848,12 @@ async fn transfer(
     Ok((digests.finish(), offset, resumed))
 }
 
-fn backoff(failures: u32) -> Duration {
-    Duration::from_millis(200u64.saturating_mul(1 << failures.min(5))).min(Duration::from_secs(5))
+/// `{repo}/resolve/{commit}/{path…}` as path segments.
+fn resolve_segments<'a>(ctx: &Ctx<'a>, path: &'a str) -> Vec<&'a str> {
+    let (owner, name) = ctx.repo.split_once('/').unwrap_or((ctx.repo, ""));
+    let mut v = vec![owner, name, "resolve", ctx.revision];
+    v.extend(path.split('/'));
+    v
 }
 
 /// Where the bytes of one download go.
@@ -781,60 +866,91 @@ struct Sink {
 }
 
 enum Attempt {
-    Fatal(HubError),
-    Transient(String),
+    Fatal(Box<HubError>),
+    /// Worth resuming: the cause, and the server's `Retry-After`.
+    Transient(Retry),
     Restart(String),
 }
 
-/// One request for bytes `offset..size`; appends to `out` and advances `offset`.
-async fn stream_range(
-    hf_repo: &hf_hub::HFRepository<hf_hub::RepoTypeModel>,
+/// One request for bytes `offset..size`; appends to `out` and advances `offset`. One attempt:
+/// the loop in [`transfer`] resumes from what arrived. A stalled body ends at the transport's
+/// idle timeout.
+fn stream_range(
+    transport: &Transport,
+    get: impl Fn() -> reqwest::blocking::RequestBuilder,
     ctx: &Ctx<'_>,
     f: &HubFile,
     sink: &mut Sink,
     on_progress: &mut dyn FnMut(u64),
 ) -> Result<(), Attempt> {
-    let classify = |e: hf_hub::HFError| {
-        let (err, transient) = ctx.hf(e);
-        if transient {
-            Attempt::Transient(err.to_string())
-        } else {
-            Attempt::Fatal(err)
-        }
+    let transport_err = |message: String| HubError::Transport {
+        repo: ctx.repo.to_string(),
+        revision: ctx.revision.to_string(),
+        what: ctx.what(),
+        message,
     };
     let start = sink.offset;
-    let (len, mut stream) = hf_repo
-        .download_file_stream()
-        .filename(f.path.clone())
-        .revision(ctx.revision.to_string())
-        .range(start..f.size)
-        .send()
-        .await
-        .map_err(classify)?;
-    if start > 0 && len == Some(f.size) {
+    let req = get()
+        .header(RANGE, format!("bytes={start}-{}", f.size.saturating_sub(1)))
+        .build()
+        .map_err(|e| Attempt::Fatal(Box::new(transport_err(error_chain(&e.without_url())))))?;
+    let mut resp = match transport.send_once(req) {
+        Ok(r) => r,
+        Err(e) => {
+            return Err(match e.retry() {
+                Some(r) => Attempt::Transient(r),
+                None => Attempt::Fatal(Box::new(transport_err(error_chain(&e)))),
+            });
+        }
+    };
+    let status = resp.status();
+    if !status.is_success() {
+        if let Some(r) = Retry::for_status(status, resp.headers()) {
+            return Err(Attempt::Transient(r));
+        }
+        let header = |n: &str| {
+            resp.headers()
+                .get(n)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        return Err(Attempt::Fatal(Box::new(ctx.status(
+            status.as_u16(),
+            header("x-error-code").as_deref(),
+            Some(status_detail(
+                header("x-error-message"),
+                resp.url().as_str(),
+            )),
+        ))));
+    }
+    if start > 0 && status.as_u16() != 206 {
         return Err(Attempt::Restart(format!(
             "server ignored the range request at byte {start}"
         )));
     }
+    let url = resp.url().to_string();
+    let mut buf = vec![0u8; 256 * 1024];
     loop {
-        let chunk = match tokio::time::timeout(STALL_TIMEOUT, stream.next()).await {
-            Err(_) => return Err(Attempt::Transient("no data for 60 s".into())),
-            Ok(None) => return Ok(()),
-            Ok(Some(Err(e))) => return Err(classify(e)),
-            Ok(Some(Ok(chunk))) => chunk,
+        let n = match resp.read(&mut buf) {
+            Ok(0) => return Ok(()),
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                let e = crate::transport::TransportError::body(&url, &e);
+                return Err(Attempt::Transient(Retry::new(error_chain(&e))));
+            }
         };
-        let n = chunk.len() as u64;
-        if sink.offset + n > f.size {
+        if sink.offset + n as u64 > f.size {
             return Err(Attempt::Restart(format!(
                 "server sent more than the {} bytes expected",
                 f.size
             )));
         }
         sink.out
-            .write_all(&chunk)
-            .map_err(|e| Attempt::Fatal(HubError::io(&sink.tmp, e)))?;
-        sink.digests.update(&chunk);
-        sink.offset += n;
+            .write_all(&buf[..n])
+            .map_err(|e| Attempt::Fatal(Box::new(HubError::io(&sink.tmp, e))))?;
+        sink.digests.update(&buf[..n]);
+        sink.offset += n as u64;
         on_progress(sink.offset);
     }
 }

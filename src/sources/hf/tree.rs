@@ -1,15 +1,17 @@
-//! The recursive tree listing, with plain `reqwest`.
+//! The recursive tree listing, through the shared transport (retries, idle timeout, each
+//! page capped at [`MAX_LISTING_BYTES`]).
 //!
 //! `hf-hub` 1.0.0's `list_tree` cannot be used for this: its `BlobLfsInfo` reads the LFS hash
 //! from a field named `sha256`, but the Hub sends `lfs.oid`, so every sha256 comes back empty.
 
 use reqwest::Url;
-use reqwest::header::{AUTHORIZATION, HeaderValue, LINK};
+use reqwest::header::LINK;
 
 use super::HubError;
 use super::HubOptions;
 use super::cache::{is_hex, is_safe_rel_path};
 use super::error::{Ctx, error_chain};
+use crate::transport::{MAX_LISTING_BYTES, Transport};
 
 /// One file in the tree at a commit.
 #[derive(Debug, Clone)]
@@ -44,8 +46,8 @@ struct RawLfs {
 
 /// Every file at `ctx.revision` (a commit sha) under `subfolder` (or the whole repo).
 /// Follows `Link: <…>; rel="next"` pagination.
-pub(crate) async fn list(
-    http: &reqwest::Client,
+pub(crate) fn list(
+    transport: &Transport,
     opts: &HubOptions,
     ctx: &Ctx<'_>,
     subfolder: Option<&str>,
@@ -55,7 +57,7 @@ pub(crate) async fn list(
         revision: ctx.revision.to_string(),
         message,
     };
-    let transport = |message: String| HubError::Transport {
+    let transport_err = |message: String| HubError::Transport {
         repo: ctx.repo.to_string(),
         revision: ctx.revision.to_string(),
         what: "tree listing".into(),
@@ -77,12 +79,7 @@ pub(crate) async fn list(
     }
     url.query_pairs_mut().append_pair("recursive", "true");
 
-    let auth = match &opts.token {
-        Some(t) => Some(HeaderValue::from_str(&format!("Bearer {t}")).map_err(|_| {
-            transport("the token contains characters not allowed in a header".into())
-        })?),
-        None => None,
-    };
+    let auth = super::auth_header(opts).map_err(&transport_err)?;
 
     let mut out = Vec::new();
     let mut next = Some(url);
@@ -92,43 +89,39 @@ pub(crate) async fn list(
         if pages > 10_000 {
             return Err(protocol("tree listing does not end".into()));
         }
-        let mut req = http.get(url.clone());
-        if let Some(a) = &auth {
-            let mut a = a.clone();
-            a.set_sensitive(true);
-            req = req.header(AUTHORIZATION, a);
-        }
-        let resp = send_with_retry(req).await.map_err(&transport)?;
-        let status = resp.status();
+        let page = transport
+            .get_capped(
+                || super::with_auth(transport.client().get(url.clone()), auth.as_ref()),
+                MAX_LISTING_BYTES,
+            )
+            .map_err(|e| transport_err(error_chain(&e)))?;
+        let status = page.status;
         if !status.is_success() {
-            let code = resp
-                .headers()
-                .get("x-error-code")
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_string);
-            let msg = resp
-                .headers()
-                .get("x-error-message")
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_string);
+            let header = |n: &str| {
+                page.headers
+                    .get(n)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_string)
+            };
+            let code = header("x-error-code");
+            let msg = header("x-error-message");
             // A missing subfolder is reported as EntryNotFound: name it.
             let ctx = Ctx {
                 file: subfolder.filter(|_| code.as_deref() == Some("EntryNotFound")),
                 ..ctx.clone()
             };
-            return Err(ctx.status(status.as_u16(), code.as_deref(), msg));
+            let detail = super::status_detail(msg, page.url.as_str());
+            return Err(ctx.status(status.as_u16(), code.as_deref(), Some(detail)));
         }
-        next = resp
-            .headers()
+        next = page
+            .headers
             .get_all(LINK)
             .iter()
             .filter_map(|v| v.to_str().ok())
             .find_map(next_link)
-            .and_then(|l| url.join(&l).ok());
-        let raw: Vec<RawEntry> = resp
-            .json()
-            .await
-            .map_err(|e| protocol(format!("tree listing: {}", error_chain(&e))))?;
+            .and_then(|l| page.url.join(&l).ok());
+        let raw: Vec<RawEntry> = serde_json::from_slice(&page.body)
+            .map_err(|e| protocol(format!("tree listing: {e}")))?;
         for e in raw {
             if e.kind != "file" {
                 continue;
@@ -181,28 +174,6 @@ fn next_link(header: &str) -> Option<String> {
                     .to_string()
             })
     })
-}
-
-/// Send, retrying connection errors and 5xx/429 a few times with backoff.
-async fn send_with_retry(req: reqwest::RequestBuilder) -> Result<reqwest::Response, String> {
-    let mut delay = std::time::Duration::from_millis(200);
-    let mut attempt = 0;
-    loop {
-        attempt += 1;
-        let Some(r) = req.try_clone() else {
-            return Err("request cannot be retried".into());
-        };
-        match r.send().await {
-            Ok(resp)
-                if attempt < 4
-                    && (resp.status().is_server_error() || resp.status().as_u16() == 429) => {}
-            Ok(resp) => return Ok(resp),
-            Err(e) if attempt < 4 && !e.is_builder() => {}
-            Err(e) => return Err(error_chain(&e)),
-        }
-        tokio::time::sleep(delay).await;
-        delay *= 2;
-    }
 }
 
 #[cfg(test)]

@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
+use crate::transport::{MAX_LISTING_BYTES, Retry, Transport, describe, redact_url};
+
 use super::markers::Version;
 use super::tags::{TagPriorities, WheelName};
 use super::{Pin, PythonError, PythonTarget, ResolvedWheel, normalize_name};
@@ -25,20 +27,17 @@ pub struct FileLink {
 
 const JSON_TYPE: &str = "application/vnd.pypi.simple.v1+json";
 
-pub(crate) fn http_client() -> Result<reqwest::blocking::Client, PythonError> {
-    reqwest::blocking::Client::builder()
-        .user_agent(concat!("mlimg/", env!("CARGO_PKG_VERSION")))
-        .timeout(None)
-        .connect_timeout(std::time::Duration::from_secs(30))
-        .build()
-        .map_err(PythonError::HttpClient)
+/// The shared transport, with the process's default options (set from `--retries` /
+/// `--timeout` by the CLI).
+pub(crate) fn http_client() -> Result<Transport, PythonError> {
+    Ok(Transport::from_defaults()?)
 }
 
 /// Looks up projects on indexes and find-links folders.
 pub(crate) struct Finder {
     indexes: Vec<String>,
     local: Vec<FileLink>,
-    client: reqwest::blocking::Client,
+    client: Transport,
 }
 
 impl Finder {
@@ -89,27 +88,39 @@ impl Finder {
     fn project_page(&self, index: &str, name: &str) -> Result<Option<Vec<FileLink>>, PythonError> {
         let url = format!("{}/{name}/", index.trim_end_matches('/'));
         let accept = format!("{JSON_TYPE}, text/html;q=0.1");
-        let Some(resp) = get_with_retry(&self.client, &url, Some(&accept))? else {
+        let t = &self.client;
+        let page = t.get_capped(
+            || {
+                t.client()
+                    .get(&url)
+                    .header(reqwest::header::ACCEPT, &accept)
+            },
+            MAX_LISTING_BYTES,
+        )?;
+        if page.status.as_u16() == 404 {
             return Ok(None);
-        };
+        }
+        if !page.status.is_success() {
+            return Err(PythonError::HttpStatus {
+                url: redact_url(&url),
+                status: page.status.as_u16(),
+            });
+        }
         // Relative links resolve against the final URL (after redirects).
-        let base = resp.url().clone();
-        let json = resp
-            .headers()
+        let base = page.url.clone();
+        let json = page
+            .headers
             .get(reqwest::header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v.starts_with(JSON_TYPE));
-        let body = resp.text().map_err(|source| PythonError::Http {
-            url: url.clone(),
-            source,
-        })?;
+        let body = String::from_utf8_lossy(&page.body);
         let links = if json {
             parse_json_page(&body, &base)
         } else {
             Ok(parse_html_page(&body, &base))
         }
         .map_err(|message| PythonError::BadIndexPage {
-            url: url.clone(),
+            url: redact_url(&url),
             message,
         })?;
         Ok(Some(links))
@@ -464,11 +475,7 @@ impl WheelCache {
         }
     }
 
-    pub fn get(
-        &self,
-        client: &reqwest::blocking::Client,
-        w: &ResolvedWheel,
-    ) -> Result<PathBuf, PythonError> {
+    pub fn get(&self, client: &Transport, w: &ResolvedWheel) -> Result<PathBuf, PythonError> {
         let bad_name = w.filename.contains(['/', '\\']) || w.filename.starts_with('.');
         let bad_hash = w.sha256.len() != 64 || !w.sha256.chars().all(|c| c.is_ascii_hexdigit());
         if bad_name || bad_hash {
@@ -483,26 +490,24 @@ impl WheelCache {
             return Ok(dest);
         }
         std::fs::create_dir_all(&dir).map_err(|e| PythonError::io(&dir, e))?;
-        let mut attempt = 1;
-        loop {
-            match self.download_once(client, w, &dir, &dest) {
-                Err(e) if attempt < ATTEMPTS && retryable(&e) => {
-                    std::thread::sleep(std::time::Duration::from_secs(attempt as u64));
-                    attempt += 1;
-                }
-                other => return other,
-            }
-        }
+        // Each attempt downloads from the start (into a fresh temp file).
+        client
+            .retry(
+                &describe("GET", &w.url_or_path),
+                || self.download_once(client, w, &dir, &dest),
+                |r| r.as_ref().err().and_then(|f| f.retry.clone()),
+            )
+            .map_err(|f| *f.error)
     }
 
     /// One try: stream into a temp file next to `dest`, hashing on the way; rename if good.
     fn download_once(
         &self,
-        client: &reqwest::blocking::Client,
+        client: &Transport,
         w: &ResolvedWheel,
         dir: &Path,
         dest: &Path,
-    ) -> Result<PathBuf, PythonError> {
+    ) -> Result<PathBuf, Failed> {
         let mut tmp = tempfile::Builder::new()
             .prefix(".partial-")
             .tempfile_in(dir)
@@ -513,13 +518,42 @@ impl WheelCache {
         };
         let src = &w.url_or_path;
         if src.starts_with("http://") || src.starts_with("https://") {
-            let mut resp = get_checked(client, src, None)?;
+            let req = client
+                .client()
+                .get(src)
+                .build()
+                .map_err(|e| PythonError::BadIndexPage {
+                    url: redact_url(src),
+                    message: format!("not a usable URL: {}", e.without_url()),
+                })?;
+            let mut resp = match client.send_once(req) {
+                Ok(r) => r,
+                Err(e) => {
+                    return Err(Failed {
+                        retry: e.retry(),
+                        error: Box::new(e.into()),
+                    });
+                }
+            };
+            let status = resp.status();
+            if !status.is_success() {
+                return Err(Failed {
+                    retry: Retry::for_status(status, resp.headers()),
+                    error: Box::new(PythonError::HttpStatus {
+                        url: redact_url(src),
+                        status: status.as_u16(),
+                    }),
+                });
+            }
             copy(&mut resp, &mut tee).map_err(|e| match e {
-                CopyError::Read(source) => PythonError::Download {
-                    url: src.clone(),
-                    source,
-                },
-                CopyError::Write(e) => PythonError::io(dest, e),
+                CopyError::Read(source) => {
+                    let e = crate::transport::TransportError::body(src, &source);
+                    Failed {
+                        retry: e.retry(),
+                        error: Box::new(e.into()),
+                    }
+                }
+                CopyError::Write(e) => PythonError::io(dest, e).into(),
             })?;
         } else {
             let path = match src.strip_prefix("file://") {
@@ -536,10 +570,11 @@ impl WheelCache {
         if !got.eq_ignore_ascii_case(&w.sha256) {
             return Err(PythonError::WrongHash {
                 filename: w.filename.clone(),
-                source_url: src.clone(),
+                source_url: redact_url(src),
                 expected: w.sha256.clone(),
                 got,
-            });
+            }
+            .into());
         }
         tmp.as_file()
             .sync_all()
@@ -550,56 +585,19 @@ impl WheelCache {
     }
 }
 
-/// Tries per download or index page (network errors, 429 and 5xx are retried).
-const ATTEMPTS: u32 = 3;
-
-fn retryable(e: &PythonError) -> bool {
-    match e {
-        PythonError::Http { .. } | PythonError::Download { .. } => true,
-        PythonError::HttpStatus { status, .. } => *status == 429 || *status >= 500,
-        _ => false,
-    }
+/// A failed download attempt, and whether the transport policy says to try again.
+struct Failed {
+    error: Box<PythonError>,
+    retry: Option<Retry>,
 }
 
-/// GET with retries; `Ok(None)` on 404, an error on any other non-success status.
-fn get_with_retry(
-    client: &reqwest::blocking::Client,
-    url: &str,
-    accept: Option<&str>,
-) -> Result<Option<reqwest::blocking::Response>, PythonError> {
-    let mut attempt = 1;
-    loop {
-        match get_checked(client, url, accept) {
-            Err(PythonError::HttpStatus { status: 404, .. }) => return Ok(None),
-            Err(e) if attempt < ATTEMPTS && retryable(&e) => {
-                std::thread::sleep(std::time::Duration::from_secs(attempt as u64));
-                attempt += 1;
-            }
-            other => return other.map(Some),
+impl From<PythonError> for Failed {
+    fn from(error: PythonError) -> Self {
+        Failed {
+            error: Box::new(error),
+            retry: None,
         }
     }
-}
-
-fn get_checked(
-    client: &reqwest::blocking::Client,
-    url: &str,
-    accept: Option<&str>,
-) -> Result<reqwest::blocking::Response, PythonError> {
-    let mut req = client.get(url);
-    if let Some(a) = accept {
-        req = req.header(reqwest::header::ACCEPT, a);
-    }
-    let resp = req.send().map_err(|source| PythonError::Http {
-        url: url.to_string(),
-        source,
-    })?;
-    if !resp.status().is_success() {
-        return Err(PythonError::HttpStatus {
-            url: url.to_string(),
-            status: resp.status().as_u16(),
-        });
-    }
-    Ok(resp)
 }
 
 enum CopyError {

@@ -249,6 +249,10 @@ pub enum PythonError {
         #[source]
         source: reqwest::Error,
     },
+    /// A request that got no usable answer, or a page over its size limit (names the URL
+    /// without credentials).
+    #[error(transparent)]
+    Transport(#[from] crate::transport::TransportError),
     #[error("reading {url}: {source}")]
     Download {
         url: String,

@@ -7,6 +7,7 @@ pub mod faultproxy;
 pub mod hub;
 pub mod image;
 pub mod registry;
+pub mod scripted;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
