@@ -31,7 +31,8 @@ pub struct BuildArgs {
         value_name = "FILE"
     )]
     pub file: PathBuf,
-    /// Where to write the image: oci:DIR, oci-archive:FILE or docker-archive:FILE (repeatable).
+    /// Where to write the image: oci:DIR, oci-archive:FILE, docker-archive:FILE or registry:REF
+    /// (repeatable; registry:host/repo:tag pushes there like --push does for [image].name).
     #[arg(short = 'o', long = "output", value_name = "TARGET")]
     pub output: Vec<String>,
     /// Print the layer plan (every entry: mode, image path, source) and exit without writing.

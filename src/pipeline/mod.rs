@@ -173,8 +173,8 @@ pub fn build(opts: &BuildOptions, progress: &dyn Progress) -> Result<Outcome, Bu
     let mtime = crate::layer::source_date_epoch(opts.source_date_epoch.as_deref())
         .map_err(BuildError::SourceDateEpoch)?;
     let platforms = select_platforms(&spec, &opts.platforms)?;
-    let target = push_target(&spec, opts)?;
-    let client = registry_client(&spec, target.is_some(), opts)?;
+    let targets = registry_targets(&spec, opts)?;
+    let client = registry_client(&spec, !targets.is_empty(), opts)?;
 
     let lock = resolve::load_lock(&spec, opts.locked, progress)?;
     let resolve_opts = ResolveOptions {
@@ -202,20 +202,27 @@ pub fn build(opts: &BuildOptions, progress: &dyn Progress) -> Result<Outcome, Bu
     let cache = Cache::open(&opts.cache_dir)?;
     let mut sinks: Vec<Box<dyn Sink + '_>> = Vec::new();
     let state = cache.root().join("outputs");
-    for o in &opts.outputs {
+    for o in opts
+        .outputs
+        .iter()
+        .filter(|o| !o.starts_with(REGISTRY_PREFIX))
+    {
         sinks.push(crate::sink::parse_target(o, Some(&state))?);
     }
-    let file_outputs = sinks.iter().any(|s| s.needs_bytes());
-    if let (Some((t, tags)), Some(c)) = (&target, &client) {
-        sinks.push(Box::new(RegistrySink {
-            client: c,
-            target: t.clone(),
-            tags: tags.clone(),
-        }));
+    let file_outputs = !sinks.is_empty();
+    if let Some(c) = &client {
+        for (t, tags) in &targets {
+            sinks.push(Box::new(RegistrySink {
+                client: c,
+                target: t.clone(),
+                tags: tags.clone(),
+            }));
+        }
     }
-    // With --push and no file output, the push target's shared selector records can stand in
+    // Pushing with no file output, the (first) target's shared selector records can stand in
     // for Hub layers: a layer found there is neither downloaded nor written.
-    let remote = match (&target, &client) {
+    let target = targets.first();
+    let remote = match (target, &client) {
         (Some((t, _)), Some(c)) if !file_outputs => Some((c, t)),
         _ => None,
     };
@@ -266,7 +273,7 @@ pub fn build(opts: &BuildOptions, progress: &dyn Progress) -> Result<Outcome, Bu
         progress.message(&format!("writing {s}"));
         outputs.push(s.write(&images, progress)?);
     }
-    if let (Some((t, _)), Some(c)) = (&target, &client) {
+    if let (Some((t, _)), Some(c)) = (target, &client) {
         publish_selectors(c, t, &unique, &known, &written, progress);
     }
     Ok(Outcome::Built(Box::new(report::report(
@@ -379,22 +386,15 @@ fn select_platforms(spec: &Spec, wanted: &[String]) -> Result<Vec<Platform>, Bui
     Ok(out)
 }
 
-/// The push target and its tags, checked before any work is done.
-fn push_target(
+const REGISTRY_PREFIX: &str = "registry:";
+
+/// The registries to push to, with their tags, checked before any work is done: `--push`
+/// sends `[image].name` with `--tag`s or `[image].tags`; `-o registry:REF` sends REF with its
+/// own tag, or the same tags when it names none.
+fn registry_targets(
     spec: &Spec,
     opts: &BuildOptions,
-) -> Result<Option<(Reference, Vec<String>)>, BuildError> {
-    if !opts.push {
-        return Ok(None);
-    }
-    let name = spec
-        .image
-        .name
-        .as_ref()
-        .ok_or_else(|| BuildError::NoImageName {
-            spec: spec.path.clone(),
-        })?;
-    let target = Reference::parse(name).map_err(|e| BuildError::Registry(Box::new(e)))?;
+) -> Result<Vec<(Reference, Vec<String>)>, BuildError> {
     let tags = if opts.tags.is_empty() {
         spec.image.tags.clone()
     } else {
@@ -405,5 +405,27 @@ fn push_target(
     } else {
         tags
     };
-    Ok(Some((target, tags)))
+    let parse = |r: &str| Reference::parse(r).map_err(|e| BuildError::Registry(Box::new(e)));
+    let mut out = Vec::new();
+    if opts.push {
+        let name = spec
+            .image
+            .name
+            .as_ref()
+            .ok_or_else(|| BuildError::NoImageName {
+                spec: spec.path.clone(),
+            })?;
+        out.push((parse(name)?, tags.clone()));
+    }
+    for o in &opts.outputs {
+        if let Some(r) = o.strip_prefix(REGISTRY_PREFIX) {
+            let target = parse(r)?;
+            let t = match &target.tag {
+                Some(t) => vec![t.clone()],
+                None => tags.clone(),
+            };
+            out.push((target, t));
+        }
+    }
+    Ok(out)
 }

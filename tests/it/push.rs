@@ -501,3 +501,47 @@ fn a_two_platform_build_pushes_an_index_whose_images_share_the_weights_layer() {
         .count();
     assert_eq!(uploads, 3, "one weights layer and two configs");
 }
+
+#[test]
+fn output_registry_ref_pushes_with_its_own_tag_beside_a_file_output() {
+    let cx = TestContext::new();
+    let reg = TestRegistry::start();
+    let spec = cx.example("sentiment").join("mlimg.toml");
+    let base = push_base(&cx, spec.parent().expect("dir"), &reg);
+    retarget(&spec, &base, &format!("{}/acme/svc", reg.host()));
+    let layout = cx.path().join("layout");
+    let out = format!("registry:{}/acme/other:candidate", reg.host());
+    let report = cx.build_json(
+        &spec,
+        &["-o", &out, "-o", &format!("oci:{}", layout.display())],
+    );
+    let digest = report["manifest_digest"].as_str().expect("digest");
+    // the tag of the reference, not [image].tags; the [image].name repository is untouched
+    let pushed = report["push"]["pushed"].to_string();
+    assert!(pushed.contains("acme/other:candidate@"), "pushed: {pushed}");
+    let requests = reg.requests();
+    assert!(
+        requests
+            .iter()
+            .any(|r| r.starts_with("PUT /v2/acme/other/manifests/candidate")),
+        "{requests:#?}"
+    );
+    assert!(
+        !requests.iter().any(|r| r.contains("/v2/acme/svc/")),
+        "nothing goes to [image].name without --push: {requests:#?}"
+    );
+    // the same image went to both sinks
+    let index: serde_json::Value =
+        serde_json::from_slice(&fs::read(layout.join("index.json")).expect("index")).expect("json");
+    assert_eq!(index["manifests"][0]["digest"], digest);
+    let base = reg.reference("acme/other");
+    let client =
+        mlimg::registry::RegistryClient::new(mlimg::registry::ClientOptions::default()).unwrap();
+    let m = client
+        .fetch_manifest(&mlimg::registry::Reference {
+            tag: Some("candidate".into()),
+            ..base
+        })
+        .expect("manifest by tag");
+    assert_eq!(m.digest, digest);
+}
