@@ -1,6 +1,7 @@
 //! The integration tests: one binary, a `TestContext` per test (see `common`).
 
 mod build;
+mod cli_snapshots;
 mod common;
 mod hf;
 mod hub_build;

@@ -10,6 +10,7 @@ pub mod image;
 pub mod oci;
 pub mod pyindex;
 pub mod registry;
+pub mod snapshot;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
