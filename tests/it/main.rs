@@ -1,10 +1,13 @@
 //! The integration tests: one binary, a `TestContext` per test (see `common`).
 
 mod build;
+mod cli_snapshots;
 mod common;
 mod hf;
 mod hub_build;
+mod layer_golden;
 mod lock;
+mod oci_checker;
 mod push;
 mod python;
 mod python_e2e;

@@ -14,6 +14,8 @@ use mlimg::sources::python::{self, DepsSetInput, Libc, PythonError, PythonTarget
 use sha2::{Digest, Sha256};
 use zip::write::SimpleFileOptions;
 
+use crate::common::pyindex;
+
 // ---------------------------------------------------------------- wheels
 
 fn sha256_hex(b: &[u8]) -> String {
@@ -1118,64 +1120,31 @@ fn synthetic_wheel_matches_pip_install() {
     assert!(n >= 15, "compared {n} files");
 }
 
-/// `python3 -m pip download` into `target/test-wheels` once; later runs reuse the files.
-fn real_wheels(dir_name: &str, extra: &[&str], reqs: &[&str]) -> Vec<PathBuf> {
-    static LOCK: Mutex<()> = Mutex::new(());
-    let _g = LOCK.lock().unwrap_or_else(|e| e.into_inner());
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("target/test-wheels")
-        .join(dir_name);
-    let have = |d: &Path| -> Vec<PathBuf> {
-        let mut v: Vec<PathBuf> = std::fs::read_dir(d)
-            .map(|rd| rd.filter_map(|e| e.ok()).map(|e| e.path()).collect())
-            .unwrap_or_default();
-        v.retain(|p| p.extension().is_some_and(|e| e == "whl"));
-        v.sort();
-        v
-    };
-    if have(&dir).len() < reqs.len() {
-        std::fs::create_dir_all(&dir).unwrap();
-        let out = Command::new("python3")
-            .args([
-                "-m",
-                "pip",
-                "download",
-                "--only-binary=:all:",
-                "--no-deps",
-                "-q",
-                "-d",
-            ])
-            .arg(&dir)
-            .args(extra)
-            .args(reqs)
-            .env_remove("PIP_FIND_LINKS")
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "pip download failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    let got = have(&dir);
-    assert_eq!(got.len(), reqs.len(), "{got:?}");
-    got
+/// The real wheels (testdata/wheels, see common/pyindex.rs) a `pip install` on this machine
+/// would pick: six, idna, packaging, and the MarkupSafe built for the local machine.
+fn host_real_wheels() -> Vec<PathBuf> {
+    let machine = pyindex::host_machine();
+    let wheels: Vec<PathBuf> = REAL
+        .iter()
+        .map(|prefix| {
+            if *prefix == "MarkupSafe-" {
+                pyindex::testdata_wheel(&format!(
+                    "MarkupSafe-2.1.5-cp311-cp311-manylinux_2_17_{machine}."
+                ))
+            } else {
+                pyindex::testdata_wheel(prefix)
+            }
+        })
+        .collect();
+    wheels
 }
 
-const REAL: [&str; 4] = [
-    "six==1.16.0",
-    "idna==3.7",
-    "packaging==24.1",
-    "markupsafe==2.1.5",
-];
+const REAL: [&str; 4] = ["six-1.16.0-", "idna-3.7-", "packaging-24.1-", "MarkupSafe-"];
 
 #[test]
 fn real_wheels_match_pip_install() {
-    let wheels = real_wheels("host", &[], &REAL);
-    let names: Vec<String> = wheels
-        .iter()
-        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
-        .collect();
+    let wheels = host_real_wheels();
+    let names: Vec<String> = wheels.iter().map(|p| pyindex::file_name(p)).collect();
     assert!(
         names
             .iter()
@@ -1183,18 +1152,29 @@ fn real_wheels_match_pip_install() {
         "{names:?}"
     );
 
-    // Resolution from a find-links folder picks exactly these files for the local target.
+    // Resolution from a find-links folder (all committed wheels: both MarkupSafe builds, and
+    // `wheel`, which is not asked for) picks exactly these files for the local target.
     let tmp = tempfile::tempdir().unwrap();
+    // MarkupSafe is pinned to both builds, as `pip-compile --generate-hashes` writes it.
+    let all = pyindex::testdata_wheels();
     let mut req = String::new();
     for w in &wheels {
-        let name = w.file_name().unwrap().to_string_lossy().into_owned();
+        let name = pyindex::file_name(w);
         let mut parts = name.split('-');
         let (n, v) = (parts.next().unwrap(), parts.next().unwrap());
-        req.push_str(&format!(
-            "{n}=={v} --hash=sha256:{}\n",
-            sha256_hex(&std::fs::read(w).unwrap())
-        ));
+        req.push_str(&format!("{n}=={v}"));
+        for same in all
+            .iter()
+            .filter(|a| pyindex::file_name(a).starts_with(&format!("{n}-{v}-")))
+        {
+            req.push_str(&format!(
+                " --hash=sha256:{}",
+                sha256_hex(&std::fs::read(same).unwrap())
+            ));
+        }
+        req.push('\n');
     }
+    assert!(req.matches("--hash").count() == 5, "{req}");
     let req_path = tmp.path().join("requirements.txt");
     std::fs::write(&req_path, req).unwrap();
     let input = DepsSetInput {
@@ -1202,7 +1182,7 @@ fn real_wheels_match_pip_install() {
         requirements: Some(req_path),
         pylock: None,
         index_urls: vec![],
-        find_links: vec![wheels[0].parent().unwrap().to_path_buf()],
+        find_links: vec![pyindex::wheels_dir()],
     };
     let t = local_target();
     let resolved = python::resolve(&input, &t).unwrap();
@@ -1213,37 +1193,20 @@ fn real_wheels_match_pip_install() {
     assert_eq!(picked, want);
     let fetched = python::fetch(&resolved, &tmp.path().join("cache")).unwrap();
 
+    // pip reads the same local files (`--no-index`): no package index is reached.
     let n = compare_with_pip(&fetched);
     assert!(n > 40, "compared only {n} files");
 }
 
 #[test]
-fn real_index_serves_the_aarch64_markupsafe() {
-    // PyPI's simple API (PEP 691 JSON when asked), pinned to the x86_64 and aarch64 hashes.
-    let platform = |p: &'static str| {
-        [
-            "--platform",
-            p,
-            "--python-version",
-            "3.11",
-            "--implementation",
-            "cp",
-        ]
-    };
-    let x86 = real_wheels(
-        "x86_64",
-        &platform("manylinux2014_x86_64"),
-        &["markupsafe==2.1.5"],
-    );
-    let arm = real_wheels(
-        "aarch64",
-        &platform("manylinux2014_aarch64"),
-        &["markupsafe==2.1.5"],
-    );
-    let ms_x86 = &x86[0];
-    assert!(ms_x86.to_string_lossy().contains("x86_64"), "{ms_x86:?}");
-    let hx = sha256_hex(&std::fs::read(ms_x86).unwrap());
-    let ha = sha256_hex(&std::fs::read(&arm[0]).unwrap());
+fn simple_index_json_serves_the_real_aarch64_markupsafe() {
+    // A PEP 691 JSON index (what PyPI answers when asked), served locally with the real
+    // MarkupSafe wheels; the requirement pins the x86_64 and aarch64 hashes.
+    let x86 = pyindex::testdata_wheel("MarkupSafe-2.1.5-cp311-cp311-manylinux_2_17_x86_64.");
+    let arm = pyindex::testdata_wheel("MarkupSafe-2.1.5-cp311-cp311-manylinux_2_17_aarch64.");
+    let index = pyindex::PyIndex::serve(&[x86.clone(), arm.clone()], &[]);
+    let hx = sha256_hex(&std::fs::read(&x86).unwrap());
+    let ha = sha256_hex(&std::fs::read(&arm).unwrap());
     let tmp = tempfile::tempdir().unwrap();
     let req = tmp.path().join("requirements.txt");
     std::fs::write(
@@ -1255,24 +1218,39 @@ fn real_index_serves_the_aarch64_markupsafe() {
         name: "real".into(),
         requirements: Some(req),
         pylock: None,
-        index_urls: vec!["https://pypi.org/simple".into()],
+        index_urls: vec![index.url.clone()],
         find_links: vec![],
     };
     let w = python::resolve(&input, &target("aarch64", Libc::Glibc(2, 36))).unwrap();
-    assert_eq!(w[0].filename, arm[0].file_name().unwrap().to_string_lossy());
+    assert_eq!(w[0].filename, pyindex::file_name(&arm));
     assert!(
         w[0].filename.contains("manylinux_2_17_aarch64"),
         "{}",
         w[0].filename
     );
     assert_eq!(w[0].sha256, ha);
+    // the absolute file URL from the JSON page, not one built from the index URL
+    assert_eq!(
+        w[0].url_or_path,
+        format!("{}/files/{}", index.base, w[0].filename)
+    );
+    let pages: Vec<_> = index
+        .hits()
+        .into_iter()
+        .filter(|h| h.path == "/simple/markupsafe/")
+        .collect();
     assert!(
-        w[0].url_or_path.starts_with("https://"),
-        "{}",
-        w[0].url_or_path
+        !pages.is_empty() && pages.iter().all(|h| h.served == "json"),
+        "{pages:?}"
     );
     let w = python::resolve(&input, &target("x86_64", Libc::Glibc(2, 36))).unwrap();
     assert_eq!(w[0].sha256, hx);
+    // and the file fetched from the index is the real one
+    let fetched = python::fetch(&w, &tmp.path().join("cache")).unwrap();
+    assert_eq!(
+        std::fs::read(&fetched[0]).unwrap(),
+        std::fs::read(&x86).unwrap()
+    );
 }
 
 #[test]

@@ -1,172 +1,34 @@
 //! Python deps sets end to end: a Debian CPython base made from Debian packages
-//! (scripts/make-python-rootfs), real wheels from PyPI (downloaded once into target/), served by
-//! a local simple index; the image runs under docker. Needs docker, apt-get and pip: a missing
+//! (scripts/make-python-rootfs), real wheels committed under testdata/wheels, served by a local
+//! simple index on 127.0.0.1 (no package index is reached); the image runs under docker. Needs docker, apt-get and pip: a missing
 //! tool fails the test.
 
-use std::collections::BTreeMap;
 use std::fs;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpListener;
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::Mutex;
 
+use crate::common::pyindex::{PyIndex, testdata_wheels};
 use crate::common::{TestContext, copy_tree, repo_root, run_ok, sha256_file, stdout};
 
-/// `pip download` of the example's wheels (x86_64 and aarch64) into target/, once.
+/// The example's wheels (x86_64 and aarch64): the real ones committed under testdata/wheels
+/// (see common/pyindex.rs for why they are committed), checked against their SHA256SUMS.
 fn example_wheels() -> Vec<PathBuf> {
-    static LOCK: Mutex<()> = Mutex::new(());
-    let _g = LOCK.lock().unwrap_or_else(|e| e.into_inner());
-    let dir = repo_root().join("target/test-wheels/python-app");
-    let list = |d: &Path| -> Vec<PathBuf> {
-        let mut v: Vec<PathBuf> = fs::read_dir(d)
-            .map(|rd| rd.filter_map(|e| e.ok()).map(|e| e.path()).collect())
-            .unwrap_or_default();
-        v.retain(|p| p.extension().is_some_and(|e| e == "whl"));
-        v.sort();
-        v
-    };
-    if list(&dir).len() < 6 {
-        fs::create_dir_all(&dir).expect("mkdir");
-        let pip = |args: &[&str]| {
-            run_ok(
-                Command::new("python3")
-                    .args(["-m", "pip", "download", "-q", "--only-binary=:all:"])
-                    .args(["--no-deps", "-d"])
-                    .arg(&dir)
-                    .args(args)
-                    .env_remove("PIP_FIND_LINKS"),
-            );
-        };
-        pip(&[
-            "--platform",
-            "manylinux2014_x86_64",
-            "--python-version",
-            "3.11",
-            "--implementation",
-            "cp",
-            "--abi",
-            "cp311",
-            "six==1.16.0",
-            "idna==3.7",
-            "packaging==24.1",
-            "markupsafe==2.1.5",
-            "wheel==0.43.0",
-        ]);
-        pip(&[
-            "--platform",
-            "manylinux2014_aarch64",
-            "--python-version",
-            "3.11",
-            "--implementation",
-            "cp",
-            "--abi",
-            "cp311",
-            "markupsafe==2.1.5",
-        ]);
+    let got = testdata_wheels();
+    // every pinned hash of the example's requirements is among them
+    let req = fs::read_to_string(repo_root().join("specs/python-app/requirements.txt"))
+        .expect("requirements");
+    let have: Vec<String> = got.iter().map(|w| sha256_file(w)).collect();
+    for pin in req.split("--hash=sha256:").skip(1) {
+        let h: String = pin.chars().take(64).collect();
+        assert!(have.contains(&h), "no committed wheel has sha256 {h}");
     }
-    let got = list(&dir);
-    assert_eq!(got.len(), 6, "{got:?}");
     got
 }
 
 /// A PEP 503 index on loopback serving `wheels` (plus fake file names listed but not served).
-struct Index {
-    url: String,
-}
-
-fn serve_index(root: &Path, wheels: &[PathBuf], listed_only: &[&str]) -> Index {
-    let files = root.join("files");
-    fs::create_dir_all(&files).expect("mkdir");
-    let mut projects: BTreeMap<String, Vec<(String, String)>> = BTreeMap::new();
-    for w in wheels {
-        let name = w.file_name().expect("name").to_string_lossy().into_owned();
-        fs::copy(w, files.join(&name)).expect("copy wheel");
-        let project = name.split('-').next().unwrap_or("").to_lowercase();
-        projects
-            .entry(project)
-            .or_default()
-            .push((name, sha256_file(w)));
-    }
-    for name in listed_only {
-        let project = name.split('-').next().unwrap_or("").to_lowercase();
-        projects
-            .entry(project)
-            .or_default()
-            .push((name.to_string(), "0".repeat(64)));
-    }
-    for (project, links) in &projects {
-        let dir = root.join("simple").join(project);
-        fs::create_dir_all(&dir).expect("mkdir");
-        let mut html = String::from("<!DOCTYPE html><html><body>\n");
-        for (f, sha) in links {
-            html.push_str(&format!(
-                "<a href=\"../../files/{f}#sha256={sha}\">{f}</a>\n"
-            ));
-        }
-        html.push_str("</body></html>\n");
-        fs::write(dir.join("index.html"), html).expect("write index");
-    }
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let url = format!("http://{}/simple", listener.local_addr().expect("addr"));
-    let root = root.to_path_buf();
-    std::thread::spawn(move || {
-        for conn in listener.incoming() {
-            let Ok(mut s) = conn else { continue };
-            let root = root.clone();
-            std::thread::spawn(move || {
-                let mut line = String::new();
-                let mut r = BufReader::new(match s.try_clone() {
-                    Ok(c) => c,
-                    Err(_) => return,
-                });
-                if r.read_line(&mut line).is_err() {
-                    return;
-                }
-                loop {
-                    let mut h = String::new();
-                    if r.read_line(&mut h).is_err() || h.trim().is_empty() {
-                        break;
-                    }
-                }
-                let path = line.split_whitespace().nth(1).unwrap_or("/").to_string();
-                let path = path.split(['?', '#']).next().unwrap_or("").to_string();
-                let mut file = root.join(path.trim_start_matches('/'));
-                if path.ends_with('/') {
-                    file = file.join("index.html");
-                }
-                let body = if path.contains("..") {
-                    None
-                } else {
-                    fs::File::open(&file).ok().and_then(|mut f| {
-                        let mut b = Vec::new();
-                        f.read_to_end(&mut b).ok().map(|_| b)
-                    })
-                };
-                let _ = match body {
-                    Some(b) => {
-                        let ctype = if path.ends_with('/') {
-                            "text/html"
-                        } else {
-                            "application/octet-stream"
-                        };
-                        s.write_all(
-                            format!(
-                                "HTTP/1.1 200 OK\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                                b.len()
-                            )
-                            .as_bytes(),
-                        )
-                        .and_then(|_| s.write_all(&b))
-                    }
-                    None => s.write_all(
-                        b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
-                    ),
-                };
-            });
-        }
-    });
-    Index { url }
+fn serve_index(wheels: &[PathBuf], listed_only: &[&str]) -> PyIndex {
+    PyIndex::serve(wheels, listed_only)
 }
 
 /// Copies specs/python-app and specs/python-base into the context and builds the base
@@ -195,7 +57,7 @@ fn python_app(cx: &TestContext) -> PathBuf {
 fn wheels_on_a_detected_debian_python_run_in_docker() {
     let cx = TestContext::new();
     let wheels = example_wheels();
-    let index = serve_index(&cx.path().join("index"), &wheels, &[]);
+    let index = serve_index(&wheels, &[]);
     let spec = python_app(&cx);
     let text = fs::read_to_string(&spec).expect("spec");
     assert!(
@@ -324,7 +186,7 @@ fn layer_members(blob: &Path) -> Vec<String> {
 fn arm64_deps_are_selected_and_installed_on_amd64() {
     let cx = TestContext::new();
     let wheels = example_wheels();
-    let index = serve_index(&cx.path().join("index"), &wheels, &[]);
+    let index = serve_index(&wheels, &[]);
     let req = fs::read_to_string(repo_root().join("specs/python-app/requirements.txt"))
         .expect("requirements");
     let spec = table_spec(&cx, &req);
@@ -381,11 +243,7 @@ fn arm64_deps_are_selected_and_installed_on_amd64() {
 fn bad_requirements_files_name_line_and_package() {
     let cx = TestContext::new();
     let wheels = example_wheels();
-    let index = serve_index(
-        &cx.path().join("index"),
-        &wheels,
-        &["winonly-1.0-cp311-cp311-win_amd64.whl"],
-    );
+    let index = serve_index(&wheels, &["winonly-1.0-cp311-cp311-win_amd64.whl"]);
     let good_six = "six==1.16.0 --hash=sha256:8abb2f1d86890a2dfb989f9a77cfcfd3e47c2a354b01111771326f8aa26e0254\n";
     let cases: [(&str, String, &[&str]); 5] = [
         (

@@ -1,13 +1,17 @@
 //! Shared test harness: temp project copies, the mlimg binary, and the independent checkers
-//! (skopeo, umoci, docker, ../shared/tools/oci-check). A missing checker fails the test loudly.
+//! (the project's own OCI checker in `oci`, skopeo, umoci, docker; `../shared/tools/oci-check`
+//! in addition where it exists). A missing installed tool fails the test loudly.
 
 #![allow(dead_code)]
 
 pub mod faultproxy;
 pub mod hub;
 pub mod image;
+pub mod oci;
+pub mod pyindex;
 pub mod registry;
 pub mod scripted;
+pub mod snapshot;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -131,18 +135,6 @@ pub fn run_ok(cmd: &mut Command) -> Output {
 
 pub fn stdout(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// The independent layout checker from ../shared/tools (schemas, digests, diff_ids, repro rules).
-pub fn oci_check(dir: &Path) -> String {
-    let tool = repo_root().join("../shared/tools/oci-check");
-    assert!(tool.exists(), "{} is missing", tool.display());
-    stdout(&run_ok(
-        Command::new("python3")
-            .arg(tool)
-            .arg(dir)
-            .arg("--strict-repro"),
-    ))
 }
 
 pub fn sha256_file(p: &Path) -> String {
