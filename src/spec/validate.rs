@@ -437,6 +437,14 @@ fn python(cx: &Ctx, s: &S<raw::RawPython>) -> Result<PythonSpec, SpecError> {
                 "e.g. version = \"3.11\"",
             )
         })?;
+    crate::sources::python::check_python_version(version).map_err(|m| {
+        cx.err_hint(
+            r.version.span(),
+            "python.version",
+            m,
+            "e.g. version = \"3.11\"",
+        )
+    })?;
     let prefix = r
         .prefix
         .as_ref()
@@ -449,14 +457,24 @@ fn python(cx: &Ctx, s: &S<raw::RawPython>) -> Result<PythonSpec, SpecError> {
         .transpose()?;
     let libc = match &r.libc {
         None => None,
-        Some(l) => Some(parse_libc(l.get_ref()).ok_or_else(|| {
-            cx.err_hint(
-                l.span(),
-                "python.libc",
-                format!("{:?} is not a libc", l.get_ref()),
-                "use \"glibc 2.36\" or \"musl 1.2\"",
-            )
-        })?),
+        Some(l) => {
+            let hint = "use \"glibc 2.36\" or \"musl 1.2\"";
+            let parsed = parse_libc(l.get_ref()).ok_or_else(|| {
+                cx.err_hint(
+                    l.span(),
+                    "python.libc",
+                    format!("{:?} is not a libc", l.get_ref()),
+                    hint,
+                )
+            })?;
+            let libc = match parsed.0.as_str() {
+                "musl" => crate::sources::python::Libc::Musl(parsed.1, parsed.2),
+                _ => crate::sources::python::Libc::Glibc(parsed.1, parsed.2),
+            };
+            crate::sources::python::check_libc(libc)
+                .map_err(|m| cx.err_hint(l.span(), "python.libc", m, hint))?;
+            Some(parsed)
+        }
     };
     Ok(PythonSpec {
         version,
@@ -885,5 +903,32 @@ mod tests {
         let e = parse(Path::new("/x/mlimg.toml"), text).unwrap_err();
         assert_eq!(e.line, 2);
         assert!(e.message.contains("unknown field"), "{e}");
+    }
+
+    /// Huge minors made the wheel tag lists allocate gigabytes.
+    #[test]
+    fn absurd_python_versions_are_refused() {
+        let spec = |python: &str| format!("[image]\n[python]\n{python}\n");
+        let e = parse(Path::new("/x/mlimg.toml"), &spec("version = \"3.4000000\"")).unwrap_err();
+        assert_eq!((e.line, e.field.as_str()), (3, "python.version"));
+        assert!(e.message.contains("outside the supported range"), "{e}");
+        let e = parse(
+            Path::new("/x/mlimg.toml"),
+            &spec("version = \"3.11\"\nlibc = \"glibc 2.3000000\""),
+        )
+        .unwrap_err();
+        assert_eq!((e.line, e.field.as_str()), (4, "python.libc"));
+        assert!(e.message.contains("glibc 2.3000000 is outside"), "{e}");
+        let e = parse(
+            Path::new("/x/mlimg.toml"),
+            &spec("version = \"3.11\"\nlibc = \"musl 2.1\""),
+        )
+        .unwrap_err();
+        assert!(e.message.contains("musl 2.1 is outside"), "{e}");
+        parse(
+            Path::new("/x/mlimg.toml"),
+            &spec("version = \"3.99\"\nlibc = \"glibc 2.99\""),
+        )
+        .unwrap();
     }
 }
