@@ -2,6 +2,7 @@
 
 mod build;
 mod common;
+mod hardening;
 mod hf;
 mod hub_build;
 mod lock;

@@ -18,6 +18,9 @@ pub mod pylock;
 pub mod requirements;
 pub mod tags;
 
+#[cfg(test)]
+mod proptests;
+
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
