@@ -70,6 +70,11 @@ pub struct BuildArgs {
     /// Fail if mlimg.lock is missing or does not match the spec (like `cargo --locked`).
     #[arg(long)]
     pub locked: bool,
+    /// Let local sources (weights, deps dir, requirements, find_links, app src) resolve outside
+    /// the spec's folder (or its [image] context). Off by default: a spec from an untrusted
+    /// checkout could otherwise copy ~/.docker or ../../secrets into the image.
+    #[arg(long)]
+    pub allow_outside_context: bool,
     /// Threads writing layers (default: one per core).
     #[arg(short = 'j', long, default_value_t = 0)]
     pub jobs: usize,
@@ -103,6 +108,7 @@ pub fn run(args: BuildArgs) -> Result<()> {
         push: args.push,
         tags: args.tag,
         registry,
+        allow_outside_context: args.allow_outside_context,
     };
     let outcome = match build(&opts, &*progress) {
         Ok(o) => o,

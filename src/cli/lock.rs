@@ -37,6 +37,9 @@ pub struct LockArgs {
     /// detect the target Python).
     #[arg(long, env = "MLIMG_CACHE_DIR", value_name = "DIR")]
     pub cache_dir: Option<PathBuf>,
+    /// Let local sources resolve outside the spec's folder (see `mlimg build --help`).
+    #[arg(long)]
+    pub allow_outside_context: bool,
     #[command(flatten)]
     pub network: super::NetworkArgs,
 }
@@ -49,7 +52,12 @@ impl Progress for Lines {
 }
 
 pub fn run(args: LockArgs) -> Result<()> {
-    let spec = mlimg::spec::Spec::load(&args.file)?;
+    let spec = mlimg::spec::Spec::load_with(
+        &args.file,
+        &mlimg::spec::LoadOptions {
+            allow_outside_context: args.allow_outside_context,
+        },
+    )?;
     // Retries are printed as they happen (one line each, with cause and wait).
     let transport = args.network.transport_options(Some(std::sync::Arc::new(
         |e: &mlimg::transport::RetryEvent| eprintln!("{e}"),

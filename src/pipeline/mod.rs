@@ -48,6 +48,8 @@ pub struct BuildOptions {
     pub tags: Vec<String>,
     /// Registry client settings (auth config, insecure hosts, parallelism, chunking).
     pub registry: crate::registry::ClientOptions,
+    /// Let local sources resolve outside the spec's context folder.
+    pub allow_outside_context: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -169,7 +171,12 @@ pub enum Outcome {
 
 pub fn build(opts: &BuildOptions, progress: &dyn Progress) -> Result<Outcome, BuildError> {
     let progress = &Recorder::new(progress);
-    let spec = Spec::load(&opts.spec_path)?;
+    let spec = Spec::load_with(
+        &opts.spec_path,
+        &crate::spec::LoadOptions {
+            allow_outside_context: opts.allow_outside_context,
+        },
+    )?;
     let mtime = crate::layer::source_date_epoch(opts.source_date_epoch.as_deref())
         .map_err(BuildError::SourceDateEpoch)?;
     let platforms = select_platforms(&spec, &opts.platforms)?;

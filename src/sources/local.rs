@@ -1,6 +1,7 @@
 //! Local trees: walking a folder (or one file) into sorted layer entries, with include/exclude
 //! filters and docker's ignore-file semantics, plus a fingerprint of what was seen (paths, sizes,
-//! mtimes, inodes, modes, link targets) so an unchanged tree is recognized without reading it.
+//! mtimes, ctimes, inodes, modes, link targets) so an unchanged tree is recognized without
+//! reading it.
 
 use std::fs;
 use std::io;
@@ -37,7 +38,8 @@ pub enum SourceError {
 #[derive(Debug, Default)]
 pub struct Walked {
     pub entries: Vec<Entry>,
-    /// One line per entry: kind, relative path, size, mtime (ns), inode, mode, link target.
+    /// One line per entry: kind, relative path, size, mtime and ctime (ns), inode, mode, link
+    /// target.
     pub fingerprint: Vec<String>,
 }
 
@@ -311,11 +313,15 @@ pub fn walk(src: &Path, dest: &str, filter: &Filter) -> Result<Walked, SourceErr
 
 fn push_file(out: &mut Walked, abs: &Path, rel: &str, image_path: &str, meta: &fs::Metadata) {
     let mode = normalize_mode(meta.mode(), false);
+    // ctime too: a same-size edit with the mtime put back (`touch -r`, `rsync -t`, a
+    // restored backup, a hostile co-worker) changes nothing else, and only the kernel sets it.
     out.fingerprint.push(format!(
-        "F {rel:?} {} {}.{} {}:{} {:o}",
+        "F {rel:?} {} {}.{} {}.{} {}:{} {:o}",
         meta.len(),
         meta.mtime(),
         meta.mtime_nsec(),
+        meta.ctime(),
+        meta.ctime_nsec(),
         meta.dev(),
         meta.ino(),
         mode
@@ -430,5 +436,36 @@ mod tests {
             walk(&root.join("m"), "/x", &f),
             Err(SourceError::EscapingLink { .. })
         ));
+    }
+
+    /// A same-size edit in place with the mtime put back shipped the old layer: the
+    /// fingerprint (and so the layer selector) must change.
+    #[test]
+    fn in_place_edit_with_restored_mtime_changes_the_fingerprint() {
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join("app.py");
+        fs::write(&f, b"print(1)\n").unwrap();
+        let filter = Filter::globs(&[], &[]).unwrap();
+        let before = walk(d.path(), "/app", &filter).unwrap().fingerprint;
+        let meta = fs::metadata(&f).unwrap();
+        let mtime = filetime::FileTime::from_last_modification_time(&meta);
+        // Past the file system's timestamp granularity (coarse clocks tick every few ms).
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        fs::write(&f, b"print(2)\n").unwrap();
+        filetime::set_file_mtime(&f, mtime).unwrap();
+        let after_meta = fs::metadata(&f).unwrap();
+        assert_eq!(
+            (
+                after_meta.len(),
+                after_meta.mtime(),
+                after_meta.mtime_nsec(),
+                after_meta.ino()
+            ),
+            (meta.len(), meta.mtime(), meta.mtime_nsec(), meta.ino())
+        );
+        let after = walk(d.path(), "/app", &filter).unwrap().fingerprint;
+        assert_ne!(before, after);
+        // Nothing touched: the same fingerprint.
+        assert_eq!(after, walk(d.path(), "/app", &filter).unwrap().fingerprint);
     }
 }

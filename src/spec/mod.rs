@@ -22,6 +22,9 @@ pub struct Spec {
     pub path: PathBuf,
     /// The folder relative paths resolve against.
     pub dir: PathBuf,
+    /// The folder every local source resolves inside (canonical): `[image].context`, else
+    /// `dir`. `None` when [`LoadOptions::allow_outside_context`] turned the check off.
+    pub context: Option<PathBuf>,
     pub image: ImageSpec,
     pub python: Option<PythonSpec>,
     pub deps: Vec<DepsSpec>,
@@ -192,9 +195,24 @@ impl fmt::Display for SpecError {
 
 impl std::error::Error for SpecError {}
 
+/// How a spec is loaded.
+#[derive(Debug, Clone, Default)]
+pub struct LoadOptions {
+    /// Let local sources (weights `source`, deps `dir` / `requirements` / `pylock` /
+    /// `find_links`, app `src`) resolve outside the spec's context folder (the CLI's
+    /// `--allow-outside-context`). Off by default: a spec from an untrusted checkout could
+    /// otherwise copy `~/.docker` or `../../secrets` into an image.
+    pub allow_outside_context: bool,
+}
+
 impl Spec {
-    /// Reads and validates a spec file.
+    /// Reads and validates a spec file (local sources must stay inside its context).
     pub fn load(path: &Path) -> Result<Spec, SpecError> {
+        Spec::load_with(path, &LoadOptions::default())
+    }
+
+    /// [`Spec::load`] with options.
+    pub fn load_with(path: &Path, opts: &LoadOptions) -> Result<Spec, SpecError> {
         let text = std::fs::read_to_string(path).map_err(|e| SpecError {
             file: path.to_path_buf(),
             line: 0,
@@ -210,11 +228,16 @@ impl Spec {
                 None
             },
         })?;
-        Spec::parse(path, &text)
+        Spec::parse_with(path, &text, opts)
     }
 
     /// Validates spec text; `path` names the file in errors and anchors relative paths.
     pub fn parse(path: &Path, text: &str) -> Result<Spec, SpecError> {
-        validate::parse(path, text)
+        Spec::parse_with(path, text, &LoadOptions::default())
+    }
+
+    /// [`Spec::parse`] with options.
+    pub fn parse_with(path: &Path, text: &str, opts: &LoadOptions) -> Result<Spec, SpecError> {
+        validate::parse(path, text, opts)
     }
 }

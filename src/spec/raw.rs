@@ -35,6 +35,9 @@ pub struct RawImage {
     pub base: Option<S<String>>,
     #[serde(default)]
     pub platforms: Vec<S<String>>,
+    /// The folder local sources must stay inside (relative to the spec); default its folder.
+    #[serde(default)]
+    pub context: Option<S<String>>,
 }
 
 #[derive(Debug, Deserialize)]

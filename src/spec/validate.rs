@@ -13,6 +13,8 @@ struct Ctx<'a> {
     file: &'a Path,
     dir: PathBuf,
     text: &'a str,
+    /// Canonical folder local sources must resolve inside; `None`: no check.
+    context: Option<PathBuf>,
 }
 
 impl Ctx<'_> {
@@ -62,9 +64,38 @@ impl Ctx<'_> {
         }
     }
 
-    /// A path that must exist.
+    /// A local source: a path that must exist and, symlinks resolved, lie inside the context.
     fn existing(&self, s: &S<String>, field: &str, what: &str) -> Result<PathBuf, SpecError> {
         let p = self.resolve(s.get_ref());
+        if let Some(root) = &self.context
+            && p.exists()
+        {
+            let real = p.canonicalize().map_err(|e| {
+                self.err(
+                    s.span(),
+                    field,
+                    format!(
+                        "{what} {:?}: cannot resolve {}: {e}",
+                        s.get_ref(),
+                        p.display()
+                    ),
+                )
+            })?;
+            if !real.starts_with(root) {
+                return Err(self.err_hint(
+                    s.span(),
+                    field,
+                    format!(
+                        "{what} {:?} resolves to {}, outside the project folder {}",
+                        s.get_ref(),
+                        real.display(),
+                        root.display()
+                    ),
+                    "local sources must stay inside the spec's folder (symlinks are followed); \
+                     to allow a wider folder, set [image] context = \"..\" (relative to the spec)",
+                ));
+            }
+        }
         if !p.exists() {
             return Err(self.err_hint(
                 s.span(),
@@ -185,7 +216,7 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("{s:?} is not a duration ({e})"))
 }
 
-pub(super) fn parse(file: &Path, text: &str) -> Result<Spec, SpecError> {
+pub(super) fn parse(file: &Path, text: &str, opts: &LoadOptions) -> Result<Spec, SpecError> {
     let dir = file
         .parent()
         .map(|p| {
@@ -197,12 +228,14 @@ pub(super) fn parse(file: &Path, text: &str) -> Result<Spec, SpecError> {
         })
         .unwrap_or(Path::new("."))
         .to_path_buf();
-    let cx = Ctx {
+    let mut cx = Ctx {
         file,
         dir: dir.clone(),
         text,
+        context: None,
     };
     let raw = deserialize(&cx)?;
+    cx.context = context(&cx, &raw.image, opts)?;
 
     let image = image(&cx, &raw.image)?;
     let python = raw.python.as_ref().map(|p| python(&cx, p)).transpose()?;
@@ -240,6 +273,7 @@ pub(super) fn parse(file: &Path, text: &str) -> Result<Spec, SpecError> {
     Ok(Spec {
         path: file.to_path_buf(),
         dir,
+        context: cx.context.clone(),
         image,
         python,
         deps,
@@ -247,6 +281,42 @@ pub(super) fn parse(file: &Path, text: &str) -> Result<Spec, SpecError> {
         app,
         config,
     })
+}
+
+/// The canonical folder local sources must stay in: `[image].context` (a folder, relative to
+/// the spec), else the spec's folder; `None` when the caller allowed any path.
+fn context(
+    cx: &Ctx,
+    image: &S<raw::RawImage>,
+    opts: &LoadOptions,
+) -> Result<Option<PathBuf>, SpecError> {
+    let Some(c) = image.get_ref().context.as_ref() else {
+        // The spec's own folder. Specs parsed from text may name a file that is not on disk
+        // (tests); then no relative source exists either, and absolute ones are outside.
+        let real = cx
+            .dir
+            .canonicalize()
+            .or_else(|_| std::path::absolute(&cx.dir))
+            .unwrap_or_else(|_| cx.dir.clone());
+        return Ok((!opts.allow_outside_context).then_some(real));
+    };
+    let (path, span) = (cx.resolve(c.get_ref()), c.span());
+    let real = path.canonicalize().map_err(|e| {
+        cx.err_hint(
+            span.clone(),
+            "image.context",
+            format!("cannot resolve the context folder {}: {e}", path.display()),
+            "context is a folder, relative to the spec, e.g. context = \"..\"",
+        )
+    })?;
+    if !real.is_dir() {
+        return Err(cx.err(
+            span,
+            "image.context",
+            format!("{} is not a folder", real.display()),
+        ));
+    }
+    Ok((!opts.allow_outside_context).then_some(real))
 }
 
 fn deserialize(cx: &Ctx) -> Result<raw::RawSpec, SpecError> {
@@ -423,6 +493,14 @@ fn python(cx: &Ctx, s: &S<raw::RawPython>) -> Result<PythonSpec, SpecError> {
                 "e.g. version = \"3.11\"",
             )
         })?;
+    crate::sources::python::check_python_version(version).map_err(|m| {
+        cx.err_hint(
+            r.version.span(),
+            "python.version",
+            m,
+            "e.g. version = \"3.11\"",
+        )
+    })?;
     let prefix = r
         .prefix
         .as_ref()
@@ -435,14 +513,24 @@ fn python(cx: &Ctx, s: &S<raw::RawPython>) -> Result<PythonSpec, SpecError> {
         .transpose()?;
     let libc = match &r.libc {
         None => None,
-        Some(l) => Some(parse_libc(l.get_ref()).ok_or_else(|| {
-            cx.err_hint(
-                l.span(),
-                "python.libc",
-                format!("{:?} is not a libc", l.get_ref()),
-                "use \"glibc 2.36\" or \"musl 1.2\"",
-            )
-        })?),
+        Some(l) => {
+            let hint = "use \"glibc 2.36\" or \"musl 1.2\"";
+            let parsed = parse_libc(l.get_ref()).ok_or_else(|| {
+                cx.err_hint(
+                    l.span(),
+                    "python.libc",
+                    format!("{:?} is not a libc", l.get_ref()),
+                    hint,
+                )
+            })?;
+            let libc = match parsed.0.as_str() {
+                "musl" => crate::sources::python::Libc::Musl(parsed.1, parsed.2),
+                _ => crate::sources::python::Libc::Glibc(parsed.1, parsed.2),
+            };
+            crate::sources::python::check_libc(libc)
+                .map_err(|m| cx.err_hint(l.span(), "python.libc", m, hint))?;
+            Some(parsed)
+        }
     };
     Ok(PythonSpec {
         version,
@@ -806,6 +894,10 @@ fn substitute(v: &str, weights: &[WeightsSpec]) -> Result<String, String> {
 mod tests {
     use super::*;
 
+    fn parse(file: &Path, text: &str) -> Result<Spec, SpecError> {
+        super::parse(file, text, &LoadOptions::default())
+    }
+
     #[test]
     fn durations() {
         assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
@@ -864,12 +956,125 @@ mod tests {
 
     #[test]
     fn errors_name_line_and_field() {
-        let text = "[image]\nbase = \"scratch\"\n\n[[weights]]\nname = \"w\"\nsource = \"/\"\ndest = \"models\"\n";
+        let text = "[image]\nbase = \"scratch\"\n\n[[weights]]\nname = \"w\"\nsource = \"hf://o/r\"\ndest = \"models\"\n";
         let e = parse(Path::new("/x/mlimg.toml"), text).unwrap_err();
         assert_eq!((e.line, e.field.as_str()), (7, "weights[0].dest"));
         let text = "[image]\nbogus = 1\n";
         let e = parse(Path::new("/x/mlimg.toml"), text).unwrap_err();
         assert_eq!(e.line, 2);
         assert!(e.message.contains("unknown field"), "{e}");
+    }
+
+    /// Huge minors made the wheel tag lists allocate gigabytes.
+    #[test]
+    fn absurd_python_versions_are_refused() {
+        let spec = |python: &str| format!("[image]\n[python]\n{python}\n");
+        let e = parse(Path::new("/x/mlimg.toml"), &spec("version = \"3.4000000\"")).unwrap_err();
+        assert_eq!((e.line, e.field.as_str()), (3, "python.version"));
+        assert!(e.message.contains("outside the supported range"), "{e}");
+        let e = parse(
+            Path::new("/x/mlimg.toml"),
+            &spec("version = \"3.11\"\nlibc = \"glibc 2.3000000\""),
+        )
+        .unwrap_err();
+        assert_eq!((e.line, e.field.as_str()), (4, "python.libc"));
+        assert!(e.message.contains("glibc 2.3000000 is outside"), "{e}");
+        let e = parse(
+            Path::new("/x/mlimg.toml"),
+            &spec("version = \"3.11\"\nlibc = \"musl 2.1\""),
+        )
+        .unwrap_err();
+        assert!(e.message.contains("musl 2.1 is outside"), "{e}");
+        parse(
+            Path::new("/x/mlimg.toml"),
+            &spec("version = \"3.99\"\nlibc = \"glibc 2.99\""),
+        )
+        .unwrap();
+    }
+
+    /// Local sources that resolve outside the spec's folder (`..`, absolute paths, symlinks
+    /// leading out) copied host files such as `~/.docker` into the image.
+    #[test]
+    fn local_sources_stay_inside_the_context() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().canonicalize().unwrap();
+        let proj = root.join("repo/proj");
+        std::fs::create_dir_all(proj.join("models")).unwrap();
+        std::fs::create_dir_all(root.join("secrets")).unwrap();
+        std::fs::write(root.join("secrets/token"), "x").unwrap();
+        std::fs::write(proj.join("requirements.txt"), "").unwrap();
+        std::os::unix::fs::symlink(root.join("secrets"), proj.join("link")).unwrap();
+        let file = proj.join("mlimg.toml");
+        let weights = |src: &str| {
+            format!("[image]\n\n[[weights]]\nname = \"w\"\nsource = \"{src}\"\ndest = \"/m\"\n")
+        };
+        let outside = root.join("secrets").display().to_string();
+        for (src, shown) in [
+            ("../../secrets", outside.clone()),
+            (outside.as_str(), outside.clone()),
+            ("link", outside.clone()),
+            ("link/token", format!("{outside}/token")),
+        ] {
+            let e = parse(&file, &weights(src)).unwrap_err();
+            assert_eq!((e.line, e.field.as_str()), (5, "weights[0].source"), "{e}");
+            assert!(
+                e.message
+                    .contains(&format!("resolves to {shown}, outside the project folder"))
+                    && e.message.contains(&proj.display().to_string()),
+                "{e}"
+            );
+            assert!(
+                e.to_string()
+                    .starts_with(&format!("{}:5:10: weights[0].source: ", file.display())),
+                "{e}"
+            );
+        }
+        // Inside, including `..` that comes back in, is fine.
+        parse(&file, &weights("models")).unwrap();
+        parse(&file, &weights("../proj/models")).unwrap();
+
+        // Every kind of local source is checked.
+        let cases = [
+            (
+                "[image]\n[[deps]]\nname = \"d\"\ndir = \"../..\"\ndest = \"/\"\n",
+                "deps[0].dir",
+            ),
+            (
+                "[image]\n[[deps]]\nname = \"d\"\nrequirements = \"link/token\"\n",
+                "deps[0].requirements",
+            ),
+            (
+                "[image]\n[[deps]]\nname = \"d\"\npylock = \"link/token\"\n",
+                "deps[0].pylock",
+            ),
+            (
+                "[image]\n[[deps]]\nname = \"d\"\nrequirements = \"requirements.txt\"\nfind_links = [\"models\", \"/\"]\n",
+                "deps[0].find_links[1]",
+            ),
+            ("[image]\n[app]\nsrc = \"..\"\n", "app.src"),
+        ];
+        for (text, field) in cases {
+            let e = parse(&file, text).unwrap_err();
+            assert_eq!(e.field, field, "{e}");
+            assert!(e.message.contains("outside the project folder"), "{e}");
+        }
+
+        // The opt-ins: a wider context in the spec, or the loader's option.
+        let wide = weights("../../secrets").replace("[image]\n", "[image]\ncontext = \"../..\"\n");
+        let s = parse(&file, &wide).unwrap();
+        assert_eq!(s.context.as_deref(), Some(root.as_path()));
+        let e = parse(
+            &file,
+            &weights("../../secrets").replace("[image]\n", "[image]\ncontext = \"..\"\n"),
+        )
+        .unwrap_err();
+        assert!(e.message.contains("outside the project folder"), "{e}");
+        let e = parse(&file, "[image]\ncontext = \"nope\"\n").unwrap_err();
+        assert_eq!((e.line, e.field.as_str()), (2, "image.context"), "{e}");
+        let opts = LoadOptions {
+            allow_outside_context: true,
+        };
+        let s = super::parse(&file, &weights("link"), &opts).unwrap();
+        assert!(s.context.is_none());
     }
 }

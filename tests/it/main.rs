@@ -3,6 +3,7 @@
 mod build;
 mod cli_snapshots;
 mod common;
+mod hardening;
 mod hf;
 mod hub_build;
 mod layer_golden;

@@ -15,6 +15,41 @@ struct Case {
 
 const CASES: &[Case] = &[
     Case {
+        what: "weights source outside the project",
+        spec: "[image]\n\n[[weights]]\nname = \"w\"\nsource = \"..\"\ndest = \"/m\"\n",
+        line: 5,
+        field: "weights[0].source",
+        says: "outside the project folder",
+    },
+    Case {
+        what: "app src outside the project (absolute)",
+        spec: "[image]\n[app]\nsrc = \"/\"\n",
+        line: 3,
+        field: "app.src",
+        says: "resolves to /, outside the project folder",
+    },
+    Case {
+        what: "context that is not a folder",
+        spec: "[image]\ncontext = \"mlimg.toml\"\n",
+        line: 2,
+        field: "image.context",
+        says: "is not a folder",
+    },
+    Case {
+        what: "absurd python minor",
+        spec: "[image]\n[python]\nversion = \"3.4000000\"\n",
+        line: 3,
+        field: "python.version",
+        says: "outside the supported range",
+    },
+    Case {
+        what: "absurd glibc minor",
+        spec: "[image]\n[python]\nversion = \"3.11\"\nlibc = \"glibc 2.3000000\"\n",
+        line: 4,
+        field: "python.libc",
+        says: "outside the supported range",
+    },
+    Case {
         what: "toml syntax",
         spec: "[image]\nname = \"a\nbase = \"scratch\"\n",
         line: 2,

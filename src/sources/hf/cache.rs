@@ -9,8 +9,9 @@
 //! {cache}/.locks/models--{org}--{name}/{etag}.lock           flock held while writing a blob
 //! ```
 
-use std::fs::{self, File};
+use std::fs::{self, File, OpenOptions};
 use std::io::Read;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use sha1::Digest as _;
@@ -64,20 +65,48 @@ impl CacheLayout {
             && fs::create_dir_all(parent).is_ok()
         {
             let tmp = p.with_file_name(format!(".{}.mlimg-tmp-{}", commit, std::process::id()));
-            if fs::write(&tmp, commit).is_ok() && fs::rename(&tmp, &p).is_err() {
+            // create_new: a symlink (or anything) already at the predictable name is not
+            // followed or overwritten; the ref is then simply not recorded.
+            let written = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&tmp)
+                .and_then(|mut f| std::io::Write::write_all(&mut f, commit.as_bytes()));
+            if written.is_ok() && fs::rename(&tmp, &p).is_err() {
                 let _ = fs::remove_file(&tmp);
             }
         }
     }
 
     /// Exclusive lock on one blob, compatible with `hf-hub`'s (std `File::lock` = flock).
+    ///
+    /// The cache may be shared with other accounts: a `.lock` path that is a symlink is
+    /// refused (not followed), and the file is never truncated.
     pub fn lock(&self, etag: &str) -> Result<File, HubError> {
         let dir = self.root.join(".locks").join(&self.folder);
         fs::create_dir_all(&dir).map_err(|e| HubError::io(&dir, e))?;
         let path = dir.join(format!("{etag}.lock"));
-        let f = File::create(&path).map_err(|e| HubError::io(&path, e))?;
+        let f = open_nofollow(
+            &path,
+            OpenOptions::new().read(true).write(true).create(true),
+        )?;
         f.lock().map_err(|e| HubError::io(&path, e))?;
         Ok(f)
+    }
+
+    /// Opens (creating it if needed) `blobs/{etag}.incomplete` for appending, without
+    /// following a symlink planted there: another account sharing the cache could otherwise
+    /// make the download truncate or append to any file this user can write.
+    ///
+    /// `transfer()` in `hf/mod.rs` (owned by the HTTP rewrite) should open its file with this
+    /// instead of a plain `OpenOptions`; until it does, only the tests call it.
+    #[allow(dead_code)]
+    pub fn open_incomplete(&self, etag: &str) -> Result<File, HubError> {
+        let path = self.incomplete(etag);
+        if let Some(parent) = path.parent() {
+            fs::create_dir_all(parent).map_err(|e| HubError::io(parent, e))?;
+        }
+        open_nofollow(&path, OpenOptions::new().create(true).append(true))
     }
 
     /// Point `snapshots/{commit}/{path}` at `blobs/{etag}` (relative symlink, replaced atomically).
@@ -155,7 +184,7 @@ impl Digests {
 
     /// Feed up to `limit` bytes of `path` (streamed, constant memory). Returns bytes read.
     pub fn update_from_file(&mut self, path: &Path, limit: u64) -> Result<u64, HubError> {
-        let f = File::open(path).map_err(|e| HubError::io(path, e))?;
+        let f = open_nofollow(path, OpenOptions::new().read(true))?;
         let mut r = f.take(limit);
         let mut buf = vec![0u8; 1 << 20];
         let mut total = 0u64;
@@ -177,6 +206,33 @@ pub(crate) fn digest_file(path: &Path, size: u64, git: bool) -> Result<DigestHex
     Ok(d.finish())
 }
 
+/// Opens `path` with `opts` plus `O_NOFOLLOW` (a symlink in the last component fails with
+/// ELOOP) and `O_NONBLOCK` (a planted FIFO cannot block the open), then insists on a regular
+/// file.
+pub(crate) fn open_nofollow(path: &Path, opts: &mut OpenOptions) -> Result<File, HubError> {
+    let f = opts
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path)
+        .map_err(|e| {
+            let e = if e.raw_os_error() == Some(libc::ELOOP) {
+                std::io::Error::other(
+                    "is a symlink; refusing to follow it in the hub cache (remove it)",
+                )
+            } else {
+                e
+            };
+            HubError::io(path, e)
+        })?;
+    let meta = f.metadata().map_err(|e| HubError::io(path, e))?;
+    if !meta.is_file() {
+        return Err(HubError::io(
+            path,
+            std::io::Error::other("not a regular file; refusing to use it in the hub cache"),
+        ));
+    }
+    Ok(f)
+}
+
 pub(crate) fn is_hex(s: &str, len: usize) -> bool {
     s.len() == len && s.bytes().all(|b| b.is_ascii_hexdigit())
 }
@@ -187,4 +243,83 @@ pub(crate) fn is_safe_rel_path(p: &str) -> bool {
         && !p.contains('\\')
         && !p.contains('\0')
         && p.split('/').all(|c| !c.is_empty() && c != "." && c != "..")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ETAG: &str = "0123456789abcdef0123456789abcdef01234567";
+
+    /// Another account sharing the cache plants symlinks at the names mlimg opens; the files
+    /// they point at must stay untouched.
+    #[test]
+    fn planted_symlinks_are_not_followed() {
+        let tmp = tempfile::tempdir().unwrap();
+        let victim = tmp.path().join("victim");
+        std::fs::write(&victim, b"precious").unwrap();
+        let layout = CacheLayout::new(&tmp.path().join("cache"), "org/repo");
+
+        let locks = layout.root.join(".locks").join(&layout.folder);
+        std::fs::create_dir_all(&locks).unwrap();
+        std::os::unix::fs::symlink(&victim, locks.join(format!("{ETAG}.lock"))).unwrap();
+        let e = layout.lock(ETAG).unwrap_err().to_string();
+        assert!(e.contains(".lock") && e.contains("symlink"), "{e}");
+
+        std::fs::create_dir_all(layout.repo_dir.join("blobs")).unwrap();
+        std::os::unix::fs::symlink(&victim, layout.incomplete(ETAG)).unwrap();
+        let e = layout.open_incomplete(ETAG).unwrap_err().to_string();
+        assert!(e.contains(".incomplete") && e.contains("symlink"), "{e}");
+        let mut d = Digests::new(8, false);
+        assert!(d.update_from_file(&layout.incomplete(ETAG), 8).is_err());
+
+        // refs: the temporary name is predictable.
+        let refs = layout.repo_dir.join("refs");
+        std::fs::create_dir_all(&refs).unwrap();
+        let commit = "c".repeat(40);
+        std::os::unix::fs::symlink(
+            &victim,
+            refs.join(format!(".{commit}.mlimg-tmp-{}", std::process::id())),
+        )
+        .unwrap();
+        layout.write_ref("main", &commit);
+
+        assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
+    }
+
+    #[test]
+    fn lock_and_incomplete_work_on_plain_files() {
+        let tmp = tempfile::tempdir().unwrap();
+        let layout = CacheLayout::new(tmp.path(), "org/repo");
+        let l = layout.lock(ETAG).unwrap();
+        drop(l);
+        // Re-locking an existing lock file works and does not truncate it.
+        let p = layout
+            .root
+            .join(".locks")
+            .join(&layout.folder)
+            .join(format!("{ETAG}.lock"));
+        std::fs::write(&p, b"x").unwrap();
+        drop(layout.lock(ETAG).unwrap());
+        assert_eq!(std::fs::read(&p).unwrap(), b"x");
+        use std::io::Write;
+        layout
+            .open_incomplete(ETAG)
+            .unwrap()
+            .write_all(b"ab")
+            .unwrap();
+        layout
+            .open_incomplete(ETAG)
+            .unwrap()
+            .write_all(b"cd")
+            .unwrap();
+        assert_eq!(std::fs::read(layout.incomplete(ETAG)).unwrap(), b"abcd");
+        let mut d = Digests::new(4, false);
+        assert_eq!(d.update_from_file(&layout.incomplete(ETAG), 4).unwrap(), 4);
+        layout.write_ref("main", &"c".repeat(40));
+        assert_eq!(
+            std::fs::read_to_string(layout.repo_dir.join("refs/main")).unwrap(),
+            "c".repeat(40)
+        );
+    }
 }

@@ -729,11 +729,8 @@ fn transfer(
     if let Some(parent) = tmp.parent() {
         fs::create_dir_all(parent).map_err(|e| HubError::io(parent, e))?;
     }
-    let file = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(tmp)
-        .map_err(|e| HubError::io(tmp, e))?;
+    // Another account sharing the hub cache must not be able to plant a symlink here.
+    let file = cache::open_nofollow(tmp, OpenOptions::new().create(true).append(true))?;
     let mut offset = file.metadata().map_err(|e| HubError::io(tmp, e))?.len();
     if offset > f.size {
         file.set_len(0).map_err(|e| HubError::io(tmp, e))?;

@@ -22,13 +22,32 @@ const FALLBACK_GLIBC: (u32, u32) = (2, 17);
 /// Small files whose contents detection reads (kept per layer, later layers win).
 const READ_FILES: [&str; 2] = ["var/lib/dpkg/status", "lib/apk/db/installed"];
 
+// Limits on what a base layer can make detection hold in memory. A base image is not trusted:
+// a 3 MB gzip layer can inflate to a dpkg status file or a GNU long name of gigabytes.
+
+/// Most bytes read of one of [`READ_FILES`] (Debian's status file with 2 000 packages is ~3 MiB).
+pub const MAX_META_FILE: u64 = 16 << 20;
+/// Longest path accepted (GNU long name or pax `path`); Linux's PATH_MAX is 4096.
+pub const MAX_PATH: u64 = 4096;
+/// Largest pax extended header read (path, size, times, a few xattrs: usually < 1 KiB).
+pub const MAX_PAX_HEADER: u64 = 1 << 20;
+/// Most bytes of paths kept across all layers. Only the few paths detection looks at are kept
+/// (see [`wanted`]), so real images keep a few hundred bytes.
+pub const MAX_KEPT_PATH_BYTES: usize = 16 << 20;
+
 /// What the base's file system shows, after applying every layer.
 #[derive(Debug, Default)]
 struct Scan {
-    /// Every path present (no leading `/`, no trailing `/`).
+    /// The paths detection looks at ([`wanted`]) that are present (no leading `/`, no
+    /// trailing `/`).
     paths: BTreeSet<String>,
     /// Contents of [`READ_FILES`] present in the final file system.
     files: BTreeMap<String, Vec<u8>>,
+    /// Tar entries read, for the explanation.
+    entries: u64,
+    /// Bytes of paths inserted into `paths` (never decreases; bounded by
+    /// [`MAX_KEPT_PATH_BYTES`]).
+    kept_bytes: usize,
 }
 
 impl Scan {
@@ -53,9 +72,249 @@ impl Scan {
     }
 }
 
+/// Whether detection looks at this path (normalized): everything [`find_pythons`] and
+/// [`find_libc`] test. Other paths are counted, not kept.
+fn wanted(p: &str) -> bool {
+    if READ_FILES.contains(&p)
+        || matches!(p, "usr/lib/python3/dist-packages" | "etc/debian_version")
+    {
+        return true;
+    }
+    let (dir, name) = p.rsplit_once('/').unwrap_or(("", p));
+    if name.starts_with("ld-musl-") && name.ends_with(".so.1") {
+        return true;
+    }
+    if (dir.starts_with("lib") || dir.starts_with("usr/lib"))
+        && (name == "libc.so.6" || (name.starts_with("libc-") && name.ends_with(".so")))
+    {
+        return true;
+    }
+    name == "os.py"
+        && ["usr/local/lib/", "usr/lib/"].iter().any(|lib| {
+            dir.strip_prefix(lib)
+                .is_some_and(|d| d.starts_with("python3.") && !d.contains('/'))
+        })
+}
+
 fn normalize(p: &str) -> String {
     let p = p.trim_start_matches("./").trim_start_matches('/');
     p.trim_end_matches('/').to_string()
+}
+
+/// One member of a tar stream, as [`walk_tar`] hands it out.
+pub(crate) struct TarMember<'a> {
+    /// The full path (GNU long name or pax `path` applied), lossily UTF-8.
+    pub path: String,
+    /// The typeflag byte (`b'0'` regular file, `b'5'` folder, ...).
+    pub kind: u8,
+    /// The member's data, limited to its size.
+    pub data: &'a mut dyn Read,
+}
+
+fn bad(msg: impl Into<String>) -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::InvalidData, msg.into())
+}
+
+/// The text of a NUL-terminated header field.
+fn field(b: &[u8]) -> &[u8] {
+    let end = b.iter().position(|&c| c == 0).unwrap_or(b.len());
+    &b[..end]
+}
+
+/// A numeric header field: octal text, or GNU base-256 (high bit of the first byte set).
+fn number(b: &[u8]) -> std::io::Result<u64> {
+    if b.first().is_some_and(|&c| c & 0x80 != 0) {
+        let mut v: u64 = u64::from(b[0] & 0x7f);
+        for &c in &b[1..] {
+            v = v
+                .checked_mul(256)
+                .and_then(|v| v.checked_add(u64::from(c)))
+                .ok_or_else(|| bad("tar header number overflows 64 bits"))?;
+        }
+        return Ok(v);
+    }
+    let t = field(b);
+    let t = std::str::from_utf8(t).map_err(|_| bad("tar header number is not text"))?;
+    let t = t.trim_matches(|c: char| c == ' ' || c == '\0');
+    if t.is_empty() {
+        return Ok(0);
+    }
+    u64::from_str_radix(t, 8).map_err(|_| bad(format!("tar header number {t:?} is not octal")))
+}
+
+/// Reads an extension member (long name, pax header) of `size` bytes, at most `cap`.
+fn read_small(r: &mut dyn Read, size: u64, cap: u64, what: &str) -> std::io::Result<Vec<u8>> {
+    if size > cap {
+        return Err(bad(format!(
+            "{what} of {size} bytes (the most accepted is {cap})"
+        )));
+    }
+    let mut buf = Vec::with_capacity(size as usize);
+    r.take(size).read_to_end(&mut buf)?;
+    if buf.len() as u64 != size {
+        return Err(bad(format!("{what}: unexpected end of the layer")));
+    }
+    Ok(buf)
+}
+
+/// Pax records `LEN key=value\n`: the `path` and `size` ones.
+fn pax_records(data: &[u8]) -> std::io::Result<(Option<String>, Option<u64>)> {
+    let (mut path, mut size) = (None, None);
+    let mut rest = data;
+    while !rest.is_empty() {
+        let sp = rest
+            .iter()
+            .position(|&c| c == b' ')
+            .ok_or_else(|| bad("pax header record without a length"))?;
+        let len: usize = std::str::from_utf8(&rest[..sp])
+            .ok()
+            .and_then(|l| l.parse().ok())
+            .filter(|&l| l > sp + 1 && l <= rest.len())
+            .ok_or_else(|| bad("pax header record with a bad length"))?;
+        let rec = &rest[sp + 1..len];
+        let rec = rec.strip_suffix(b"\n").unwrap_or(rec);
+        if let Some(eq) = rec.iter().position(|&c| c == b'=') {
+            let (k, v) = (&rec[..eq], &rec[eq + 1..]);
+            match k {
+                b"path" => {
+                    if v.len() as u64 > MAX_PATH {
+                        return Err(bad(format!(
+                            "pax path of {} bytes (the most accepted is {MAX_PATH})",
+                            v.len()
+                        )));
+                    }
+                    path = Some(String::from_utf8_lossy(v).into_owned());
+                }
+                b"size" => {
+                    size = Some(
+                        std::str::from_utf8(v)
+                            .ok()
+                            .and_then(|s| s.parse().ok())
+                            .ok_or_else(|| bad("pax size is not a number"))?,
+                    );
+                }
+                _ => {}
+            }
+        }
+        rest = &rest[len..];
+    }
+    Ok((path, size))
+}
+
+/// Streams a tar archive's members to `visit`, holding at most one header, one long name
+/// ([`MAX_PATH`]) and one pax header ([`MAX_PAX_HEADER`]) in memory; member data is skipped
+/// unless `visit` reads it. Understands ustar, GNU (long names, base-256 sizes, old sparse
+/// headers) and pax (`path`, `size`). Ends at the first zero block or at the end of the stream.
+pub(crate) fn walk_tar(
+    r: &mut dyn Read,
+    visit: &mut dyn FnMut(TarMember) -> std::io::Result<()>,
+) -> std::io::Result<()> {
+    let mut long_name: Option<String> = None;
+    let mut pax: (Option<String>, Option<u64>) = (None, None);
+    let mut h = [0u8; 512];
+    loop {
+        // A header block: 0 bytes is a clean end, a partial block is an error.
+        let mut got = 0;
+        while got < 512 {
+            let n = r.read(&mut h[got..])?;
+            if n == 0 {
+                break;
+            }
+            got += n;
+        }
+        if got == 0 {
+            return Ok(());
+        }
+        if got < 512 {
+            return Err(bad("layer ends inside a tar header"));
+        }
+        if h.iter().all(|&b| b == 0) {
+            return Ok(());
+        }
+        let sum: u64 = h[..148]
+            .iter()
+            .chain(&h[156..])
+            .map(|&b| u64::from(b))
+            .sum::<u64>()
+            + 8 * 32;
+        if number(&h[148..156])? != sum {
+            return Err(bad("tar header checksum mismatch"));
+        }
+        let kind = h[156];
+        let header_size = number(&h[124..136])?;
+        match kind {
+            b'L' => {
+                let name = read_small(r, header_size, MAX_PATH, "GNU long name")?;
+                long_name = Some(String::from_utf8_lossy(field(&name)).into_owned());
+                skip(r, padding(header_size))?;
+                continue;
+            }
+            b'x' => {
+                let data = read_small(r, header_size, MAX_PAX_HEADER, "pax header")?;
+                pax = pax_records(&data)?;
+                skip(r, padding(header_size))?;
+                continue;
+            }
+            b'K' | b'g' => {
+                // Long link names and global pax headers: not needed, skipped unread.
+                skip(r, header_size)?;
+                skip(r, padding(header_size))?;
+                continue;
+            }
+            _ => {}
+        }
+        // GNU old sparse members may continue their sparse map in extra 512-byte blocks.
+        if kind == b'S' && h[482] != 0 {
+            let mut ext = [0u8; 512];
+            loop {
+                r.read_exact(&mut ext)?;
+                if ext[504] == 0 {
+                    break;
+                }
+            }
+        }
+        let size = pax.1.take().unwrap_or(header_size);
+        let path = match (pax.0.take(), long_name.take()) {
+            (Some(p), _) | (None, Some(p)) => p,
+            (None, None) => {
+                let name = field(&h[..100]);
+                // POSIX ustar (`ustar\0`) has a prefix field; GNU (`ustar `) uses it otherwise.
+                let prefix = if &h[257..263] == b"ustar\0" {
+                    field(&h[345..500])
+                } else {
+                    &[]
+                };
+                let mut p = String::from_utf8_lossy(prefix).into_owned();
+                if !p.is_empty() {
+                    p.push('/');
+                }
+                p.push_str(&String::from_utf8_lossy(name));
+                p
+            }
+        };
+        let mut data = (&mut *r).take(size);
+        visit(TarMember {
+            path,
+            kind,
+            data: &mut data,
+        })?;
+        let left = data.limit();
+        skip(r, left)?;
+        skip(r, padding(size))?;
+    }
+}
+
+fn padding(size: u64) -> u64 {
+    (512 - size % 512) % 512
+}
+
+/// Reads and drops `n` bytes; the layer must hold them.
+fn skip(r: &mut dyn Read, n: u64) -> std::io::Result<()> {
+    let copied = std::io::copy(&mut r.take(n), &mut std::io::sink())?;
+    if copied != n {
+        return Err(bad("unexpected end of the layer inside a member"));
+    }
+    Ok(())
 }
 
 /// Streams one layer blob's tar headers into `scan`.
@@ -67,23 +326,21 @@ fn scan_layer(label: &Path, raw: Box<dyn Read + '_>, scan: &mut Scan) -> Result<
     let io = |e| PythonError::io(path, e);
     let mut f = BufReader::new(raw);
     let magic = f.fill_buf().map_err(io)?.to_vec();
-    let reader: Box<dyn Read> = if magic.starts_with(&[0x1f, 0x8b]) {
+    let mut reader: Box<dyn Read> = if magic.starts_with(&[0x1f, 0x8b]) {
         Box::new(flate2::read::MultiGzDecoder::new(f))
     } else if magic.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
         Box::new(zstd::stream::read::Decoder::with_buffer(f).map_err(io)?)
     } else {
         Box::new(f)
     };
-    let mut ar = tar::Archive::new(reader);
     // Whiteouts apply to lower layers only: collect this layer's additions separately.
     let mut added: Vec<String> = Vec::new();
-    let mut files: Vec<(String, Vec<u8>)> = Vec::new();
-    for entry in ar.entries().map_err(io)? {
-        let mut entry = entry.map_err(io)?;
-        let raw = entry.path().map_err(io)?.to_string_lossy().into_owned();
-        let p = normalize(&raw);
+    let mut files: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+    walk_tar(&mut reader, &mut |m| {
+        scan.entries += 1;
+        let p = normalize(&m.path);
         if p.is_empty() {
-            continue;
+            return Ok(());
         }
         let (dir, name) = match p.rsplit_once('/') {
             Some((d, n)) => (d.to_string(), n),
@@ -92,9 +349,11 @@ fn scan_layer(label: &Path, raw: Box<dyn Read + '_>, scan: &mut Scan) -> Result<
         if name == ".wh..wh..opq" {
             if !dir.is_empty() {
                 scan.remove_tree(&dir);
-                scan.paths.insert(dir);
+                if wanted(&dir) {
+                    scan.paths.insert(dir);
+                }
             }
-            continue;
+            return Ok(());
         }
         if let Some(gone) = name.strip_prefix(".wh.") {
             let gone = if dir.is_empty() {
@@ -103,15 +362,34 @@ fn scan_layer(label: &Path, raw: Box<dyn Read + '_>, scan: &mut Scan) -> Result<
                 format!("{dir}/{gone}")
             };
             scan.remove_tree(&gone);
-            continue;
+            return Ok(());
         }
-        if READ_FILES.contains(&p.as_str()) && entry.header().entry_type().is_file() {
+        if !wanted(&p) {
+            return Ok(());
+        }
+        // Regular file: `0`, old-style `\0`, contiguous `7`.
+        if READ_FILES.contains(&p.as_str()) && matches!(m.kind, b'0' | 0 | b'7') {
             let mut buf = Vec::new();
-            entry.read_to_end(&mut buf).map_err(io)?;
-            files.push((p.clone(), buf));
+            m.data.take(MAX_META_FILE + 1).read_to_end(&mut buf)?;
+            if buf.len() as u64 > MAX_META_FILE {
+                return Err(bad(format!(
+                    "/{p} is larger than {} MiB, the most mlimg reads of it",
+                    MAX_META_FILE >> 20
+                )));
+            }
+            files.insert(p.clone(), buf);
+        }
+        scan.kept_bytes += p.len();
+        if scan.kept_bytes > MAX_KEPT_PATH_BYTES {
+            return Err(bad(format!(
+                "more than {} MiB of paths that Python detection looks at",
+                MAX_KEPT_PATH_BYTES >> 20
+            )));
         }
         added.push(p);
-    }
+        Ok(())
+    })
+    .map_err(io)?;
     for p in added {
         // A file replacing a directory (or the reverse) hides what was under it.
         scan.files.remove(&p);
@@ -335,6 +613,7 @@ pub fn detect_target_from(
             arch,
             site_packages_dir: s.site_packages.clone(),
         };
+        check_versions(&t, &explain)?;
         explain.push(format!("target: {t}, site-packages {}", t.site_packages()));
         return Ok((t, explain));
     }
@@ -357,9 +636,9 @@ pub fn detect_target_from(
     }
     if !layers.is_empty() {
         explain.push(format!(
-            "read the tar headers of {} base layer(s) ({} paths)",
+            "read the tar headers of {} base layer(s) ({} entries)",
             layers.len() - missing.len(),
-            scan.paths.len()
+            scan.entries
         ));
     }
     if !missing.is_empty() {
@@ -467,12 +746,26 @@ pub fn detect_target_from(
         arch,
         site_packages_dir: site_packages,
     };
+    check_versions(&t, &explain)?;
     explain.push(format!(
         "target: {t}, site-packages {}, scripts {}",
         t.site_packages(),
         t.scripts_dir()
     ));
     Ok((t, explain))
+}
+
+/// Refuses absurd version numbers (a hostile base's `libc6 2.3000000` or `PYTHON_VERSION=3.4000000`
+/// would make the tag lists huge), naming where each value came from.
+fn check_versions(t: &PythonTarget, explain: &[String]) -> Result<(), PythonError> {
+    super::check_python_version(t.version)
+        .and_then(|()| super::check_libc(t.libc))
+        .map_err(|m| PythonError::Detect {
+            message: format!(
+                "cannot use the target detected from the base image: {m}; how it was detected: {}",
+                explain.join("; ")
+            ),
+        })
 }
 
 #[cfg(test)]
@@ -700,5 +993,260 @@ mod tests {
             .to_string();
         assert!(err.contains("no PYTHON_VERSION"), "{err}");
         assert!(err.contains("[python]"), "{err}");
+    }
+
+    /// A gzip layer written straight to disk, `entries` appended by the closure.
+    fn gz_layer(
+        dir: &Path,
+        name: &str,
+        entries: impl FnOnce(&mut tar::Builder<flate2::write::GzEncoder<File>>),
+    ) -> (String, String) {
+        let f = File::create(dir.join(name)).unwrap();
+        let mut b = tar::Builder::new(flate2::write::GzEncoder::new(
+            f,
+            flate2::Compression::fast(),
+        ));
+        entries(&mut b);
+        b.into_inner().unwrap().finish().unwrap();
+        (name.to_string(), "media/gzip".to_string())
+    }
+
+    fn file_header(size: u64) -> tar::Header {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(size);
+        h.set_mode(0o644);
+        h.set_entry_type(tar::EntryType::Regular);
+        h
+    }
+
+    fn pax_header(records: &[(&str, &str)]) -> (tar::Header, Vec<u8>) {
+        let mut data = Vec::new();
+        for (k, v) in records {
+            let body = format!(" {k}={v}\n");
+            // The length counts its own digits.
+            let mut len = body.len() + 1;
+            while format!("{len}{body}").len() != len {
+                len += 1;
+            }
+            data.extend_from_slice(format!("{len}{body}").as_bytes());
+        }
+        let mut h = tar::Header::new_ustar();
+        h.set_path("PaxHeaders/x").unwrap();
+        h.set_size(data.len() as u64);
+        h.set_entry_type(tar::EntryType::XHeader);
+        h.set_cksum();
+        (h, data)
+    }
+
+    /// The dpkg status file was read whole: a 3 MB gzip layer took 3.2 GB.
+    #[test]
+    fn huge_dpkg_status_is_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let l = gz_layer(tmp.path(), "bomb", |b| {
+            let n = MAX_META_FILE + 1;
+            b.append_data(
+                &mut file_header(n),
+                "var/lib/dpkg/status",
+                std::io::repeat(b'\n').take(n),
+            )
+            .unwrap();
+            b.append_data(&mut file_header(0), "usr/lib/python3.11/os.py", &[][..])
+                .unwrap();
+        });
+        assert!(std::fs::metadata(tmp.path().join("bomb")).unwrap().len() < 1 << 20);
+        let e = run(tmp.path(), serde_json::json!({}), &[l], None)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("bomb") && e.contains("/var/lib/dpkg/status is larger than 16 MiB"),
+            "{e}"
+        );
+    }
+
+    /// GNU long names and pax paths were kept whole: a 261 KB layer took 861 MB.
+    #[test]
+    fn huge_long_names_are_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let long = format!("usr/{}/x", "a".repeat(1 << 20));
+        let l = gz_layer(tmp.path(), "gnu", |b| {
+            b.append_data(&mut file_header(0), &long, &[][..]).unwrap();
+        });
+        let e = run(tmp.path(), serde_json::json!({}), &[l], None)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("gnu") && e.contains("GNU long name of"), "{e}");
+
+        let l = gz_layer(tmp.path(), "pax", |b| {
+            let (h, data) = pax_header(&[("path", &long)]);
+            b.append(&h, &data[..]).unwrap();
+            b.append_data(&mut file_header(0), "short", &[][..])
+                .unwrap();
+        });
+        let e = run(tmp.path(), serde_json::json!({}), &[l], None)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("pax") && e.contains("pax header of"), "{e}");
+
+        // A pax path over 4 KiB in a small pax header.
+        let l = gz_layer(tmp.path(), "pax2", |b| {
+            let (h, data) = pax_header(&[("path", &long[..8000])]);
+            b.append(&h, &data[..]).unwrap();
+            b.append_data(&mut file_header(0), "short", &[][..])
+                .unwrap();
+        });
+        let e = run(tmp.path(), serde_json::json!({}), &[l], None)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("pax path of 8000 bytes"), "{e}");
+    }
+
+    /// Only the paths detection needs are kept, and not without bound.
+    #[test]
+    fn kept_paths_are_bounded() {
+        let tmp = tempfile::tempdir().unwrap();
+        let l = gz_layer(tmp.path(), "many", |b| {
+            for i in 0..(MAX_KEPT_PATH_BYTES / 4000 + 2) {
+                let p = format!("lib/{i:04000}/libc.so.6");
+                b.append_data(&mut file_header(0), &p, &[][..]).unwrap();
+            }
+        });
+        let e = run(tmp.path(), serde_json::json!({}), &[l], None)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("more than 16 MiB of paths"), "{e}");
+    }
+
+    /// pax `size` (Go's archive/tar writes it for files over 8 GiB, with 0 in the header) and
+    /// pax `path` are followed; other members are skipped.
+    #[test]
+    fn pax_size_and_path_are_followed() {
+        let tmp = tempfile::tempdir().unwrap();
+        let l = gz_layer(tmp.path(), "pax", |b| {
+            let (h, data) = pax_header(&[("size", "1000"), ("mtime", "1.5")]);
+            b.append(&h, &data[..]).unwrap();
+            let mut big = file_header(0);
+            big.set_path("big.bin").unwrap();
+            big.set_cksum();
+            b.append(&big, &[][..]).unwrap();
+            // The 1000 bytes the pax size announced, as a tar would hold them, padded; they
+            // look like a header, which a reader ignoring the pax size would take for one.
+            let mut fake = file_header(0);
+            fake.set_path("usr/lib/python3.7/os.py").unwrap();
+            fake.set_cksum();
+            let mut raw = fake.as_bytes().to_vec();
+            raw.resize(1024, 0);
+            b.get_mut().write_all(&raw).unwrap();
+            let (h, data) = pax_header(&[("path", "usr/local/lib/python3.12/os.py")]);
+            b.append(&h, &data[..]).unwrap();
+            b.append_data(&mut file_header(0), "truncated-name", &[][..])
+                .unwrap();
+            b.append_data(&mut file_header(0), "lib/ld-musl-x86_64.so.1", &[][..])
+                .unwrap();
+        });
+        let (t, why) = run(tmp.path(), serde_json::json!({}), &[l], None).unwrap();
+        assert_eq!(
+            (t.version, t.prefix.as_str()),
+            ((3, 12), "/usr/local"),
+            "{why:?}"
+        );
+        assert!(why.iter().any(|l| l.contains("(3 entries)")), "{why:?}");
+    }
+
+    #[test]
+    fn truncated_and_corrupt_layers_are_errors() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut h = file_header(1 << 40);
+        h.set_path("usr/lib/python3.11/os.py").unwrap();
+        h.set_cksum();
+        std::fs::write(tmp.path().join("short"), h.as_bytes()).unwrap();
+        let e = run(
+            tmp.path(),
+            serde_json::json!({}),
+            &[("short".into(), "x".into())],
+            None,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("unexpected end"), "{e}");
+        let mut raw = h.as_bytes().to_vec();
+        raw[0] ^= 1;
+        std::fs::write(tmp.path().join("bad"), &raw).unwrap();
+        let e = run(
+            tmp.path(),
+            serde_json::json!({}),
+            &[("bad".into(), "x".into())],
+            None,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("checksum"), "{e}");
+    }
+
+    /// Absurd versions made tag generation allocate gigabytes: refused where they are read.
+    #[test]
+    fn absurd_versions_are_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let status = b"Package: libc6\nVersion: 2.3000000-1\n\n";
+        let l = layer(
+            tmp.path(),
+            "l",
+            &[
+                E::F("var/lib/dpkg/status", status),
+                E::F("usr/lib/python3.11/os.py", b""),
+            ],
+            "gzip",
+        );
+        let e = run(
+            tmp.path(),
+            serde_json::json!({}),
+            std::slice::from_ref(&l),
+            None,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("glibc 2.3000000 is outside") && e.contains("/var/lib/dpkg/status"),
+            "{e}"
+        );
+
+        let l = layer(
+            tmp.path(),
+            "ok",
+            &[E::F("lib/x86_64-linux-gnu/libc-2.36.so", b"")],
+            "gzip",
+        );
+        let cfg = serde_json::json!({"config": {"Env": ["PYTHON_VERSION=3.4000000.1"]}});
+        let e = run(tmp.path(), cfg, std::slice::from_ref(&l), None)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("Python 3.4000000 is outside") && e.contains("PYTHON_VERSION"),
+            "{e}"
+        );
+
+        let l = layer(
+            tmp.path(),
+            "py",
+            &[
+                E::F("usr/lib/python3.1000/os.py", b""),
+                E::F("lib/libc.so.6", b""),
+            ],
+            "gzip",
+        );
+        let e = run(tmp.path(), serde_json::json!({}), &[l], None)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("Python 3.1000 is outside"), "{e}");
+
+        let spec = PythonSpec {
+            version: (3, 11),
+            prefix: Some("/usr".into()),
+            libc: Some(("musl".into(), 1, 5_000_000)),
+            site_packages: None,
+        };
+        let e = run(tmp.path(), serde_json::json!({}), &[], Some(&spec))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("musl 1.5000000 is outside"), "{e}");
     }
 }

@@ -59,6 +59,15 @@ fn invalid(wheel: &Path, message: impl Into<String>) -> PythonError {
     }
 }
 
+/// Most bytes read of `WHEEL` (a dozen short header lines in practice).
+pub const MAX_WHEEL_META: u64 = 64 << 10;
+/// Most bytes read of `entry_points.txt` (large plugin hosts list a few hundred KiB).
+pub const MAX_ENTRY_POINTS: u64 = 4 << 20;
+/// Most bytes read of `RECORD` (torch's, for ~15 000 files, is about 2 MiB).
+pub const MAX_RECORD: u64 = 32 << 20;
+/// Most bytes read of one `#!python` script from `.data/scripts` (it is rewritten in memory).
+pub const MAX_SCRIPT: u64 = 16 << 20;
+
 struct Member {
     name: String,
     size: u64,
@@ -107,21 +116,38 @@ impl Wheel {
         Ok(out)
     }
 
-    /// Reads a small member (metadata, scripts) whole.
-    fn read(&mut self, name: &str) -> Result<Vec<u8>, PythonError> {
+    /// Reads a small member (metadata, scripts) whole, refusing more than `cap` bytes: the
+    /// size in the zip's directory is the writer's claim, so the inflated bytes are counted.
+    fn read(&mut self, name: &str, cap: u64) -> Result<Vec<u8>, PythonError> {
         let path = self.path.clone();
-        let mut f = self
+        let f = self
             .zip
             .by_name(name)
             .map_err(|e| invalid(&path, format!("{name}: {e}")))?;
+        let too_big = || {
+            invalid(
+                &path,
+                format!(
+                    "member {name} is larger than {} KiB, the most mlimg reads of it",
+                    cap >> 10
+                ),
+            )
+        };
+        if f.size() > cap {
+            return Err(too_big());
+        }
         let mut buf = Vec::with_capacity(f.size().min(1 << 20) as usize);
-        f.read_to_end(&mut buf)
+        f.take(cap + 1)
+            .read_to_end(&mut buf)
             .map_err(|e| invalid(&path, format!("{name}: {e}")))?;
+        if buf.len() as u64 > cap {
+            return Err(too_big());
+        }
         Ok(buf)
     }
 
-    fn read_text(&mut self, name: &str) -> Result<String, PythonError> {
-        let b = self.read(name)?;
+    fn read_text(&mut self, name: &str, cap: u64) -> Result<String, PythonError> {
+        let b = self.read(name, cap)?;
         String::from_utf8(b).map_err(|_| invalid(&self.path, format!("{name} is not UTF-8")))
     }
 
@@ -290,7 +316,7 @@ pub fn wheel_entries(wheel_path: &Path, target: &PythonTarget) -> Result<Vec<Ent
             format!("{info_dir} does not belong to project {}", parsed.name),
         ));
     }
-    let wheel_meta = wheel.read_text(&format!("{info_dir}/WHEEL"))?;
+    let wheel_meta = wheel.read_text(&format!("{info_dir}/WHEEL"), MAX_WHEEL_META)?;
     let wheel_version = header(&wheel_meta, "Wheel-Version").unwrap_or_default();
     if wheel_version.split('.').next() != Some("1") {
         return Err(invalid(
@@ -310,7 +336,7 @@ pub fn wheel_entries(wheel_path: &Path, target: &PythonTarget) -> Result<Vec<Ent
     {
         script_entry_points(
             wheel_path,
-            &wheel.read_text(&format!("{info_dir}/entry_points.txt"))?,
+            &wheel.read_text(&format!("{info_dir}/entry_points.txt"), MAX_ENTRY_POINTS)?,
         )?
     } else {
         Vec::new()
@@ -379,7 +405,7 @@ pub fn wheel_entries(wheel_path: &Path, target: &PythonTarget) -> Result<Vec<Ent
         let record_path = relative(&sp, &dest);
         let image_path = dest.trim_start_matches('/').to_string();
         if script && wheel.starts_with(&m.name, b"#!python")? {
-            let data = wheel.read(&m.name)?;
+            let data = wheel.read(&m.name, MAX_SCRIPT)?;
             let rest = match data.iter().position(|&b| b == b'\n') {
                 Some(i) => &data[i + 1..],
                 None => &[][..],
@@ -434,7 +460,7 @@ pub fn wheel_entries(wheel_path: &Path, target: &PythonTarget) -> Result<Vec<Ent
     add_generated(format!("{sp}/{info_dir}/REQUESTED"), 0o644, Vec::new());
 
     // pip's get_csv_rows_for_installed + _normalized_outrows.
-    let record_text = wheel.read_text(&record_name)?;
+    let record_text = wheel.read_text(&record_name, MAX_RECORD)?;
     let mut rows: Vec<(String, String, String)> = Vec::new();
     for line in record_text.lines() {
         if line.is_empty() {
@@ -588,5 +614,89 @@ mod tests {
         assert!(safe_components(w, "a\\b", "a\\b").is_err());
         assert!(safe_components(w, "C:/x", "C:/x").is_err());
         assert_eq!(safe_components(w, "a/./b", "a/./b").unwrap(), ["a", "b"]);
+    }
+
+    /// A wheel whose one metadata member is `big` bytes of repeated `line` (deflated: a few
+    /// hundred KiB on disk), the rest minimal and valid.
+    fn wheel_with(dir: &Path, member: &str, line: &str, big: u64) -> PathBuf {
+        use std::io::Write;
+        let path = dir.join("bomb-1.0-py3-none-any.whl");
+        let mut zw = zip::ZipWriter::new(File::create(&path).unwrap());
+        let opts = zip::write::SimpleFileOptions::default()
+            .compression_method(zip::CompressionMethod::Deflated)
+            .compression_level(Some(1))
+            .large_file(true);
+        let small = [
+            ("bomb/__init__.py", "".to_string()),
+            (
+                "bomb-1.0.dist-info/WHEEL",
+                "Wheel-Version: 1.0\n".to_string(),
+            ),
+            (
+                "bomb-1.0.dist-info/entry_points.txt",
+                "[console_scripts]\nb = bomb:main\n".to_string(),
+            ),
+            (
+                "bomb-1.0.dist-info/RECORD",
+                "bomb/__init__.py,,\n".to_string(),
+            ),
+        ];
+        for (name, text) in small {
+            zw.start_file(name, opts).unwrap();
+            if name.ends_with(member) {
+                let chunk = line.repeat((1 << 20) / line.len() + 1);
+                let mut left = big;
+                while left > 0 {
+                    let n = left.min(chunk.len() as u64) as usize;
+                    zw.write_all(&chunk.as_bytes()[..n]).unwrap();
+                    left -= n as u64;
+                }
+            } else {
+                zw.write_all(text.as_bytes()).unwrap();
+            }
+        }
+        zw.finish().unwrap();
+        path
+    }
+
+    fn target() -> PythonTarget {
+        PythonTarget {
+            version: (3, 11),
+            prefix: "/usr/local".into(),
+            libc: super::super::Libc::Glibc(2, 36),
+            arch: "x86_64".into(),
+            site_packages_dir: None,
+        }
+    }
+
+    /// Metadata members are inflated and parsed whole: a 5 MB wheel with a RECORD of
+    /// gigabytes took 10.7 GB of memory. Each is capped, and the error names wheel and member.
+    #[test]
+    fn metadata_bombs_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let cases = [
+            ("RECORD", "a/b.py,sha256=x,1\n", MAX_RECORD),
+            ("WHEEL", "Tag: py3-none-any\n", MAX_WHEEL_META),
+            ("entry_points.txt", "# padding\n", MAX_ENTRY_POINTS),
+        ];
+        for (member, line, cap) in cases {
+            let w = wheel_with(dir.path(), member, line, cap + 1);
+            assert!(std::fs::metadata(&w).unwrap().len() < cap / 20, "{member}");
+            let e = match wheel_entries(&w, &target()) {
+                Ok(_) => panic!("{member} of {} bytes was read", cap + 1),
+                Err(e) => e.to_string(),
+            };
+            assert!(
+                e.contains("bomb-1.0-py3-none-any.whl")
+                    && e.contains(&format!("bomb-1.0.dist-info/{member}"))
+                    && e.contains("larger than"),
+                "{e}"
+            );
+            if member == "entry_points.txt" {
+                // At the cap it is read (and parsed) as usual.
+                let w = wheel_with(dir.path(), member, line, cap - (cap % line.len() as u64));
+                wheel_entries(&w, &target()).unwrap();
+            }
+        }
     }
 }

@@ -57,12 +57,17 @@ impl Environment {
     }
 }
 
+/// Deepest parenthesis nesting accepted in a marker (real markers use one or two levels; the
+/// parser recurses once per level, so an unbounded depth would overflow the stack).
+pub const MAX_NESTING: usize = 32;
+
 /// Evaluates a marker expression; `Err` carries a human message (the caller adds file:line).
 pub fn evaluate(marker: &str, env: &Environment) -> Result<bool, String> {
     let tokens = tokenize(marker)?;
     let mut p = Parser {
         tokens: &tokens,
         pos: 0,
+        depth: 0,
         env,
     };
     let v = p.or_expr()?;
@@ -147,6 +152,8 @@ fn tokenize(s: &str) -> Result<Vec<Tok>, String> {
 struct Parser<'a> {
     tokens: &'a [Tok],
     pos: usize,
+    /// Open parentheses around the current position.
+    depth: usize,
     env: &'a Environment,
 }
 
@@ -182,8 +189,15 @@ impl Parser<'_> {
 
     fn atom(&mut self) -> Result<bool, String> {
         if self.tokens.get(self.pos) == Some(&Tok::LParen) {
+            if self.depth >= MAX_NESTING {
+                return Err(format!(
+                    "marker nests parentheses more than {MAX_NESTING} deep"
+                ));
+            }
             self.pos += 1;
+            self.depth += 1;
             let v = self.or_expr()?;
+            self.depth -= 1;
             if self.tokens.get(self.pos) != Some(&Tok::RParen) {
                 return Err("missing `)` in marker".into());
             }
@@ -523,5 +537,23 @@ mod tests {
         assert!(v("1.0rc1").matches_pin(&v("1.0-rc.1")));
         assert!(!v("1.0rc1").matches_pin(&v("1.0")));
         assert!(!v("1.16.0").matches_pin(&v("1.16.1")));
+    }
+
+    /// `((((…))))` 100 000 deep overflowed the parser's stack (an abort, not an error).
+    #[test]
+    fn deep_nesting_is_an_error_not_a_crash() {
+        let n = 100_000;
+        let m = format!("{}python_version >= \"3\"{}", "(".repeat(n), ")".repeat(n));
+        let e = evaluate(&m, &env(11, "x86_64")).unwrap_err();
+        assert!(e.contains("more than 32 deep"), "{e}");
+        let ok = format!(
+            "{}python_version >= \"3\"{}",
+            "(".repeat(32),
+            ")".repeat(32)
+        );
+        assert!(ev(&ok));
+        // Long flat chains are iterative and fine.
+        let flat = vec![r#"python_version >= "3""#; 10_000].join(" and ");
+        assert!(ev(&flat));
     }
 }

@@ -18,6 +18,9 @@ pub mod pylock;
 pub mod requirements;
 pub mod tags;
 
+#[cfg(test)]
+mod proptests;
+
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -48,7 +51,50 @@ pub enum Libc {
     Musl(u32, u32),
 }
 
+/// Highest minor version accepted for CPython 3.x, glibc 2.x and musl 1.x. Tag lists grow
+/// with the minor (one platform tag per glibc minor, one abi3 and one `py3X` tag per Python
+/// minor), so an absurd value from a hostile base (`libc6 2.3000000`) would make them allocate
+/// gigabytes; real values are far below (CPython 3.14, glibc 2.41, musl 1.2 in 2025).
+pub const MAX_MINOR: u32 = 99;
+
+/// `Err(message)` unless `(major, minor)` is CPython 3.0 to 3.[`MAX_MINOR`].
+pub fn check_python_version(v: (u32, u32)) -> Result<(), String> {
+    if v.0 == 3 && v.1 <= MAX_MINOR {
+        Ok(())
+    } else {
+        Err(format!(
+            "Python {}.{} is outside the supported range 3.0 to 3.{MAX_MINOR}",
+            v.0, v.1
+        ))
+    }
+}
+
+/// `Err(message)` unless the C library is glibc 2.0 to 2.[`MAX_MINOR`] or musl 1.0 to
+/// 1.[`MAX_MINOR`].
+pub fn check_libc(libc: Libc) -> Result<(), String> {
+    let (name, major, minor, want) = match libc {
+        Libc::Glibc(a, b) => ("glibc", a, b, 2),
+        Libc::Musl(a, b) => ("musl", a, b, 1),
+    };
+    if major == want && minor <= MAX_MINOR {
+        Ok(())
+    } else {
+        Err(format!(
+            "{name} {major}.{minor} is outside the supported range {want}.0 to {want}.{MAX_MINOR}"
+        ))
+    }
+}
+
 impl PythonTarget {
+    /// Checks the version numbers against [`check_python_version`] and [`check_libc`].
+    pub fn check(&self) -> Result<(), PythonError> {
+        check_python_version(self.version)
+            .and_then(|()| check_libc(self.libc))
+            .map_err(|message| PythonError::Detect {
+                message: format!("target {self}: {message}"),
+            })
+    }
+
     /// `{prefix}/lib/python3.X/site-packages` (absolute, with leading `/`), or the override.
     pub fn site_packages(&self) -> String {
         if let Some(d) = &self.site_packages_dir {
@@ -331,6 +377,7 @@ pub fn resolve(
     input: &DepsSetInput,
     target: &PythonTarget,
 ) -> Result<Vec<ResolvedWheel>, PythonError> {
+    target.check()?;
     let env = markers::Environment::for_target(target);
     let (pins, extra_indexes, extra_links) = match (&input.requirements, &input.pylock) {
         (Some(req), None) => {

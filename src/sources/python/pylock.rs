@@ -44,18 +44,57 @@ struct LockFile {
     hashes: std::collections::BTreeMap<String, String>,
 }
 
-fn line_of(text: &str, offset: usize) -> usize {
-    text[..offset.min(text.len())].matches('\n').count() + 1
+/// Byte offsets where lines start, so each origin costs a binary search, not a scan.
+fn line_starts(text: &str) -> Vec<usize> {
+    std::iter::once(0)
+        .chain(text.match_indices('\n').map(|(i, _)| i + 1))
+        .collect()
+}
+
+fn line_of(starts: &[usize], offset: usize) -> usize {
+    starts.partition_point(|&s| s <= offset).max(1)
+}
+
+/// Largest lock read (a lock of 10 000 packages with a few wheels each is about 10 MiB).
+pub const MAX_FILE_BYTES: u64 = 16 << 20;
+
+/// Reads the lock: a regular file of at most [`MAX_FILE_BYTES`].
+fn read_capped(path: &Path) -> Result<String, PythonError> {
+    use std::io::Read;
+    let io = |e| PythonError::io(path, e);
+    let meta = std::fs::metadata(path).map_err(io)?;
+    if !meta.is_file() {
+        return Err(io(std::io::Error::other("not a regular file")));
+    }
+    let mut buf = Vec::new();
+    std::fs::File::open(path)
+        .map_err(io)?
+        .take(MAX_FILE_BYTES + 1)
+        .read_to_end(&mut buf)
+        .map_err(io)?;
+    if buf.len() as u64 > MAX_FILE_BYTES {
+        return Err(io(std::io::Error::other(format!(
+            "larger than {} MiB",
+            MAX_FILE_BYTES >> 20
+        ))));
+    }
+    String::from_utf8(buf).map_err(|_| {
+        io(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "not valid UTF-8",
+        ))
+    })
 }
 
 /// Reads the lock, evaluates markers for `env` (no extras; the lock's default groups) and
 /// returns one pin per package with its files.
 pub(crate) fn pins_for(path: &Path, env: &Environment) -> Result<Vec<Pin>, PythonError> {
-    let text = std::fs::read_to_string(path).map_err(|e| PythonError::io(path, e))?;
+    let text = read_capped(path)?;
+    let starts = line_starts(&text);
     let file: std::sync::Arc<Path> = path.into();
     let origin = |offset: usize| Origin {
         file: file.clone(),
-        line: line_of(&text, offset),
+        line: line_of(&starts, offset),
     };
     let lock: Lock = toml::from_str(&text).map_err(|e| PythonError::Syntax {
         origin: origin(e.span().map_or(0, |s| s.start)),
@@ -100,6 +139,7 @@ pub(crate) fn pins_for(path: &Path, env: &Environment) -> Result<Vec<Pin>, Pytho
     }
     let base = path.parent().unwrap_or(Path::new("."));
     let mut out: Vec<Pin> = Vec::new();
+    let mut seen = std::collections::HashSet::new();
     for p in &lock.packages {
         let at = p.name.span().start;
         let name = normalize_name(p.name.get_ref());
@@ -123,7 +163,7 @@ pub(crate) fn pins_for(path: &Path, env: &Environment) -> Result<Vec<Pin>, Pytho
                 requirement: "(no version)".into(),
             });
         };
-        if out.iter().any(|q| q.name == name) {
+        if !seen.insert(name.clone()) {
             return Err(PythonError::Duplicate {
                 origin: origin(at),
                 package: name,

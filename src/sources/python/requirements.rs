@@ -5,6 +5,7 @@
 //! exact pin with at least one sha256 hash. Index options inside the file (`--index-url`,
 //! `--extra-index-url`, `--find-links`) are collected; harmless pip switches are ignored.
 
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use super::markers::{self, Environment};
@@ -34,30 +35,114 @@ pub struct RequirementsFile {
     pub find_links: Vec<PathBuf>,
 }
 
+/// Deepest `-r` include chain accepted (pip has no limit; real locks use one or two levels).
+pub const MAX_INCLUDE_DEPTH: usize = 32;
+/// Largest requirements file read (a hashed lock of 10 000 packages is about 2 MiB).
+pub const MAX_FILE_BYTES: u64 = 16 << 20;
+
+/// The include walk: the chain being read (for cycles) and every file read so far (so a file
+/// included twice, e.g. the bottom of a diamond, is parsed once).
+#[derive(Default)]
+struct Includes {
+    stack: Vec<PathBuf>,
+    visited: std::collections::HashSet<PathBuf>,
+}
+
 pub fn parse_file(path: &Path) -> Result<RequirementsFile, PythonError> {
     let mut out = RequirementsFile::default();
-    let mut stack = Vec::new();
-    parse_into(path, &mut out, &mut stack)?;
+    let mut inc = Includes::default();
+    let text = read_capped(path, None)?;
+    let top = canonical(path);
+    inc.visited.insert(top.clone());
+    inc.stack.push(top);
+    parse_text(&text, path, &mut out, &mut inc)?;
     Ok(out)
 }
 
 /// Parses `text` as if read from `path` (includes resolve against `path`'s folder).
 pub fn parse_str(text: &str, path: &Path) -> Result<RequirementsFile, PythonError> {
     let mut out = RequirementsFile::default();
-    let mut stack = vec![canonical(path)];
-    parse_text(text, path, &mut out, &mut stack)?;
+    let top = canonical(path);
+    let mut inc = Includes {
+        stack: vec![top.clone()],
+        visited: [top].into_iter().collect(),
+    };
+    parse_text(text, path, &mut out, &mut inc)?;
     Ok(out)
 }
 
-fn parse_into(
+/// Reads a requirements file: a regular file (not a FIFO or a device such as `/dev/zero`) of
+/// at most [`MAX_FILE_BYTES`]. `origin` is the `-r` line that included it (errors name it).
+fn read_capped(path: &Path, origin: Option<&Origin>) -> Result<String, PythonError> {
+    let fail = |e: std::io::Error| match origin {
+        Some(o) => PythonError::Unsupported {
+            origin: o.clone(),
+            message: format!("`-r {}`: {e}", path.display()),
+        },
+        None => PythonError::io(path, e),
+    };
+    let meta = std::fs::metadata(path).map_err(fail)?;
+    if !meta.is_file() {
+        return Err(fail(std::io::Error::other("not a regular file")));
+    }
+    let f = std::fs::File::open(path).map_err(fail)?;
+    let mut buf = Vec::new();
+    f.take(MAX_FILE_BYTES + 1)
+        .read_to_end(&mut buf)
+        .map_err(fail)?;
+    if buf.len() as u64 > MAX_FILE_BYTES {
+        return Err(fail(std::io::Error::other(format!(
+            "larger than {} MiB; a requirements file is a list of pins",
+            MAX_FILE_BYTES >> 20
+        ))));
+    }
+    String::from_utf8(buf).map_err(|_| {
+        fail(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "not valid UTF-8",
+        ))
+    })
+}
+
+fn include(
     path: &Path,
+    origin: &Origin,
     out: &mut RequirementsFile,
-    stack: &mut Vec<PathBuf>,
+    inc: &mut Includes,
 ) -> Result<(), PythonError> {
-    let text = std::fs::read_to_string(path).map_err(|e| PythonError::io(path, e))?;
-    stack.push(canonical(path));
-    parse_text(&text, path, out, stack)?;
-    stack.pop();
+    let canon = canonical(path);
+    if let Some(i) = inc.stack.iter().position(|p| *p == canon) {
+        let chain: Vec<String> = inc.stack[i..]
+            .iter()
+            .chain(std::iter::once(&canon))
+            .map(|p| p.display().to_string())
+            .collect();
+        return Err(PythonError::Syntax {
+            origin: origin.clone(),
+            message: format!(
+                "`-r {}` includes itself (cycle: {})",
+                path.display(),
+                chain.join(" -> ")
+            ),
+        });
+    }
+    if !inc.visited.insert(canon.clone()) {
+        // Already read through another include: its pins are in `out` once.
+        return Ok(());
+    }
+    if inc.stack.len() >= MAX_INCLUDE_DEPTH {
+        return Err(PythonError::Unsupported {
+            origin: origin.clone(),
+            message: format!(
+                "`-r {}`: includes nest deeper than {MAX_INCLUDE_DEPTH} files",
+                path.display()
+            ),
+        });
+    }
+    let text = read_capped(path, Some(origin))?;
+    inc.stack.push(canon);
+    parse_text(&text, path, out, inc)?;
+    inc.stack.pop();
     Ok(())
 }
 
@@ -107,7 +192,7 @@ fn parse_text(
     text: &str,
     path: &Path,
     out: &mut RequirementsFile,
-    stack: &mut Vec<PathBuf>,
+    inc: &mut Includes,
 ) -> Result<(), PythonError> {
     let base = path.parent().unwrap_or(Path::new("."));
     let file: std::sync::Arc<Path> = path.into();
@@ -121,7 +206,7 @@ fn parse_text(
             continue;
         };
         if first.starts_with('-') {
-            parse_option(&tokens, &origin, base, out, stack)?;
+            parse_option(&tokens, &origin, base, out, inc)?;
             continue;
         }
         // pip: the requirement is everything before the first token starting with `-`.
@@ -172,7 +257,7 @@ fn parse_option(
     origin: &Origin,
     base: &Path,
     out: &mut RequirementsFile,
-    stack: &mut Vec<PathBuf>,
+    inc: &mut Includes,
 ) -> Result<(), PythonError> {
     let (opt, inline) = match tokens[0].split_once('=') {
         Some((o, v)) if o.starts_with("--") => (o, Some(v)),
@@ -189,14 +274,8 @@ fn parse_option(
     };
     match opt {
         "-r" | "--requirement" => {
-            let inc = base.join(value()?);
-            if stack.contains(&canonical(&inc)) {
-                return Err(PythonError::Syntax {
-                    origin: origin.clone(),
-                    message: format!("`-r {}` includes itself", inc.display()),
-                });
-            }
-            parse_into(&inc, out, stack)
+            let path = base.join(value()?);
+            include(&path, origin, out, inc)
         }
         "-i" | "--index-url" | "--extra-index-url" => {
             out.index_urls.push(value()?);
@@ -321,6 +400,7 @@ pub(crate) fn pins_for(
     env: &Environment,
 ) -> Result<Vec<Pin>, PythonError> {
     let mut out: Vec<Pin> = Vec::new();
+    let mut seen = std::collections::HashSet::new();
     for r in &file.requirements {
         if let Some(m) = &r.marker {
             let applies = markers::evaluate(m, env).map_err(|message| PythonError::Syntax {
@@ -331,7 +411,7 @@ pub(crate) fn pins_for(
                 continue;
             }
         }
-        if out.iter().any(|p| p.name == r.name) {
+        if !seen.insert(r.name.as_str()) {
             return Err(PythonError::Duplicate {
                 origin: r.origin.clone(),
                 package: r.name.clone(),
@@ -521,5 +601,96 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("includes itself"), "{e}");
+    }
+
+    /// `-r` diamond: each level includes the next file twice. Read naively that is 2^N parses
+    /// (N = 20: 20 s and 541 MB in a release build); each file must be read once.
+    #[test]
+    fn include_diamond_is_read_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let n = 20;
+        for i in 0..n {
+            std::fs::write(
+                dir.path().join(format!("r{i}.txt")),
+                format!("-r r{}.txt\n-r ./r{}.txt\n", i + 1, i + 1),
+            )
+            .unwrap();
+        }
+        std::fs::write(
+            dir.path().join(format!("r{n}.txt")),
+            format!("six==1.16.0 --hash=sha256:{H1}\n"),
+        )
+        .unwrap();
+        let start = std::time::Instant::now();
+        let f = parse_file(&dir.path().join("r0.txt")).unwrap();
+        assert_eq!(f.requirements.len(), 1);
+        assert!(start.elapsed() < std::time::Duration::from_secs(5));
+    }
+
+    #[test]
+    fn include_cycles_and_depth_are_clear_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        std::fs::write(d.join("a.txt"), "# top\n-r b.txt\n").unwrap();
+        std::fs::create_dir(d.join("sub")).unwrap();
+        std::fs::write(d.join("b.txt"), "\n\n-r sub/../a.txt\n").unwrap();
+        let e = parse_file(&d.join("a.txt")).unwrap_err().to_string();
+        assert!(e.contains("b.txt:3") && e.contains("cycle"), "{e}");
+        assert!(e.contains("a.txt -> ") && e.contains("b.txt -> "), "{e}");
+
+        for i in 0..MAX_INCLUDE_DEPTH + 5 {
+            std::fs::write(d.join(format!("c{i}.txt")), format!("-r c{}.txt\n", i + 1)).unwrap();
+        }
+        let e = parse_file(&d.join("c0.txt")).unwrap_err().to_string();
+        assert!(e.contains("nest deeper than 32"), "{e}");
+        assert!(
+            e.contains(&format!("c{}.txt:1", MAX_INCLUDE_DEPTH - 1)),
+            "{e}"
+        );
+        std::fs::write(d.join("m.txt"), "-r missing.txt\n").unwrap();
+        let e = parse_file(&d.join("m.txt")).unwrap_err().to_string();
+        assert!(e.contains("m.txt:1") && e.contains("missing.txt"), "{e}");
+    }
+
+    /// `-r /dev/zero` would be read forever, a FIFO would block: only regular files, and
+    /// only up to [`MAX_FILE_BYTES`].
+    #[test]
+    fn includes_must_be_small_regular_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        std::fs::write(d.join("r.txt"), "-r /dev/null\n").unwrap();
+        let e = parse_file(&d.join("r.txt")).unwrap_err().to_string();
+        assert!(
+            e.contains("r.txt:1") && e.contains("not a regular file"),
+            "{e}"
+        );
+
+        // Sparse: no disk space, no memory beyond the cap.
+        let big = std::fs::File::create(d.join("big.txt")).unwrap();
+        big.set_len(MAX_FILE_BYTES + 1).unwrap();
+        std::fs::write(d.join("r.txt"), "\n-r big.txt\n").unwrap();
+        let e = parse_file(&d.join("r.txt")).unwrap_err().to_string();
+        assert!(
+            e.contains("r.txt:2") && e.contains("larger than 16 MiB"),
+            "{e}"
+        );
+        let e = parse_file(&d.join("big.txt")).unwrap_err().to_string();
+        assert!(
+            e.contains("big.txt") && e.contains("larger than 16 MiB"),
+            "{e}"
+        );
+    }
+
+    /// Many pins: duplicate detection must not be quadratic.
+    #[test]
+    fn many_pins_are_checked_quickly() {
+        let mut text = String::new();
+        for i in 0..50_000 {
+            text.push_str(&format!("p{i}==1.0 --hash=sha256:{H1}\n"));
+        }
+        let f = parse(&text).unwrap();
+        let start = std::time::Instant::now();
+        assert_eq!(pins_for(&f, &env("x86_64")).unwrap().len(), 50_000);
+        assert!(start.elapsed() < std::time::Duration::from_secs(5));
     }
 }

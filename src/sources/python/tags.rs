@@ -3,7 +3,14 @@
 
 use std::collections::HashMap;
 
-use super::{Libc, PythonTarget, normalize_name};
+use super::{Libc, MAX_MINOR, PythonTarget, normalize_name};
+
+/// Longest wheel filename accepted: Linux file names are at most 255 bytes, so a longer one
+/// cannot sit in a find-links folder or in the wheel cache anyway.
+pub const MAX_WHEEL_FILENAME: usize = 255;
+/// Most tags in one field of a wheel filename (`cp38.cp39.cp310`); real wheels have up to ~8.
+/// Bounds the expanded tag set to 32^3 triples.
+pub const MAX_TAGS_PER_FIELD: usize = 32;
 
 /// One `python-abi-platform` triple.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -32,6 +39,12 @@ fn tag(python: &str, abi: &str, platform: &str) -> Tag {
 /// `musllinux_1_0`; then `linux_<arch>`.
 pub fn platform_tags(libc: Libc, arch: &str) -> Vec<String> {
     let mut out = Vec::new();
+    // Versions are checked where a target is made ([`PythonTarget::check`]); the clamp keeps
+    // this function bounded for any input.
+    let libc = match libc {
+        Libc::Glibc(a, b) => Libc::Glibc(a, b.min(MAX_MINOR)),
+        Libc::Musl(a, b) => Libc::Musl(a, b.min(MAX_MINOR)),
+    };
     match libc {
         Libc::Glibc(major, minor) => {
             // packaging: x86_64/i686 go back to glibc 2.5 (manylinux1); others start at 2.17.
@@ -80,6 +93,8 @@ pub fn platform_tags(libc: Libc, arch: &str) -> Vec<String> {
 /// All tags the target accepts, best first (same order as pip's `sys_tags()`).
 pub fn supported_tags(target: &PythonTarget) -> Vec<Tag> {
     let (major, minor) = target.version;
+    // Bounded for any input; real targets are checked by [`PythonTarget::check`].
+    let minor = minor.min(MAX_MINOR);
     let platforms = platform_tags(target.libc, &target.arch);
     let cp = format!("cp{major}{minor}");
     let mut out = Vec::new();
@@ -149,7 +164,13 @@ pub struct WheelName {
 }
 
 impl WheelName {
+    /// `None` for anything that is not a wheel filename, including names longer than
+    /// [`MAX_WHEEL_FILENAME`] or with more than [`MAX_TAGS_PER_FIELD`] tags in a field (a
+    /// 40 KB name of compressed tag sets expanded into billions of triples).
     pub fn parse(filename: &str) -> Option<WheelName> {
+        if filename.len() > MAX_WHEEL_FILENAME {
+            return None;
+        }
         let stem = filename.strip_suffix(".whl")?;
         let parts: Vec<&str> = stem.split('-').collect();
         let (name, version, build, py, abi, plat) = match parts.as_slice() {
@@ -160,14 +181,17 @@ impl WheelName {
         if name.is_empty() || version.is_empty() {
             return None;
         }
-        let split = |s: &str| s.split('.').map(str::to_string).collect::<Vec<_>>();
+        let split = |s: &str| {
+            let v: Vec<String> = s.split('.').map(str::to_string).collect();
+            (v.len() <= MAX_TAGS_PER_FIELD && v.iter().all(|t| !t.is_empty())).then_some(v)
+        };
         Some(WheelName {
             name: normalize_name(name),
             version: version.to_string(),
             build,
-            python: split(py),
-            abi: split(abi),
-            platform: split(plat),
+            python: split(py)?,
+            abi: split(abi)?,
+            platform: split(plat)?,
         })
     }
 
@@ -329,5 +353,43 @@ mod tests {
         assert!(x86.rank(&cp312).is_none());
         let abi3_new = WheelName::parse("pkg-1-cp312-abi3-manylinux_2_17_x86_64.whl").unwrap();
         assert!(x86.rank(&abi3_new).is_none());
+    }
+
+    /// A 40 KB filename with thousands of tags per field expanded into billions of triples.
+    #[test]
+    fn hostile_wheel_names_are_not_wheels() {
+        let many = |n: usize| {
+            (0..n)
+                .map(|i| format!("t{i}"))
+                .collect::<Vec<_>>()
+                .join(".")
+        };
+        let n = 3000;
+        let bomb = format!("x-1-{}-{}-{}.whl", many(n), many(n), many(n));
+        assert!(bomb.len() > 40_000);
+        assert!(WheelName::parse(&bomb).is_none());
+        // Short enough, but too many tags in one field.
+        let wide = format!("x-1-{}-none-any.whl", many(40));
+        assert!(wide.len() <= MAX_WHEEL_FILENAME);
+        assert!(WheelName::parse(&wide).is_none());
+        let ok = format!("x-1-{}-none-any.whl", many(MAX_TAGS_PER_FIELD));
+        assert_eq!(
+            WheelName::parse(&ok).unwrap().tags().len(),
+            MAX_TAGS_PER_FIELD
+        );
+        assert!(WheelName::parse("x-1-py3..py2-none-any.whl").is_none());
+        let long = format!("{}-1-py3-none-any.whl", "a".repeat(MAX_WHEEL_FILENAME));
+        assert!(WheelName::parse(&long).is_none());
+    }
+
+    /// Tag lists are bounded even for a target that skipped [`PythonTarget::check`].
+    #[test]
+    fn absurd_versions_stay_bounded() {
+        let t = target(u32::MAX, Libc::Glibc(2, 3_000_000), "x86_64");
+        assert!(t.check().is_err());
+        let tags = supported_tags(&t);
+        assert!(tags.len() < 100_000, "{}", tags.len());
+        let p = platform_tags(Libc::Musl(1, u32::MAX), "x86_64");
+        assert!(p.len() <= MAX_MINOR as usize + 2);
     }
 }
