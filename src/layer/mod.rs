@@ -376,6 +376,16 @@ fn append<W: Write>(
     }
 }
 
+/// Bytes that layer writers in this process read from source files (local files, fetched
+/// downloads, wheel members). A build reports the difference over its run, which shows how
+/// often each source byte was read (once for a cold build, never for a cached one).
+static SOURCE_BYTES_READ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// See [`SOURCE_BYTES_READ`].
+pub fn source_bytes_read() -> u64 {
+    SOURCE_BYTES_READ.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// Counts bytes read and keeps a read error apart from write errors.
 struct Counted<R> {
     inner: R,
@@ -388,6 +398,7 @@ impl<R: Read> Read for Counted<R> {
         match self.inner.read(buf) {
             Ok(n) => {
                 self.n += n as u64;
+                SOURCE_BYTES_READ.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
                 Ok(n)
             }
             Err(e) => {

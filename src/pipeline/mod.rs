@@ -171,6 +171,7 @@ pub enum Outcome {
 
 pub fn build(opts: &BuildOptions, progress: &dyn Progress) -> Result<Outcome, BuildError> {
     let progress = &Recorder::new(progress);
+    let read_before = crate::layer::source_bytes_read();
     let spec = Spec::load_with(
         &opts.spec_path,
         &crate::spec::LoadOptions {
@@ -287,6 +288,7 @@ pub fn build(opts: &BuildOptions, progress: &dyn Progress) -> Result<Outcome, Bu
         &images,
         outputs,
         fetched.hub_bytes,
+        crate::layer::source_bytes_read().saturating_sub(read_before),
         progress.take(),
     ))))
 }

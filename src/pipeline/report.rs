@@ -44,6 +44,10 @@ pub struct BuildReport {
     pub push: Option<PushSummary>,
     /// Bytes of Hugging Face Hub files this build downloaded (0: all from caches).
     pub hub_bytes_downloaded: u64,
+    /// Bytes this build read from its sources to write layers, outputs and uploads: the
+    /// sources' size for a cold build (each byte read once), 0 when every layer was cached
+    /// and every output already held it.
+    pub source_bytes_read: u64,
     pub warnings: Vec<Warning>,
 }
 
@@ -51,6 +55,7 @@ pub(super) fn report(
     images: &ImageSet,
     mut outputs: Vec<SinkReport>,
     hub_bytes: u64,
+    source_bytes_read: u64,
     warnings: Vec<Warning>,
 ) -> BuildReport {
     // The push is reported on its own; the outputs list the files.
@@ -99,6 +104,7 @@ pub(super) fn report(
         outputs,
         push,
         hub_bytes_downloaded: hub_bytes,
+        source_bytes_read,
         warnings,
     }
 }

@@ -9,6 +9,7 @@ mod hub_build;
 mod layer_golden;
 mod lock;
 mod oci_checker;
+mod pipeline;
 mod push;
 mod python;
 mod python_e2e;
