@@ -36,6 +36,16 @@ pub(super) struct WrittenLayer {
     pub blob: LayerBlob,
     /// A file holding its bytes (the cache, or an output's own blob folder), if any.
     pub path: Option<PathBuf>,
+    /// Uploaded to the push target while it was written.
+    pub streamed: bool,
+}
+
+/// Where the layers go besides the cache: an output's own blob folder, or (pushing with no
+/// file output) the push target, streamed.
+#[derive(Clone, Copy)]
+pub(super) struct Destination<'a> {
+    pub spool: Option<&'a Path>,
+    pub stream: Option<(&'a RegistryClient, &'a Reference)>,
 }
 
 pub(super) type Written = BTreeMap<String, WrittenLayer>;
@@ -109,7 +119,7 @@ pub(super) fn write(
     cache: &Cache,
     mtime: u64,
     jobs: usize,
-    spool: Option<&Path>,
+    dest: Destination<'_>,
     progress: &dyn Progress,
 ) -> Result<Written, BuildError> {
     let jobs = if jobs == 0 {
@@ -125,7 +135,7 @@ pub(super) fn write(
                 loop {
                     let i = next.fetch_add(1, Ordering::SeqCst);
                     let Some(l) = layers.get(i) else { break };
-                    let r = write_one(l, fetched, cache, mtime, spool, progress);
+                    let r = write_one(l, fetched, cache, mtime, dest, progress);
                     let failed = r.is_err();
                     if let Ok(mut slot) = results[i].lock() {
                         *slot = Some(r);
@@ -162,7 +172,7 @@ fn write_one(
     fetched: &Fetched,
     cache: &Cache,
     mtime: u64,
-    spool: Option<&Path>,
+    dest: Destination<'_>,
     progress: &dyn Progress,
 ) -> Result<WrittenLayer, BuildError> {
     let entries = fetched.entries(l)?;
@@ -174,6 +184,7 @@ fn write_one(
         source,
     };
     let io_layer_err = |e: io::Error| layer_err(layer::LayerError::Write(e));
+    let mut streamed = false;
     let (blob, stored, path) = if l.stores_bytes() {
         let tmp = cache.temp()?;
         let blob = layer::write(&entries, l.compression, mtime, tmp.as_file(), &on_bytes)
@@ -181,7 +192,13 @@ fn write_one(
         cache.commit(tmp, &blob.digest)?;
         let p = cache.blob_path(&blob.digest);
         (blob, true, Some(p))
-    } else if let Some(dir) = spool {
+    } else if let (None, Some((client, target))) = (dest.spool, dest.stream)
+        && let Some(blob) = stream_layer(client, target, l, &entries, mtime, &on_bytes, progress)
+    {
+        // Pushed while written: one pass over the sources, nothing stored.
+        streamed = true;
+        (blob, false, None)
+    } else if let Some(dir) = dest.spool {
         let tmp = tempfile::Builder::new()
             .prefix(".layer-")
             .tempfile_in(dir)
@@ -207,7 +224,47 @@ fn write_one(
         },
     )?;
     progress.layer_done(&l.role, false);
-    Ok(WrittenLayer { blob, path })
+    Ok(WrittenLayer {
+        blob,
+        path,
+        streamed,
+    })
+}
+
+/// Writes a layer straight into an upload to `target`. `None` (with a warning) when the
+/// registry could not take it that way: the caller then hashes the layer, and the push
+/// uploads it with its retries.
+fn stream_layer(
+    client: &RegistryClient,
+    target: &Reference,
+    l: &LayerPlan,
+    entries: &[layer::Entry],
+    mtime: u64,
+    on_bytes: &(dyn Fn(u64) + Sync),
+    progress: &dyn Progress,
+) -> Option<LayerBlob> {
+    let r = client.upload_streamed(target, |w| {
+        let blob =
+            layer::write(entries, l.compression, mtime, w, on_bytes).map_err(io::Error::other)?;
+        Ok(crate::registry::Streamed {
+            digest: blob.digest.clone(),
+            size: blob.size,
+            value: blob,
+        })
+    });
+    match r {
+        Ok(s) => Some(s.value),
+        Err(e) => {
+            progress.warning(&Warning::new(
+                "stream-upload",
+                format!(
+                    "{}: could not stream the layer to {target} ({e}); hashing it first and uploading it after",
+                    l.role
+                ),
+            ));
+            None
+        }
+    }
 }
 
 fn digest(role: &str, d: &str) -> Result<Digest, BuildError> {

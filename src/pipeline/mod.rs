@@ -259,15 +259,11 @@ pub fn build(opts: &BuildOptions, progress: &dyn Progress) -> Result<Outcome, Bu
         sinks.push(owner);
     }
     let spool = spool.map(|(_, dir)| dir);
-    let written = layers::write(
-        &todo,
-        &fetched,
-        &cache,
-        mtime,
-        opts.jobs,
-        spool.as_deref(),
-        progress,
-    )?;
+    let dest = layers::Destination {
+        spool: spool.as_deref(),
+        stream: remote,
+    };
+    let written = layers::write(&todo, &fetched, &cache, mtime, opts.jobs, dest, progress)?;
     if file_outputs && let Some(c) = &client {
         let bases: Vec<_> = resolved.platforms.iter().map(|p| &p.base).collect();
         crate::fetch::base_blobs(c, &bases, &cache, progress)?;
@@ -288,6 +284,11 @@ pub fn build(opts: &BuildOptions, progress: &dyn Progress) -> Result<Outcome, Bu
         &images,
         outputs,
         fetched.hub_bytes,
+        written
+            .values()
+            .filter(|w| w.streamed)
+            .map(|w| w.blob.digest.as_str())
+            .collect(),
         crate::layer::source_bytes_read().saturating_sub(read_before),
         progress.take(),
     ))))

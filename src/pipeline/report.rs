@@ -55,6 +55,7 @@ pub(super) fn report(
     images: &ImageSet,
     mut outputs: Vec<SinkReport>,
     hub_bytes: u64,
+    streamed: std::collections::BTreeSet<&str>,
     source_bytes_read: u64,
     warnings: Vec<Warning>,
 ) -> BuildReport {
@@ -77,7 +78,14 @@ pub(super) fn report(
                 .layers
                 .iter()
                 .map(|l| {
-                    let pushed = by_digest.get(l.descriptor.digest.as_str());
+                    let digest = l.descriptor.digest.as_str();
+                    let pushed = by_digest.get(digest);
+                    // streamed while written: the push found it there
+                    let (action, sent) = if streamed.contains(digest) {
+                        (Some("uploaded"), Some(l.descriptor.size))
+                    } else {
+                        (pushed.map(|b| b.action), pushed.map(|b| b.bytes_sent))
+                    };
                     LayerReport {
                         role: l.role.clone(),
                         digest: l.descriptor.digest.to_string(),
@@ -85,8 +93,8 @@ pub(super) fn report(
                         size: l.descriptor.size,
                         media_type: l.descriptor.media_type.clone(),
                         cached: l.cached,
-                        push: pushed.map(|b| b.action),
-                        bytes_sent: pushed.map(|b| b.bytes_sent),
+                        push: action,
+                        bytes_sent: sent,
                     }
                 })
                 .collect(),

@@ -9,6 +9,7 @@ mod error;
 mod pull;
 mod push;
 mod reference;
+mod stream;
 
 pub use auth::{Credential, CredentialStore, Secret};
 pub use client::{ClientOptions, RegistryClient, is_loopback};
@@ -22,3 +23,4 @@ pub use push::{
     PushRequest,
 };
 pub use reference::Reference;
+pub use stream::Streamed;

@@ -423,7 +423,7 @@ impl RegistryClient {
         Ok((BlobAction::Uploaded, sent))
     }
 
-    fn start_upload(&self, ctx: &Ctx) -> Result<reqwest::Url> {
+    pub(super) fn start_upload(&self, ctx: &Ctx) -> Result<reqwest::Url> {
         let url = self.url(ctx.reference, "blobs/uploads/")?;
         let resp = self.simple(ctx, Method::POST, &url, "upload", &[], &[202])?;
         self.resolve_location(ctx, "upload", &resp)

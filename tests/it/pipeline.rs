@@ -76,3 +76,57 @@ fn a_cold_build_reads_each_source_byte_once_and_an_unchanged_rebuild_into_the_sa
     );
     oci::assert_layout(&other);
 }
+
+#[test]
+fn a_cold_push_streams_new_layers_while_it_writes_them_reading_each_source_byte_once() {
+    let cx = TestContext::new();
+    let reg = crate::common::registry::TestRegistry::start();
+    let spec = cx.example("sentiment").join("mlimg.toml");
+    let sources = planned_file_bytes(&cx, &spec);
+    let text = fs::read_to_string(&spec).expect("spec");
+    fs::write(
+        &spec,
+        text.replace(
+            "name = \"localhost/sentiment-api\"",
+            &format!("name = \"{}/acme/streamed\"", reg.host()),
+        ),
+    )
+    .expect("retarget");
+    let report = cx.build_json(&spec, &["--push"]);
+    assert_eq!(
+        report["source_bytes_read"], sources,
+        "tar, hash and upload in one pass: {report}"
+    );
+    let weights = report["layers"]
+        .as_array()
+        .expect("layers")
+        .iter()
+        .find(|l| l["role"] == "weights sst2")
+        .expect("weights layer");
+    assert_eq!(weights["push"], "uploaded", "{report}");
+    // the registry has the blob under the digest the report names, and serves the image
+    let client =
+        mlimg::registry::RegistryClient::new(mlimg::registry::ClientOptions::default()).unwrap();
+    let r = reg.reference("acme/streamed");
+    let m = client
+        .fetch_manifest(&mlimg::registry::Reference {
+            tag: Some("0.1.0".into()),
+            ..r
+        })
+        .expect("manifest");
+    assert_eq!(
+        m.digest,
+        report["manifest_digest"].as_str().expect("digest")
+    );
+    let blob = reg.blob_path(weights["digest"].as_str().expect("digest"));
+    let got = {
+        use sha2::Digest as _;
+        format!(
+            "sha256:{}",
+            hex::encode(sha2::Sha256::digest(
+                fs::read(&blob).expect("blob in storage")
+            ))
+        )
+    };
+    assert_eq!(got, weights["digest"].as_str().expect("digest"));
+}
