@@ -549,6 +549,16 @@ pub fn redact_url(url: &str) -> String {
     }
 }
 
+/// Same origin: scheme, host and effective port (the scheme's default when none is written)
+/// all equal. Credentials, auth challenges and pagination links are only trusted within one.
+pub fn same_origin(a: &reqwest::Url, b: &reqwest::Url) -> bool {
+    a.scheme().eq_ignore_ascii_case(b.scheme())
+        && a.host_str().is_some()
+        && a.host_str().map(str::to_ascii_lowercase) == b.host_str().map(str::to_ascii_lowercase)
+        && a.port_or_known_default().is_some()
+        && a.port_or_known_default() == b.port_or_known_default()
+}
+
 /// `e: cause: cause…`, skipping causes already in the text.
 pub fn error_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();

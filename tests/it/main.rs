@@ -3,6 +3,7 @@
 mod build;
 mod common;
 mod hf;
+mod hostile_net;
 mod hub_build;
 mod lock;
 mod push;
