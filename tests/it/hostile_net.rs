@@ -195,3 +195,59 @@ fn an_endless_token_answer_is_capped() {
     assert!(msg.contains("KiB") || msg.contains("limit"), "{msg}");
     drop(tokens);
 }
+
+// ---------------------------------------------------------------- Hugging Face Hub
+
+/// (item 9) A tree listing whose `Link: rel=next` points at another origin: the token must
+/// not follow it (the listing fails instead).
+#[test]
+fn hub_pagination_to_another_origin_is_not_followed() {
+    use mlimg::sources::hf::{self, HubOptions, HubSource};
+    let attacker = Server::start(|_| Resp::ok("[]"));
+    let next = format!(
+        "<{}/api/models/acme/tiny/tree/x?cursor=2>; rel=\"next\"",
+        attacker.url()
+    );
+    let oid = "1".repeat(40);
+    let hub = Server::start(move |req| {
+        if req.path.starts_with("/api/models/acme/tiny/tree/") {
+            Resp::ok(format!(
+                r#"[{{"type":"file","path":"config.json","size":2,"oid":"{oid}"}}]"#
+            ))
+            .header("Content-Type", "application/json")
+            .header("Link", &next)
+        } else {
+            Resp::status(404)
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let opts = HubOptions {
+        endpoint: hub.url(),
+        token: Some("hf_s3cret_token".into()),
+        cache_dir: dir.path().to_path_buf(),
+        transport: TransportOptions {
+            retries: 0,
+            ..TransportOptions::default()
+        },
+    };
+    let src = HubSource {
+        repo: "acme/tiny".into(),
+        revision: "2".repeat(40),
+        subfolder: None,
+        include: vec![],
+        exclude: vec![],
+    };
+    let err = hf::resolve(&opts, &src).expect_err("next page on another origin");
+    let msg = err.to_string();
+    assert!(msg.contains("another origin"), "{msg}");
+    assert!(!msg.contains("hf_s3cret_token"), "{msg}");
+    assert!(
+        hub.all_text().contains("hf_s3cret_token"),
+        "the Hub itself gets the token (test set-up)"
+    );
+    assert!(
+        !attacker.all_text().contains("hf_s3cret_token"),
+        "the token followed the next link:\n{}",
+        attacker.all_text()
+    );
+}
