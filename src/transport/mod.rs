@@ -21,6 +21,7 @@
 //!
 //! Modelled on go-containerregistry's `transport` package and uv's retrying client.
 
+pub mod credentials;
 mod policy;
 
 use std::fmt;
