@@ -9,6 +9,7 @@ mod lock;
 mod push;
 mod python;
 mod python_e2e;
+mod python_offline;
 mod registry;
 mod shared_cache;
 mod spec_errors;
