@@ -383,6 +383,9 @@ pub struct TokenRequest<'a> {
     pub plain_http_ok: &'a dyn Fn(&reqwest::Url) -> bool,
 }
 
+/// Longest token lifetime believed (a day); a token claiming more is asked for again then.
+const MAX_TOKEN_LIFETIME_SECS: u64 = 24 * 3600;
+
 /// Fetch a token from the realm for the given scopes (retried like any request: the GET is
 /// idempotent and the refresh-token POST's small body is replayed). The answer is read up to
 /// [`MAX_TOKEN_BYTES`].
@@ -496,11 +499,18 @@ pub fn fetch_token(transport: &Transport, tr: &TokenRequest) -> Result<Token> {
         .filter(|t| !t.is_empty())
         .or(body.access_token)
         .ok_or_else(|| auth_err("token service answered without a token".into()))?;
-    // Docker's default lifetime is 60 s; refresh a little early.
-    let life = body.expires_in.unwrap_or(60).max(10);
+    // Docker's default lifetime is 60 s; refresh a little early. The lifetime is the
+    // server's word: keep it within a day, so any number (up to u64::MAX) is fine.
+    let life = body
+        .expires_in
+        .unwrap_or(60)
+        .clamp(10, MAX_TOKEN_LIFETIME_SECS);
+    let now = Instant::now();
     Ok(Token {
         value: Secret::new(value),
-        expires: Instant::now() + Duration::from_secs(life - 5),
+        expires: now
+            .checked_add(Duration::from_secs(life - 5))
+            .unwrap_or(now),
     })
 }
 

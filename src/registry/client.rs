@@ -14,6 +14,7 @@ use super::error::{Direction, RegistryCode, RegistryError, Result};
 use super::reference::Reference;
 use crate::transport::{
     MAX_ERROR_BODY_BYTES, Retry, Transport, TransportOptions, describe, read_capped, retry_after,
+    same_origin,
 };
 
 #[derive(Debug, Clone)]
@@ -167,20 +168,6 @@ pub fn is_loopback(host: &str) -> bool {
     h == "localhost" || h.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
-/// Does `url` point at `api_host` (`host[:port]`, default port by the URL's scheme)?
-fn same_origin(url: &reqwest::Url, api_host: &str) -> bool {
-    let (Some(h), Some(port)) = (url.host_str(), url.port_or_known_default()) else {
-        return false;
-    };
-    let (ah, ap) = match api_host.rsplit_once(':') {
-        Some((a, p)) if !a.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) && !p.is_empty() => {
-            (a, p.parse::<u16>().ok())
-        }
-        _ => (api_host, None),
-    };
-    h.eq_ignore_ascii_case(ah) && ap.is_none_or(|p| p == port)
-}
-
 impl RegistryClient {
     pub fn new(opts: ClientOptions) -> Result<Self> {
         let transport = Transport::new(opts.transport.clone())
@@ -226,6 +213,17 @@ impl RegistryClient {
         })
     }
 
+    /// `scheme://api_host/`: the origin whose responses may set the auth challenge and that
+    /// credentials may be sent to.
+    pub(crate) fn api_origin(&self, r: &Reference) -> Option<reqwest::Url> {
+        reqwest::Url::parse(&format!("{}://{}/", self.scheme(&r.registry), r.api_host())).ok()
+    }
+
+    /// Is `url` on the registry's API origin (same scheme, host and effective port)?
+    pub(crate) fn is_api_origin(&self, r: &Reference, url: &reqwest::Url) -> bool {
+        self.api_origin(r).is_some_and(|o| same_origin(&o, url))
+    }
+
     /// Resolve a `Location` header (absolute or relative) against the registry.
     pub(crate) fn resolve_location(
         &self,
@@ -268,7 +266,7 @@ impl RegistryClient {
                 format!("cannot build the {method} request: {}", e.without_url()),
             )
         })?;
-        if same_origin(req.url(), ctx.reference.api_host())
+        if self.is_api_origin(ctx.reference, req.url())
             && let Some(h) = self.auth_header(ctx)?
         {
             let v =
@@ -327,8 +325,13 @@ impl RegistryClient {
     }
 
     /// Record a 401's challenge and drop the token that failed. Returns false when the
-    /// challenge is unusable (then the 401 is final).
+    /// challenge is unusable (then the 401 is final). Only the registry's own API origin may
+    /// set the challenge: a 401 from a redirect target (a blob CDN, an upload host) naming
+    /// some realm must not make us send the registry's credentials there.
     fn on_unauthorized(&self, ctx: &Ctx, resp: &Response) -> bool {
+        if !self.is_api_origin(ctx.reference, resp.url()) {
+            return false;
+        }
         let Some(ch) = resp
             .headers()
             .get(WWW_AUTHENTICATE)
@@ -491,24 +494,32 @@ mod tests {
     use super::*;
 
     #[test]
-    fn credentials_only_for_the_api_host() {
+    fn credentials_only_for_the_api_origin() {
+        let c = RegistryClient::new(ClientOptions {
+            insecure_registries: vec!["reg.internal:5000".into()],
+            docker_config_dir: None,
+            ..ClientOptions::default()
+        })
+        .unwrap();
         let u = |s: &str| reqwest::Url::parse(s).unwrap();
-        assert!(same_origin(
-            &u("http://127.0.0.1:5000/v2/x"),
-            "127.0.0.1:5000"
-        ));
-        assert!(!same_origin(
-            &u("http://127.0.0.1:5001/v2/x"),
-            "127.0.0.1:5000"
-        ));
-        assert!(same_origin(&u("https://gcr.io/v2/x"), "gcr.io"));
-        assert!(same_origin(&u("https://gcr.io/v2/x"), "gcr.io:443"));
-        assert!(!same_origin(
-            &u("https://storage.googleapis.com/up?x"),
-            "gcr.io"
-        ));
-        assert!(same_origin(&u("http://[::1]:5000/v2/"), "[::1]:5000"));
-        assert!(!same_origin(&u("https://evil.example/gcr.io"), "gcr.io"));
+        let r = |s: &str| Reference::parse(s).unwrap();
+        let local = r("127.0.0.1:5000/a:1");
+        assert!(c.is_api_origin(&local, &u("http://127.0.0.1:5000/v2/x")));
+        assert!(!c.is_api_origin(&local, &u("http://127.0.0.1:5001/v2/x")));
+        assert!(!c.is_api_origin(&local, &u("https://127.0.0.1:5000/v2/x")));
+        let gcr = r("gcr.io/a/b:1");
+        assert!(c.is_api_origin(&gcr, &u("https://gcr.io/v2/x")));
+        assert!(c.is_api_origin(&gcr, &u("https://GCR.io:443/v2/x")));
+        // Another port or plain HTTP on the same host is another origin.
+        assert!(!c.is_api_origin(&gcr, &u("https://gcr.io:8443/v2/x")));
+        assert!(!c.is_api_origin(&gcr, &u("http://gcr.io/v2/x")));
+        assert!(!c.is_api_origin(&gcr, &u("https://storage.googleapis.com/up?x")));
+        assert!(!c.is_api_origin(&gcr, &u("https://evil.example/gcr.io")));
+        let v6 = r("[::1]:5000/a:1");
+        assert!(c.is_api_origin(&v6, &u("http://[::1]:5000/v2/")));
+        let insecure = r("reg.internal:5000/a:1");
+        assert!(c.is_api_origin(&insecure, &u("http://reg.internal:5000/v2/")));
+        assert!(!c.is_api_origin(&insecure, &u("https://reg.internal:5000/v2/")));
     }
 
     #[test]

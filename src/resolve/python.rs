@@ -38,6 +38,11 @@ pub(super) fn resolve_platform(
         source: Box::new(source),
     };
     for d in sets {
+        // Index credentials (`https://user:token@…`) are kept by origin, out of every URL
+        // that is printed or locked; wheels downloaded from a lock need them too.
+        let mut index_urls: Vec<String> = d.index_url.iter().cloned().collect();
+        index_urls.extend(opts.pip_index_urls.iter().cloned());
+        let index_urls = python::remember_index_credentials(&index_urls);
         let inputs = inputs_hash(spec, d).map_err(|e| py_err(&d.name, e))?;
         let locked = lock.and_then(|l| l.deps(&d.name, &rp.platform));
         let wheels = match locked {
@@ -65,8 +70,6 @@ pub(super) fn resolve_platform(
                         ),
                     ));
                 }
-                let mut index_urls: Vec<String> = d.index_url.iter().cloned().collect();
-                index_urls.extend(opts.pip_index_urls.iter().cloned());
                 let input = DepsSetInput {
                     name: d.name.clone(),
                     requirements: match &d.source {
@@ -80,7 +83,15 @@ pub(super) fn resolve_platform(
                     index_urls,
                     find_links: d.find_links.clone(),
                 };
-                python::resolve(&input, &target).map_err(|e| py_err(&d.name, e))?
+                let r = python::resolve_with(&input, &target, Some(&opts.cache_dir.join("wheels")))
+                    .map_err(|e| py_err(&d.name, e))?;
+                for w in r.warnings {
+                    progress.warning(&Warning::new(
+                        "wheel-origin-unknown",
+                        format!("deps {:?} ({}): {w}", d.name, rp.platform),
+                    ));
+                }
+                r.wheels
             }
         };
         rp.deps.push((d.name.clone(), wheels));
@@ -121,6 +132,7 @@ fn inputs_hash(spec: &Spec, d: &DepsSpec) -> Result<String, PythonError> {
                     hashes.join(",")
                 ));
             }
+            python::remember_index_credentials(&r.index_urls);
             for u in &r.index_urls {
                 line(format!("index {u}"));
             }

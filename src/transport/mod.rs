@@ -21,6 +21,7 @@
 //!
 //! Modelled on go-containerregistry's `transport` package and uv's retrying client.
 
+pub mod credentials;
 mod policy;
 
 use std::fmt;
@@ -547,6 +548,16 @@ pub fn redact_url(url: &str) -> String {
         }
         None => url.to_string(),
     }
+}
+
+/// Same origin: scheme, host and effective port (the scheme's default when none is written)
+/// all equal. Credentials, auth challenges and pagination links are only trusted within one.
+pub fn same_origin(a: &reqwest::Url, b: &reqwest::Url) -> bool {
+    a.scheme().eq_ignore_ascii_case(b.scheme())
+        && a.host_str().is_some()
+        && a.host_str().map(str::to_ascii_lowercase) == b.host_str().map(str::to_ascii_lowercase)
+        && a.port_or_known_default().is_some()
+        && a.port_or_known_default() == b.port_or_known_default()
 }
 
 /// `e: cause: cause…`, skipping causes already in the text.

@@ -1,11 +1,14 @@
 //! The pipeline's contracts as a user sees them: each source byte is read once by a cold
-//! build, and an unchanged rebuild into the same layout reads none.
+//! build (or push), an unchanged rebuild into the same layout reads none, and a dry run — with
+//! a wheel set, a Hub source and a registry base — writes nothing to the cache.
 
 use std::fs;
 use std::path::Path;
 
+use crate::common::hub::{Hub, tiny_model_files};
 use crate::common::oci;
-use crate::common::{TestContext, run_ok};
+use crate::common::registry::TestRegistry;
+use crate::common::{TestContext, run_ok, stdout};
 
 /// Bytes the plan reads from files: every entry that has a file (or download) behind it.
 fn planned_file_bytes(cx: &TestContext, spec: &Path) -> u64 {
@@ -80,7 +83,7 @@ fn a_cold_build_reads_each_source_byte_once_and_an_unchanged_rebuild_into_the_sa
 #[test]
 fn a_cold_push_streams_new_layers_while_it_writes_them_reading_each_source_byte_once() {
     let cx = TestContext::new();
-    let reg = crate::common::registry::TestRegistry::start();
+    let reg = TestRegistry::start();
     let spec = cx.example("sentiment").join("mlimg.toml");
     let sources = planned_file_bytes(&cx, &spec);
     let text = fs::read_to_string(&spec).expect("spec");
@@ -129,4 +132,116 @@ fn a_cold_push_streams_new_layers_while_it_writes_them_reading_each_source_byte_
         )
     };
     assert_eq!(got, weights["digest"].as_str().expect("digest"));
+}
+
+#[test]
+fn a_dry_run_with_a_wheel_set_a_hub_source_and_a_registry_base_writes_nothing() {
+    let cx = TestContext::new();
+    let reg = TestRegistry::start();
+    let hub = Hub::start("acme/tiny");
+    hub.add_commit(tiny_model_files(1));
+
+    // A base with a Python in it (found by streaming its layer), pushed by mlimg itself.
+    let base_dir = cx.path().join("pybase");
+    let root = base_dir.join("root");
+    fs::create_dir_all(root.join("usr/local/lib/python3.11")).expect("dirs");
+    fs::create_dir_all(root.join("var/lib/dpkg")).expect("dirs");
+    fs::write(root.join("usr/local/lib/python3.11/os.py"), "# os\n").expect("os.py");
+    fs::write(
+        root.join("var/lib/dpkg/status"),
+        "Package: libc6\nStatus: install ok installed\nArchitecture: amd64\nVersion: 2.36-9\n\n",
+    )
+    .expect("status");
+    let base_ref = format!("{}/acme/pybase:1", reg.host());
+    fs::write(
+        base_dir.join("mlimg.toml"),
+        format!(
+            "[image]\nname = \"{}/acme/pybase\"\ntags = [\"1\"]\nbase = \"scratch\"\n\n\
+             [[deps]]\nname = \"root\"\ndir = \"root\"\ndest = \"/\"\n",
+            reg.host()
+        ),
+    )
+    .expect("base spec");
+    cx.build_json(&base_dir.join("mlimg.toml"), &["--push"]);
+
+    // The project: that base, a wheel from a find-links folder, Hub weights.
+    let proj = cx.path().join("proj");
+    let wheels = proj.join("wheels");
+    fs::create_dir_all(&wheels).expect("wheels dir");
+    let six = fs::read_dir(crate::common::repo_root().join("testdata/wheels"))
+        .expect("testdata wheels")
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .find(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("six-"))
+        })
+        .expect("a six wheel in testdata/wheels");
+    let six_name = six
+        .file_name()
+        .expect("name")
+        .to_string_lossy()
+        .into_owned();
+    fs::copy(&six, wheels.join(&six_name)).expect("copy wheel");
+    let hash = {
+        use sha2::Digest as _;
+        hex::encode(sha2::Sha256::digest(fs::read(&six).expect("read")))
+    };
+    let version = six_name.split('-').nth(1).expect("version");
+    fs::write(
+        proj.join("requirements.txt"),
+        format!("six=={version} --hash=sha256:{hash}\n"),
+    )
+    .expect("requirements");
+    let spec = proj.join("mlimg.toml");
+    fs::write(
+        &spec,
+        format!(
+            "[image]\nbase = \"{base_ref}\"\n\n\
+             [[deps]]\nname = \"py\"\nrequirements = \"requirements.txt\"\nfind_links = [\"wheels\"]\n\n\
+             [[weights]]\nname = \"tiny\"\nsource = \"hf://acme/tiny\"\ndest = \"/models/tiny\"\n\n\
+             [config]\nentrypoint = [\"python3\", \"-m\", \"app\"]\nuser = \"1000:1000\"\n\
+             env = {{ MODEL_PATH = \"${{weights.tiny.dest}}\" }}\n"
+        ),
+    )
+    .expect("spec");
+
+    let cache = cx.path().join("cache-dry");
+    let out = run_ok(
+        cx.mlimg()
+            .env("MLIMG_CACHE_DIR", &cache)
+            .env("HF_ENDPOINT", hub.endpoint())
+            .env("HF_HOME", cx.path().join("hf"))
+            .env("HF_HUB_CACHE", cx.path().join("hf/hub"))
+            .env("PIP_INDEX_URL", "http://127.0.0.1:9/simple")
+            .env_remove("PIP_EXTRA_INDEX_URL")
+            .env_remove("HF_TOKEN")
+            .args(["build", "--dry-run", "-f"])
+            .arg(&spec),
+    );
+    let text = stdout(&out);
+    for want in [
+        "found /usr/local/lib/python3.11/os.py",
+        "CPython 3.11 on linux x86_64 (glibc 2.36)",
+        &format!("wheel {six_name} sha256:{hash}"),
+        "/models/tiny/",
+        "(download sha256:",
+        "Entrypoint: [\"python3\",\"-m\",\"app\"]",
+        "User: \"1000:1000\"",
+        "MODEL_PATH=/models/tiny",
+    ] {
+        assert!(text.contains(want), "dry run lacks {want:?}:\n{text}");
+    }
+    assert!(
+        !cache.exists(),
+        "a dry run writes nothing to the cache: {:?}",
+        fs::read_dir(&cache).map(|d| d.count())
+    );
+    // the base's layer was streamed for detection, never stored
+    let base_layer_gets = reg
+        .requests()
+        .iter()
+        .filter(|r| r.starts_with("GET /v2/acme/pybase/blobs/"))
+        .count();
+    assert!(base_layer_gets >= 1, "detection read the base layer");
 }

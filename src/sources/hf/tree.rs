@@ -11,7 +11,7 @@ use super::HubError;
 use super::HubOptions;
 use super::cache::{is_hex, is_safe_rel_path};
 use super::error::{Ctx, error_chain};
-use crate::transport::{MAX_LISTING_BYTES, Transport};
+use crate::transport::{MAX_LISTING_BYTES, Transport, redact_url, same_origin};
 
 /// One file in the tree at a commit.
 #[derive(Debug, Clone)]
@@ -45,7 +45,8 @@ struct RawLfs {
 }
 
 /// Every file at `ctx.revision` (a commit sha) under `subfolder` (or the whole repo).
-/// Follows `Link: <…>; rel="next"` pagination.
+/// Follows `Link: <…>; rel="next"` pagination, on the endpoint's origin only: the token goes
+/// with every page, so a next link elsewhere is an error, never a request.
 pub(crate) fn list(
     transport: &Transport,
     opts: &HubOptions,
@@ -81,6 +82,7 @@ pub(crate) fn list(
 
     let auth = super::auth_header(opts).map_err(&transport_err)?;
 
+    let origin = url.clone();
     let mut out = Vec::new();
     let mut next = Some(url);
     let mut pages = 0;
@@ -120,6 +122,15 @@ pub(crate) fn list(
             .filter_map(|v| v.to_str().ok())
             .find_map(next_link)
             .and_then(|l| page.url.join(&l).ok());
+        if let Some(n) = &next
+            && !same_origin(n, &origin)
+        {
+            return Err(protocol(format!(
+                "tree listing: the next page is on another origin ({}, not {}); not followed",
+                redact_url(n.as_str()),
+                redact_url(&format!("{}://{}", origin.scheme(), origin.authority())),
+            )));
+        }
         let raw: Vec<RawEntry> = serde_json::from_slice(&page.body)
             .map_err(|e| protocol(format!("tree listing: {e}")))?;
         for e in raw {

@@ -9,17 +9,20 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
+use std::sync::Mutex;
+
+use crate::transport::credentials::{self, remember_userinfo};
 use crate::transport::{MAX_LISTING_BYTES, Retry, Transport, describe, redact_url};
 
 use super::markers::Version;
 use super::tags::{TagPriorities, WheelName};
-use super::{Pin, PythonError, PythonTarget, ResolvedWheel, normalize_name};
+use super::{Origin, Pin, PythonError, PythonTarget, ResolvedWheel, normalize_name};
 
 /// A distribution file offered for a project.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FileLink {
     pub filename: String,
-    /// Absolute `http(s)://` / `file://` URL, or a local path.
+    /// Absolute `http(s)://` / `file://` URL, or a local path. Never with credentials.
     pub url_or_path: String,
     /// sha256 published by the source (index fragment / JSON hashes / pylock), if any.
     pub sha256: Option<String>,
@@ -33,10 +36,45 @@ pub(crate) fn http_client() -> Result<Transport, PythonError> {
     Ok(Transport::from_defaults()?)
 }
 
-/// Looks up projects on indexes and find-links folders.
+/// Where a candidate file was found, for messages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Source {
+    FindLinks(PathBuf),
+    /// Index URL without credentials.
+    Index(String),
+    Pylock,
+}
+
+impl std::fmt::Display for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Source::FindLinks(d) => write!(f, "the find_links folder {}", d.display()),
+            Source::Index(u) => write!(f, "the index {u}"),
+            Source::Pylock => f.write_str("the pylock file"),
+        }
+    }
+}
+
+/// A file offered for a pin, and where it was found.
+#[derive(Debug, Clone)]
+struct Candidate {
+    link: FileLink,
+    size: Option<u64>,
+    from: Source,
+}
+
+/// Looks up projects: find-links folders and the wheel cache first (no network), then the
+/// indexes, only for pins those do not satisfy.
 pub(crate) struct Finder {
+    /// Index URLs without credentials (those are kept by origin in
+    /// [`crate::transport::credentials`]).
     indexes: Vec<String>,
-    local: Vec<FileLink>,
+    local: Vec<Candidate>,
+    find_links: Vec<PathBuf>,
+    cache: Option<WheelCache>,
+    /// `--no-index` (where it was written): never ask an index.
+    no_index: Option<Origin>,
+    warnings: Mutex<Vec<String>>,
     client: Transport,
 }
 
@@ -49,51 +87,72 @@ impl Finder {
                 let ent = ent.map_err(|e| PythonError::io(dir, e))?;
                 let filename = ent.file_name().to_string_lossy().into_owned();
                 if WheelName::parse(&filename).is_some() || sdist_name(&filename).is_some() {
-                    local.push(FileLink {
-                        filename,
-                        url_or_path: ent.path().to_string_lossy().into_owned(),
-                        sha256: None,
+                    local.push(Candidate {
+                        link: FileLink {
+                            filename,
+                            url_or_path: ent.path().to_string_lossy().into_owned(),
+                            sha256: None,
+                        },
+                        size: None,
+                        from: Source::FindLinks(dir.clone()),
                     });
                 }
             }
         }
-        local.sort_by(|a, b| a.url_or_path.cmp(&b.url_or_path));
+        local.sort_by(|a, b| a.link.url_or_path.cmp(&b.link.url_or_path));
+        let indexes = indexes.iter().map(|u| remember_userinfo(u)).collect();
         Ok(Finder {
             indexes,
             local,
+            find_links,
+            cache: None,
+            no_index: None,
+            warnings: Mutex::new(Vec::new()),
             client: http_client()?,
         })
     }
 
-    /// All files offered for `name` (normalized) by find-links folders and every index
-    /// (pip merges candidates from all of them). `None` if no source knows the project.
-    fn files_for(&self, name: &str) -> Result<Option<Vec<FileLink>>, PythonError> {
-        let mut found = false;
-        let mut out: Vec<FileLink> = self
-            .local
-            .iter()
-            .filter(|f| dist_name(&f.filename).as_deref() == Some(name))
-            .cloned()
-            .collect();
-        found |= !out.is_empty();
-        for index in &self.indexes {
-            if let Some(files) = self.project_page(index, name)? {
-                found = true;
-                out.extend(files);
-            }
-        }
-        Ok(found.then_some(out))
+    /// Also look in the wheel cache (`<dir>/wheels/<sha256>/`) for pins with hashes.
+    pub fn with_cache(mut self, dir: Option<&Path>) -> Self {
+        self.cache = dir.map(WheelCache::new);
+        self
     }
 
-    fn project_page(&self, index: &str, name: &str) -> Result<Option<Vec<FileLink>>, PythonError> {
+    /// `--no-index` at `origin`: no index is asked anything.
+    pub fn with_no_index(mut self, origin: Option<Origin>) -> Self {
+        self.no_index = origin;
+        self
+    }
+
+    /// What the caller should be told (wheels taken from the cache with no known origin).
+    pub fn take_warnings(&self) -> Vec<String> {
+        std::mem::take(&mut *self.warnings.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    fn local_for(&self, name: &str) -> Vec<Candidate> {
+        self.local
+            .iter()
+            .filter(|c| dist_name(&c.link.filename).as_deref() == Some(name))
+            .cloned()
+            .collect()
+    }
+
+    fn project_page(&self, index: &str, name: &str) -> Result<Option<Vec<Candidate>>, PythonError> {
         let url = format!("{}/{name}/", index.trim_end_matches('/'));
+        let parsed = reqwest::Url::parse(&url).map_err(|e| PythonError::BadIndexPage {
+            url: redact_url(&url),
+            message: format!("not a usable URL: {e}"),
+        })?;
         let accept = format!("{JSON_TYPE}, text/html;q=0.1");
         let t = &self.client;
         let page = t.get_capped(
             || {
-                t.client()
-                    .get(&url)
-                    .header(reqwest::header::ACCEPT, &accept)
+                credentials::authorize(
+                    t.client()
+                        .get(parsed.clone())
+                        .header(reqwest::header::ACCEPT, &accept),
+                    &parsed,
+                )
             },
             MAX_LISTING_BYTES,
         )?;
@@ -115,37 +174,219 @@ impl Finder {
             .is_some_and(|v| v.starts_with(JSON_TYPE));
         let body = String::from_utf8_lossy(&page.body);
         let links = if json {
-            parse_json_page(&body, &base)
+            parse_json_page_sized(&body, &base)
         } else {
-            Ok(parse_html_page(&body, &base))
+            Ok(parse_html_page(&body, &base)
+                .into_iter()
+                .map(|l| (l, None))
+                .collect())
         }
         .map_err(|message| PythonError::BadIndexPage {
             url: redact_url(&url),
             message,
         })?;
-        Ok(Some(links))
+        let from = Source::Index(index.to_string());
+        Ok(Some(
+            links
+                .into_iter()
+                // A remote page may only point at remote files: never at `file:` URLs or
+                // other local things (they would be read from this machine).
+                .filter_map(|(mut link, size)| {
+                    let u = reqwest::Url::parse(&link.url_or_path).ok()?;
+                    if !matches!(u.scheme(), "http" | "https") {
+                        return None;
+                    }
+                    link.url_or_path = remember_userinfo(&link.url_or_path);
+                    Some(Candidate {
+                        link,
+                        size,
+                        from: from.clone(),
+                    })
+                })
+                .collect(),
+        ))
     }
 
-    /// Picks the best wheel for `pin` on `target`.
+    /// Picks the best wheel for `pin` on `target`: from the find-links folders if they have a
+    /// compatible wheel with an allowed hash, else from the wheel cache (by the pin's hashes),
+    /// else from find-links and the indexes together (pip merges candidates). With
+    /// `--no-index` the last step is an error.
     pub fn choose(
         &self,
         pin: &Pin,
         priorities: &TagPriorities,
         target: &PythonTarget,
     ) -> Result<ResolvedWheel, PythonError> {
-        let files = match &pin.files {
-            Some(f) => f.clone(),
-            None => self
-                .files_for(&pin.name)?
-                .ok_or_else(|| PythonError::UnknownPackage {
-                    origin: pin.origin.clone(),
-                    package: pin.name.clone(),
-                    indexes: if self.indexes.is_empty() {
-                        "no index configured".into()
+        if let Some(files) = &pin.files {
+            let cands = files
+                .iter()
+                .map(|f| Candidate {
+                    link: f.clone(),
+                    size: None,
+                    from: Source::Pylock,
+                })
+                .collect();
+            return self.select(pin, cands, priorities, target);
+        }
+        let local = self.local_for(&pin.name);
+        let mut local_err = None;
+        if !local.is_empty() {
+            match self.select(pin, local.clone(), priorities, target) {
+                Ok(w) => return Ok(w),
+                Err(e) => local_err = Some(e),
+            }
+        }
+        if let Some(w) = self.cached_wheel(pin, priorities)? {
+            return Ok(w);
+        }
+        if let Some(at) = &self.no_index {
+            let looked = if self.find_links.is_empty() {
+                "no find_links folder".to_string()
+            } else {
+                format!(
+                    "the find_links folders ({})",
+                    self.find_links
+                        .iter()
+                        .map(|d| d.display().to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            };
+            let found = match local_err {
+                Some(e) => strip_origin(&e.to_string(), &pin.origin),
+                None => format!(
+                    "not found in {looked}{}",
+                    if self.cache.is_some() {
+                        " or the wheel cache"
                     } else {
-                        self.indexes.join(", ")
-                    },
-                })?,
+                        ""
+                    }
+                ),
+            };
+            return Err(PythonError::NoIndex {
+                origin: pin.origin.clone(),
+                package: pin.name.clone(),
+                version: pin.version.clone(),
+                found,
+                no_index: at.clone(),
+            });
+        }
+        let mut found = !local.is_empty();
+        let mut cands = local;
+        for index in &self.indexes {
+            if let Some(files) = self.project_page(index, &pin.name)? {
+                found = true;
+                cands.extend(files);
+            }
+        }
+        if !found {
+            return Err(PythonError::UnknownPackage {
+                origin: pin.origin.clone(),
+                package: pin.name.clone(),
+                indexes: if self.indexes.is_empty() {
+                    "no index configured".into()
+                } else {
+                    self.indexes.join(", ")
+                },
+            });
+        }
+        self.select(pin, cands, priorities, target)
+    }
+
+    /// A wheel in the cache under one of the pin's hashes, of the pinned version and a tag the
+    /// target accepts (the best such). Its URL is the one recorded when it was downloaded.
+    fn cached_wheel(
+        &self,
+        pin: &Pin,
+        priorities: &TagPriorities,
+    ) -> Result<Option<ResolvedWheel>, PythonError> {
+        let Some(cache) = &self.cache else {
+            return Ok(None);
+        };
+        let want = Version::parse(&pin.version);
+        let mut best: Option<(usize, WheelName, String, PathBuf)> = None;
+        for h in &pin.hashes {
+            if h.len() != 64 || !h.bytes().all(|b| b.is_ascii_hexdigit()) {
+                continue;
+            }
+            let h = h.to_ascii_lowercase();
+            let Ok(rd) = std::fs::read_dir(cache.root.join(&h)) else {
+                continue;
+            };
+            for ent in rd.flatten() {
+                let filename = ent.file_name().to_string_lossy().into_owned();
+                let Some(w) = WheelName::parse(&filename) else {
+                    continue;
+                };
+                let version_ok = match (&want, Version::parse(&w.version)) {
+                    (Some(v), Some(have)) => have.matches_pin(v),
+                    _ => w.version == pin.version,
+                };
+                if w.name != pin.name || !version_ok || !ent.path().is_file() {
+                    continue;
+                }
+                let Some(rank) = priorities.rank(&w) else {
+                    continue;
+                };
+                if best.as_ref().is_none_or(|(r, bw, _, _)| {
+                    rank < *r || (rank == *r && build_num(&w) > build_num(bw))
+                }) {
+                    best = Some((rank, w, h.clone(), ent.path()));
+                }
+            }
+        }
+        let Some((_, w, sha256, path)) = best else {
+            return Ok(None);
+        };
+        let filename = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let url_or_path = match WheelCache::recorded_origin(&path) {
+            Some(u) => u,
+            None => {
+                self.warnings
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(format!(
+                        "{}: {filename} was taken from the wheel cache, which does not record \
+                         where it was downloaded from; the lock names the cached file {} \
+                         (resolve once with the index reachable to record its URL)",
+                        pin.origin,
+                        path.display()
+                    ));
+                path.to_string_lossy().into_owned()
+            }
+        };
+        Ok(Some(ResolvedWheel {
+            name: pin.name.clone(),
+            version: w.version.clone(),
+            filename,
+            sha256,
+            url_or_path,
+            size: None,
+        }))
+    }
+
+    /// The best wheel among `files` for `pin` on `target`.
+    fn select(
+        &self,
+        pin: &Pin,
+        files: Vec<Candidate>,
+        priorities: &TagPriorities,
+        target: &PythonTarget,
+    ) -> Result<ResolvedWheel, PythonError> {
+        let mut searched: Vec<String> = Vec::new();
+        for c in &files {
+            let s = c.from.to_string();
+            if !searched.contains(&s) {
+                searched.push(s);
+            }
+        }
+        let searched = if searched.is_empty() {
+            "no source".to_string()
+        } else {
+            searched.join(", ")
         };
         let want = Version::parse(&pin.version);
         let matches_version = |v: &str| match (&want, Version::parse(v)) {
@@ -155,16 +396,16 @@ impl Finder {
         let mut wheels = Vec::new();
         let mut sdists = Vec::new();
         let mut versions = BTreeSet::new();
-        for f in files {
-            if let Some(w) = WheelName::parse(&f.filename) {
+        for c in files {
+            if let Some(w) = WheelName::parse(&c.link.filename) {
                 versions.insert(w.version.clone());
                 if w.name == pin.name && matches_version(&w.version) {
-                    wheels.push((w, f));
+                    wheels.push((w, c));
                 }
-            } else if let Some((n, v)) = sdist_name(&f.filename) {
+            } else if let Some((n, v)) = sdist_name(&c.link.filename) {
                 versions.insert(v.clone());
                 if normalize_name(&n) == pin.name && matches_version(&v) {
-                    sdists.push(f);
+                    sdists.push(c);
                 }
             }
         }
@@ -174,13 +415,14 @@ impl Finder {
                     origin: pin.origin.clone(),
                     package: pin.name.clone(),
                     version: pin.version.clone(),
-                    sdist: sdist.filename.clone(),
+                    sdist: sdist.link.filename.clone(),
                 });
             }
             return Err(PythonError::VersionNotFound {
                 origin: pin.origin.clone(),
                 package: pin.name.clone(),
                 version: pin.version.clone(),
+                searched,
                 available: if versions.is_empty() {
                     "none".into()
                 } else {
@@ -192,16 +434,18 @@ impl Finder {
         // with a published hash that is not pinned are dropped (a lock pinned for one platform
         // keeps to those files); otherwise all stay and a mismatch is reported below.
         let allowed = |f: &FileLink| f.sha256.as_ref().is_none_or(|h| pin.hashes.contains(h));
-        if wheels
-            .iter()
-            .any(|(_, f)| f.sha256.as_ref().is_some_and(|h| pin.hashes.contains(h)))
-        {
-            wheels.retain(|(_, f)| allowed(f));
+        if wheels.iter().any(|(_, c)| {
+            c.link
+                .sha256
+                .as_ref()
+                .is_some_and(|h| pin.hashes.contains(h))
+        }) {
+            wheels.retain(|(_, c)| allowed(&c.link));
         }
         // Best tag rank first; a higher build tag breaks ties.
-        let mut best: Option<(usize, &WheelName, &FileLink)> = None;
+        let mut best: Option<(usize, &WheelName, &Candidate)> = None;
         let mut seen = BTreeSet::new();
-        for (w, f) in &wheels {
+        for (w, c) in &wheels {
             seen.insert(w.tag_string());
             let Some(rank) = priorities.rank(w) else {
                 continue;
@@ -211,29 +455,32 @@ impl Finder {
                 Some((r, bw, _)) => rank < *r || (rank == *r && build_num(w) > build_num(bw)),
             };
             if better {
-                best = Some((rank, w, f));
+                best = Some((rank, w, c));
             }
         }
-        let Some((_, w, f)) = best else {
+        let Some((_, w, c)) = best else {
             return Err(PythonError::NoCompatibleWheel {
                 origin: pin.origin.clone(),
                 package: pin.name.clone(),
                 version: pin.version.clone(),
-                target: target.to_string(),
-                seen: seen.into_iter().collect::<Vec<_>>().join(", "),
+                target: target.to_string().into(),
+                searched: searched.into(),
+                seen: seen.into_iter().collect::<Vec<_>>().join(", ").into(),
             });
         };
-        let sha256 = self.expected_hash(pin, f)?;
+        let sha256 = self.expected_hash(pin, c)?;
         Ok(ResolvedWheel {
             name: pin.name.clone(),
             version: w.version.clone(),
-            filename: f.filename.clone(),
+            filename: c.link.filename.clone(),
             sha256,
-            url_or_path: f.url_or_path.clone(),
+            url_or_path: c.link.url_or_path.clone(),
+            size: c.size,
         })
     }
 
-    fn expected_hash(&self, pin: &Pin, f: &FileLink) -> Result<String, PythonError> {
+    fn expected_hash(&self, pin: &Pin, c: &Candidate) -> Result<String, PythonError> {
+        let f = &c.link;
         let published = match &f.sha256 {
             Some(h) => Some(h.clone()),
             // A local file: hash it now (cheap, and the lock wants the exact hash).
@@ -245,19 +492,27 @@ impl Finder {
             Some(h) => Err(PythonError::HashNotPinned {
                 origin: pin.origin.clone(),
                 package: pin.name.clone(),
+                found_in: c.from.to_string().into(),
                 filename: f.filename.clone(),
-                published: h,
-                allowed: pin.hashes.join(", "),
+                published: h.into(),
+                allowed: pin.hashes.join(", ").into(),
             }),
             None if pin.hashes.len() == 1 => Ok(pin.hashes[0].clone()),
             None => Err(PythonError::AmbiguousHash {
                 origin: pin.origin.clone(),
                 package: pin.name.clone(),
+                found_in: c.from.to_string(),
                 filename: f.filename.clone(),
                 count: pin.hashes.len(),
             }),
         }
     }
+}
+
+/// An error's text without its leading `file:line: `.
+fn strip_origin(msg: &str, origin: &Origin) -> String {
+    let prefix = format!("{origin}: ");
+    msg.strip_prefix(&prefix).unwrap_or(msg).to_string()
 }
 
 fn build_num(w: &WheelName) -> (u64, String) {
@@ -403,22 +658,40 @@ struct JsonFile {
     url: String,
     #[serde(default)]
     hashes: std::collections::BTreeMap<String, String>,
+    /// PEP 700 (API 1.1): the file's size in bytes.
+    #[serde(default)]
+    size: Option<u64>,
 }
 
 /// PEP 691 JSON project page.
+#[cfg(test)]
 pub(crate) fn parse_json_page(body: &str, base: &reqwest::Url) -> Result<Vec<FileLink>, String> {
+    Ok(parse_json_page_sized(body, base)?
+        .into_iter()
+        .map(|(l, _)| l)
+        .collect())
+}
+
+/// PEP 691 JSON project page, with each file's size when the page states it.
+fn parse_json_page_sized(
+    body: &str,
+    base: &reqwest::Url,
+) -> Result<Vec<(FileLink, Option<u64>)>, String> {
     let page: JsonPage = serde_json::from_str(body).map_err(|e| e.to_string())?;
     page.files
         .into_iter()
         .map(|f| {
             let url = base
                 .join(&f.url)
-                .map_err(|e| format!("bad url `{}`: {e}", f.url))?;
-            Ok(FileLink {
-                filename: f.filename,
-                url_or_path: url.to_string(),
-                sha256: f.hashes.get("sha256").map(|h| h.to_ascii_lowercase()),
-            })
+                .map_err(|e| format!("bad url `{}`: {e}", redact_url(&f.url)))?;
+            Ok((
+                FileLink {
+                    filename: f.filename,
+                    url_or_path: url.to_string(),
+                    sha256: f.hashes.get("sha256").map(|h| h.to_ascii_lowercase()),
+                },
+                f.size,
+            ))
         })
         .collect()
 }
@@ -463,15 +736,55 @@ impl Write for TeeHash<'_> {
 }
 
 /// `<root>/wheels/<sha256>/<filename>`: a file there is complete and verified (written to a
-/// temp file in the same folder, hashed while streaming, renamed into place).
+/// temp file in the same folder, hashed while streaming, renamed into place). Beside it,
+/// `<filename>.url` records where it was downloaded from (without credentials), so a
+/// resolution from the cache can still name a real URL in the lock.
 pub(crate) struct WheelCache {
     root: PathBuf,
 }
+
+/// Largest origin record read back.
+const MAX_ORIGIN_RECORD: u64 = 16 << 10;
 
 impl WheelCache {
     pub fn new(cache_dir: &Path) -> Self {
         WheelCache {
             root: cache_dir.join("wheels"),
+        }
+    }
+
+    fn origin_record(wheel: &Path) -> PathBuf {
+        let mut name = wheel.file_name().unwrap_or_default().to_os_string();
+        name.push(".url");
+        wheel.with_file_name(name)
+    }
+
+    /// Where the cached `wheel` was downloaded from, if recorded.
+    pub fn recorded_origin(wheel: &Path) -> Option<String> {
+        let rec = Self::origin_record(wheel);
+        let meta = std::fs::symlink_metadata(&rec).ok()?;
+        if !meta.is_file() || meta.len() > MAX_ORIGIN_RECORD {
+            return None;
+        }
+        let text = std::fs::read_to_string(rec).ok()?;
+        let url = text.trim();
+        (!url.is_empty() && !url.contains(['\n', '\r'])).then(|| redact_url(url))
+    }
+
+    /// Record `src` as the origin of the cached `wheel` (best effort: a cache that cannot be
+    /// written here still works, the next offline resolution just says the origin is unknown).
+    fn record_origin(&self, wheel: &Path, src: &str) {
+        if src.is_empty() || Path::new(src).starts_with(&self.root) {
+            return;
+        }
+        let rec = Self::origin_record(wheel);
+        let Some(dir) = rec.parent() else { return };
+        if let Ok(mut tmp) = tempfile::Builder::new()
+            .prefix(".partial-url-")
+            .tempfile_in(dir)
+            && tmp.write_all(redact_url(src).as_bytes()).is_ok()
+        {
+            let _ = tmp.persist(&rec);
         }
     }
 
@@ -487,20 +800,26 @@ impl WheelCache {
         let dir = self.root.join(w.sha256.to_ascii_lowercase());
         let dest = dir.join(&w.filename);
         if dest.is_file() {
+            if !Self::origin_record(&dest).exists() {
+                self.record_origin(&dest, &w.url_or_path);
+            }
             return Ok(dest);
         }
         std::fs::create_dir_all(&dir).map_err(|e| PythonError::io(&dir, e))?;
         // Each attempt downloads from the start (into a fresh temp file).
-        client
+        let got = client
             .retry(
                 &describe("GET", &w.url_or_path),
                 || self.download_once(client, w, &dir, &dest),
                 |r| r.as_ref().err().and_then(|f| f.retry.clone()),
             )
-            .map_err(|f| *f.error)
+            .map_err(|f| *f.error)?;
+        self.record_origin(&got, &w.url_or_path);
+        Ok(got)
     }
 
     /// One try: stream into a temp file next to `dest`, hashing on the way; rename if good.
+    /// At most the size the index or lock states is read, when it states one.
     fn download_once(
         &self,
         client: &Transport,
@@ -517,16 +836,24 @@ impl WheelCache {
             hasher: Sha256::new(),
         };
         let src = &w.url_or_path;
-        if src.starts_with("http://") || src.starts_with("https://") {
-            let req = client
-                .client()
-                .get(src)
+        let too_large = |limit: u64| PythonError::TooLarge {
+            filename: w.filename.clone(),
+            source_url: redact_url(src),
+            limit,
+        };
+        let limit = w.size.unwrap_or(u64::MAX);
+        let n = if src.starts_with("http://") || src.starts_with("https://") {
+            let url = reqwest::Url::parse(src).map_err(|e| PythonError::BadIndexPage {
+                url: redact_url(src),
+                message: format!("not a usable URL: {e}"),
+            })?;
+            let req = credentials::authorize(client.client().get(url.clone()), &url)
                 .build()
                 .map_err(|e| PythonError::BadIndexPage {
                     url: redact_url(src),
                     message: format!("not a usable URL: {}", e.without_url()),
                 })?;
-            let mut resp = match client.send_once(req) {
+            let resp = match client.send_once(req) {
                 Ok(r) => r,
                 Err(e) => {
                     return Err(Failed {
@@ -545,7 +872,11 @@ impl WheelCache {
                     }),
                 });
             }
-            copy(&mut resp, &mut tee).map_err(|e| match e {
+            if resp.content_length().is_some_and(|n| n > limit) {
+                return Err(too_large(limit).into());
+            }
+            let mut body = resp.take(limit.saturating_add(1));
+            copy(&mut body, &mut tee).map_err(|e| match e {
                 CopyError::Read(source) => {
                     let e = crate::transport::TransportError::body(src, &source);
                     Failed {
@@ -554,17 +885,30 @@ impl WheelCache {
                     }
                 }
                 CopyError::Write(e) => PythonError::io(dest, e).into(),
-            })?;
+            })?
         } else {
             let path = match src.strip_prefix("file://") {
                 Some(p) => PathBuf::from(percent_decode(p)),
                 None => PathBuf::from(src),
             };
-            let mut f = File::open(&path).map_err(|e| PythonError::io(&path, e))?;
-            copy(&mut f, &mut tee).map_err(|e| match e {
+            let f = File::open(&path).map_err(|e| PythonError::io(&path, e))?;
+            // Only regular files: never a device (`/dev/zero`) or a FIFO.
+            let meta = f.metadata().map_err(|e| PythonError::io(&path, e))?;
+            if !meta.is_file() {
+                return Err(PythonError::InvalidWheel {
+                    wheel: path.clone(),
+                    message: "not a regular file".into(),
+                }
+                .into());
+            }
+            let mut body = f.take(limit.saturating_add(1));
+            copy(&mut body, &mut tee).map_err(|e| match e {
                 CopyError::Read(e) => PythonError::io(&path, e),
                 CopyError::Write(e) => PythonError::io(dest, e),
-            })?;
+            })?
+        };
+        if n > limit {
+            return Err(too_large(limit).into());
         }
         let got = hex::encode(tee.hasher.finalize());
         if !got.eq_ignore_ascii_case(&w.sha256) {

@@ -181,8 +181,11 @@ pub struct ResolvedWheel {
     pub filename: String,
     /// Lowercase hex sha256 the downloaded file must have.
     pub sha256: String,
-    /// `http(s)://` URL, `file://` URL or local path.
+    /// `http(s)://` URL (never with credentials), `file://` URL or local path.
     pub url_or_path: String,
+    /// Size in bytes, when the index states it: the download is cut there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<u64>,
 }
 
 /// Where a requirement came from, for error messages.
@@ -232,13 +235,25 @@ pub enum PythonError {
         indexes: String,
     },
     #[error(
-        "{origin}: package `{package}` has no files for version {version} (versions seen: {available})"
+        "{origin}: package `{package}` has no files for version {version} in {searched} (versions seen: {available})"
     )]
     VersionNotFound {
         origin: Origin,
         package: String,
         version: String,
+        /// `the find_links folder …`, `the index …`.
+        searched: String,
         available: String,
+    },
+    #[error(
+        "{origin}: package `{package}` {version}: {found}; no index was consulted because of --no-index ({no_index})"
+    )]
+    NoIndex {
+        origin: Origin,
+        package: String,
+        version: String,
+        found: String,
+        no_index: Origin,
     },
     #[error(
         "{origin}: package `{package}` {version} has only a source distribution ({sdist}); mlimg installs wheels only: build a wheel with `pip wheel --no-deps {package}=={version} -w wheels/` and add that folder to `find_links`"
@@ -250,33 +265,43 @@ pub enum PythonError {
         sdist: String,
     },
     #[error(
-        "{origin}: package `{package}` {version} has no wheel compatible with {target}; wheel tags seen: {seen}"
+        "{origin}: package `{package}` {version} has no wheel compatible with {target} in {searched}; wheel tags seen: {seen}"
     )]
     NoCompatibleWheel {
         origin: Origin,
         package: String,
         version: String,
-        target: String,
-        seen: String,
+        target: Box<str>,
+        searched: Box<str>,
+        seen: Box<str>,
     },
     #[error(
-        "{origin}: package `{package}`: the index lists {filename} with sha256 {published}, which is not among the pinned hashes ({allowed})"
+        "{origin}: package `{package}`: {found_in} has {filename} with sha256 {published}, which is not among the pinned hashes ({allowed})"
     )]
     HashNotPinned {
         origin: Origin,
         package: String,
+        /// `the find_links folder …`, `the index …`.
+        found_in: Box<str>,
         filename: String,
-        published: String,
-        allowed: String,
+        published: Box<str>,
+        allowed: Box<str>,
     },
     #[error(
-        "{origin}: package `{package}`: the index publishes no sha256 for {filename} and the pin allows {count} hashes; pin only that wheel's hash"
+        "{origin}: package `{package}`: {found_in} publishes no sha256 for {filename} and the pin allows {count} hashes; pin only that wheel's hash"
     )]
     AmbiguousHash {
         origin: Origin,
         package: String,
+        found_in: String,
         filename: String,
         count: usize,
+    },
+    #[error("{filename} from {source_url} is larger than the {limit} bytes its index states")]
+    TooLarge {
+        filename: String,
+        source_url: String,
+        limit: u64,
     },
     #[error("wrong hash for {filename} from {source_url}: expected sha256 {expected}, got {got}")]
     WrongHash {
@@ -372,20 +397,41 @@ pub(crate) struct Pin {
 }
 
 /// Parses the set's lock, evaluates markers for `target` and picks one wheel per package.
-/// Reads index pages and lists find-links folders, downloads no wheel.
+/// Lists find-links folders and reads index pages (only for pins the folders do not
+/// satisfy), downloads no wheel. Same as [`resolve_with`] without a wheel cache.
 pub fn resolve(
     input: &DepsSetInput,
     target: &PythonTarget,
 ) -> Result<Vec<ResolvedWheel>, PythonError> {
+    Ok(resolve_with(input, target, None)?.wheels)
+}
+
+/// The wheels chosen for a set, and what the user should be told about them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Resolution {
+    pub wheels: Vec<ResolvedWheel>,
+    /// E.g. a wheel taken from the cache whose download URL was never recorded.
+    pub warnings: Vec<String>,
+}
+
+/// Like [`resolve`], looking in the wheel cache too (`wheel_cache` is the folder given to
+/// [`fetch`]): a pin is looked up in the find-links folders, then in the cache under its
+/// hashes, and only then on the indexes, so a set those satisfy asks no index anything (an
+/// offline build works). `--no-index` in the requirements file means no index at all.
+pub fn resolve_with(
+    input: &DepsSetInput,
+    target: &PythonTarget,
+    wheel_cache: Option<&Path>,
+) -> Result<Resolution, PythonError> {
     target.check()?;
     let env = markers::Environment::for_target(target);
-    let (pins, extra_indexes, extra_links) = match (&input.requirements, &input.pylock) {
+    let (pins, extra_indexes, extra_links, no_index) = match (&input.requirements, &input.pylock) {
         (Some(req), None) => {
             let parsed = requirements::parse_file(req)?;
             let pins = requirements::pins_for(&parsed, &env)?;
-            (pins, parsed.index_urls, parsed.find_links)
+            (pins, parsed.index_urls, parsed.find_links, parsed.no_index)
         }
-        (None, Some(lock)) => (pylock::pins_for(lock, &env)?, Vec::new(), Vec::new()),
+        (None, Some(lock)) => (pylock::pins_for(lock, &env)?, Vec::new(), Vec::new(), None),
         _ => {
             return Err(PythonError::NoLockFile {
                 set: input.name.clone(),
@@ -396,14 +442,28 @@ pub fn resolve(
     indexes.extend(extra_indexes);
     let mut links = input.find_links.clone();
     links.extend(extra_links);
-    let finder = index::Finder::new(indexes, links)?;
+    let finder = index::Finder::new(indexes, links)?
+        .with_cache(wheel_cache)
+        .with_no_index(no_index);
     let priorities = tags::TagPriorities::for_target(target);
     let mut out = Vec::with_capacity(pins.len());
     for pin in &pins {
         out.push(finder.choose(pin, &priorities, target)?);
     }
     out.sort_by(|a, b| a.name.cmp(&b.name));
-    Ok(out)
+    Ok(Resolution {
+        wheels: out,
+        warnings: finder.take_warnings(),
+    })
+}
+
+/// Take the credentials out of index URLs (`https://user:token@host/simple`) and keep them
+/// for those origins, so wheel downloads there (also from a lock, without resolving) send
+/// them; returns the URLs without credentials.
+pub fn remember_index_credentials(urls: &[String]) -> Vec<String> {
+    urls.iter()
+        .map(|u| crate::transport::credentials::remember_userinfo(u))
+        .collect()
 }
 
 /// Downloads (or copies from a local folder) each wheel into
@@ -544,6 +604,7 @@ mod tests {
             filename: format!("{name}-1-py3-none-any.whl"),
             sha256: "00".into(),
             url_or_path: String::new(),
+            size: None,
         }
     }
 

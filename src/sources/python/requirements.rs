@@ -33,6 +33,8 @@ pub struct RequirementsFile {
     pub requirements: Vec<Requirement>,
     pub index_urls: Vec<String>,
     pub find_links: Vec<PathBuf>,
+    /// Where `--no-index` was given, if anywhere: then no index may be asked.
+    pub no_index: Option<Origin>,
 }
 
 /// Deepest `-r` include chain accepted (pip has no limit; real locks use one or two levels).
@@ -294,7 +296,11 @@ fn parse_option(
         }
         // Switches that do not change what a complete, hashed pin list installs.
         "--require-hashes" | "--no-deps" | "--only-binary" | "--prefer-binary" | "--pre"
-        | "--no-binary" | "--trusted-host" | "--no-index" => Ok(()),
+        | "--no-binary" | "--trusted-host" => Ok(()),
+        "--no-index" => {
+            out.no_index.get_or_insert_with(|| origin.clone());
+            Ok(())
+        }
         "-e" | "--editable" => Err(PythonError::Unsupported {
             origin: origin.clone(),
             message: "editable requirements cannot be installed into an image layer; build a wheel"

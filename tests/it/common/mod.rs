@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod faultproxy;
+pub mod hostile;
 pub mod hub;
 pub mod image;
 pub mod oci;
