@@ -1,6 +1,5 @@
 //! Hugging Face Hub source against the stand-in in `common::hub`.
 
-use std::cell::RefCell;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
@@ -41,9 +40,11 @@ type Fetched = Result<Vec<(HubFile, PathBuf)>, HubError>;
 
 /// Fetch, collecting events.
 fn fetch(o: &HubOptions, snap: &HubSnapshot) -> (Fetched, Vec<HubEvent>) {
-    let events = RefCell::new(Vec::new());
-    let r = hf::fetch(o, snap, &|e| events.borrow_mut().push(e));
-    (r, events.into_inner())
+    let events = std::sync::Mutex::new(Vec::new());
+    let r = hf::fetch(o, snap, &|e| {
+        events.lock().unwrap_or_else(|p| p.into_inner()).push(e)
+    });
+    (r, events.into_inner().unwrap_or_else(|p| p.into_inner()))
 }
 
 fn repo_dir(cache: &Path) -> PathBuf {

@@ -277,11 +277,11 @@ pub fn resolve(opts: &HubOptions, src: &HubSource) -> Result<HubSnapshot, HubErr
 /// file is streamed to `blobs/{etag}.incomplete`, resumed with a `Range` request after a broken
 /// connection (bounded retries with backoff; a leftover `.incomplete` from an earlier run is
 /// resumed too), checked for size and sha256 (regular files: the git blob id), and renamed into
-/// place. Downloads run one after another.
+/// place. Up to four files download at once.
 pub fn fetch(
     opts: &HubOptions,
     snap: &HubSnapshot,
-    progress: &dyn Fn(HubEvent),
+    progress: &(dyn Fn(HubEvent) + Sync),
 ) -> Result<Vec<(HubFile, PathBuf)>, HubError> {
     let repo = check_repo(&snap.repo)?;
     let commit = snap.commit.as_str();
@@ -333,29 +333,74 @@ pub fn fetch(
         let listing = tree::list(&transport, opts, &ctx(opts, repo, commit, None), None)?;
         let by_path: std::collections::HashMap<&str, &tree::Entry> =
             listing.iter().map(|e| (e.path.as_str(), e)).collect();
-        for i in missing {
-            let f = &snap.files[i];
-            let ctx = ctx(opts, repo, commit, Some(&f.path));
-            let entry = by_path
-                .get(f.path.as_str())
-                .ok_or_else(|| HubError::FileNotFound {
-                    repo: repo.to_string(),
-                    revision: commit.to_string(),
-                    file: f.path.clone(),
-                    status: 404,
-                })?;
-            let (blob, sha256) = download(&transport, opts, &layout, &ctx, f, entry, progress)?;
-            out[i] = Some((
-                HubFile {
-                    sha256,
-                    ..f.clone()
-                },
-                blob,
-            ));
+        // Several files at once (each resumable); results stay in snapshot order.
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let results: Vec<DownloadSlot> = missing
+            .iter()
+            .map(|_| std::sync::Mutex::new(None))
+            .collect();
+        let failed = std::sync::atomic::AtomicBool::new(false);
+        std::thread::scope(|s| {
+            for _ in 0..PARALLEL_DOWNLOADS.min(missing.len()) {
+                s.spawn(|| {
+                    loop {
+                        let k = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        if failed.load(std::sync::atomic::Ordering::SeqCst) {
+                            break;
+                        }
+                        let Some(&i) = missing.get(k) else { break };
+                        let f = &snap.files[i];
+                        let ctx = ctx(opts, repo, commit, Some(&f.path));
+                        let r = by_path
+                            .get(f.path.as_str())
+                            .ok_or_else(|| HubError::FileNotFound {
+                                repo: repo.to_string(),
+                                revision: commit.to_string(),
+                                file: f.path.clone(),
+                                status: 404,
+                            })
+                            .and_then(|entry| {
+                                download(&transport, opts, &layout, &ctx, f, entry, progress)
+                            });
+                        if r.is_err() {
+                            failed.store(true, std::sync::atomic::Ordering::SeqCst);
+                        }
+                        *results[k].lock().unwrap_or_else(|p| p.into_inner()) = Some(r);
+                    }
+                });
+            }
+        });
+        for (k, slot) in results.into_iter().enumerate() {
+            let i = missing[k];
+            match slot.into_inner().unwrap_or_else(|p| p.into_inner()) {
+                Some(Ok((blob, sha256))) => {
+                    out[i] = Some((
+                        HubFile {
+                            sha256,
+                            ..snap.files[i].clone()
+                        },
+                        blob,
+                    ));
+                }
+                Some(Err(e)) => return Err(e),
+                None => {}
+            }
+        }
+        if out.iter().any(Option::is_none) {
+            return Err(HubError::InvalidSource {
+                repo: repo.to_string(),
+                reason: "a download was not attempted after an earlier one failed".into(),
+            });
         }
     }
     Ok(out.into_iter().flatten().collect())
 }
+
+/// One download's result, filled by a worker of [`fetch`].
+type DownloadSlot = std::sync::Mutex<Option<Result<(PathBuf, String), HubError>>>;
+
+/// Files downloaded at once by [`fetch`].
+const PARALLEL_DOWNLOADS: usize = 4;
 
 /// Where `path` of `commit` appears in the hub cache once fetched (`snapshots/{commit}/{path}`,
 /// a symlink to the blob). Nothing is checked or created.
