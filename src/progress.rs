@@ -3,8 +3,6 @@
 
 use std::sync::Mutex;
 
-use crate::plan::LayerRole;
-
 /// Progress events, for a progress bar or plain lines. Every stage that does I/O reports
 /// through it; none prints on its own.
 pub trait Progress: Sync {
@@ -12,9 +10,11 @@ pub trait Progress: Sync {
     fn transfer(&self, _key: &str, _done: u64, _total: u64) {}
     /// The transfer `key` finished; `summary` says how.
     fn transfer_done(&self, _key: &str, _summary: &str) {}
-    fn layer_start(&self, _role: &LayerRole, _bytes: u64) {}
-    fn layer_bytes(&self, _role: &LayerRole, _done: u64) {}
-    fn layer_done(&self, _role: &LayerRole, _cached: bool) {}
+    /// A layer is being written. `id` is stable and unique per layer (per-file weights layers
+    /// share a `label`, never an `id`).
+    fn layer_start(&self, _id: &str, _label: &str, _bytes: u64) {}
+    fn layer_bytes(&self, _id: &str, _done: u64) {}
+    fn layer_done(&self, _id: &str, _label: &str, _cached: bool) {}
     fn message(&self, _msg: &str) {}
     /// Something the user should know that does not stop the build.
     fn warning(&self, w: &Warning) {
@@ -71,14 +71,14 @@ impl Progress for Recorder<'_> {
     fn transfer_done(&self, key: &str, summary: &str) {
         self.inner.transfer_done(key, summary)
     }
-    fn layer_start(&self, role: &LayerRole, bytes: u64) {
-        self.inner.layer_start(role, bytes)
+    fn layer_start(&self, id: &str, label: &str, bytes: u64) {
+        self.inner.layer_start(id, label, bytes)
     }
-    fn layer_bytes(&self, role: &LayerRole, done: u64) {
-        self.inner.layer_bytes(role, done)
+    fn layer_bytes(&self, id: &str, done: u64) {
+        self.inner.layer_bytes(id, done)
     }
-    fn layer_done(&self, role: &LayerRole, cached: bool) {
-        self.inner.layer_done(role, cached)
+    fn layer_done(&self, id: &str, label: &str, cached: bool) {
+        self.inner.layer_done(id, label, cached)
     }
     fn message(&self, msg: &str) {
         self.inner.message(msg)

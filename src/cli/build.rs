@@ -9,7 +9,6 @@ use clap::Args;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 
 use mlimg::pipeline::{BuildOptions, Outcome, Progress, Warning, build};
-use mlimg::plan::LayerRole;
 
 /// Build the image described by a spec.
 ///
@@ -199,7 +198,7 @@ pub(crate) fn pip_index_urls() -> Vec<String> {
 /// Progress on stderr: bars on a terminal, one line per layer otherwise.
 struct Bars {
     multi: Option<MultiProgress>,
-    bars: Mutex<Vec<(LayerRole, ProgressBar)>>,
+    bars: Mutex<Vec<(String, ProgressBar)>>,
     transfers: Mutex<std::collections::HashMap<String, ProgressBar>>,
 }
 
@@ -258,7 +257,7 @@ impl Progress for Bars {
             let _ = m.println(summary);
         }
     }
-    fn layer_start(&self, role: &LayerRole, bytes: u64) {
+    fn layer_start(&self, id: &str, label: &str, bytes: u64) {
         match &self.multi {
             Some(m) => {
                 let bar = m.add(ProgressBar::new(bytes));
@@ -267,27 +266,27 @@ impl Progress for Bars {
                 ) {
                     bar.set_style(style);
                 }
-                bar.set_message(role.to_string());
+                bar.set_message(label.to_string());
                 if let Ok(mut b) = self.bars.lock() {
-                    b.push((role.clone(), bar));
+                    b.push((id.to_string(), bar));
                 }
             }
-            None => eprintln!("writing layer {role} ({bytes} bytes)"),
+            None => eprintln!("writing layer {label} ({bytes} bytes)"),
         }
     }
-    fn layer_bytes(&self, role: &LayerRole, done: u64) {
+    fn layer_bytes(&self, id: &str, done: u64) {
         if let Ok(b) = self.bars.lock()
-            && let Some((_, bar)) = b.iter().find(|(r, _)| r == role)
+            && let Some((_, bar)) = b.iter().find(|(r, _)| r == id)
         {
             bar.set_position(done);
         }
     }
-    fn layer_done(&self, role: &LayerRole, cached: bool) {
+    fn layer_done(&self, id: &str, label: &str, cached: bool) {
         if self.multi.is_none() && cached {
-            eprintln!("layer {role}: cached");
+            eprintln!("layer {label}: cached");
         }
         if let Ok(b) = self.bars.lock()
-            && let Some((_, bar)) = b.iter().find(|(r, _)| r == role)
+            && let Some((_, bar)) = b.iter().find(|(r, _)| r == id)
         {
             bar.finish();
         }

@@ -66,7 +66,7 @@ pub(super) fn lookup(
                 || std::fs::metadata(cache.blob_path(&rec.blob.digest))
                     .is_ok_and(|m| m.len() == rec.blob.size);
             if size_ok {
-                progress.layer_done(&l.role, true);
+                progress.layer_done(l.id(), &l.label(), true);
                 known.insert(
                     l.selector.clone(),
                     KnownLayer {
@@ -177,8 +177,8 @@ fn write_one(
 ) -> Result<WrittenLayer, BuildError> {
     let entries = fetched.entries(l)?;
     let size: u64 = entries.iter().map(crate::layer::Entry::size).sum();
-    progress.layer_start(&l.role, size);
-    let on_bytes = |done| progress.layer_bytes(&l.role, done);
+    progress.layer_start(l.id(), &l.label(), size);
+    let on_bytes = |done| progress.layer_bytes(l.id(), done);
     let layer_err = |source| BuildError::Layer {
         role: l.role.to_string(),
         source,
@@ -223,7 +223,7 @@ fn write_one(
             stored,
         },
     )?;
-    progress.layer_done(&l.role, false);
+    progress.layer_done(l.id(), &l.label(), false);
     Ok(WrittenLayer {
         blob,
         path,

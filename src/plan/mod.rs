@@ -116,6 +116,21 @@ impl LayerPlan {
     pub fn size(&self) -> u64 {
         self.entries.iter().map(Entry::size).sum()
     }
+
+    /// A short, stable id for progress output (the selector's first 12 hex digits).
+    pub fn id(&self) -> &str {
+        &self.selector[..12.min(self.selector.len())]
+    }
+
+    /// What the layer is, for people: its role, and for one file of a per-file entry, the file.
+    pub fn label(&self) -> String {
+        match self.entries.as_slice() {
+            [e] if matches!(self.role, LayerRole::Weights(_)) => {
+                format!("{} /{}", self.role, e.path)
+            }
+            _ => self.role.to_string(),
+        }
+    }
 }
 
 /// The layers of one platform's image, in image order (base layers are not part of the plan).

@@ -10,7 +10,7 @@ use std::path::{Component, Path, PathBuf};
 
 use globset::{Glob, GlobBuilder, GlobMatcher, GlobSet, GlobSetBuilder};
 
-use crate::plan::{Content, Entry};
+use crate::layer::{Content, Entry};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {

@@ -18,7 +18,7 @@ use sha2::{Digest, Sha256};
 use super::index::sha256_reader;
 use super::tags::WheelName;
 use super::{PythonError, PythonTarget, normalize_name};
-use crate::plan::{Content, Entry};
+use crate::layer::{Content, Entry};
 
 /// Contents of `INSTALLER`.
 pub const INSTALLER: &[u8] = b"mlimg\n";

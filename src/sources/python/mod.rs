@@ -27,7 +27,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use crate::plan::Entry;
+use crate::layer::Entry;
 
 /// The interpreter a dependency set is installed for.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
