@@ -1,7 +1,8 @@
 //! mlimg: a daemonless, reproducible OCI image builder for machine-learning services.
 //!
-//! Data flows one way: [`spec`] → [`plan`] → [`layer`] (via [`cache`]) → [`image`] → [`output`].
-//! [`build`] is the orchestrator; [`registry`] and [`sources`] do the network and source I/O.
+//! Data flows one way: [`spec`] → [`resolve`] (the lock value) → [`plan`] → [`fetch`] →
+//! [`layer`] (via [`cache`]) → [`image`] → [`sink`]. [`pipeline`] is the orchestrator;
+//! [`registry`], [`transport`] and [`sources`] do the network and source I/O.
 
 pub mod cache;
 pub mod digest;
