@@ -84,6 +84,7 @@ pub fn run(args: LockArgs) -> Result<()> {
     let opts = ResolveOptions {
         platforms: spec.image.platforms.clone(),
         locked: false,
+        read_only: false,
         hub,
         pip_index_urls: super::build::pip_index_urls(),
         cache_dir,

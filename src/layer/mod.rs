@@ -381,7 +381,7 @@ fn append<W: Write>(
 /// often each source byte was read (once for a cold build, never for a cached one).
 static SOURCE_BYTES_READ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
-/// See [`SOURCE_BYTES_READ`].
+/// Bytes read from sources so far in this process (see the counter above).
 pub fn source_bytes_read() -> u64 {
     SOURCE_BYTES_READ.load(std::sync::atomic::Ordering::Relaxed)
 }

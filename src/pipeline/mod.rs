@@ -188,6 +188,7 @@ pub fn build(opts: &BuildOptions, progress: &dyn Progress) -> Result<Outcome, Bu
     let resolve_opts = ResolveOptions {
         platforms,
         locked: opts.locked,
+        read_only: opts.dry_run,
         hub: hub_options(opts),
         pip_index_urls: opts.pip_index_urls.clone(),
         cache_dir: opts.cache_dir.clone(),

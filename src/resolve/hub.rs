@@ -13,7 +13,7 @@ use std::sync::Mutex;
 use super::{ResolveError, ResolveOptions};
 use crate::lock::{Lockfile, WeightsLock};
 use crate::progress::{Progress, Warning};
-use crate::sources::hf::{self, HubEvent, HubFile, HubOptions, HubSource};
+use crate::sources::hf::{self, HubError, HubEvent, HubFile, HubOptions, HubSource};
 use crate::spec::{Spec, WeightsSource, WeightsSpec};
 
 pub(super) fn resolve_weights(
@@ -23,12 +23,32 @@ pub(super) fn resolve_weights(
     lock_path: &Path,
     progress: &dyn Progress,
 ) -> Result<Vec<WeightsLock>, ResolveError> {
+    // Read only (a dry run): the Hub client notes refs and hashes small files in a folder of
+    // our own, gone when this returns, instead of the user's hub cache.
+    let scratch = match opts.read_only && spec.weights.iter().any(|w| hub_source(w).is_some()) {
+        true => Some(tempfile::tempdir().map_err(|e| ResolveError::Hub {
+            name: String::new(),
+            source: Box::new(HubError::io(std::path::Path::new("(temp dir)"), e)),
+        })?),
+        false => None,
+    };
+    let scratch_hub;
+    let hub = match &scratch {
+        Some(d) => {
+            scratch_hub = HubOptions {
+                cache_dir: d.path().to_path_buf(),
+                ..opts.hub.clone()
+            };
+            &scratch_hub
+        }
+        None => &opts.hub,
+    };
     let mut out = Vec::new();
     for w in &spec.weights {
         let Some(src) = hub_source(w) else { continue };
         if let Some(l) = lock.and_then(|l| l.matching(w)) {
             if !opts.locked && !is_commit(&l.revision) {
-                check_moved(&opts.hub, w, &src, l, progress);
+                check_moved(hub, w, &src, l, progress);
             }
             out.push(l.clone());
             continue;
@@ -43,7 +63,7 @@ pub(super) fn resolve_weights(
                 reason: format!("weights {:?}: {why}", w.name),
             });
         }
-        out.push(resolve_entry(&opts.hub, w, src, progress)?);
+        out.push(resolve_entry(hub, w, src, progress)?);
     }
     Ok(out)
 }

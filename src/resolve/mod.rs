@@ -35,6 +35,9 @@ pub struct ResolveOptions {
     pub platforms: Vec<Platform>,
     /// Refuse a lock that does not match the spec, and ask nothing that floats.
     pub locked: bool,
+    /// Leave every cache as it is (a dry run): small Hub files hashed to resolve them are
+    /// fetched into a temporary folder that is removed afterwards.
+    pub read_only: bool,
     pub hub: HubOptions,
     /// Indexes after each set's own `index_url` (`PIP_INDEX_URL`, `PIP_EXTRA_INDEX_URL`).
     pub pip_index_urls: Vec<String>,

@@ -237,6 +237,15 @@ fn a_dry_run_with_a_wheel_set_a_hub_source_and_a_registry_base_writes_nothing() 
         "a dry run writes nothing to the cache: {:?}",
         fs::read_dir(&cache).map(|d| d.count())
     );
+    let hub_cache = cx.path().join("hf/hub");
+    assert!(
+        !hub_cache.exists()
+            || fs::read_dir(&hub_cache)
+                .expect("hub cache")
+                .next()
+                .is_none(),
+        "nor to the Hub cache (small files are hashed in a temporary folder)"
+    );
     // the base's layer was streamed for detection, never stored
     let base_layer_gets = reg
         .requests()
