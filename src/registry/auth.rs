@@ -633,3 +633,44 @@ mod tests {
         assert_eq!(none.lookup("docker.io").unwrap(), None);
     }
 }
+
+#[cfg(test)]
+mod proptests {
+    //! `WWW-Authenticate` comes from whatever server answers: any header parses without a
+    //! panic, into at most what it says, and a well-formed Bearer challenge round-trips.
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::default())]
+
+        #[test]
+        fn any_header_parses_without_panicking(h in "\\PC{0,400}") {
+            if let Some(Challenge::Bearer { realm, service }) = Challenge::parse(&h) {
+                prop_assert!(realm.len() <= h.len());
+                prop_assert!(service.map_or(0, |s| s.len()) <= h.len());
+            }
+        }
+
+        #[test]
+        fn quoted_params_round_trip(
+            realm in "https://[a-z]{1,12}\\.example/[a-z,= ]{0,20}",
+            service in "[a-zA-Z0-9.,: =]{0,30}",
+            extra in prop::collection::vec(("[a-z]{1,8}", "[a-z0-9 ,]{0,12}"), 0..6),
+        ) {
+            let mut h = format!("Bearer realm=\"{realm}\",service=\"{service}\"");
+            for (k, v) in &extra {
+                if k != "realm" && k != "service" {
+                    h.push_str(&format!(",{k}=\"{v}\""));
+                }
+            }
+            prop_assert_eq!(
+                Challenge::parse(&h),
+                Some(Challenge::Bearer {
+                    realm: realm.trim().to_string(),
+                    service: Some(service.trim().to_string()),
+                })
+            );
+        }
+    }
+}
