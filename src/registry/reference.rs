@@ -68,19 +68,11 @@ fn valid_tag(t: &str) -> bool {
 
 /// Validate a `sha256:<64 lowercase hex>` digest (the only algorithm we verify).
 pub fn validate_digest(d: &str) -> Result<()> {
-    match d.strip_prefix("sha256:") {
-        Some(hex)
-            if hex.len() == 64
-                && hex
-                    .bytes()
-                    .all(|x| x.is_ascii_digit() || (b'a'..=b'f').contains(&x)) =>
-        {
-            Ok(())
-        }
-        _ => Err(RegistryError::UnsupportedDigest {
+    crate::digest::Digest::parse(d)
+        .map(|_| ())
+        .map_err(|_| RegistryError::UnsupportedDigest {
             digest: d.to_string(),
-        }),
-    }
+        })
 }
 
 fn valid_host(h: &str) -> bool {

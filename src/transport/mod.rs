@@ -22,6 +22,7 @@
 //! Modelled on go-containerregistry's `transport` package and uv's retrying client.
 
 pub mod credentials;
+pub(crate) use credentials::percent_decode;
 mod policy;
 
 use std::fmt;

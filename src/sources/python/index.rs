@@ -560,24 +560,7 @@ fn filename_of(url: &reqwest::Url) -> Option<String> {
     Some(percent_decode(last))
 }
 
-pub(crate) fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%'
-            && i + 2 < b.len()
-            && let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16)
-        {
-            out.push(v);
-            i += 3;
-            continue;
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
+pub(crate) use crate::transport::percent_decode;
 
 fn html_unescape(s: &str) -> String {
     s.replace("&lt;", "<")
