@@ -276,7 +276,14 @@ pub fn build(opts: &BuildOptions, progress: &dyn Progress) -> Result<Outcome, Bu
     let mut outputs = Vec::new();
     for s in &sinks {
         progress.message(&format!("writing {s}"));
-        outputs.push(s.write(&images, progress)?);
+        // A file error inside a sink names a temp path: say which output it was.
+        outputs.push(s.write(&images, progress).map_err(|e| match e {
+            SinkError::Io { .. } => SinkError::Target {
+                target: s.to_string(),
+                source: Box::new(e),
+            },
+            e => e,
+        })?);
     }
     if let (Some((t, _)), Some(c)) = (target, &client) {
         publish_selectors(c, t, &unique, &known, &written, progress);

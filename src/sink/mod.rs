@@ -41,6 +41,11 @@ pub enum SinkError {
         path.display()
     )]
     NotALayout { path: PathBuf },
+    #[error("{target}: {source}")]
+    Target {
+        target: String,
+        source: Box<SinkError>,
+    },
     #[error("push to {target}: {source}")]
     Push {
         target: String,
