@@ -4,16 +4,17 @@
 //! `Fetched` entries (and a wheel set) into entries the layer writer can read.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::AtomicU64;
 
 use crate::cache::Cache;
+use crate::image::BlobSource;
 use crate::layer::{self, Content, Entry, LayerError};
 use crate::lock::WeightsLock;
 use crate::plan::LayerPlan;
 use crate::progress::Progress;
 use crate::registry::RegistryClient;
-use crate::resolve::{BlobOrigin, ResolvedBase};
+use crate::resolve::ResolvedBase;
 use crate::sources::hf::{self, HubError, HubOptions, HubSnapshot};
 use crate::sources::python::{self, PythonError, ResolvedWheel};
 
@@ -176,40 +177,35 @@ pub fn base_blobs(
     progress: &dyn Progress,
 ) -> Result<(), FetchError> {
     let mut done = BTreeSet::new();
-    for b in bases {
-        let BlobOrigin::Registry(r) = &b.origin else {
+    for l in bases.iter().flat_map(|b| &b.layers) {
+        let BlobSource::Remote {
+            registry,
+            repository,
+            ..
+        } = &l.source
+        else {
             continue;
         };
-        for l in &b.layers {
-            if cache.has_blob(&l.descriptor.digest) || !done.insert(l.descriptor.digest.clone()) {
-                continue;
-            }
-            progress.message(&format!(
-                "fetching base layer {} ({} bytes)",
-                l.descriptor.digest, l.descriptor.size
-            ));
-            client
-                .blob_to_file(
-                    r,
-                    &l.descriptor.digest,
-                    l.descriptor.size,
-                    &cache.blob_path(&l.descriptor.digest),
-                )
-                .map_err(|e| FetchError::Base {
-                    digest: l.descriptor.digest.to_string(),
-                    source: Box::new(e),
-                })?;
+        let d = &l.descriptor;
+        if cache.has_blob(&d.digest) || !done.insert(d.digest.clone()) {
+            continue;
         }
+        progress.message(&format!(
+            "fetching base layer {} ({} bytes)",
+            d.digest, d.size
+        ));
+        let r = crate::registry::Reference {
+            registry: registry.clone(),
+            repository: repository.clone(),
+            tag: None,
+            digest: None,
+        };
+        client
+            .blob_to_file(&r, &d.digest, d.size, &cache.blob_path(&d.digest))
+            .map_err(|e| FetchError::Base {
+                digest: d.digest.to_string(),
+                source: Box::new(e),
+            })?;
     }
     Ok(())
-}
-
-/// Where a base layer's bytes are on local disk (a layout's blob, or the cache), if anywhere.
-pub fn base_blob_path(base: &ResolvedBase, digest: &str, cache: &Cache) -> Option<PathBuf> {
-    let hex = digest.strip_prefix("sha256:")?;
-    let p = match &base.origin {
-        BlobOrigin::Layout(dir) => dir.join("blobs/sha256").join(hex),
-        _ => cache.blob_path(digest),
-    };
-    Path::new(&p).is_file().then_some(p)
 }

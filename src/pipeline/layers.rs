@@ -17,7 +17,7 @@ use crate::layer::{self, LayerBlob};
 use crate::plan::{BuildPlan, LayerPlan};
 use crate::progress::{Progress, Warning};
 use crate::registry::{Reference, RegistryClient};
-use crate::resolve::{BlobOrigin, Resolved, ResolvedBase};
+use crate::resolve::{Resolved, ResolvedBase};
 use crate::spec::{BaseSpec, Spec};
 
 /// A layer some cache already has.
@@ -275,37 +275,18 @@ fn digest(role: &str, d: &str) -> Result<Digest, BuildError> {
     })
 }
 
-/// The base's layers as image layers: a layout's files, or a registry's blobs (with the
-/// cached copy, when file outputs had them fetched).
-fn base_layers(base: &ResolvedBase, cache: &Cache) -> Result<Vec<Layer>, BuildError> {
+/// The base's layers, with the cached copy of a registry base's blob when file outputs had it
+/// fetched.
+fn base_layers(base: &ResolvedBase, cache: &Cache) -> Vec<Layer> {
     base.layers
         .iter()
         .map(|l| {
-            let d = digest("base", &l.descriptor.digest)?;
-            let source = match &base.origin {
-                BlobOrigin::Layout(dir) => BlobSource::File(dir.join("blobs/sha256").join(d.hex())),
-                BlobOrigin::Registry(r) => {
-                    let p = cache.blob_path(&d);
-                    BlobSource::Remote {
-                        registry: r.registry.clone(),
-                        repository: r.repository.clone(),
-                        local: p.is_file().then_some(p),
-                    }
-                }
-                BlobOrigin::None => BlobSource::File(cache.blob_path(&d)),
-            };
-            Ok(Layer {
-                descriptor: Descriptor {
-                    media_type: l.descriptor.media_type.clone(),
-                    digest: d,
-                    size: l.descriptor.size,
-                },
-                diff_id: digest("base", &l.diff_id)?,
-                source,
-                role: "base".into(),
-                created_by: String::new(),
-                cached: true,
-            })
+            let mut l = l.clone();
+            if let BlobSource::Remote { local, .. } = &mut l.source {
+                let p = cache.blob_path(&l.descriptor.digest);
+                *local = p.is_file().then_some(p);
+            }
+            l
         })
         .collect()
 }
@@ -325,7 +306,7 @@ pub(super) fn assemble(
     let created = image::rfc3339(mtime);
     let mut images = Vec::new();
     for (pp, rp) in plan.platforms.iter().zip(&resolved.platforms) {
-        let mut layers = base_layers(&rp.base, cache)?;
+        let mut layers = base_layers(&rp.base, cache);
         for l in &pp.layers {
             let role = l.role.to_string();
             let (blob, cached, source) = if let Some(w) = written.get(&l.selector) {

@@ -8,7 +8,9 @@ use std::path::{Path, PathBuf};
 use serde_json::Value;
 
 use crate::digest::Digest;
-use crate::image::{Descriptor, INDEX_MEDIA_TYPE, oci_layer_media_type, scratch_config};
+use crate::image::{
+    BlobSource, Descriptor, INDEX_MEDIA_TYPE, Layer, oci_layer_media_type, scratch_config,
+};
 use crate::spec::Platform;
 
 #[derive(Debug, thiserror::Error)]
@@ -56,17 +58,6 @@ pub enum BaseError {
     },
 }
 
-/// Where the base's blobs can be read from.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum BlobOrigin {
-    /// Nothing to read (scratch).
-    None,
-    /// `blobs/sha256/<hex>` under an OCI layout folder.
-    Layout(PathBuf),
-    /// A registry repository, for pushes to mount or stream from (and file outputs to fetch).
-    Registry(crate::registry::Reference),
-}
-
 /// The base image for one platform.
 #[derive(Debug, Clone)]
 pub struct ResolvedBase {
@@ -77,15 +68,10 @@ pub struct ResolvedBase {
     pub top_digest: Option<String>,
     pub manifest_digest: Option<String>,
     pub config: Value,
-    pub layers: Vec<BaseLayer>,
-    pub origin: BlobOrigin,
-}
-
-#[derive(Debug, Clone)]
-pub struct BaseLayer {
-    /// The blob as the source has it, with the media type mapped to OCI.
-    pub descriptor: Descriptor,
-    pub diff_id: Digest,
+    /// The base's layers, each with where its bytes are: `File` in an OCI layout, `Remote` in
+    /// a registry repository (for pushes to mount or stream from, and file outputs to fetch).
+    /// Media types are mapped to OCI.
+    pub layers: Vec<Layer>,
 }
 
 pub fn scratch(p: &Platform) -> ResolvedBase {
@@ -95,7 +81,6 @@ pub fn scratch(p: &Platform) -> ResolvedBase {
         manifest_digest: None,
         config: scratch_config(p),
         layers: Vec::new(),
-        origin: BlobOrigin::None,
     }
 }
 
@@ -141,23 +126,26 @@ pub fn from_layout(
     let manifest_digest = desc["digest"].as_str().unwrap_or_default().to_string();
     let manifest = verified_json(dir, &desc, name)?;
     let config = verified_json(dir, &manifest["config"], name)?;
-    let layers = base_layers(&manifest, &config, name)?;
+    let blobs = dir.join("blobs/sha256");
+    let layers = base_layers(&manifest, &config, name, |d| {
+        BlobSource::File(blobs.join(d.hex()))
+    })?;
     Ok(ResolvedBase {
         name: name.to_string(),
         top_digest: None,
         manifest_digest: Some(manifest_digest),
         config,
         layers,
-        origin: BlobOrigin::Layout(dir.to_path_buf()),
     })
 }
 
-/// Pairs a manifest's layers with the config's diff_ids.
+/// Pairs a manifest's layers with the config's diff_ids; `source` says where each blob is.
 pub fn base_layers(
     manifest: &Value,
     config: &Value,
     name: &str,
-) -> Result<Vec<BaseLayer>, BaseError> {
+    source: impl Fn(&Digest) -> BlobSource,
+) -> Result<Vec<Layer>, BaseError> {
     let layers = manifest["layers"].as_array().cloned().unwrap_or_default();
     let diff_ids = config["rootfs"]["diff_ids"]
         .as_array()
@@ -178,15 +166,20 @@ pub fn base_layers(
         .iter()
         .zip(diff_ids)
         .map(|(l, d)| {
-            Ok(BaseLayer {
+            let digest = Digest::parse(l["digest"].as_str().unwrap_or_default())
+                .map_err(|e| bad("layer digest", e))?;
+            Ok(Layer {
+                source: source(&digest),
                 descriptor: Descriptor {
                     media_type: oci_layer_media_type(l["mediaType"].as_str().unwrap_or_default()),
-                    digest: Digest::parse(l["digest"].as_str().unwrap_or_default())
-                        .map_err(|e| bad("layer digest", e))?,
+                    digest,
                     size: l["size"].as_u64().unwrap_or(0),
                 },
                 diff_id: Digest::parse(d.as_str().unwrap_or_default())
                     .map_err(|e| bad("diff_id", e))?,
+                role: "base".into(),
+                created_by: String::new(),
+                cached: true,
             })
         })
         .collect()
@@ -284,7 +277,11 @@ pub fn from_registry(
             name: name.into(),
             message: e.to_string(),
         })?;
-    let layers = base_layers(&manifest, &config, name)?;
+    let layers = base_layers(&manifest, &config, name, |_| BlobSource::Remote {
+        registry: reference.registry.clone(),
+        repository: reference.repository.clone(),
+        local: None,
+    })?;
     Ok(ResolvedBase {
         name: name.to_string(),
         top_digest: Some(
@@ -296,6 +293,5 @@ pub fn from_registry(
         manifest_digest: Some(pulled.manifest_digest),
         config,
         layers,
-        origin: BlobOrigin::Registry(reference),
     })
 }

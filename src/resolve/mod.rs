@@ -16,7 +16,7 @@ mod python;
 
 use std::path::{Path, PathBuf};
 
-pub use base::{BaseError, BaseLayer, BlobOrigin, ResolvedBase};
+pub use base::{BaseError, ResolvedBase};
 pub(crate) use hub::hub_events;
 pub use hub::hub_source;
 

@@ -7,7 +7,8 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest as _, Sha256};
 
-use super::{BlobOrigin, ResolveError, ResolveOptions, ResolvedPlatform};
+use super::{ResolveError, ResolveOptions, ResolvedPlatform};
+use crate::image::BlobSource;
 use crate::lock::Lockfile;
 use crate::progress::{Progress, Warning};
 use crate::registry::RegistryClient;
@@ -178,31 +179,37 @@ fn python_target(
             )
         })
         .collect();
-    let sizes: std::collections::BTreeMap<&str, u64> = base
-        .layers
-        .iter()
-        .map(|l| (l.descriptor.digest.as_str(), l.descriptor.size))
-        .collect();
-    let local = |digest: &str| -> Option<PathBuf> {
-        let hex = digest.strip_prefix("sha256:")?;
-        if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return None;
-        }
-        let p = match &base.origin {
-            BlobOrigin::Layout(dir) => dir.join("blobs/sha256").join(hex),
-            BlobOrigin::Registry(_) | BlobOrigin::None => cache_dir.join("blobs/sha256").join(hex),
-        };
-        p.is_file().then_some(p)
-    };
+    // A layout's file, a copy in the cache, or a stream from the registry: nothing is stored.
     let open = |digest: &str| -> Option<std::io::Result<Box<dyn Read + '_>>> {
-        if let Some(p) = local(digest) {
+        let l = base.layers.iter().find(|l| l.descriptor.digest == digest)?;
+        let cached = cache_dir
+            .join("blobs/sha256")
+            .join(l.descriptor.digest.hex());
+        let path: Option<PathBuf> = match &l.source {
+            BlobSource::File(p) => Some(p.clone()),
+            _ if cached.is_file() => Some(cached),
+            _ => None,
+        };
+        if let Some(p) = path {
             return Some(std::fs::File::open(p).map(|f| Box::new(f) as Box<dyn Read>));
         }
-        match (&base.origin, client) {
-            (BlobOrigin::Registry(r), Some(c)) => {
-                let size = sizes.get(digest).copied().unwrap_or(0);
+        match (&l.source, client) {
+            (
+                BlobSource::Remote {
+                    registry,
+                    repository,
+                    ..
+                },
+                Some(c),
+            ) => {
+                let r = crate::registry::Reference {
+                    registry: registry.clone(),
+                    repository: repository.clone(),
+                    tag: None,
+                    digest: None,
+                };
                 Some(
-                    c.blob_reader(r, digest, size)
+                    c.blob_reader(&r, digest, l.descriptor.size)
                         .map(|b| Box::new(b) as Box<dyn Read>)
                         .map_err(std::io::Error::other),
                 )
