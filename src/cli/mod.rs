@@ -82,40 +82,60 @@ fn hint(e: &(dyn std::error::Error + 'static)) -> Option<String> {
     use mlimg::sink::SinkError;
     let mut cur = Some(e);
     while let Some(c) = cur {
-        let registry = match c.downcast_ref::<BuildError>() {
-            Some(BuildError::Registry(r)) => Some(&**r),
-            Some(BuildError::Output(o)) => match &**o {
-                SinkError::Io { path, source } => return output_hint(path, source),
-                SinkError::Push { source, .. } => Some(&**source),
-                _ => None,
-            },
+        let found = match c.downcast_ref::<BuildError>() {
+            Some(BuildError::Registry(r)) => registry_hint(r),
+            Some(BuildError::Output(o)) => sink_hint(o),
             _ => c
-                .downcast_ref::<RegistryError>()
-                .or_else(|| c.downcast_ref::<Box<RegistryError>>().map(|b| &**b)),
+                .downcast_ref::<SinkError>()
+                .or_else(|| c.downcast_ref::<Box<SinkError>>().map(|b| &**b))
+                .and_then(sink_hint)
+                .or_else(|| {
+                    c.downcast_ref::<RegistryError>()
+                        .or_else(|| c.downcast_ref::<Box<RegistryError>>().map(|b| &**b))
+                        .and_then(registry_hint)
+                }),
         };
-        if let Some(RegistryError::Http(h)) = registry {
-            return match h.status_code {
-                401 => Some(format!(
-                    "{host} did not accept the credentials mlimg sent (or wants some): log in \
-                     with `docker login {host}`; mlimg reads $DOCKER_CONFIG/config.json, by \
-                     default ~/.docker/config.json",
-                    host = h.host
-                )),
-                403 => Some(format!(
-                    "the credentials for {} are not allowed to {} {}",
-                    h.host,
-                    match h.direction {
-                        mlimg::registry::Direction::Push => "push to",
-                        mlimg::registry::Direction::Pull => "pull from",
-                    },
-                    h.repository
-                )),
-                _ => None,
-            };
+        if found.is_some() {
+            return found;
         }
         cur = c.source();
     }
     None
+}
+
+fn sink_hint(e: &mlimg::sink::SinkError) -> Option<String> {
+    use mlimg::sink::SinkError;
+    match e {
+        SinkError::Io { path, source } => output_hint(path, source),
+        SinkError::Target { source, .. } => sink_hint(source),
+        SinkError::Push { source, .. } => registry_hint(source),
+        _ => None,
+    }
+}
+
+/// Auth failures: the registry's status alone does not say where the credentials come from.
+fn registry_hint(e: &mlimg::registry::RegistryError) -> Option<String> {
+    let mlimg::registry::RegistryError::Http(h) = e else {
+        return None;
+    };
+    match h.status_code {
+        401 => Some(format!(
+            "{host} did not accept the credentials mlimg sent (or wants some): log in with \
+             `docker login {host}`; mlimg reads $DOCKER_CONFIG/config.json, by default \
+             ~/.docker/config.json",
+            host = h.host
+        )),
+        403 => Some(format!(
+            "the credentials for {} are not allowed to {} {}",
+            h.host,
+            match h.direction {
+                mlimg::registry::Direction::Push => "push to",
+                mlimg::registry::Direction::Pull => "pull from",
+            },
+            h.repository
+        )),
+        _ => None,
+    }
 }
 
 /// An output path that cannot be written: which folder on the way is the problem.
