@@ -1,5 +1,6 @@
 //! Snapshot tests of mlimg's CLI output with insta: filters that blank out what changes from
-//! run to run (temp paths, sha256 digests, durations, ports, layer selectors), so a test is a few lines:
+//! run to run (temp paths, sha256 digests, durations, ports, layer selectors, staging names), so a
+//! test is a few lines:
 //!
 //! ```ignore
 //! let out = cx.mlimg().args(["build", "--dry-run", "-f"]).arg(&spec).output().unwrap();
@@ -56,6 +57,8 @@ pub fn settings_for(paths: &[(&Path, &str)]) -> insta::Settings {
     s.add_filter(r"(127\.0\.0\.1|localhost|\[::1\]):\d+", "$1:[PORT]");
     // layer cache selectors (`selector 86ed51180387`) fingerprint source paths and mtimes
     s.add_filter(r"\bselector [0-9a-f]{12}\b", "selector [SELECTOR]");
+    // staging names beside an output (`.image.mlimg-0123456789abcdef-dir`) are random
+    s.add_filter(r"\.mlimg-[0-9a-f]{16}-", ".mlimg-[RAND]-");
     s
 }
 
