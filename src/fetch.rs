@@ -138,23 +138,21 @@ pub fn fetch(
         }
     }
     out.hub_bytes = downloaded.into_inner();
-    // Wheels, once each, into the wheel cache.
-    let mut wheels: Vec<ResolvedWheel> = Vec::new();
-    let mut role = String::new();
+    // Wheels, once each, into the wheel cache; an error names the set of the wheel.
     for l in layers {
-        if let Some(w) = &l.wheels {
-            role = l.role.to_string();
-            for wh in &w.wheels {
-                if !wheels.iter().any(|x| x.sha256 == wh.sha256) {
-                    wheels.push(wh.clone());
-                }
-            }
+        let Some(w) = &l.wheels else { continue };
+        let wheels: Vec<ResolvedWheel> = w
+            .wheels
+            .iter()
+            .filter(|wh| !out.files.contains_key(&wh.sha256))
+            .cloned()
+            .collect();
+        if wheels.is_empty() {
+            continue;
         }
-    }
-    if !wheels.is_empty() {
         let paths =
             python::fetch(&wheels, &wheel_cache(cache)).map_err(|e| FetchError::Python {
-                role,
+                role: l.role.to_string(),
                 source: Box::new(e),
             })?;
         for (w, p) in wheels.iter().zip(paths) {

@@ -48,7 +48,7 @@ pub(super) fn resolve_weights(
         let Some(src) = hub_source(w) else { continue };
         if let Some(l) = lock.and_then(|l| l.matching(w)) {
             if !opts.locked && !is_commit(&l.revision) {
-                check_moved(hub, w, &src, l, progress);
+                check_moved(hub, w, &src, l, lock_path, progress);
             }
             out.push(l.clone());
             continue;
@@ -144,15 +144,20 @@ fn check_moved(
     w: &WeightsSpec,
     src: &HubSource,
     l: &WeightsLock,
+    lock_path: &Path,
     progress: &dyn Progress,
 ) {
     match hf::resolve(hub, src) {
         Ok(now) if now.commit != l.commit => progress.warning(&Warning::new(
             "lock-stale",
             format!(
-                "mlimg.lock is stale: weights {:?}: {} is now at {} on the Hub, the lock has {}; \
+                "{} is stale: weights {:?}: {} is now at {} on the Hub, the lock has {}; \
                  building the locked commit (run `mlimg lock` to update)",
-                w.name, l.revision, now.commit, l.commit
+                lock_path.display(),
+                w.name,
+                l.revision,
+                now.commit,
+                l.commit
             ),
         )),
         Ok(_) => {}

@@ -274,7 +274,7 @@ fn check_base_lock(
         }
         progress.warning(&Warning::new(
             "lock-stale",
-            format!("mlimg.lock is stale: {msg}; run `mlimg lock`"),
+            format!("{} is stale: {msg}; run `mlimg lock`", lock_path.display()),
         ));
     }
     Ok(())

@@ -46,7 +46,8 @@ pub enum SinkError {
         target: String,
         source: Box<SinkError>,
     },
-    #[error("push to {target}: {source}")]
+    /// The registry error already names the target (`push to host/repo: …`).
+    #[error("{source}")]
     Push {
         target: String,
         source: Box<crate::registry::RegistryError>,
