@@ -378,16 +378,73 @@ fn one_push_uploads_each_weights_blob_once_and_docker_reads_the_weights_image() 
         ]
     );
 
-    // Docker pulls the weights-only image and copies a weight file out of it
-    if !have("docker") {
-        eprintln!("docker not installed: skipped docker pull/create/cp");
-        return;
+    // `mlimg pull-model` writes the files of either artifact, verified
+    let models = models_dir(&spec);
+    for (tag, kind) in [("0.1.0", "modelpack"), ("0.1.0-image", "image")] {
+        let dir = cx.path().join(format!("pulled-{kind}"));
+        let out = run_ok(
+            cx.mlimg()
+                .args(["pull-model", &format!("{model_name}:{tag}")])
+                .arg(&dir)
+                .arg("--json"),
+        );
+        let r: Value = serde_json::from_slice(&out.stdout).expect("pull-model --json");
+        assert_eq!(r["kind"], kind);
+        assert_eq!(strings(&r["layers"]), weights);
+        for f in ["README.md", "config.json", "model.safetensors"] {
+            assert_eq!(
+                fs::read(dir.join("models/sst2").join(f)).expect("pulled"),
+                fs::read(models.join(f)).expect("original"),
+                "{kind} {f}"
+            );
+        }
+        let leftovers: Vec<_> = fs::read_dir(&dir)
+            .expect("dir")
+            .filter_map(Result::ok)
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(leftovers, ["models"], "no staging left behind");
+        // pulling over what is there is refused, and changes nothing
+        let again = cx
+            .mlimg()
+            .args(["pull-model", &format!("{model_name}:{tag}")])
+            .arg(&dir)
+            .output()
+            .expect("run");
+        assert!(!again.status.success());
+        assert!(String::from_utf8_lossy(&again.stderr).contains("already holds"));
     }
+    // Docker pulls the weights-only image and copies a weight file out of it
+    if have("docker") {
+        docker_copies_a_weight_file(cx.path(), &model_name, &spec);
+    } else {
+        eprintln!("docker not installed: skipped docker pull/create/cp");
+    }
+
+    // a blob that does not match its digest fails the pull, and nothing appears
+    fs::write(reg.blob_path(&weights[2]), b"tampered").expect("tamper");
+    let dir = cx.path().join("pulled-tampered");
+    let bad = cx
+        .mlimg()
+        .args([
+            "pull-model",
+            &format!("{model_name}:0.1.0"),
+            "--retries",
+            "0",
+        ])
+        .arg(&dir)
+        .output()
+        .expect("run");
+    assert!(!bad.status.success(), "a tampered blob must fail the pull");
+    assert_eq!(fs::read_dir(&dir).map(|d| d.count()).unwrap_or(0), 0);
+}
+
+fn docker_copies_a_weight_file(tmp: &Path, model_name: &str, spec: &Path) {
     let image = format!("{model_name}:0.1.0-image");
     run_ok(Command::new("docker").args(["pull", &image]));
     let created = run_ok(Command::new("docker").args(["create", &image, "/none"]));
     let id = stdout(&created).trim().to_string();
-    let dest = cx.path().join("copied.safetensors");
+    let dest = tmp.join("copied.safetensors");
     let cp = Command::new("docker")
         .args(["cp", &format!("{id}:/models/sst2/model.safetensors")])
         .arg(&dest)
@@ -402,6 +459,6 @@ fn one_push_uploads_each_weights_blob_once_and_docker_reads_the_weights_image() 
     );
     assert_eq!(
         fs::read(&dest).expect("copied"),
-        fs::read(models_dir(&spec).join("model.safetensors")).expect("original")
+        fs::read(models_dir(spec).join("model.safetensors")).expect("original")
     );
 }
