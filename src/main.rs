@@ -9,6 +9,7 @@ fn main() -> ExitCode {
     let result = match args.command {
         cli::Command::Build(a) => cli::build::run(a),
         cli::Command::Lock(a) => cli::lock::run(a),
+        cli::Command::PullModel(a) => cli::pull_model::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -151,6 +151,12 @@ pub fn run(args: BuildArgs) -> Result<()> {
                         );
                     }
                 }
+                for a in &report.artifacts {
+                    eprintln!("{} {}: manifest {}", a.kind, a.name, a.manifest_digest);
+                    for r in a.pushed.iter().flatten() {
+                        eprintln!("pushed {r}");
+                    }
+                }
                 for o in &report.outputs {
                     eprintln!("wrote {}", o.target);
                 }

@@ -3,6 +3,7 @@
 
 pub mod build;
 pub mod lock;
+pub mod pull_model;
 
 use std::time::Duration;
 
@@ -33,6 +34,7 @@ pub struct Cli {
 pub enum Command {
     Build(build::BuildArgs),
     Lock(lock::LockArgs),
+    PullModel(pull_model::PullModelArgs),
 }
 
 /// An error and its causes on one line, each cause once (a message that already quotes its

@@ -8,6 +8,7 @@
 
 use std::collections::BTreeMap;
 
+pub mod model;
 mod value;
 
 use oci_spec::image::{
@@ -17,6 +18,7 @@ use serde_json::{Map, Value, json};
 
 use crate::spec::{ConfigSpec, Platform};
 
+pub use model::{Artifact, ArtifactKind};
 pub use value::{
     Blob, BlobSource, Descriptor, Document, Generator, Image, ImageSet, Layer, RemoteOnly,
 };

@@ -161,6 +161,9 @@ pub struct ImageSet {
     /// `[image].name`, if any.
     pub name: Option<String>,
     pub tags: Vec<String>,
+    /// `[model]`: the weights as a ModelPack artifact and/or a weights-only image, each with
+    /// its own name and tags, made of the same weights blobs.
+    pub artifacts: Vec<super::Artifact>,
 }
 
 impl ImageSet {
@@ -181,7 +184,32 @@ impl ImageSet {
             top,
             name,
             tags,
+            artifacts: Vec::new(),
         })
+    }
+
+    /// The same set with these artifacts beside the image.
+    pub fn with_artifacts(mut self, artifacts: Vec<super::Artifact>) -> ImageSet {
+        self.artifacts = artifacts;
+        self
+    }
+
+    /// The artifacts' blobs not already among [`ImageSet::blobs`], each once.
+    pub fn artifact_blobs(&self) -> Vec<Blob> {
+        let mut seen: std::collections::BTreeSet<_> = self
+            .blobs()
+            .into_iter()
+            .map(|b| b.descriptor.digest)
+            .collect();
+        let mut out = Vec::new();
+        for a in &self.artifacts {
+            for b in a.blobs() {
+                if seen.insert(b.descriptor.digest.clone()) {
+                    out.push(b);
+                }
+            }
+        }
+        out
     }
 
     /// The top-level document: the index for multi-platform builds, else the manifest.
@@ -207,6 +235,16 @@ impl ImageSet {
             if seen.insert(img.config.descriptor.digest.clone()) {
                 out.push(img.config.blob());
             }
+        }
+        out
+    }
+
+    /// Every blob a file output holds for the artifacts beyond the image's own: their layers
+    /// and configs not in the image, then their manifests and indexes.
+    pub fn artifact_files(&self) -> Vec<Blob> {
+        let mut out = self.artifact_blobs();
+        for a in &self.artifacts {
+            out.extend(a.documents().into_iter().map(Document::blob));
         }
         out
     }

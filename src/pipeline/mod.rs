@@ -4,6 +4,7 @@
 //! rest needs → write those layers → assemble the image set → every sink → report.
 
 mod layers;
+mod model;
 mod report;
 pub mod shared_cache;
 
@@ -11,7 +12,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 pub use crate::progress::{Progress, Quiet, Warning};
-pub use report::{BuildReport, LayerReport, PlatformReport};
+pub use report::{ArtifactReport, BuildReport, LayerReport, PlatformReport};
 
 use crate::cache::Cache;
 use crate::plan::{BuildPlan, LayerPlan};
@@ -220,11 +221,13 @@ pub fn build(opts: &BuildOptions, progress: &dyn Progress) -> Result<Outcome, Bu
     }
     let file_outputs = !sinks.is_empty();
     if let Some(c) = &client {
-        for (t, tags) in &targets {
+        for (i, (t, tags)) in targets.iter().enumerate() {
             sinks.push(Box::new(RegistrySink {
                 client: c,
                 target: t.clone(),
                 tags: tags.clone(),
+                // `[model]`'s artifacts go to their own name once, with the first push
+                artifacts: i == 0,
             }));
         }
     }
@@ -272,6 +275,16 @@ pub fn build(opts: &BuildOptions, progress: &dyn Progress) -> Result<Outcome, Bu
     let images = layers::assemble(
         &spec, &resolved, &plan, &known, &written, &fetched, &cache, mtime,
     )?;
+    let artifacts = model::artifacts(
+        &spec,
+        &resolved,
+        &plan,
+        &images,
+        &effective_tags(&spec, opts),
+        &resolve_opts.hub.endpoint,
+        mtime,
+    )?;
+    let images = images.with_artifacts(artifacts);
 
     let mut outputs = Vec::new();
     for s in &sinks {
@@ -406,6 +419,20 @@ fn select_platforms(spec: &Spec, wanted: &[String]) -> Result<Vec<Platform>, Bui
 
 const REGISTRY_PREFIX: &str = "registry:";
 
+/// The image's tags: `--tag`s, else `[image].tags`, else `latest`.
+fn effective_tags(spec: &Spec, opts: &BuildOptions) -> Vec<String> {
+    let tags = if opts.tags.is_empty() {
+        spec.image.tags.clone()
+    } else {
+        opts.tags.clone()
+    };
+    if tags.is_empty() {
+        vec!["latest".to_string()]
+    } else {
+        tags
+    }
+}
+
 /// The registries to push to, with their tags, checked before any work is done: `--push`
 /// sends `[image].name` with `--tag`s or `[image].tags`; `-o registry:REF` sends REF with its
 /// own tag, or the same tags when it names none.
@@ -413,16 +440,7 @@ fn registry_targets(
     spec: &Spec,
     opts: &BuildOptions,
 ) -> Result<Vec<(Reference, Vec<String>)>, BuildError> {
-    let tags = if opts.tags.is_empty() {
-        spec.image.tags.clone()
-    } else {
-        opts.tags.clone()
-    };
-    let tags = if tags.is_empty() {
-        vec!["latest".to_string()]
-    } else {
-        tags
-    };
+    let tags = effective_tags(spec, opts);
     let parse = |r: &str| Reference::parse(r).map_err(|e| BuildError::Registry(Box::new(e)));
     let mut out = Vec::new();
     if opts.push {

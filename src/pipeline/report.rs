@@ -31,6 +31,26 @@ pub struct PlatformReport {
     pub layers: Vec<LayerReport>,
 }
 
+/// One of `[model]`'s artifacts.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ArtifactReport {
+    /// `modelpack` or `weights-image`.
+    pub kind: &'static str,
+    /// The repository (`[model].name`).
+    pub name: String,
+    pub tags: Vec<String>,
+    pub manifest_digest: String,
+    pub media_type: String,
+    /// The layer digests (the image's weights layers).
+    pub layers: Vec<String>,
+    /// With `--push`: `host/repo:tag@sha256:…` per tag.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pushed: Option<Vec<String>>,
+    /// With `--push`: what happened to each blob (`uploaded`, `mounted`, `skipped`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub blobs: Option<Vec<BlobReport>>,
+}
+
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct BuildReport {
     /// The top-level digest: the index for multi-platform builds, else the manifest.
@@ -48,6 +68,9 @@ pub struct BuildReport {
     /// sources' size for a cold build (each byte read once), 0 when every layer was cached
     /// and every output already held it.
     pub source_bytes_read: u64,
+    /// `[model]`: the ModelPack artifact and/or the weights-only image.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub artifacts: Vec<ArtifactReport>,
     pub warnings: Vec<Warning>,
 }
 
@@ -100,6 +123,30 @@ pub(super) fn report(
                 .collect(),
         })
         .collect();
+    let artifacts = images
+        .artifacts
+        .iter()
+        .map(|a| {
+            let pushed = push
+                .iter()
+                .flat_map(|p| &p.artifacts)
+                .find(|p| p.kind == a.kind.as_str());
+            ArtifactReport {
+                kind: a.kind.as_str(),
+                name: a.name.clone(),
+                tags: a.tags.clone(),
+                manifest_digest: a.top().descriptor.digest.to_string(),
+                media_type: a.top().descriptor.media_type.clone(),
+                layers: a
+                    .layers
+                    .iter()
+                    .map(|l| l.descriptor.digest.to_string())
+                    .collect(),
+                pushed: pushed.map(|p| p.pushed.clone()),
+                blobs: pushed.map(|p| p.blobs.clone()),
+            }
+        })
+        .collect();
     let top = &images.top().descriptor;
     BuildReport {
         manifest_digest: top.digest.to_string(),
@@ -113,6 +160,7 @@ pub(super) fn report(
         push,
         hub_bytes_downloaded: hub_bytes,
         source_bytes_read,
+        artifacts,
         warnings,
     }
 }

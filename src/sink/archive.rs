@@ -131,6 +131,7 @@ impl Sink for OciArchive {
             add_dir(tar, "blobs/sha256/", &out)?;
             let mut all = image.blobs();
             all.extend(image.documents().into_iter().map(|d| d.blob()));
+            all.extend(image.artifact_files());
             all.sort_by(|a, b| a.descriptor.digest.cmp(&b.descriptor.digest));
             all.dedup_by(|a, b| a.descriptor.digest == b.descriptor.digest);
             for b in &all {
@@ -157,7 +158,7 @@ impl Sink for DockerArchive {
             Some(n) => image.tags.iter().map(|t| format!("{n}:{t}")).collect(),
             None => Vec::new(),
         };
-        let manifest = canonical(&json!([{
+        let mut entries = vec![json!({
             "Config": blob_name(&img.config.descriptor.digest),
             "RepoTags": repo_tags,
             "Layers": img
@@ -165,7 +166,27 @@ impl Sink for DockerArchive {
                 .iter()
                 .map(|l| blob_name(&l.descriptor.digest))
                 .collect::<Vec<_>>(),
-        }]));
+        })];
+        // `[model]`'s weights-only image loads beside it (a ModelPack artifact is no image
+        // docker can load: it goes to OCI outputs and registries only).
+        let weights_images: Vec<_> = image
+            .artifacts
+            .iter()
+            .filter(|a| a.kind == crate::image::ArtifactKind::WeightsImage)
+            .filter_map(|a| Some((a, a.configs.first()?)))
+            .collect();
+        for (a, cfg) in &weights_images {
+            entries.push(json!({
+                "Config": blob_name(&cfg.descriptor.digest),
+                "RepoTags": a.tags.iter().map(|t| format!("{}:{t}", a.name)).collect::<Vec<_>>(),
+                "Layers": a
+                    .layers
+                    .iter()
+                    .map(|l| blob_name(&l.descriptor.digest))
+                    .collect::<Vec<_>>(),
+            }));
+        }
+        let manifest = canonical(&json!(entries));
         let out = self.file.clone();
         let target = self.to_string();
         write_tar(&self.file, |tar| {
@@ -180,6 +201,10 @@ impl Sink for DockerArchive {
                 })
                 .collect();
             all.push(img.config.blob());
+            // its layers are the image's weights layers, already here
+            for (_, cfg) in &weights_images {
+                all.push(cfg.blob());
+            }
             all.sort_by(|a, b| a.descriptor.digest.cmp(&b.descriptor.digest));
             all.dedup_by(|a, b| a.descriptor.digest == b.descriptor.digest);
             for b in &all {

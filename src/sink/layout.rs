@@ -70,10 +70,23 @@ pub(crate) fn layout_index(image: &ImageSet) -> Vec<u8> {
     if let Some(t) = image.tags.first() {
         desc["annotations"] = json!({"org.opencontainers.image.ref.name": t});
     }
+    let mut manifests = vec![desc];
+    // `[model]`'s artifacts, named `NAME:TAG` (their first tag)
+    for a in &image.artifacts {
+        let top = &a.top().descriptor;
+        let mut d = json!({"mediaType": top.media_type, "digest": top.digest, "size": top.size});
+        if let Some(t) = &a.artifact_type {
+            d["artifactType"] = json!(t);
+        }
+        let tag = a.tags.first().map_or("latest", String::as_str);
+        d["annotations"] =
+            json!({"org.opencontainers.image.ref.name": format!("{}:{tag}", a.name)});
+        manifests.push(d);
+    }
     canonical(&json!({
         "schemaVersion": 2,
         "mediaType": crate::image::INDEX_MEDIA_TYPE,
-        "manifests": [desc],
+        "manifests": manifests,
     }))
 }
 
@@ -114,6 +127,7 @@ impl Sink for OciLayout {
             .unwrap_or_default();
         let mut blobs = image.blobs();
         blobs.extend(image.documents().into_iter().map(|d| d.blob()));
+        blobs.extend(image.artifact_files());
         for b in &blobs {
             self.put_blob(b, &record)?;
         }

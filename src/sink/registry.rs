@@ -8,7 +8,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use super::{Sink, SinkError, SinkReport};
-use crate::image::{BlobSource, ImageSet};
+use crate::image::{Artifact, Blob, BlobSource, ImageSet};
 use crate::progress::Progress;
 use crate::registry::{
     BlobAction, BlobOrigin, PushBlob, PushEvent, PushManifest, PushReport, PushRequest, Reference,
@@ -19,6 +19,8 @@ pub struct RegistrySink<'a> {
     pub client: &'a RegistryClient,
     pub target: Reference,
     pub tags: Vec<String>,
+    /// Also push the set's artifacts (`[model]`) to their own names, after the image.
+    pub artifacts: bool,
 }
 
 impl fmt::Display for RegistrySink<'_> {
@@ -29,7 +31,18 @@ impl fmt::Display for RegistrySink<'_> {
 
 impl Sink for RegistrySink<'_> {
     fn write(&self, images: &ImageSet, progress: &dyn Progress) -> Result<SinkReport, SinkError> {
-        let summary = push(self.client, images, &self.target, &self.tags, progress)?;
+        let mut summary = push(self.client, images, &self.target, &self.tags, progress)?;
+        if self.artifacts {
+            for a in &images.artifacts {
+                summary.artifacts.push(push_artifact(
+                    self.client,
+                    images,
+                    a,
+                    &self.target,
+                    progress,
+                )?);
+            }
+        }
         Ok(SinkReport {
             target: self.to_string(),
             reference: Some(summary.reference.clone()),
@@ -51,6 +64,21 @@ pub struct PushSummary {
     /// `host/repo:tag@sha256:…` per tag.
     pub pushed: Vec<String>,
     /// Bytes sent for blobs, retries included.
+    pub bytes_sent: u64,
+    pub blobs: Vec<BlobReport>,
+    /// `[model]`'s artifacts, each pushed to its own name after the image.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub artifacts: Vec<ArtifactPush>,
+}
+
+/// The push of one artifact.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ArtifactPush {
+    pub kind: &'static str,
+    /// `host/repo@sha256:…`.
+    pub reference: String,
+    pub digest: String,
+    pub pushed: Vec<String>,
     pub bytes_sent: u64,
     pub blobs: Vec<BlobReport>,
 }
@@ -78,51 +106,130 @@ fn push(
     tags: &[String],
     progress: &dyn Progress,
 ) -> Result<PushSummary, SinkError> {
-    let blobs = images
-        .blobs()
-        .into_iter()
-        .map(|b| {
-            let origin = match b.source {
-                BlobSource::File(p) => BlobOrigin::File(p),
-                BlobSource::Remote {
-                    registry,
-                    repository,
-                    ..
-                } => BlobOrigin::Registry(Reference {
-                    registry,
-                    repository,
-                    tag: None,
-                    digest: None,
-                }),
-                BlobSource::Generate(g) => BlobOrigin::Generated(g),
-                BlobSource::Bytes(bytes) => BlobOrigin::Generated(Arc::new(move || {
-                    Ok(Box::new(std::io::Cursor::new(bytes.clone()))
-                        as Box<dyn std::io::Read + Send>)
-                })),
-            };
-            PushBlob {
-                digest: b.descriptor.digest.to_string(),
-                size: b.descriptor.size,
-                media_type: b.descriptor.media_type,
-                origin,
-            }
-        })
-        .collect();
-    let manifests = images
-        .documents()
-        .into_iter()
-        .map(|d| PushManifest {
-            digest: d.descriptor.digest.to_string(),
-            media_type: d.descriptor.media_type.clone(),
-            bytes: d.bytes.to_vec(),
-        })
-        .collect();
+    let blobs = images.blobs().into_iter().map(push_blob).collect();
+    let manifests = images.documents().into_iter().map(push_manifest).collect();
     let req = PushRequest {
         target: target.clone(),
         tags: tags.to_vec(),
         blobs,
         manifests,
     };
+    let report = send(client, &req, progress)?;
+    Ok(PushSummary {
+        reference: format!("{}@{}", target.repo_name(), report.manifest_digest),
+        digest: report.manifest_digest.clone(),
+        pushed: report.pushed.clone(),
+        bytes_sent: report.blobs.iter().map(|b| b.2).sum(),
+        blobs: blob_reports(&report),
+        artifacts: Vec::new(),
+    })
+}
+
+fn blob_reports(report: &PushReport) -> Vec<BlobReport> {
+    report
+        .blobs
+        .iter()
+        .map(|(d, a, n)| BlobReport {
+            digest: d.clone(),
+            action: action_name(*a),
+            bytes_sent: *n,
+        })
+        .collect()
+}
+
+/// Pushes an artifact to its own name after the image: the blobs the image has (its weights
+/// layers) are mounted from the image's repository when it is on the same registry, or found
+/// there by HEAD when it is the same repository — never uploaded twice.
+fn push_artifact(
+    client: &RegistryClient,
+    images: &ImageSet,
+    a: &Artifact,
+    image_target: &Reference,
+    progress: &dyn Progress,
+) -> Result<ArtifactPush, SinkError> {
+    let target = Reference::parse(&a.name).map_err(|source| SinkError::Push {
+        target: a.name.clone(),
+        source: Box::new(source),
+    })?;
+    let in_image: std::collections::BTreeSet<_> = images
+        .blobs()
+        .into_iter()
+        .map(|b| b.descriptor.digest)
+        .collect();
+    let blobs = a
+        .blobs()
+        .into_iter()
+        .map(|b| {
+            let shared =
+                in_image.contains(&b.descriptor.digest) && image_target.registry == target.registry;
+            let mut pb = push_blob(b);
+            if shared {
+                pb.origin = BlobOrigin::Registry(Reference {
+                    tag: None,
+                    digest: None,
+                    ..image_target.clone()
+                });
+            }
+            pb
+        })
+        .collect();
+    let req = PushRequest {
+        target: target.clone(),
+        tags: a.tags.clone(),
+        blobs,
+        manifests: a.documents().into_iter().map(push_manifest).collect(),
+    };
+    let report = send(client, &req, progress)?;
+    Ok(ArtifactPush {
+        kind: a.kind.as_str(),
+        reference: format!("{}@{}", target.repo_name(), report.manifest_digest),
+        digest: report.manifest_digest.clone(),
+        pushed: report.pushed.clone(),
+        bytes_sent: report.blobs.iter().map(|b| b.2).sum(),
+        blobs: blob_reports(&report),
+    })
+}
+
+fn push_manifest(d: &crate::image::Document) -> PushManifest {
+    PushManifest {
+        digest: d.descriptor.digest.to_string(),
+        media_type: d.descriptor.media_type.clone(),
+        bytes: d.bytes.to_vec(),
+    }
+}
+
+fn push_blob(b: Blob) -> PushBlob {
+    let origin = match b.source {
+        BlobSource::File(p) => BlobOrigin::File(p),
+        BlobSource::Remote {
+            registry,
+            repository,
+            ..
+        } => BlobOrigin::Registry(Reference {
+            registry,
+            repository,
+            tag: None,
+            digest: None,
+        }),
+        BlobSource::Generate(g) => BlobOrigin::Generated(g),
+        BlobSource::Bytes(bytes) => BlobOrigin::Generated(Arc::new(move || {
+            Ok(Box::new(std::io::Cursor::new(bytes.clone())) as Box<dyn std::io::Read + Send>)
+        })),
+    };
+    PushBlob {
+        digest: b.descriptor.digest.to_string(),
+        size: b.descriptor.size,
+        media_type: b.descriptor.media_type,
+        origin,
+    }
+}
+
+fn send(
+    client: &RegistryClient,
+    req: &PushRequest,
+    progress: &dyn Progress,
+) -> Result<PushReport, SinkError> {
+    let target = &req.target;
     let on_event = |e: PushEvent| match e {
         PushEvent::BlobStarted { digest, size } => progress.transfer(&short(&digest), 0, size),
         PushEvent::BlobProgress { digest, sent, size } => {
@@ -149,27 +256,12 @@ fn push(
             progress.message(&format!("pushed {target}:{tag} ({digest})"))
         }
     };
-    let report: PushReport = client
-        .push(&req, &on_event)
+    client
+        .push(req, &on_event)
         .map_err(|source| SinkError::Push {
             target: target.to_string(),
             source: Box::new(source),
-        })?;
-    Ok(PushSummary {
-        reference: format!("{}@{}", target.repo_name(), report.manifest_digest),
-        digest: report.manifest_digest.clone(),
-        pushed: report.pushed.clone(),
-        bytes_sent: report.blobs.iter().map(|b| b.2).sum(),
-        blobs: report
-            .blobs
-            .iter()
-            .map(|(d, a, n)| BlobReport {
-                digest: d.clone(),
-                action: action_name(*a),
-                bytes_sent: *n,
-            })
-            .collect(),
-    })
+        })
 }
 
 fn short(d: &str) -> String {

@@ -31,6 +31,8 @@ pub struct Spec {
     pub weights: Vec<WeightsSpec>,
     pub app: Option<AppSpec>,
     pub config: ConfigSpec,
+    /// `[model]`: the weights also as a ModelPack artifact and/or a weights-only image.
+    pub model: Option<ModelSpec>,
 }
 
 #[derive(Debug, Clone)]
@@ -129,6 +131,48 @@ pub enum WeightsSource {
 pub enum Layering {
     One,
     PerFile,
+}
+
+/// `[model]`: the weights layers, also published as artifacts of their own.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelSpec {
+    /// Where they go (`registry.example/acme/sst2-model`), without tag.
+    pub name: String,
+    /// Empty: the image's tags.
+    pub tags: Vec<String>,
+    /// At least one, each once, in the spec's order (the first takes the plain tags).
+    pub formats: Vec<ModelFormat>,
+    pub metadata: ModelMetadata,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ModelFormat {
+    /// A CNCF ModelPack artifact (`application/vnd.cncf.model.manifest.v1+json`).
+    ModelPack,
+    /// A runnable-shaped OCI image holding only the weights (for `volumes[].image`).
+    Image,
+}
+
+impl ModelFormat {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ModelFormat::ModelPack => "modelpack",
+            ModelFormat::Image => "image",
+        }
+    }
+}
+
+/// `[model.metadata]`, all optional.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ModelMetadata {
+    pub name: Option<String>,
+    pub version: Option<String>,
+    pub family: Option<String>,
+    pub architecture: Option<String>,
+    pub format: Option<String>,
+    pub precision: Option<String>,
+    pub param_size: Option<String>,
+    pub licenses: Vec<String>,
 }
 
 #[derive(Debug, Clone)]

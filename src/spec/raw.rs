@@ -22,6 +22,43 @@ pub struct RawSpec {
     pub app: Option<S<RawApp>>,
     #[serde(default)]
     pub config: Option<RawConfig>,
+    #[serde(default)]
+    pub model: Option<S<RawModel>>,
+}
+
+/// `[model]`: the weights as artifacts of their own (ModelPack, weights-only image).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawModel {
+    pub name: S<String>,
+    #[serde(default)]
+    pub tags: Vec<S<String>>,
+    #[serde(default)]
+    pub formats: Option<S<Vec<S<String>>>>,
+    #[serde(default)]
+    pub metadata: Option<RawModelMetadata>,
+}
+
+/// `[model.metadata]`: what the ModelPack config says about the model.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawModelMetadata {
+    #[serde(default)]
+    pub name: Option<S<String>>,
+    #[serde(default)]
+    pub version: Option<S<String>>,
+    #[serde(default)]
+    pub family: Option<S<String>>,
+    #[serde(default)]
+    pub architecture: Option<S<String>>,
+    #[serde(default)]
+    pub format: Option<S<String>>,
+    #[serde(default)]
+    pub precision: Option<S<String>>,
+    #[serde(default)]
+    pub param_size: Option<S<String>>,
+    #[serde(default)]
+    pub licenses: Vec<S<String>>,
 }
 
 #[derive(Debug, Deserialize)]

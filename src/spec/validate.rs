@@ -161,6 +161,26 @@ impl Ctx<'_> {
         Ok(n.clone())
     }
 
+    fn tag(&self, t: &S<String>, field: &str) -> Result<String, SpecError> {
+        let v = t.get_ref();
+        let valid = !v.is_empty()
+            && v.len() <= 128
+            && v.chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_')
+            && v.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
+        if !valid {
+            return Err(self.err_hint(
+                t.span(),
+                field,
+                format!("invalid tag {v:?}"),
+                "tags are up to 128 letters, digits, '_', '.' and '-', not starting with '.' or '-'",
+            ));
+        }
+        Ok(v.clone())
+    }
+
     fn duration(&self, s: &Option<S<String>>, field: &str) -> Result<Option<Duration>, SpecError> {
         let Some(s) = s else { return Ok(None) };
         parse_duration(s.get_ref()).map(Some).map_err(|m| {
@@ -270,6 +290,11 @@ pub(super) fn parse(file: &Path, text: &str, opts: &LoadOptions) -> Result<Spec,
         Some(c) => config(&cx, c, &weights)?,
         None => ConfigSpec::default(),
     };
+    let model = raw
+        .model
+        .as_ref()
+        .map(|m| model(&cx, m, &weights))
+        .transpose()?;
     Ok(Spec {
         path: file.to_path_buf(),
         dir,
@@ -280,6 +305,7 @@ pub(super) fn parse(file: &Path, text: &str, opts: &LoadOptions) -> Result<Spec,
         weights,
         app,
         config,
+        model,
     })
 }
 
@@ -381,23 +407,7 @@ fn image(cx: &Ctx, s: &S<raw::RawImage>) -> Result<ImageSpec, SpecError> {
     };
     let mut tags = Vec::new();
     for (i, t) in r.tags.iter().enumerate() {
-        let v = t.get_ref();
-        let valid = !v.is_empty()
-            && v.len() <= 128
-            && v.chars()
-                .next()
-                .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_')
-            && v.chars()
-                .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
-        if !valid {
-            return Err(cx.err_hint(
-                t.span(),
-                format!("image.tags[{i}]"),
-                format!("invalid tag {v:?}"),
-                "tags are up to 128 letters, digits, '_', '.' and '-', not starting with '.' or '-'",
-            ));
-        }
-        tags.push(v.clone());
+        tags.push(cx.tag(t, &format!("image.tags[{i}]"))?);
     }
     let base = match &r.base {
         None => BaseSpec::Scratch,
@@ -690,6 +700,177 @@ fn weights_entry(cx: &Ctx, i: usize, s: &S<raw::RawWeights>) -> Result<WeightsSp
     })
 }
 
+/// `[model]`: a registry name without tag or digest, valid tags, known formats, and
+/// metadata the ModelPack schema takes.
+fn model(cx: &Ctx, s: &S<raw::RawModel>, weights: &[WeightsSpec]) -> Result<ModelSpec, SpecError> {
+    let r = s.get_ref();
+    if weights.is_empty() {
+        return Err(cx.err_hint(
+            s.span(),
+            "model",
+            "[model] publishes the weights layers, and the spec has no [[weights]] entry",
+            "add a [[weights]] entry, or remove [model]",
+        ));
+    }
+    let name = r.name.get_ref().trim();
+    let parsed = crate::registry::Reference::parse(name).map_err(|e| {
+        cx.err_hint(
+            r.name.span(),
+            "model.name",
+            format!("invalid model name {name:?}: {e}"),
+            "use a repository like \"registry.example/acme/sst2-model\"",
+        )
+    })?;
+    if parsed.tag.is_some() || parsed.digest.is_some() {
+        return Err(cx.err_hint(
+            r.name.span(),
+            "model.name",
+            format!("{name:?} names a tag or digest"),
+            "give the repository only; tags go in model.tags",
+        ));
+    }
+    let mut tags = Vec::new();
+    for (i, t) in r.tags.iter().enumerate() {
+        tags.push(cx.tag(t, &format!("model.tags[{i}]"))?);
+    }
+    let mut formats = Vec::new();
+    match &r.formats {
+        None => formats.push(ModelFormat::ModelPack),
+        Some(list) => {
+            if list.get_ref().is_empty() {
+                return Err(cx.err_hint(
+                    list.span(),
+                    "model.formats",
+                    "no format",
+                    "use [\"modelpack\"], [\"image\"] or both",
+                ));
+            }
+            for (i, f) in list.get_ref().iter().enumerate() {
+                let field = format!("model.formats[{i}]");
+                let v = match f.get_ref().as_str() {
+                    "modelpack" => ModelFormat::ModelPack,
+                    "image" => ModelFormat::Image,
+                    other => {
+                        return Err(cx.err_hint(
+                            f.span(),
+                            field,
+                            format!("unknown format {other:?}"),
+                            "use \"modelpack\" or \"image\"",
+                        ));
+                    }
+                };
+                if formats.contains(&v) {
+                    return Err(cx.err(
+                        f.span(),
+                        field,
+                        format!("{:?} is listed twice", v.as_str()),
+                    ));
+                }
+                formats.push(v);
+            }
+        }
+    }
+    let mut metadata = ModelMetadata::default();
+    if let Some(m) = &r.metadata {
+        let text = |v: &Option<S<String>>, k: &str| -> Result<Option<String>, SpecError> {
+            match v {
+                Some(s) if s.get_ref().trim().is_empty() => {
+                    Err(cx.err(s.span(), format!("model.metadata.{k}"), "empty value"))
+                }
+                Some(s) => Ok(Some(s.get_ref().clone())),
+                None => Ok(None),
+            }
+        };
+        metadata.name = text(&m.name, "name")?;
+        metadata.version = text(&m.version, "version")?;
+        metadata.family = text(&m.family, "family")?;
+        metadata.architecture = text(&m.architecture, "architecture")?;
+        metadata.format = text(&m.format, "format")?;
+        metadata.precision = text(&m.precision, "precision")?;
+        metadata.param_size = text(&m.param_size, "param_size")?;
+        if let (Some(p), Some(s)) = (&metadata.precision, &m.precision)
+            && let Some(bad) = p
+                .split(',')
+                .map(str::trim)
+                .find(|x| !PRECISIONS.contains(x))
+        {
+            return Err(cx.err_hint(
+                s.span(),
+                "model.metadata.precision",
+                format!("unknown precision {bad:?}"),
+                format!(
+                    "use one of {} (several separated by commas)",
+                    PRECISIONS.join(", ")
+                ),
+            ));
+        }
+        if let (Some(p), Some(s)) = (&metadata.param_size, &m.param_size)
+            && !valid_param_size(p)
+        {
+            return Err(cx.err_hint(
+                s.span(),
+                "model.metadata.param_size",
+                format!("{p:?} is not a parameter count"),
+                "a number with at most one decimal and a scale letter: \"66M\", \"6.7B\", \"1t\"",
+            ));
+        }
+        for (i, l) in m.licenses.iter().enumerate() {
+            if l.get_ref().trim().is_empty() {
+                return Err(cx.err(
+                    l.span(),
+                    format!("model.metadata.licenses[{i}]"),
+                    "empty license",
+                ));
+            }
+            metadata.licenses.push(l.get_ref().clone());
+        }
+    }
+    Ok(ModelSpec {
+        name: name.to_string(),
+        tags,
+        formats,
+        metadata,
+    })
+}
+
+/// The precisions the ModelPack config lists.
+const PRECISIONS: &[&str] = &[
+    "float32",
+    "float64",
+    "float16",
+    "bfloat16",
+    "float8_e4m3",
+    "float8_e5m2",
+    "complex32",
+    "complex64",
+    "complex128",
+    "int8",
+    "int16",
+    "int32",
+    "int64",
+    "uint8",
+    "uint16",
+    "uint32",
+    "uint64",
+    "bool",
+];
+
+/// `<count><scale>`: digits, at most one decimal, one of Q T B M K (either case).
+fn valid_param_size(s: &str) -> bool {
+    let Some(scale) = s.chars().last() else {
+        return false;
+    };
+    if !"QTBMKqtbmk".contains(scale) {
+        return false;
+    }
+    let count = &s[..s.len() - 1];
+    let (int, frac) = count.split_once('.').unwrap_or((count, ""));
+    !int.is_empty()
+        && int.chars().all(|c| c.is_ascii_digit())
+        && (frac.is_empty() && !count.ends_with('.')
+            || frac.len() == 1 && frac.chars().all(|c| c.is_ascii_digit()))
+}
+
 fn app(cx: &Ctx, s: &S<raw::RawApp>) -> Result<AppSpec, SpecError> {
     let r = s.get_ref();
     let src = match &r.src {
@@ -896,6 +1077,57 @@ mod tests {
 
     fn parse(file: &Path, text: &str) -> Result<Spec, SpecError> {
         super::parse(file, text, &LoadOptions::default())
+    }
+
+    #[test]
+    fn model_table() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("m")).unwrap();
+        let file = dir.path().join("mlimg.toml");
+        let base = "[image]\ntags = [\"v1\"]\n\n[[weights]]\nname = \"w\"\nsource = \"m\"\ndest = \"/m\"\n\n";
+        let s = parse(
+            &file,
+            &format!("{base}[model]\nname = \"reg.example/acme/m\"\n"),
+        )
+        .unwrap();
+        let m = s.model.unwrap();
+        assert_eq!(m.formats, vec![ModelFormat::ModelPack]);
+        assert!(m.tags.is_empty());
+        let s = parse(
+            &file,
+            &format!(
+                "{base}[model]\nname = \"reg.example/acme/m\"\ntags = [\"a\"]\nformats = [\"image\", \"modelpack\"]\n\n[model.metadata]\nname = \"sst2\"\nprecision = \"float16,bfloat16\"\nparam_size = \"6.7B\"\nlicenses = [\"Apache-2.0\"]\n"
+            ),
+        )
+        .unwrap();
+        let m = s.model.unwrap();
+        assert_eq!(m.formats, vec![ModelFormat::Image, ModelFormat::ModelPack]);
+        assert_eq!(m.metadata.param_size.as_deref(), Some("6.7B"));
+        assert_eq!(m.metadata.licenses, vec!["Apache-2.0".to_string()]);
+
+        let bad = |tail: &str| parse(&file, &format!("{base}[model]\n{tail}")).unwrap_err();
+        let e = bad("name = \"reg.example/acme/m\"\nformats = [\"modelpack\", \"onnx\"]\n");
+        assert_eq!((e.line, e.field.as_str()), (11, "model.formats[1]"), "{e}");
+        let e = bad("name = \"reg.example/acme/m:v1\"\n");
+        assert_eq!((e.line, e.field.as_str()), (10, "model.name"), "{e}");
+        let e = bad("name = \"r/m\"\n[model.metadata]\nparam_size = \"6.75B\"\n");
+        assert_eq!(
+            (e.line, e.field.as_str()),
+            (12, "model.metadata.param_size"),
+            "{e}"
+        );
+        let e = bad("name = \"r/m\"\n[model.metadata]\nprecision = \"fp16\"\n");
+        assert_eq!(e.field, "model.metadata.precision", "{e}");
+        let e = bad("name = \"r/m\"\nlabels = 1\n");
+        assert_eq!(e.field, "model.labels", "{e}");
+        let e = parse(&file, "[image]\n[model]\nname = \"r/m\"\n").unwrap_err();
+        assert_eq!(e.field, "model", "{e}");
+        for ok in ["66M", "6.7B", "1t", "100m", "1.0K"] {
+            assert!(valid_param_size(ok), "{ok}");
+        }
+        for bad in ["", "B", "6.B", ".5B", "6.75B", "6B7", "6X", "-1M"] {
+            assert!(!valid_param_size(bad), "{bad}");
+        }
     }
 
     #[test]

@@ -9,6 +9,7 @@ mod hostile_net;
 mod hub_build;
 mod layer_golden;
 mod lock;
+mod model;
 mod oci_checker;
 mod pipeline;
 mod push;

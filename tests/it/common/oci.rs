@@ -138,6 +138,34 @@ fn schemas() -> &'static Schemas {
     })
 }
 
+pub const MODELPACK_ARTIFACT: &str = "application/vnd.cncf.model.manifest.v1+json";
+pub const MODELPACK_CONFIG: &str = "application/vnd.cncf.model.config.v1+json";
+
+/// Validates a ModelPack config against the official schema (`testdata/modelpack/`, draft
+/// 2020-12, formats checked).
+pub fn validate_modelpack_config(cfg: &Value) -> Result<(), String> {
+    static V: OnceLock<jsonschema::Validator> = OnceLock::new();
+    let v = V.get_or_init(|| {
+        let p = repo_root().join("testdata/modelpack/config-schema.json");
+        let text = std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+        let schema: Value = serde_json::from_str(&text).expect("schema JSON");
+        jsonschema::options()
+            .with_draft(jsonschema::Draft::Draft202012)
+            .should_validate_formats(true)
+            .build(&schema)
+            .unwrap_or_else(|e| panic!("compiling the ModelPack schema: {e}"))
+    });
+    let mut errs: Vec<String> = v
+        .iter_errors(cfg)
+        .map(|e| format!("{} at {}", e, e.instance_path()))
+        .collect();
+    errs.sort();
+    match errs.first() {
+        None => Ok(()),
+        Some(e) => Err(format!("fails the ModelPack config schema: {e}")),
+    }
+}
+
 /// Validates `obj` against one of the OCI schemas (`image-manifest-schema.json`, ...).
 pub fn validate(obj: &Value, schema: &str, what: &str) -> Result<(), String> {
     let v = schemas()
@@ -267,6 +295,9 @@ impl Layout<'_> {
         validate(&obj, "image-manifest-schema.json", what)?;
         let cfg_what = format!("{what} config");
         let cfg = self.json_blob(&obj["config"], &cfg_what)?;
+        if obj["config"]["mediaType"] == MODELPACK_CONFIG {
+            return self.modelpack(desc, &obj, cfg, what);
+        }
         validate(&cfg, "config-schema.json", &cfg_what)?;
         if let Some(p) = desc["platform"].as_object() {
             for k in ["os", "architecture", "variant"] {
@@ -336,6 +367,77 @@ impl Layout<'_> {
             what: what.to_string(),
             manifest_digest,
             config_digest,
+            config: cfg,
+            layers: checked,
+        });
+        Ok(())
+    }
+
+    /// A ModelPack artifact: `artifactType`, the config against the official schema, every
+    /// layer present with a ModelPack media type and the `org.cncf.model.filepath` annotation,
+    /// untarring to its `modelfs.diffIds` entry.
+    fn modelpack(
+        &mut self,
+        desc: &Value,
+        obj: &Value,
+        cfg: Value,
+        what: &str,
+    ) -> Result<(), String> {
+        if obj["artifactType"] != MODELPACK_ARTIFACT {
+            return Err(format!("{what}: artifactType is {}", obj["artifactType"]));
+        }
+        validate_modelpack_config(&cfg).map_err(|e| format!("{what} config: {e}"))?;
+        let diff_ids: Vec<String> = cfg["modelfs"]["diffIds"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|d| d.as_str().unwrap_or("").to_string())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let layers = obj["layers"].as_array().cloned().unwrap_or_default();
+        if diff_ids.len() != layers.len() {
+            return Err(format!(
+                "{what}: config has {} diffIds for {} layers",
+                diff_ids.len(),
+                layers.len()
+            ));
+        }
+        let mut checked = Vec::new();
+        for (i, (l, did)) in layers.iter().zip(&diff_ids).enumerate() {
+            let lwhat = format!("{what} layer {i}");
+            let lmt = l["mediaType"].as_str().unwrap_or("").to_string();
+            if !lmt.starts_with("application/vnd.cncf.model.") {
+                return Err(format!("{lwhat}: media type {lmt} is not a ModelPack one"));
+            }
+            if l["annotations"]["org.cncf.model.filepath"]
+                .as_str()
+                .is_none()
+            {
+                return Err(format!("{lwhat}: no org.cncf.model.filepath annotation"));
+            }
+            let p = self.blob(l, &lwhat)?;
+            let (got, entries, mtime) = self.layer(&p, &lmt, &lwhat)?;
+            if &got != did {
+                return Err(format!("{lwhat}: uncompressed sha256 is not the diffId"));
+            }
+            checked.push(CheckedLayer {
+                digest: l["digest"].as_str().unwrap_or("").to_string(),
+                diff_id: did.clone(),
+                media_type: lmt,
+                size: l["size"].as_u64().unwrap_or(0),
+                entries,
+                mtime,
+            });
+        }
+        self.out.report.push_str(&format!(
+            "{what}: ModelPack artifact, {} layers\n",
+            checked.len()
+        ));
+        self.out.images.push(CheckedImage {
+            what: what.to_string(),
+            manifest_digest: desc["digest"].as_str().unwrap_or("").to_string(),
+            config_digest: obj["config"]["digest"].as_str().unwrap_or("").to_string(),
             config: cfg,
             layers: checked,
         });

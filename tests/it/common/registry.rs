@@ -156,6 +156,20 @@ impl TestRegistry {
             .collect()
     }
 
+    /// How many times a blob was uploaded (`PUT …/blobs/uploads/…?digest=<digest>`, any
+    /// repository, any status): a mount or a skipped blob is no upload.
+    pub fn uploads_of(&self, digest: &str) -> usize {
+        let hex = digest.trim_start_matches("sha256:");
+        self.requests()
+            .iter()
+            .filter(|r| r.starts_with("PUT ") && r.contains("/blobs/uploads/"))
+            .filter(|r| {
+                r.contains(&format!("digest=sha256%3A{hex}"))
+                    || r.contains(&format!("digest=sha256:{hex}"))
+            })
+            .count()
+    }
+
     /// The registry's own log (stderr), for debugging failures.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("registry.log")).unwrap_or_default()
