@@ -8,7 +8,8 @@ use anyhow::Result;
 use clap::Args;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 
-use mlimg::pipeline::{BuildOptions, Outcome, Progress, Warning, build};
+use mlimg::pipeline::shared_cache::{CacheKey, SharedCache};
+use mlimg::pipeline::{BuildError, BuildOptions, Outcome, Progress, Warning, build};
 
 /// Build the image described by a spec.
 ///
@@ -77,6 +78,53 @@ pub struct BuildArgs {
     /// Threads writing layers (default: one per core).
     #[arg(short = 'j', long, default_value_t = 0)]
     pub jobs: usize,
+    /// The registry-shared layer cache: with --push as the only output, Hub weights layers
+    /// another runner pushed are found through records (tags mlimg-sel-…) in the target
+    /// repository and neither downloaded nor uploaded again.
+    ///
+    /// auto: on when MLIMG_CACHE_KEY is set (records are signed with HMAC-SHA256 under that
+    /// key, shared by the CI runners; a record that does not verify is ignored), off otherwise.
+    /// signed: like auto, but MLIMG_CACHE_KEY must be set. unsigned: records without a valid
+    /// MAC are believed too, so anyone who can push a tag to the repository chooses what
+    /// those layers contain: only for a repository no one else can push to. off: never.
+    #[arg(long, value_enum, default_value_t = SharedCacheArg::Auto, value_name = "MODE")]
+    pub shared_cache: SharedCacheArg,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SharedCacheArg {
+    Auto,
+    Signed,
+    Unsigned,
+    Off,
+}
+
+/// The shared-cache mode from `--shared-cache` and `MLIMG_CACHE_KEY` (unset or empty: no key).
+fn shared_cache(
+    mode: SharedCacheArg,
+    key: Option<std::ffi::OsString>,
+) -> Result<SharedCache, String> {
+    use std::os::unix::ffi::OsStringExt as _;
+    if mode == SharedCacheArg::Off {
+        return Ok(SharedCache::Off);
+    }
+    let key = key
+        .filter(|k| !k.is_empty())
+        .map(|k| CacheKey::new(k.into_vec()))
+        .transpose()
+        .map_err(|e| format!("MLIMG_CACHE_KEY: {e}"))?;
+    Ok(match (mode, key) {
+        (SharedCacheArg::Off, _) | (SharedCacheArg::Auto, None) => SharedCache::Off,
+        (SharedCacheArg::Auto | SharedCacheArg::Signed, Some(k)) => SharedCache::Signed(k),
+        (SharedCacheArg::Signed, None) => {
+            return Err(
+                "--shared-cache=signed needs the key in MLIMG_CACHE_KEY (the same on every \
+                 runner; e.g. `openssl rand -hex 32`, kept as a CI secret)"
+                    .into(),
+            );
+        }
+        (SharedCacheArg::Unsigned, k) => SharedCache::Unsigned(k),
+    })
 }
 
 pub fn run(args: BuildArgs) -> Result<()> {
@@ -108,8 +156,19 @@ pub fn run(args: BuildArgs) -> Result<()> {
         tags: args.tag,
         registry,
         allow_outside_context: args.allow_outside_context,
+        shared_cache: SharedCache::Off,
     };
-    let outcome = match build(&opts, &*progress) {
+    let result = match shared_cache(args.shared_cache, std::env::var_os("MLIMG_CACHE_KEY")) {
+        Ok(sc) => build(
+            &BuildOptions {
+                shared_cache: sc,
+                ..opts
+            },
+            &*progress,
+        ),
+        Err(msg) => Err(BuildError::SharedCache(msg)),
+    };
+    let outcome = match result {
         Ok(o) => o,
         Err(e) => {
             progress.clear();

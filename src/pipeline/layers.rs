@@ -50,13 +50,22 @@ pub(super) struct Destination<'a> {
 
 pub(super) type Written = BTreeMap<String, WrittenLayer>;
 
+/// The push target's selector records, and the key they must verify under (`None`: believed
+/// as they are, `--shared-cache=unsigned`).
+#[derive(Clone, Copy)]
+pub(super) struct Shared<'a> {
+    pub client: &'a RegistryClient,
+    pub target: &'a Reference,
+    pub key: Option<&'a shared_cache::CacheKey>,
+}
+
 /// Looks every layer up by selector: the local cache first (a stored blob is checked for its
 /// size; a bad entry is dropped with a warning and rebuilt), then, for downloaded sources
-/// with `--push` and no file output, the push target's shared records.
+/// with `--push` and no other output, the push target's shared records (`shared`).
 pub(super) fn lookup(
     unique: &[Arc<LayerPlan>],
     cache: &Cache,
-    remote: Option<(&RegistryClient, &Reference)>,
+    shared: Option<Shared<'_>>,
     progress: &dyn Progress,
 ) -> Known {
     let mut known = Known::new();
@@ -86,9 +95,20 @@ pub(super) fn lookup(
             ));
             cache.evict_blob(&rec.blob.digest);
         }
-        if let Some((client, target)) = remote
+        if let Some(Shared {
+            client,
+            target,
+            key,
+        }) = shared
             && l.store_bytes
-            && let Some(blob) = shared_cache::lookup_or_miss(client, target, &l.selector, progress)
+            && let Some(blob) = shared_cache::lookup_or_miss(
+                client,
+                target,
+                &l.selector,
+                key,
+                &l.role.to_string(),
+                progress,
+            )
         {
             progress.message(&format!(
                 "{}: layer {} found in the push target; not downloading",

@@ -51,6 +51,9 @@ pub struct BuildOptions {
     pub registry: crate::registry::ClientOptions,
     /// Let local sources resolve outside the spec's context folder.
     pub allow_outside_context: bool,
+    /// The registry-shared layer cache (selector records in the push target): off unless
+    /// the caller gives a key (records are then authenticated) or opts into unsigned records.
+    pub shared_cache: shared_cache::SharedCache,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -59,6 +62,9 @@ pub enum BuildError {
     Spec(#[from] crate::spec::SpecError),
     #[error("SOURCE_DATE_EPOCH: {0}")]
     SourceDateEpoch(String),
+    /// The shared-cache settings (`MLIMG_CACHE_KEY`, `--shared-cache`) are not usable.
+    #[error("{0}")]
+    SharedCache(String),
     #[error("--platform {requested}: {message}")]
     Platform { requested: String, message: String },
     #[error(
@@ -109,6 +115,7 @@ impl BuildError {
             }
             BuildError::Spec(_)
             | BuildError::SourceDateEpoch(_)
+            | BuildError::SharedCache(_)
             | BuildError::Platform { .. }
             | BuildError::NoImageName { .. } => 2,
             _ => 1,
@@ -126,7 +133,9 @@ impl BuildError {
         }
         match self {
             BuildError::Spec(_) => "spec",
-            BuildError::SourceDateEpoch(_) | BuildError::Platform { .. } => "usage",
+            BuildError::SourceDateEpoch(_)
+            | BuildError::SharedCache(_)
+            | BuildError::Platform { .. } => "usage",
             BuildError::NoImageName { .. } => "spec",
             BuildError::Resolve(e) => match **e {
                 resolve::ResolveError::Locked { .. } | resolve::ResolveError::Lock(_) => "lock",
@@ -231,15 +240,26 @@ pub fn build(opts: &BuildOptions, progress: &dyn Progress) -> Result<Outcome, Bu
             }));
         }
     }
-    // Pushing with no file output, the (first) target's shared selector records can stand in
-    // for Hub layers: a layer found there is neither downloaded nor written.
+    // Pushing with no file output, new layers stream to the (first) target.
     let target = targets.first();
     let remote = match (target, &client) {
         (Some((t, _)), Some(c)) if !file_outputs => Some((c, t)),
         _ => None,
     };
+    // When that target is the only output, its shared selector records can stand in for Hub
+    // layers: a layer found there is neither downloaded nor written, and this build never
+    // reads its bytes (a build that needs them — a file output, a second registry — reads the
+    // sources instead), so what vouches for it is the record's MAC.
+    let shared = match (&targets[..], remote) {
+        ([_], Some((client, target))) if opts.shared_cache.is_on() => Some(layers::Shared {
+            client,
+            target,
+            key: opts.shared_cache.verify_key(),
+        }),
+        _ => None,
+    };
     let unique = unique_layers(&plan);
-    let known = layers::lookup(&unique, &cache, remote, progress);
+    let known = layers::lookup(&unique, &cache, shared, progress);
     let todo: Vec<&LayerPlan> = unique
         .iter()
         .map(Arc::as_ref)
@@ -298,8 +318,11 @@ pub fn build(opts: &BuildOptions, progress: &dyn Progress) -> Result<Outcome, Bu
             e => e,
         })?);
     }
-    if let (Some((t, _)), Some(c)) = (target, &client) {
-        publish_selectors(c, t, &unique, &known, &written, progress);
+    if let (Some((t, _)), Some(c)) = (target, &client)
+        && opts.shared_cache.is_on()
+    {
+        let key = opts.shared_cache.sign_key();
+        publish_selectors(c, t, key, &unique, &known, &written, progress);
     }
     Ok(Outcome::Built(Box::new(report::report(
         &images,
@@ -338,6 +361,7 @@ fn unique_layers(plan: &BuildPlan) -> Vec<Arc<LayerPlan>> {
 fn publish_selectors(
     client: &RegistryClient,
     target: &Reference,
+    key: Option<&shared_cache::CacheKey>,
     unique: &[Arc<LayerPlan>],
     known: &layers::Known,
     written: &layers::Written,
@@ -358,7 +382,7 @@ fn publish_selectors(
     if records.is_empty() {
         return;
     }
-    match shared_cache::publish(client, target, &records) {
+    match shared_cache::publish(client, target, &records, key) {
         Ok(n) => progress.message(&format!(
             "shared layer cache: {n} record(s) published in {target}"
         )),

@@ -5,10 +5,14 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use mlimg::registry::RegistryClient;
+
 use crate::common::hub::{Hub, HubFileData, safetensors, tiny_model_files};
 use crate::common::*;
 
 pub const REPO: &str = "acme/tiny";
+/// The CI runners' shared-cache key in these tests (`MLIMG_CACHE_KEY`).
+pub const CACHE_KEY: &str = "ci-runners-secret-0123456789abcdef";
 
 /// A project with one Hub weights entry, its own Hub stand-in and hub cache.
 pub struct HubProject {
@@ -447,7 +451,12 @@ fn fresh_runner_finds_the_weights_layer_in_the_registry_and_moves_no_weight_byte
     p.lock();
 
     // Runner A: downloads from the Hub, builds, pushes, publishes the selector records.
-    let (a, stderr) = p.build(&["--locked", "--push"]);
+    let out = run_ok(
+        p.build_cmd(&["--locked", "--push"])
+            .env("MLIMG_CACHE_KEY", CACHE_KEY),
+    );
+    let a: serde_json::Value = serde_json::from_slice(&out.stdout).expect("report");
+    let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(a["hub_bytes_downloaded"].as_u64().unwrap_or(0) > 0, "{a}");
     assert!(stderr.contains("shared layer cache"), "{stderr}");
     let weights: Vec<&serde_json::Value> = a["layers"]
@@ -470,6 +479,7 @@ fn fresh_runner_finds_the_weights_layer_in_the_registry_and_moves_no_weight_byte
     let cache_b = p.cx.path().join("cache-b");
     let out = run_ok(
         p.build_cmd(&["--locked", "--push"])
+            .env("MLIMG_CACHE_KEY", CACHE_KEY)
             .env("MLIMG_CACHE_DIR", &cache_b)
             .env("HF_HOME", p.cx.path().join("hfhome-b"))
             .env("HF_HUB_CACHE", p.cx.path().join("hfhome-b/hub"))
@@ -518,12 +528,16 @@ fn a_file_output_never_uses_a_layer_that_exists_only_in_the_registry() {
     let name = format!("{}/acme/tiny-out", reg.host());
     p.write_spec_named("", Some(&name));
     p.lock();
-    p.build(&["--locked", "--push"]);
+    run_ok(
+        p.build_cmd(&["--locked", "--push"])
+            .env("MLIMG_CACHE_KEY", CACHE_KEY),
+    );
     // A fresh runner that also wants a layout must have the bytes: it downloads them.
     let (dir, out) = p.layout("out");
     let cache_b = p.cx.path().join("cache-c");
     let o = run_ok(
         p.build_cmd(&["--locked", "--push", "-o", &out])
+            .env("MLIMG_CACHE_KEY", CACHE_KEY)
             .env("MLIMG_CACHE_DIR", &cache_b)
             .env("HF_HOME", p.cx.path().join("hfhome-c"))
             .env("HF_HUB_CACHE", p.cx.path().join("hfhome-c/hub")),
@@ -531,6 +545,275 @@ fn a_file_output_never_uses_a_layer_that_exists_only_in_the_registry() {
     let r: serde_json::Value = serde_json::from_slice(&o.stdout).expect("report");
     assert!(r["hub_bytes_downloaded"].as_u64().unwrap_or(0) > 0, "{r}");
     assert!(layout_files(&dir).contains_key("models/tiny/model.safetensors"));
+}
+
+/// Selector → layer digest of every record `mlimg-sel-…` the registry saw published in `repo`.
+fn published_records(
+    reg: &crate::common::registry::TestRegistry,
+    c: &RegistryClient,
+    repo: &str,
+) -> BTreeMap<String, serde_json::Value> {
+    let prefix = format!("PUT /v2/{repo}/manifests/mlimg-sel-");
+    let mut out = BTreeMap::new();
+    for r in reg.requests() {
+        let Some(rest) = r.strip_prefix(&prefix) else {
+            continue;
+        };
+        let sel: String = rest.chars().take(64).collect();
+        let m = c
+            .fetch_manifest(&reg.reference(&format!("{repo}:mlimg-sel-{sel}")))
+            .expect("record");
+        out.insert(sel, serde_json::from_slice(&m.bytes).expect("record json"));
+    }
+    out
+}
+
+fn registry_client(dir: &Path) -> RegistryClient {
+    RegistryClient::new(mlimg::registry::ClientOptions {
+        docker_config_dir: Some(dir.to_path_buf()),
+        ..Default::default()
+    })
+    .expect("client")
+}
+
+/// An attacker who can push to the target repository (but has no key) replaces two selector
+/// records: one points at their own tar (the weights file plus `etc/ld.so.preload`) with no
+/// MAC, the other at the same tar with the honest record's MAC. A fresh runner ignores both
+/// with a `shared-cache-untrusted` warning, downloads those files from the Hub and pushes the
+/// same image runner A pushed.
+#[test]
+fn a_forged_shared_cache_record_is_ignored_and_the_layer_is_built_from_the_sources() {
+    use mlimg::pipeline::shared_cache::{self, ANN_DIFF_ID, ANN_MAC, CacheKey, Lookup};
+    use mlimg::registry::{BlobOrigin, PushBlob, PushManifest, PushRequest, sha256_digest};
+
+    let reg = crate::common::registry::TestRegistry::start();
+    let p = HubProject::new("layers = \"per-file\"");
+    let name = format!("{}/acme/forged", reg.host());
+    p.write_spec_named("layers = \"per-file\"", Some(&name));
+    p.lock();
+    let out = run_ok(
+        p.build_cmd(&["--locked", "--push"])
+            .env("MLIMG_CACHE_KEY", CACHE_KEY),
+    );
+    let a: serde_json::Value = serde_json::from_slice(&out.stdout).expect("report");
+    let honest = digests(&a, "weights tiny");
+
+    // The attacker's layer: the weights file they want to replace, and a preload library.
+    let work = p.cx.path().join("attacker");
+    std::fs::create_dir_all(&work).expect("mkdir");
+    let evil = work.join("evil.tar");
+    {
+        let mut t = tar::Builder::new(std::fs::File::create(&evil).expect("tar"));
+        for (path, body) in [
+            ("models/tiny/model.safetensors", &b"not the model"[..]),
+            ("etc/ld.so.preload", &b"/tmp/evil.so\n"[..]),
+        ] {
+            let mut h = tar::Header::new_gnu();
+            h.set_size(body.len() as u64);
+            h.set_mode(0o644);
+            h.set_cksum();
+            t.append_data(&mut h, path, body).expect("append");
+        }
+        t.finish().expect("finish");
+    }
+    let evil_digest = sha256_digest(&std::fs::read(&evil).expect("read"));
+    let evil_size = std::fs::metadata(&evil).expect("stat").len();
+    let c = registry_client(&work);
+    let repo = reg.reference("acme/forged");
+    let records = published_records(&reg, &c, "acme/forged");
+    assert_eq!(records.len(), 6, "{records:#?}");
+    let mut forged = Vec::new();
+    let mut pushed_blob = false;
+    for (i, (sel, rec)) in records.iter().take(2).enumerate() {
+        let mut rec = rec.clone();
+        rec["layers"][0]["digest"] = evil_digest.clone().into();
+        rec["layers"][0]["size"] = evil_size.into();
+        rec["annotations"][ANN_DIFF_ID] = evil_digest.clone().into();
+        if i == 0 {
+            // no MAC at all
+            rec["annotations"]
+                .as_object_mut()
+                .expect("annotations")
+                .remove(ANN_MAC);
+        } // else: the honest record's MAC, now over other bytes
+        let bytes = serde_json::to_vec(&rec).expect("json");
+        let mut blobs = vec![PushBlob {
+            digest: sha256_digest(b"{}"),
+            size: 2,
+            media_type: shared_cache::EMPTY_MEDIA_TYPE.into(),
+            origin: BlobOrigin::File(work.join("empty.json")),
+        }];
+        std::fs::write(work.join("empty.json"), "{}").expect("write");
+        if !pushed_blob {
+            blobs.push(PushBlob {
+                digest: evil_digest.clone(),
+                size: evil_size,
+                media_type: "application/vnd.oci.image.layer.v1.tar".into(),
+                origin: BlobOrigin::File(evil.clone()),
+            });
+            pushed_blob = true;
+        }
+        c.push(
+            &PushRequest {
+                target: repo.clone(),
+                tags: vec![shared_cache::tag(sel)],
+                blobs,
+                manifests: vec![PushManifest {
+                    digest: sha256_digest(&bytes),
+                    media_type: crate::common::image::OCI_MANIFEST.into(),
+                    bytes,
+                }],
+            },
+            &|_| {},
+        )
+        .expect("the attacker can push");
+        forged.push(sel.clone());
+    }
+
+    // Runner B: empty caches, the key, the Hub reachable.
+    let out = run_ok(
+        p.build_cmd(&["--locked", "--push"])
+            .env("MLIMG_CACHE_KEY", CACHE_KEY)
+            .env("MLIMG_CACHE_DIR", p.cx.path().join("cache-b"))
+            .env("HF_HOME", p.cx.path().join("hfhome-b"))
+            .env("HF_HUB_CACHE", p.cx.path().join("hfhome-b/hub")),
+    );
+    let b: serde_json::Value = serde_json::from_slice(&out.stdout).expect("report");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(digests(&b, "weights tiny"), honest, "{stderr}");
+    assert_eq!(b["manifest_digest"], a["manifest_digest"], "{stderr}");
+    assert!(
+        !b.to_string().contains(&evil_digest),
+        "the forged layer is not in the image: {b}"
+    );
+    let untrusted: Vec<&serde_json::Value> = b["warnings"]
+        .as_array()
+        .expect("warnings")
+        .iter()
+        .filter(|w| w["code"] == "shared-cache-untrusted")
+        .collect();
+    assert_eq!(untrusted.len(), 2, "{b}");
+    assert!(
+        untrusted.iter().any(|w| w["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("no MAC") && m.contains(&forged[0]))),
+        "{untrusted:?}"
+    );
+    assert!(
+        stderr.contains("warning[shared-cache-untrusted]"),
+        "{stderr}"
+    );
+    // the two forged layers were built from the Hub; the other four came from the records
+    let cached = b["layers"]
+        .as_array()
+        .expect("layers")
+        .iter()
+        .filter(|l| l["role"] == "weights tiny" && l["cached"] == true)
+        .count();
+    assert_eq!(cached, 4, "{b}");
+    assert!(b["hub_bytes_downloaded"].as_u64().unwrap_or(0) > 0, "{b}");
+    // and runner B put honest, signed records back in their place
+    let key = CacheKey::new(CACHE_KEY).expect("key");
+    for sel in &forged {
+        match shared_cache::lookup(&c, &repo, sel, Some(&key)).expect("lookup") {
+            Lookup::Hit(l) => assert!(honest.contains(&l.digest), "{l:?}"),
+            other => panic!("{sel}: {other:?}"),
+        }
+    }
+}
+
+/// Without `MLIMG_CACHE_KEY` the registry-shared cache is off: no record is looked up or
+/// published. `--shared-cache=unsigned` turns it on without authentication (a runner with a
+/// key ignores those records); `--shared-cache=signed` without a key is a usage error.
+#[test]
+fn without_a_key_the_shared_cache_is_off_unless_unsigned_is_asked_for() {
+    let reg = crate::common::registry::TestRegistry::start();
+    let p = HubProject::new("");
+    let name = format!("{}/acme/nokey", reg.host());
+    p.write_spec_named("", Some(&name));
+    p.lock();
+    let (a, stderr) = p.build(&["--locked", "--push"]);
+    let sel_requests = |reg: &crate::common::registry::TestRegistry| {
+        reg.requests()
+            .into_iter()
+            .filter(|r| r.contains("mlimg-sel-"))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(sel_requests(&reg), Vec::<String>::new(), "{stderr}");
+    assert!(!stderr.contains("shared layer cache"), "{stderr}");
+    let fresh = |dir: &str, extra: &[&str], key: Option<&str>| {
+        let mut cmd = p.build_cmd(&[&["--locked", "--push"], extra].concat());
+        cmd.env("MLIMG_CACHE_DIR", p.cx.path().join(dir).join("cache"))
+            .env("HF_HOME", p.cx.path().join(dir).join("hf"))
+            .env("HF_HUB_CACHE", p.cx.path().join(dir).join("hf/hub"));
+        if let Some(k) = key {
+            cmd.env("MLIMG_CACHE_KEY", k);
+        }
+        let o = run_ok(&mut cmd);
+        serde_json::from_slice::<serde_json::Value>(&o.stdout).expect("report")
+    };
+    // a fresh runner without a key downloads again and asks for no record either
+    let b = fresh("b", &[], None);
+    assert_eq!(b["manifest_digest"], a["manifest_digest"]);
+    assert!(b["hub_bytes_downloaded"].as_u64().unwrap_or(0) > 0, "{b}");
+    assert_eq!(sel_requests(&reg), Vec::<String>::new());
+
+    // unsigned, asked for: published without a MAC, and believed by another unsigned runner
+    let (u, stderr) = p.build(&["--locked", "--push", "--shared-cache=unsigned"]);
+    assert!(stderr.contains("record(s) published"), "{stderr}");
+    let c = registry_client(p.cx.path());
+    let records = published_records(&reg, &c, "acme/nokey");
+    assert_eq!(records.len(), 1, "{records:#?}");
+    assert!(
+        records.values().all(|r| r["annotations"]
+            .get(mlimg::pipeline::shared_cache::ANN_MAC)
+            .is_none()),
+        "{records:#?}"
+    );
+    let r = fresh("u2", &["--shared-cache=unsigned"], None);
+    assert_eq!(r["manifest_digest"], u["manifest_digest"]);
+    assert_eq!(r["hub_bytes_downloaded"], 0, "{r}");
+    // a runner with a key does not believe them
+    let k = fresh("k1", &[], Some(CACHE_KEY));
+    assert!(k["hub_bytes_downloaded"].as_u64().unwrap_or(0) > 0, "{k}");
+    assert!(
+        k["warnings"]
+            .as_array()
+            .expect("warnings")
+            .iter()
+            .any(|w| w["code"] == "shared-cache-untrusted"),
+        "{k}"
+    );
+    assert_eq!(k["manifest_digest"], u["manifest_digest"]);
+
+    // signed without a key: a usage error
+    let o = p
+        .build_cmd(&["--locked", "--push", "--shared-cache=signed"])
+        .output()
+        .expect("run");
+    assert_eq!(o.status.code(), Some(2));
+    let err: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json error");
+    assert_eq!(err["error"]["code"], "usage", "{err}");
+    assert!(
+        err["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("MLIMG_CACHE_KEY")),
+        "{err}"
+    );
+    // a key too short to be a secret: also a usage error, and the key is not printed
+    let o = p
+        .build_cmd(&["--locked", "--push"])
+        .env("MLIMG_CACHE_KEY", "hunter2")
+        .output()
+        .expect("run");
+    assert_eq!(o.status.code(), Some(2));
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(all.contains("MLIMG_CACHE_KEY"), "{all}");
+    assert!(!all.contains("hunter2"), "{all}");
 }
 
 /// Benchmark (scripts/bench-hub): a model of `MLIMG_BENCH_HUB_MIB` MiB (default 1024) in 4
@@ -575,6 +858,7 @@ fn bench_hub_rebuild_and_push() {
     spec(&p);
     let step = |label: &str, env: &[(&str, PathBuf)]| {
         let mut c = p.build_cmd(&["--locked", "--push"]);
+        c.env("MLIMG_CACHE_KEY", CACHE_KEY);
         for (k, v) in env {
             c.env(k, v);
         }

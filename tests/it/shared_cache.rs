@@ -3,11 +3,15 @@
 use std::time::Duration;
 
 use mlimg::layer::LayerBlob;
-use mlimg::pipeline::shared_cache::{self, ARTIFACT_TYPE};
+use mlimg::pipeline::shared_cache::{self, ARTIFACT_TYPE, CacheKey, Lookup};
 use mlimg::registry::{ClientOptions, RegistryClient};
 
 use crate::common::image::make_image;
 use crate::common::registry::TestRegistry;
+
+fn key() -> CacheKey {
+    CacheKey::new("test-key-0123456789abcdef").expect("key")
+}
 
 fn client(dir: &std::path::Path) -> RegistryClient {
     RegistryClient::new(ClientOptions {
@@ -38,26 +42,34 @@ fn publish_then_lookup_finds_the_layer_only_for_its_selector_and_repo() {
         size: l.size,
     };
     let sel = "ab".repeat(32);
+    let k = key();
     assert_eq!(
-        shared_cache::lookup(&c, &target, &sel).expect("lookup"),
-        None
+        shared_cache::lookup(&c, &target, &sel, Some(&k)).expect("lookup"),
+        Lookup::Miss
     );
-    let n = shared_cache::publish(&c, &target, &[(sel.clone(), blob.clone())]).expect("publish");
+    let n = shared_cache::publish(&c, &target, &[(sel.clone(), blob.clone())], Some(&k))
+        .expect("publish");
     assert_eq!(n, 1);
     assert_eq!(
-        shared_cache::lookup(&c, &target, &sel).expect("lookup"),
-        Some(blob.clone())
+        shared_cache::lookup(&c, &target, &sel, Some(&k)).expect("lookup"),
+        Lookup::Hit(blob.clone())
     );
+    // another key: the record is not trusted
+    let other_key = CacheKey::new("another-key-0123456789").expect("key");
+    assert!(matches!(
+        shared_cache::lookup(&c, &target, &sel, Some(&other_key)).expect("lookup"),
+        Lookup::Untrusted(_)
+    ));
     // another selector, another repository: misses
     let other = "cd".repeat(32);
     assert_eq!(
-        shared_cache::lookup(&c, &target, &other).expect("lookup"),
-        None
+        shared_cache::lookup(&c, &target, &other, Some(&k)).expect("lookup"),
+        Lookup::Miss
     );
     let elsewhere = reg.reference("acme/other");
     assert_eq!(
-        shared_cache::lookup(&c, &elsewhere, &sel).expect("lookup"),
-        None
+        shared_cache::lookup(&c, &elsewhere, &sel, Some(&k)).expect("lookup"),
+        Lookup::Miss
     );
     // the record is an artifact manifest under its tag, and the image tag is untouched
     let rec = c
@@ -65,6 +77,10 @@ fn publish_then_lookup_finds_the_layer_only_for_its_selector_and_repo() {
         .expect("record");
     let v: serde_json::Value = serde_json::from_slice(&rec.bytes).expect("json");
     assert_eq!(v["artifactType"], ARTIFACT_TYPE);
+    assert_eq!(
+        v["annotations"][shared_cache::ANN_MAC],
+        shared_cache::mac(&k, &sel, &blob).as_str()
+    );
     let tagged = c.fetch_manifest(&target).expect("image");
     assert_eq!(tagged.digest, img.manifest_digest);
 }
@@ -82,9 +98,37 @@ fn publish_refuses_a_layer_the_repository_does_not_have() {
         size: 10,
     };
     let sel = "ef".repeat(32);
-    assert!(shared_cache::publish(&c, &target, &[(sel.clone(), missing)]).is_err());
+    assert!(shared_cache::publish(&c, &target, &[(sel.clone(), missing)], Some(&key())).is_err());
     assert_eq!(
-        shared_cache::lookup(&c, &target, &sel).expect("lookup"),
-        None
+        shared_cache::lookup(&c, &target, &sel, Some(&key())).expect("lookup"),
+        Lookup::Miss
+    );
+}
+
+#[test]
+fn an_unsigned_record_is_untrusted_under_a_key_and_believed_without_one() {
+    let reg = TestRegistry::start();
+    let work = tempfile::tempdir().expect("tmp");
+    let c = client(work.path());
+    let target = reg.reference("acme/app:v1");
+    let img = make_image(work.path(), "v1", "amd64", &[1024], false);
+    c.push(&img.request(&target, &["v1"]), &|_| {})
+        .expect("push image");
+    let l = &img.layers[0];
+    let blob = LayerBlob {
+        media_type: l.media_type.clone(),
+        digest: l.digest.clone(),
+        diff_id: l.diff_id.clone(),
+        size: l.size,
+    };
+    let sel = "12".repeat(32);
+    shared_cache::publish(&c, &target, &[(sel.clone(), blob.clone())], None).expect("publish");
+    assert_eq!(
+        shared_cache::lookup(&c, &target, &sel, Some(&key())).expect("lookup"),
+        Lookup::Untrusted("it carries no MAC")
+    );
+    assert_eq!(
+        shared_cache::lookup(&c, &target, &sel, None).expect("lookup"),
+        Lookup::Hit(blob)
     );
 }

@@ -41,11 +41,13 @@ impl TestContext {
         self.tmp.path()
     }
 
-    /// `mlimg` with this context's cache and no SOURCE_DATE_EPOCH from the outside.
+    /// `mlimg` with this context's cache and no SOURCE_DATE_EPOCH or shared-cache key from
+    /// the outside.
     pub fn mlimg(&self) -> Command {
         let mut c = Command::new(env!("CARGO_BIN_EXE_mlimg"));
         c.env("MLIMG_CACHE_DIR", &self.cache)
-            .env_remove("SOURCE_DATE_EPOCH");
+            .env_remove("SOURCE_DATE_EPOCH")
+            .env_remove("MLIMG_CACHE_KEY");
         c
     }
 
