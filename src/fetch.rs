@@ -150,11 +150,15 @@ pub fn fetch(
         if wheels.is_empty() {
             continue;
         }
-        let paths =
-            python::fetch(&wheels, &wheel_cache(cache)).map_err(|e| FetchError::Python {
+        let warn = |m: String| {
+            progress.warning(&crate::progress::Warning::new("cache-corrupt", m));
+        };
+        let paths = python::fetch_reporting(&wheels, &wheel_cache(cache), &warn).map_err(|e| {
+            FetchError::Python {
                 role: l.role.to_string(),
                 source: Box::new(e),
-            })?;
+            }
+        })?;
         for (w, p) in wheels.iter().zip(paths) {
             out.files.insert(w.sha256.clone(), p);
         }

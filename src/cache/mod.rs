@@ -149,6 +149,19 @@ impl Cache {
         (!rec.stored || self.has_blob(&rec.blob.digest)).then_some(rec)
     }
 
+    /// Forgets `key` if its record still names the layer `digest` (found stale: the layer no
+    /// longer regenerates to that digest). Best effort: the next build then writes the layer.
+    pub fn drop_selector(&self, key: &str, digest: &str) {
+        let p = self.selector_path(key);
+        let names_it = fs::read(&p)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<SelectorRecord>(&b).ok())
+            .is_some_and(|r| r.blob.digest == digest);
+        if names_it {
+            let _ = fs::remove_file(p);
+        }
+    }
+
     pub fn put_selector(&self, key: &str, rec: &SelectorRecord) -> Result<(), CacheError> {
         let dest = self.selector_path(key);
         let mut t = self.temp()?;
@@ -203,8 +216,12 @@ mod tests {
         c.put_selector("v", &virt).unwrap();
         assert_eq!(
             c.get_selector("v"),
-            Some(virt),
+            Some(virt.clone()),
             "unstored layers need no blob"
         );
+        c.drop_selector("v", "sha256:other");
+        assert!(c.get_selector("v").is_some(), "names another layer: kept");
+        c.drop_selector("v", &virt.blob.digest);
+        assert!(c.get_selector("v").is_none());
     }
 }

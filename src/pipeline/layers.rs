@@ -59,9 +59,92 @@ pub(super) struct Shared<'a> {
     pub key: Option<&'a shared_cache::CacheKey>,
 }
 
+/// Stored blobs up to this size are hashed before every reuse; larger ones one time in
+/// [`VERIFY_ONE_IN`] (a corrupt one that slips through fails the output that copies it, which
+/// then drops it from the cache: see [`drop_if_corrupt`]).
+const VERIFY_ALWAYS_UP_TO: u64 = 64 << 20;
+const VERIFY_ONE_IN: u64 = 16;
+
+/// Whether this reuse of a stored blob of `size` bytes hashes it.
+fn verify_this_time(size: u64) -> bool {
+    use std::hash::{BuildHasher as _, Hasher as _};
+    if size <= VERIFY_ALWAYS_UP_TO {
+        return true;
+    }
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(size);
+    h.finish().is_multiple_of(VERIFY_ONE_IN)
+}
+
+/// Why the stored blob for `rec` cannot be reused, if it cannot: missing, another size, or
+/// (when checked this time) another sha256.
+fn stored_blob_problem(cache: &Cache, rec: &SelectorRecord) -> Option<&'static str> {
+    let path = cache.blob_path(&rec.blob.digest);
+    match std::fs::symlink_metadata(&path) {
+        Ok(m) if m.is_file() && m.len() == rec.blob.size => {}
+        Ok(_) => return Some("has the wrong size"),
+        Err(_) => return Some("is missing"),
+    }
+    if verify_this_time(rec.blob.size)
+        && !layer::sha256_file(&path).is_ok_and(|(d, _)| d == rec.blob.digest)
+    {
+        return Some("does not hash to its digest");
+    }
+    None
+}
+
+/// After an output found that the bytes behind `digest` do not match it: if the cache holds
+/// that blob and it is indeed corrupt, drop it (with a `cache-corrupt` warning), so the next
+/// build fetches or rebuilds it instead of failing again.
+pub(super) fn drop_if_corrupt(cache: &Cache, digest: &str, progress: &dyn Progress) {
+    let path = cache.blob_path(digest);
+    if !path.is_file() || layer::sha256_file(&path).is_ok_and(|(d, _)| d == digest) {
+        return;
+    }
+    cache.evict_blob(digest);
+    progress.warning(&Warning::new(
+        "cache-corrupt",
+        format!(
+            "cached blob {digest} does not hash to its digest; dropped it from the cache: the \
+             next build fetches or rebuilds it"
+        ),
+    ));
+}
+
+/// Checks the cached copies of registry bases' layers before they are reused (size; sha256
+/// when small or now and then, as for stored layers): a bad copy is dropped with a
+/// `cache-corrupt` warning, so the fetch that follows downloads it again.
+pub(super) fn check_base_blobs(bases: &[&ResolvedBase], cache: &Cache, progress: &dyn Progress) {
+    for l in bases.iter().flat_map(|b| &b.layers) {
+        if !matches!(l.source, BlobSource::Remote { .. }) {
+            continue;
+        }
+        let d = &l.descriptor.digest;
+        let path = cache.blob_path(d);
+        let Ok(m) = std::fs::symlink_metadata(&path) else {
+            continue;
+        };
+        let problem = if !m.is_file() || m.len() != l.descriptor.size {
+            "has the wrong size"
+        } else if verify_this_time(m.len())
+            && !layer::sha256_file(&path).is_ok_and(|(got, _)| got == d.as_str())
+        {
+            "does not hash to its digest"
+        } else {
+            continue;
+        };
+        cache.evict_blob(d);
+        progress.warning(&Warning::new(
+            "cache-corrupt",
+            format!("base: cached layer {d} {problem}; dropped it and fetching it again"),
+        ));
+    }
+}
+
 /// Looks every layer up by selector: the local cache first (a stored blob is checked for its
-/// size; a bad entry is dropped with a warning and rebuilt), then, for downloaded sources
-/// with `--push` and no other output, the push target's shared records (`shared`).
+/// size, and hashed when small or now and then; a bad entry is dropped with a warning and
+/// rebuilt), then, for downloaded sources with `--push` and no other output, the push
+/// target's shared records (`shared`).
 pub(super) fn lookup(
     unique: &[Arc<LayerPlan>],
     cache: &Cache,
@@ -71,10 +154,12 @@ pub(super) fn lookup(
     let mut known = Known::new();
     for l in unique {
         if let Some(rec) = cache.get_selector(&l.selector) {
-            let size_ok = !rec.stored
-                || std::fs::metadata(cache.blob_path(&rec.blob.digest))
-                    .is_ok_and(|m| m.len() == rec.blob.size);
-            if size_ok {
+            let problem = if rec.stored {
+                stored_blob_problem(cache, &rec)
+            } else {
+                None
+            };
+            let Some(problem) = problem else {
                 progress.layer_done(l.id(), &l.label(), true);
                 known.insert(
                     l.selector.clone(),
@@ -85,11 +170,11 @@ pub(super) fn lookup(
                     },
                 );
                 continue;
-            }
+            };
             progress.warning(&Warning::new(
                 "cache-corrupt",
                 format!(
-                    "{}: cached blob {} has the wrong size; dropping it and building the layer again",
+                    "{}: cached blob {} {problem}; dropping it and building the layer again",
                     l.role, rec.blob.digest
                 ),
             ));
@@ -332,9 +417,7 @@ pub(super) fn assemble(
             let (blob, cached, source) = if let Some(w) = written.get(&l.selector) {
                 let source = match &w.path {
                     Some(p) => BlobSource::File(p.clone()),
-                    None => {
-                        BlobSource::Generate(generator(l.clone(), fetched.clone(), mtime, &w.blob))
-                    }
+                    None => BlobSource::Generate(generator(l, fetched, mtime, &w.blob, cache)),
                 };
                 (&w.blob, false, source)
             } else if let Some(k) = known.get(&l.selector) {
@@ -346,7 +429,7 @@ pub(super) fn assemble(
                     },
                     (None, true) => BlobSource::File(cache.blob_path(&k.blob.digest)),
                     (None, false) => {
-                        BlobSource::Generate(generator(l.clone(), fetched.clone(), mtime, &k.blob))
+                        BlobSource::Generate(generator(l, fetched, mtime, &k.blob, cache))
                     }
                 };
                 (&k.blob, true, source)
@@ -444,33 +527,42 @@ fn manifest_annotations(
 
 /// Regenerates an unstored layer from its sources on each call, verified against its digest
 /// at the end of the stream (a source changed since the build is a read error, never a wrong
-/// blob).
+/// blob). A layer that no longer regenerates to its digest has its selector record dropped
+/// from the cache, so the next build writes it again instead of failing the same way.
 fn generator(
-    plan: Arc<LayerPlan>,
-    fetched: Arc<Fetched>,
+    plan: &Arc<LayerPlan>,
+    fetched: &Arc<Fetched>,
     mtime: u64,
     blob: &LayerBlob,
+    cache: &Cache,
 ) -> Generator {
+    let (plan, fetched, cache) = (plan.clone(), fetched.clone(), cache.clone());
     let digest = blob.digest.clone();
     Arc::new(move || {
         let entries = fetched.entries(&plan).map_err(io::Error::other)?;
-        let r = regenerate(entries, plan.compression, mtime, digest.clone())?;
+        let (cache, selector) = (cache.clone(), plan.selector.clone());
+        let stale = move |d: &str| cache.drop_selector(&selector, d);
+        let r = regenerate(entries, plan.compression, mtime, digest.clone(), stale)?;
         Ok(Box::new(r) as Box<dyn Read + Send>)
     })
 }
 
 /// Streams a regenerated layer through a pipe; the writer thread's result (and the digest
-/// check) surfaces as the reader's final read.
+/// check) surfaces as the reader's final read. On a digest mismatch `stale` is called with
+/// the expected digest before the error is returned.
 fn regenerate(
     entries: Vec<layer::Entry>,
     compression: layer::Compression,
     mtime: u64,
     digest: String,
+    stale: impl FnOnce(&str) + Send + 'static,
 ) -> io::Result<impl Read + Send> {
+    type Stale = Box<dyn FnOnce(&str) + Send>;
     struct Gen {
         pipe: io::PipeReader,
         worker: Option<std::thread::JoinHandle<Result<String, String>>>,
         digest: String,
+        stale: Option<Stale>,
     }
     impl Read for Gen {
         fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
@@ -484,8 +576,12 @@ fn regenerate(
                     .map_err(|_| io::Error::other("layer writer panicked"))?
                     .map_err(io::Error::other)?;
                 if got != self.digest {
+                    if let Some(f) = self.stale.take() {
+                        f(&self.digest);
+                    }
                     return Err(io::Error::other(format!(
-                        "layer {} regenerated as {got}: a source changed since the build; build again",
+                        "layer {} regenerated as {got}: a source changed since the layer was \
+                         recorded; dropped the record from the cache: build again",
                         self.digest
                     )));
                 }
@@ -503,5 +599,6 @@ fn regenerate(
         pipe: reader,
         worker: Some(worker),
         digest,
+        stale: Some(Box::new(stale)),
     })
 }

@@ -290,6 +290,7 @@ pub fn build(opts: &BuildOptions, progress: &dyn Progress) -> Result<Outcome, Bu
     let written = layers::write(&todo, &fetched, &cache, mtime, opts.jobs, dest, progress)?;
     if file_outputs && let Some(c) = &client {
         let bases: Vec<_> = resolved.platforms.iter().map(|p| &p.base).collect();
+        layers::check_base_blobs(&bases, &cache, progress);
         crate::fetch::base_blobs(c, &bases, &cache, progress)?;
     }
     let images = layers::assemble(
@@ -309,14 +310,23 @@ pub fn build(opts: &BuildOptions, progress: &dyn Progress) -> Result<Outcome, Bu
     let mut outputs = Vec::new();
     for s in &sinks {
         progress.message(&format!("writing {s}"));
-        // A file error inside a sink names a temp path: say which output it was.
-        outputs.push(s.write(&images, progress).map_err(|e| match e {
-            SinkError::Io { .. } => SinkError::Target {
-                target: s.to_string(),
-                source: Box::new(e),
-            },
-            e => e,
-        })?);
+        match s.write(&images, progress) {
+            Ok(r) => outputs.push(r),
+            Err(e) => {
+                if let Some(d) = e.mismatched_digest() {
+                    layers::drop_if_corrupt(&cache, d, progress);
+                }
+                // A file error inside a sink names a temp path: say which output it was.
+                let e = match e {
+                    SinkError::Io { .. } => SinkError::Target {
+                        target: s.to_string(),
+                        source: Box::new(e),
+                    },
+                    e => e,
+                };
+                return Err(e.into());
+            }
+        }
     }
     if let (Some((t, _)), Some(c)) = (target, &client)
         && opts.shared_cache.is_on()

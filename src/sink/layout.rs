@@ -6,9 +6,14 @@
 //! 2. the layout already at `DIR` (an earlier build) — taken over by a hard link into the
 //!    staging folder, after checking its size and its sha256 (or, when the blob's `stat`
 //!    matches what this sink recorded when it wrote it, its size and identity alone), so an
-//!    unchanged rebuild reads no weight bytes. The old folder is removed once the new one is
-//!    in place, so no file is ever shared with anything but its own successor;
-//! 3. the blob's source (cache file, base layout, regenerated layer), copied and verified.
+//!    unchanged rebuild reads no weight bytes. Only a file with no other link is taken over,
+//!    and the old folder is removed once the new one is in place, so no file is ever shared
+//!    with anything but its own successor;
+//! 3. the blob's source (cache file, base layout, regenerated layer), copied and verified —
+//!    never linked: an output and the build cache share no inode, so editing one cannot
+//!    change the other.
+//!
+//! Every blob, `index.json` and `oci-layout` is left with mode 0644, whatever the umask.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -133,8 +138,10 @@ impl Sink for OciLayout {
         }
         let p = self.staging.join("oci-layout");
         fs::write(&p, OCI_LAYOUT).map_err(io_err(&p))?;
+        set_mode(&p)?;
         let p = self.staging.join("index.json");
         fs::write(&p, layout_index(image)).map_err(io_err(&p))?;
+        set_mode(&p)?;
         replace_dir(&self.staging, &self.dir)?;
         // Remember how each blob looks now, so the next build can take it over unread.
         let mut now = Record::new();
@@ -164,17 +171,19 @@ impl OciLayout {
         let dest = self.blobs_dir().join(hex);
         // 1. spooled by this build
         if fs::symlink_metadata(&dest).is_ok_and(|m| m.is_file() && m.len() == b.descriptor.size) {
-            return Ok(());
+            return set_mode(&dest);
         }
-        // 2. the earlier layout at the same path
+        // 2. the earlier layout at the same path (a file of its own only: one with another
+        //    link may be someone's cache file, and is copied instead)
         let old = self.dir.join("blobs/sha256").join(hex);
         if let Ok(m) = fs::symlink_metadata(&old)
             && m.is_file()
+            && m.nlink() == 1
             && m.len() == b.descriptor.size
             && (record.get(hex) == Some(&stat_line(&m)) || hashes_to(&old, &b.descriptor.digest))
             && fs::hard_link(&old, &dest).is_ok()
         {
-            return Ok(());
+            return set_mode(&dest);
         }
         // 3. the blob's source
         let f = fs::OpenOptions::new()
@@ -185,8 +194,18 @@ impl OciLayout {
         let mut w = std::io::BufWriter::with_capacity(1 << 20, f);
         copy_blob(&self.to_string(), b, &mut w)?;
         w.flush().map_err(io_err(&dest))?;
-        Ok(())
+        set_mode(&dest)
     }
+}
+
+/// Mode 0644 (spooled blobs are created 0600, copies with the umask's mode).
+fn set_mode(path: &Path) -> Result<(), SinkError> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let m = fs::symlink_metadata(path).map_err(io_err(path))?;
+    if m.permissions().mode() & 0o7777 != 0o644 {
+        fs::set_permissions(path, fs::Permissions::from_mode(0o644)).map_err(io_err(path))?;
+    }
+    Ok(())
 }
 
 /// Whether the file's sha256 is `digest` (reads it once).

@@ -30,6 +30,18 @@ pub enum SinkError {
         digest: String,
         source: io::Error,
     },
+    /// A blob's source gave other bytes than its descriptor names (a corrupt cache file, a
+    /// regenerated layer whose sources changed).
+    #[error(
+        "{target}: blob {digest}: the bytes do not match the descriptor ({size} bytes, {got}; expected {expected} bytes)"
+    )]
+    Corrupt {
+        target: String,
+        digest: String,
+        got: String,
+        size: u64,
+        expected: u64,
+    },
     #[error(
         "--output {0:?}: expected oci:DIR, oci-archive:FILE, docker-archive:FILE or registry:REF"
     )]
@@ -152,12 +164,31 @@ pub(crate) fn copy_blob(target: &str, b: &Blob, w: &mut dyn io::Write) -> Result
     }
     let got = format!("sha256:{}", hex::encode(h.finalize()));
     if n != b.descriptor.size || got != b.descriptor.digest.as_str() {
-        return Err(err(io::Error::other(format!(
-            "the bytes do not match the descriptor ({n} bytes, {got}; expected {} bytes)",
-            b.descriptor.size
-        ))));
+        return Err(SinkError::Corrupt {
+            target: target.to_string(),
+            digest: b.descriptor.digest.to_string(),
+            got,
+            size: n,
+            expected: b.descriptor.size,
+        });
     }
     Ok(())
+}
+
+impl SinkError {
+    /// The digest of a blob whose bytes turned out not to match it, if that is the error
+    /// (a file output's copy, or a push the registry or the uploader caught).
+    pub fn mismatched_digest(&self) -> Option<&str> {
+        match self {
+            SinkError::Corrupt { digest, .. } => Some(digest),
+            SinkError::Push { source, .. } => match &**source {
+                crate::registry::RegistryError::DigestMismatch { digest, .. }
+                | crate::registry::RegistryError::SizeMismatch { digest, .. } => Some(digest),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
 }
 
 use std::io::Read as _;

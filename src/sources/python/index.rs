@@ -724,6 +724,7 @@ impl Write for TeeHash<'_> {
 /// resolution from the cache can still name a real URL in the lock.
 pub(crate) struct WheelCache {
     root: PathBuf,
+    warnings: std::sync::Mutex<Vec<String>>,
 }
 
 /// Largest origin record read back.
@@ -733,7 +734,20 @@ impl WheelCache {
     pub fn new(cache_dir: &Path) -> Self {
         WheelCache {
             root: cache_dir.join("wheels"),
+            warnings: Default::default(),
         }
+    }
+
+    fn warn(&self, msg: String) {
+        self.warnings
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(msg);
+    }
+
+    /// What the caller should be told (cached wheels found corrupt and fetched again).
+    pub fn take_warnings(&self) -> Vec<String> {
+        std::mem::take(&mut *self.warnings.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
     fn origin_record(wheel: &Path) -> PathBuf {
@@ -782,11 +796,28 @@ impl WheelCache {
         }
         let dir = self.root.join(w.sha256.to_ascii_lowercase());
         let dest = dir.join(&w.filename);
-        if dest.is_file() {
-            if !Self::origin_record(&dest).exists() {
-                self.record_origin(&dest, &w.url_or_path);
+        if let Ok(m) = std::fs::symlink_metadata(&dest) {
+            // Re-verified on every use (one read of a file about to be read anyway): a
+            // damaged or edited copy is dropped and fetched again.
+            if m.is_file() && hash_file(&dest).is_ok_and(|h| h.eq_ignore_ascii_case(&w.sha256)) {
+                if !Self::origin_record(&dest).exists() {
+                    self.record_origin(&dest, &w.url_or_path);
+                }
+                return Ok(dest);
             }
-            return Ok(dest);
+            let removed = if m.is_dir() {
+                std::fs::remove_dir_all(&dest)
+            } else {
+                std::fs::remove_file(&dest)
+            };
+            removed.map_err(|e| PythonError::io(&dest, e))?;
+            self.warn(format!(
+                "{}: the copy in the wheel cache ({}) does not match its sha256 {}; dropped \
+                 it and fetching the wheel again",
+                w.filename,
+                dest.display(),
+                w.sha256
+            ));
         }
         std::fs::create_dir_all(&dir).map_err(|e| PythonError::io(&dir, e))?;
         // Each attempt downloads from the start (into a fresh temp file).

@@ -470,6 +470,16 @@ pub fn remember_index_credentials(urls: &[String]) -> Vec<String> {
 /// `cache_dir/wheels/<sha256>/<filename>`, verifying its sha256; reuses files already there.
 /// Returns the cached paths in the order of `wheels`.
 pub fn fetch(wheels: &[ResolvedWheel], cache_dir: &Path) -> Result<Vec<PathBuf>, PythonError> {
+    fetch_reporting(wheels, cache_dir, &|_| {})
+}
+
+/// [`fetch`], telling `warn` about each cached wheel that no longer matched its sha256 (it is
+/// dropped and fetched again).
+pub fn fetch_reporting(
+    wheels: &[ResolvedWheel],
+    cache_dir: &Path,
+    warn: &(dyn Fn(String) + Sync),
+) -> Result<Vec<PathBuf>, PythonError> {
     let cache = index::WheelCache::new(cache_dir);
     let client = index::http_client()?;
     // Downloads are network-bound: a few at a time, results kept in input order.
@@ -488,6 +498,9 @@ pub fn fetch(wheels: &[ResolvedWheel], cache_dir: &Path) -> Result<Vec<PathBuf>,
             });
         }
     });
+    for m in cache.take_warnings() {
+        warn(m);
+    }
     results
         .into_iter()
         .zip(wheels)
