@@ -299,7 +299,8 @@ impl Bars {
         ) {
             bar.set_style(style);
         }
-        bar.set_message(key.to_string());
+        // keys can be server-sent (a Hub file's path)
+        bar.set_message(super::escape(key));
         t.insert(key.to_string(), bar.clone());
         Some(bar)
     }
@@ -313,6 +314,7 @@ impl Progress for Bars {
         }
     }
     fn transfer_done(&self, key: &str, summary: &str) {
+        let summary = &super::escape(summary);
         match self.transfers.lock().ok().and_then(|mut t| t.remove(key)) {
             Some(b) => b.finish_and_clear(),
             None if self.multi.is_some() => {}

@@ -251,3 +251,159 @@ fn hub_pagination_to_another_origin_is_not_followed() {
         attacker.all_text()
     );
 }
+
+// ---------------------------------------------------------------- terminal escapes
+
+/// What a hostile server puts in its error text: an OSC that retitles the terminal (ending in
+/// BEL) and a CSI that clears the screen.
+const EVIL: &str = "\u{1b}]0;pwned\u{7} \u{1b}[2J gotcha";
+
+/// A registry answer carrying [`EVIL`]: a JSON error body (the escapes as `\u001b` escapes,
+/// which decode to the raw bytes) or a plain-text body with the raw bytes.
+fn evil_answer(status: u16, json: bool) -> Resp {
+    if json {
+        let body = serde_json::json!({
+            "errors": [{"code": "DENIED", "message": EVIL, "detail": EVIL}],
+        });
+        Resp::Full(status, vec![], body.to_string().into_bytes())
+            .header("Content-Type", "application/json")
+    } else {
+        Resp::Full(status, vec![], EVIL.as_bytes().to_vec()).header("Content-Type", "text/plain")
+    }
+}
+
+/// HEAD of a blob: "not there" (so a push goes on to the upload, whose answer has a body).
+fn missing_blob_or(req: &crate::common::hostile::Req, answer: Resp) -> Resp {
+    if req.method == "HEAD" {
+        Resp::Full(404, vec![], vec![])
+    } else {
+        answer
+    }
+}
+
+fn assert_no_control_bytes(what: &str, bytes: &[u8]) {
+    let text = String::from_utf8_lossy(bytes);
+    assert!(
+        !bytes.iter().any(|b| *b == 0x1b || *b == 0x07),
+        "{what} carries terminal control bytes: {text:?}"
+    );
+}
+
+/// (item 5) Registries answering 401 (with a token realm that answers 401 or 500) or 500,
+/// their error text full of escape sequences, to a push and to a base image lookup (by
+/// `build`, and by `lock` with its retry lines): neither stderr nor the `--json` output
+/// carries an ESC or BEL byte, while the server's words are still shown (escaped).
+#[test]
+fn server_error_text_cannot_drive_the_terminal() {
+    use crate::common::TestContext;
+    let cx = TestContext::new();
+    let app = cx.path().join("app");
+    std::fs::create_dir_all(&app).unwrap();
+    std::fs::write(app.join("serve.py"), "print('hi')\n").unwrap();
+    type Handler = Box<dyn Fn(&crate::common::hostile::Req, &str) -> Resp + Send + Sync>;
+    let scenarios: Vec<(&str, Handler)> = vec![
+        (
+            "500 with a JSON body",
+            Box::new(|req, _| missing_blob_or(req, evil_answer(500, true))),
+        ),
+        (
+            "500 with a text body",
+            Box::new(|req, _| missing_blob_or(req, evil_answer(500, false))),
+        ),
+        (
+            "401, then the token endpoint 401",
+            Box::new(|req, me| {
+                if req.path.starts_with("/token") {
+                    evil_answer(401, true)
+                } else {
+                    evil_answer(401, true).header(
+                        "WWW-Authenticate",
+                        &format!("Bearer realm=\"{me}/token\",service=\"evil\""),
+                    )
+                }
+            }),
+        ),
+        (
+            "401 with a JSON body after a token was granted",
+            Box::new(|req, me| {
+                if req.path.starts_with("/token") {
+                    Resp::ok(r#"{"token":"t"}"#).header("Content-Type", "application/json")
+                } else {
+                    missing_blob_or(
+                        req,
+                        evil_answer(401, true).header(
+                            "WWW-Authenticate",
+                            &format!("Bearer realm=\"{me}/token\",service=\"evil\""),
+                        ),
+                    )
+                }
+            }),
+        ),
+        (
+            "401, then 500 from the token endpoint",
+            Box::new(|req, me| {
+                if req.path.starts_with("/token") {
+                    evil_answer(500, false)
+                } else {
+                    evil_answer(401, false).header(
+                        "WWW-Authenticate",
+                        &format!("Bearer realm=\"{me}/token\",service=\"evil\""),
+                    )
+                }
+            }),
+        ),
+    ];
+    for (label, handler) in scenarios {
+        let me: std::sync::Arc<std::sync::OnceLock<String>> = Default::default();
+        let me2 = me.clone();
+        let server = Server::start(move |req| handler(req, me2.get().map_or("", String::as_str)));
+        me.set(server.url()).unwrap();
+        for (kind, base) in [
+            ("push", "scratch".to_string()),
+            ("base", format!("{}/acme/base:1", server.host())),
+        ] {
+            let spec = cx.path().join(format!("{kind}.toml"));
+            std::fs::write(
+                &spec,
+                format!(
+                    "[image]\nname = \"{}/acme/app\"\nbase = \"{base}\"\nplatforms = [\"linux/amd64\"]\n\n\
+                     [app]\nsrc = \"app\"\ndest = \"/app\"\n",
+                    server.host()
+                ),
+            )
+            .unwrap();
+            for json in [false, true] {
+                let mut cmd = cx.mlimg();
+                cmd.args(["build", "--push", "--retries", "0", "-f"])
+                    .arg(&spec)
+                    .env("DOCKER_CONFIG", cx.path().join("docker"));
+                if json {
+                    cmd.arg("--json");
+                }
+                let out = cmd.output().expect("run mlimg");
+                let what = format!("{label}, {kind}, json={json}");
+                assert_eq!(out.status.code(), Some(1), "{what}: {out:?}");
+                assert_no_control_bytes(&format!("{what}: stderr"), &out.stderr);
+                assert_no_control_bytes(&format!("{what}: stdout"), &out.stdout);
+                // the server's words do reach the user, escaped
+                let shown = if json {
+                    let v: serde_json::Value =
+                        serde_json::from_slice(&out.stdout).expect("a JSON error");
+                    v["error"]["message"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string()
+                } else {
+                    String::from_utf8_lossy(&out.stderr).into_owned()
+                };
+                if label.contains("JSON body") {
+                    assert!(shown.contains("pwned"), "{what}: {shown}");
+                }
+            }
+        }
+        assert!(
+            !server.requests().is_empty(),
+            "{label}: the server was asked"
+        );
+    }
+}
