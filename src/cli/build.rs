@@ -325,6 +325,8 @@ impl Progress for Bars {
         }
     }
     fn layer_start(&self, id: &str, label: &str, bytes: u64) {
+        // a per-file weights layer's label holds the file's path (from the Hub, for hf://)
+        let label = &super::escape(label);
         match &self.multi {
             Some(m) => {
                 let bar = m.add(ProgressBar::new(bytes));
@@ -350,7 +352,7 @@ impl Progress for Bars {
     }
     fn layer_done(&self, id: &str, label: &str, cached: bool) {
         if self.multi.is_none() && cached {
-            eprintln!("layer {label}: cached");
+            eprintln!("layer {}: cached", super::escape(label));
         }
         if let Ok(b) = self.bars.lock()
             && let Some((_, bar)) = b.iter().find(|(r, _)| r == id)
