@@ -77,6 +77,13 @@ pub struct BuildArgs {
     /// Threads writing layers (default: one per core).
     #[arg(short = 'j', long, default_value_t = 0)]
     pub jobs: usize,
+    /// Do not attach an SPDX 2.3 SBOM to each platform image (attached by default, as an OCI
+    /// referrer; see docs/provenance.md).
+    #[arg(long)]
+    pub no_sbom: bool,
+    /// Do not attach an in-toto / SLSA v1 provenance statement to each platform image.
+    #[arg(long)]
+    pub no_provenance: bool,
 }
 
 pub fn run(args: BuildArgs) -> Result<()> {
@@ -108,6 +115,8 @@ pub fn run(args: BuildArgs) -> Result<()> {
         tags: args.tag,
         registry,
         allow_outside_context: args.allow_outside_context,
+        no_sbom: args.no_sbom,
+        no_provenance: args.no_provenance,
     };
     let outcome = match build(&opts, &*progress) {
         Ok(o) => o,
