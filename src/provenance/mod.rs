@@ -6,6 +6,7 @@
 //! bytes.
 
 mod attestation;
+pub mod remote;
 mod sbom;
 
 use serde_json::json;

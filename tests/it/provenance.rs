@@ -506,6 +506,19 @@ fn push_attaches_referrers_through_the_tag_schema_and_docker_still_pulls() {
         }
     }
 
+    // `mlimg sbom` / `mlimg provenance` print them from the registry, through the tag schema
+    for (cmd, t) in [("sbom", SPDX), ("provenance", INTOTO)] {
+        let o = run_ok(cx.mlimg().args([cmd, &format!("{name}:1")]));
+        let d = referrer(&report, 0, t)["document_digest"]
+            .as_str()
+            .expect("document");
+        assert_eq!(
+            String::from_utf8_lossy(&o.stdout).trim_end(),
+            String::from_utf8_lossy(&blob(&out, d)).trim_end(),
+            "mlimg {cmd}"
+        );
+    }
+
     // a second push of the same build lists each referrer once
     let again = push(&[]);
     assert_eq!(again["manifest_digest"], manifest.as_str());
@@ -529,4 +542,24 @@ fn push_attaches_referrers_through_the_tag_schema_and_docker_still_pulls() {
     ]));
     let _ = Command::new("docker").args(["rmi", "-f", &image]).output();
     assert_eq!(stdout(&id).trim(), format!("{name}@{manifest}"));
+
+    // an image pushed without them: `mlimg sbom` says so and exits 1
+    let bare = format!("{}/acme/bare", reg.host());
+    cx.build_json(
+        &spec,
+        &[
+            "-o",
+            &format!("registry:{bare}:1"),
+            "--no-sbom",
+            "--no-provenance",
+        ],
+    );
+    let o = cx
+        .mlimg()
+        .args(["sbom", &format!("{bare}:1")])
+        .output()
+        .expect("mlimg sbom");
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("no application/spdx+json referrer"), "{err}");
 }
