@@ -14,6 +14,7 @@ pub mod pipeline;
 pub mod plan;
 pub mod platform;
 pub mod progress;
+pub mod provenance;
 pub mod pull_model;
 pub mod registry;
 pub mod resolve;

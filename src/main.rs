@@ -10,6 +10,8 @@ fn main() -> ExitCode {
         cli::Command::Build(a) => cli::build::run(a),
         cli::Command::Lock(a) => cli::lock::run(a),
         cli::Command::PullModel(a) => cli::pull_model::run(a),
+        cli::Command::Sbom(a) => cli::sbom::run(a, mlimg::provenance::SPDX_ARTIFACT_TYPE),
+        cli::Command::Provenance(a) => cli::sbom::run(a, mlimg::provenance::INTOTO_ARTIFACT_TYPE),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -89,6 +89,13 @@ pub struct BuildArgs {
     /// those layers contain: only for a repository no one else can push to. off: never.
     #[arg(long, value_enum, default_value_t = SharedCacheArg::Auto, value_name = "MODE")]
     pub shared_cache: SharedCacheArg,
+    /// Do not attach an SPDX 2.3 SBOM to each platform image (attached by default, as an OCI
+    /// referrer; see docs/provenance.md).
+    #[arg(long)]
+    pub no_sbom: bool,
+    /// Do not attach an in-toto / SLSA v1 provenance statement to each platform image.
+    #[arg(long)]
+    pub no_provenance: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -157,6 +164,8 @@ pub fn run(args: BuildArgs) -> Result<()> {
         registry,
         allow_outside_context: args.allow_outside_context,
         shared_cache: SharedCache::Off,
+        no_sbom: args.no_sbom,
+        no_provenance: args.no_provenance,
     };
     let result = match shared_cache(args.shared_cache, std::env::var_os("MLIMG_CACHE_KEY")) {
         Ok(sc) => build(

@@ -4,6 +4,7 @@
 pub mod build;
 pub mod lock;
 pub mod pull_model;
+pub mod sbom;
 
 use std::time::Duration;
 
@@ -35,6 +36,10 @@ pub enum Command {
     Build(build::BuildArgs),
     Lock(lock::LockArgs),
     PullModel(pull_model::PullModelArgs),
+    /// Print the SPDX SBOM attached to a pushed image.
+    Sbom(sbom::DocArgs),
+    /// Print the in-toto / SLSA provenance statement attached to a pushed image.
+    Provenance(sbom::DocArgs),
 }
 
 /// An error and its causes on one line, each cause once (a message that already quotes its

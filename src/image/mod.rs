@@ -20,7 +20,7 @@ use crate::spec::{ConfigSpec, Platform};
 
 pub use model::{Artifact, ArtifactKind};
 pub use value::{
-    Blob, BlobSource, Descriptor, Document, Generator, Image, ImageSet, Layer, RemoteOnly,
+    Blob, BlobSource, Descriptor, Document, Generator, Image, ImageSet, Layer, Referrer, RemoteOnly,
 };
 
 pub const MANIFEST_MEDIA_TYPE: &str = "application/vnd.oci.image.manifest.v1+json";

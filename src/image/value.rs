@@ -164,6 +164,36 @@ pub struct ImageSet {
     /// `[model]`: the weights as a ModelPack artifact and/or a weights-only image, each with
     /// its own name and tags, made of the same weights blobs.
     pub artifacts: Vec<super::Artifact>,
+    /// Documents about the platform images (SBOM, provenance), each an artifact manifest whose
+    /// `subject` is one of [`ImageSet::images`]' manifests. Never part of the image's index.
+    pub referrers: Vec<Referrer>,
+}
+
+/// An OCI 1.1 referrer: an artifact manifest (empty config, the document as its one layer)
+/// pointing at a platform image's manifest through `subject`.
+#[derive(Debug, Clone)]
+pub struct Referrer {
+    pub artifact_type: String,
+    /// The image manifest it is about.
+    pub subject: Descriptor,
+    pub manifest: Document,
+    /// `{}` (`application/vnd.oci.empty.v1+json`).
+    pub config: Document,
+    /// The document (media type = the artifact type).
+    pub document: Document,
+}
+
+impl Referrer {
+    /// The descriptor an index lists it with (`artifactType` included), as JSON.
+    pub fn index_entry(&self) -> serde_json::Value {
+        let d = &self.manifest.descriptor;
+        serde_json::json!({
+            "mediaType": d.media_type,
+            "digest": d.digest,
+            "size": d.size,
+            "artifactType": self.artifact_type,
+        })
+    }
 }
 
 impl ImageSet {
@@ -185,6 +215,7 @@ impl ImageSet {
             name,
             tags,
             artifacts: Vec::new(),
+            referrers: Vec::new(),
         })
     }
 
@@ -192,6 +223,30 @@ impl ImageSet {
     pub fn with_artifacts(mut self, artifacts: Vec<super::Artifact>) -> ImageSet {
         self.artifacts = artifacts;
         self
+    }
+
+    /// The same set with these referrers (SBOM, provenance) of its images.
+    pub fn with_referrers(mut self, referrers: Vec<Referrer>) -> ImageSet {
+        self.referrers = referrers;
+        self
+    }
+
+    /// Every blob a file output holds for the referrers: configs and documents, then their
+    /// manifests, each once.
+    pub fn referrer_files(&self) -> Vec<Blob> {
+        let mut seen = std::collections::BTreeSet::new();
+        let mut out = Vec::new();
+        let docs = self
+            .referrers
+            .iter()
+            .flat_map(|r| [&r.config, &r.document])
+            .chain(self.referrers.iter().map(|r| &r.manifest));
+        for d in docs {
+            if seen.insert(d.descriptor.digest.clone()) {
+                out.push(d.blob());
+            }
+        }
+        out
     }
 
     /// The artifacts' blobs not already among [`ImageSet::blobs`], each once.

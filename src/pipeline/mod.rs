@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 pub use crate::progress::{Progress, Quiet, Warning};
-pub use report::{ArtifactReport, BuildReport, LayerReport, PlatformReport};
+pub use report::{ArtifactReport, BuildReport, LayerReport, PlatformReport, ReferrerReport};
 
 use crate::cache::Cache;
 use crate::plan::{BuildPlan, LayerPlan};
@@ -54,6 +54,10 @@ pub struct BuildOptions {
     /// The registry-shared layer cache (selector records in the push target): off unless
     /// the caller gives a key (records are then authenticated) or opts into unsigned records.
     pub shared_cache: shared_cache::SharedCache,
+    /// Do not attach an SPDX SBOM to each platform image (`--no-sbom`).
+    pub no_sbom: bool,
+    /// Do not attach an in-toto / SLSA provenance statement (`--no-provenance`).
+    pub no_provenance: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -306,6 +310,7 @@ pub fn build(opts: &BuildOptions, progress: &dyn Progress) -> Result<Outcome, Bu
         mtime,
     )?;
     let images = images.with_artifacts(artifacts);
+    let images = with_provenance(&spec, &resolved, &plan, images, opts, mtime)?;
 
     let mut outputs = Vec::new();
     for s in &sinks {
@@ -346,6 +351,57 @@ pub fn build(opts: &BuildOptions, progress: &dyn Progress) -> Result<Outcome, Bu
         crate::layer::source_bytes_read().saturating_sub(read_before),
         progress.take(),
     ))))
+}
+
+/// The SBOM and provenance referrers of every platform image (unless turned off).
+fn with_provenance(
+    spec: &Spec,
+    resolved: &resolve::Resolved,
+    plan: &BuildPlan,
+    images: crate::image::ImageSet,
+    opts: &BuildOptions,
+    mtime: u64,
+) -> Result<crate::image::ImageSet, BuildError> {
+    if opts.no_sbom && opts.no_provenance {
+        return Ok(images);
+    }
+    let err = |message: String| {
+        BuildError::Image(crate::image::ImageError::Build {
+            what: "provenance",
+            message,
+        })
+    };
+    let bytes = std::fs::read(&spec.path)
+        .map_err(|e| err(format!("reading {}: {e}", spec.path.display())))?;
+    let inputs = crate::provenance::Inputs {
+        spec,
+        resolved,
+        plan,
+        spec_path: spec_path_in_project(spec),
+        spec_sha256: crate::digest::Digest::of(&bytes).hex().to_string(),
+        tags: effective_tags(spec, opts),
+        created: crate::image::rfc3339(mtime),
+        sbom: !opts.no_sbom,
+        provenance: !opts.no_provenance,
+    };
+    let referrers =
+        crate::provenance::referrers(&inputs, &images).map_err(|e| err(e.to_string()))?;
+    Ok(images.with_referrers(referrers))
+}
+
+/// The spec file's path relative to the project (the context folder, else the spec's own
+/// folder), `/`-separated: the same wherever the checkout is.
+fn spec_path_in_project(spec: &Spec) -> String {
+    let abs = std::fs::canonicalize(&spec.path).unwrap_or_else(|_| spec.path.clone());
+    let root = spec
+        .context
+        .clone()
+        .or_else(|| std::fs::canonicalize(&spec.dir).ok());
+    root.and_then(|r| abs.strip_prefix(r).ok().map(|p| p.to_path_buf()))
+        .or_else(|| abs.file_name().map(PathBuf::from))
+        .unwrap_or(abs)
+        .to_string_lossy()
+        .replace('\\', "/")
 }
 
 fn hub_options(opts: &BuildOptions) -> crate::sources::hf::HubOptions {

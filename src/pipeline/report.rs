@@ -29,6 +29,20 @@ pub struct PlatformReport {
     pub manifest_digest: String,
     pub config_digest: String,
     pub layers: Vec<LayerReport>,
+    /// The SBOM and provenance attached to this image (OCI referrers).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub referrers: Vec<ReferrerReport>,
+}
+
+/// One referrer of a platform image.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ReferrerReport {
+    /// `application/spdx+json` or `application/vnd.in-toto+json`.
+    pub artifact_type: String,
+    /// The artifact manifest's digest.
+    pub manifest_digest: String,
+    /// The document's (its one layer's) digest.
+    pub document_digest: String,
 }
 
 /// One of `[model]`'s artifacts.
@@ -119,6 +133,16 @@ pub(super) fn report(
                         push: action,
                         bytes_sent: sent,
                     }
+                })
+                .collect(),
+            referrers: images
+                .referrers
+                .iter()
+                .filter(|r| r.subject.digest == img.manifest.descriptor.digest)
+                .map(|r| ReferrerReport {
+                    artifact_type: r.artifact_type.clone(),
+                    manifest_digest: r.manifest.descriptor.digest.to_string(),
+                    document_digest: r.document.descriptor.digest.to_string(),
                 })
                 .collect(),
         })

@@ -93,6 +93,12 @@ pub fn from_layout(
 ) -> Result<ResolvedBase, BaseError> {
     let index: Value = read_json(dir, &dir.join("index.json"), "index.json")?;
     let manifests = index["manifests"].as_array().cloned().unwrap_or_default();
+    // Entries with an `artifactType` (SBOM and provenance referrers, `[model]`'s artifacts)
+    // are not images: only images count when no tag names one.
+    let images: Vec<&Value> = manifests
+        .iter()
+        .filter(|m| m.get("artifactType").is_none())
+        .collect();
     let chosen = match tag {
         Some(t) => manifests
             .iter()
@@ -107,11 +113,11 @@ pub fn from_layout(
                     .collect::<Vec<_>>()
                     .join(", "),
             })?,
-        None if manifests.len() == 1 => manifests[0].clone(),
+        None if images.len() == 1 => images[0].clone(),
         None => {
             return Err(BaseError::Ambiguous {
                 path: dir.to_path_buf(),
-                count: manifests.len(),
+                count: images.len(),
             });
         }
     };

@@ -132,6 +132,7 @@ impl Sink for OciArchive {
             let mut all = image.blobs();
             all.extend(image.documents().into_iter().map(|d| d.blob()));
             all.extend(image.artifact_files());
+            all.extend(image.referrer_files());
             all.sort_by(|a, b| a.descriptor.digest.cmp(&b.descriptor.digest));
             all.dedup_by(|a, b| a.descriptor.digest == b.descriptor.digest);
             for b in &all {

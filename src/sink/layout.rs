@@ -68,7 +68,8 @@ impl fmt::Display for OciLayout {
     }
 }
 
-/// `index.json` of a layout holding this image, the first tag as `ref.name`.
+/// `index.json` of a layout holding this image, the first tag as `ref.name`; then `[model]`'s
+/// artifacts, then the referrers (SBOM, provenance) of the platform images.
 pub(crate) fn layout_index(image: &ImageSet) -> Vec<u8> {
     let top = &image.top().descriptor;
     let mut desc = json!({"mediaType": top.media_type, "digest": top.digest, "size": top.size});
@@ -87,6 +88,11 @@ pub(crate) fn layout_index(image: &ImageSet) -> Vec<u8> {
         d["annotations"] =
             json!({"org.opencontainers.image.ref.name": format!("{}:{tag}", a.name)});
         manifests.push(d);
+    }
+    // SBOM and provenance: artifact manifests whose `subject` is a platform image, listed with
+    // their `artifactType` and no ref name (tools that pick an image by name never see them)
+    for r in &image.referrers {
+        manifests.push(r.index_entry());
     }
     canonical(&json!({
         "schemaVersion": 2,
@@ -133,6 +139,7 @@ impl Sink for OciLayout {
         let mut blobs = image.blobs();
         blobs.extend(image.documents().into_iter().map(|d| d.blob()));
         blobs.extend(image.artifact_files());
+        blobs.extend(image.referrer_files());
         for b in &blobs {
             self.put_blob(b, &record)?;
         }

@@ -18,7 +18,7 @@ use crate::progress::Progress;
 
 pub use archive::{DockerArchive, OciArchive};
 pub use layout::OciLayout;
-pub use registry::{ArtifactPush, BlobReport, PushSummary, RegistrySink};
+pub use registry::{ArtifactPush, BlobReport, PushSummary, ReferrerPush, RegistrySink};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {

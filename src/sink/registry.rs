@@ -43,6 +43,7 @@ impl Sink for RegistrySink<'_> {
                 )?);
             }
         }
+        summary.referrers = push_referrers(self.client, images, &self.target, progress)?;
         Ok(SinkReport {
             target: self.to_string(),
             reference: Some(summary.reference.clone()),
@@ -69,6 +70,20 @@ pub struct PushSummary {
     /// `[model]`'s artifacts, each pushed to its own name after the image.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub artifacts: Vec<ArtifactPush>,
+    /// The SBOM and provenance referrers, pushed by digest after the image.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub referrers: Vec<ReferrerPush>,
+}
+
+/// One referrer (SBOM or provenance) pushed beside the image.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ReferrerPush {
+    pub artifact_type: String,
+    /// The platform image manifest it is about.
+    pub subject: String,
+    pub digest: String,
+    /// The referrers tag (`sha256-<hex of subject>`) whose index lists it.
+    pub tag: String,
 }
 
 /// The push of one artifact.
@@ -122,7 +137,83 @@ fn push(
         bytes_sent: report.blobs.iter().map(|b| b.2).sum(),
         blobs: blob_reports(&report),
         artifacts: Vec::new(),
+        referrers: Vec::new(),
     })
+}
+
+/// Pushes the referrers (by digest, after the image), then keeps the referrers tag schema of
+/// the OCI distribution spec 1.1 up to date: for each subject, the `sha256-<hex>` tag points
+/// at an index listing every referrer with its `artifactType` (the ones already there are
+/// kept). Registries with the referrers API serve the same list from `/referrers/`; the tag
+/// is what the others (distribution 2.x, Docker Hub, GHCR) offer, and clients (oras, cosign)
+/// fall back to it.
+fn push_referrers(
+    client: &RegistryClient,
+    images: &ImageSet,
+    target: &Reference,
+    progress: &dyn Progress,
+) -> Result<Vec<ReferrerPush>, SinkError> {
+    let mut out = Vec::new();
+    let mut by_subject: std::collections::BTreeMap<String, Vec<&crate::image::Referrer>> =
+        Default::default();
+    for r in &images.referrers {
+        let req = PushRequest {
+            target: target.clone(),
+            tags: Vec::new(),
+            blobs: vec![push_blob(r.config.blob()), push_blob(r.document.blob())],
+            manifests: vec![push_manifest(&r.manifest)],
+        };
+        send(client, &req, progress)?;
+        let tag = crate::provenance::referrers_tag(&r.subject.digest);
+        out.push(ReferrerPush {
+            artifact_type: r.artifact_type.clone(),
+            subject: r.subject.digest.to_string(),
+            digest: r.manifest.descriptor.digest.to_string(),
+            tag: tag.clone(),
+        });
+        by_subject.entry(tag).or_default().push(r);
+    }
+    let push_err = |source| SinkError::Push {
+        target: target.to_string(),
+        source: Box::new(source),
+    };
+    for (tag, rs) in by_subject {
+        let at = Reference {
+            tag: Some(tag.clone()),
+            digest: None,
+            ..target.clone()
+        };
+        let mut entries: Vec<serde_json::Value> = match client.fetch_manifest(&at) {
+            Ok(m) => serde_json::from_slice::<serde_json::Value>(&m.bytes)
+                .ok()
+                .and_then(|v| v.get("manifests").and_then(|m| m.as_array()).cloned())
+                .unwrap_or_default(),
+            Err(e) if e.status() == Some(404) => Vec::new(),
+            Err(e) => return Err(push_err(e)),
+        };
+        let before = entries.len();
+        for r in rs {
+            let digest = r.manifest.descriptor.digest.as_str();
+            if !entries.iter().any(|e| e["digest"] == digest) {
+                entries.push(r.index_entry());
+            }
+        }
+        if entries.len() == before {
+            continue;
+        }
+        let index = crate::image::Document::new(
+            crate::image::INDEX_MEDIA_TYPE,
+            crate::provenance::referrers_index(&entries),
+        );
+        let req = PushRequest {
+            target: target.clone(),
+            tags: vec![tag],
+            blobs: Vec::new(),
+            manifests: vec![push_manifest(&index)],
+        };
+        send(client, &req, progress)?;
+    }
+    Ok(out)
 }
 
 fn blob_reports(report: &PushReport) -> Vec<BlobReport> {

@@ -53,7 +53,7 @@ fn json_report_of_a_build_to_an_oci_layout() {
     let dir = cx.path().join("image");
     let mut out = cx
         .mlimg()
-        .args(["build", "--json", "-f"])
+        .args(["build", "-j", "1", "--json", "-f"])
         .arg(&spec)
         .arg("-o")
         .arg(format!("oci:{}", dir.display()))
@@ -121,9 +121,10 @@ fn assert_no_panic(out: &Output) {
 }
 
 /// `mlimg build -f SPEC` with this context's cache.
+/// `mlimg build` writing one layer at a time, so progress lines come in plan order.
 fn build(cx: &TestContext, spec: &Path) -> Command {
     let mut c = cx.mlimg();
-    c.arg("build").arg("-f").arg(spec);
+    c.arg("build").arg("-j").arg("1").arg("-f").arg(spec);
     c
 }
 

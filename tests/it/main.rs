@@ -13,6 +13,7 @@ mod lock;
 mod model;
 mod oci_checker;
 mod pipeline;
+mod provenance;
 mod push;
 mod python;
 mod python_e2e;

@@ -13,7 +13,7 @@ use crate::common::{TestContext, copy_tree, repo_root, run_ok, sha256_file, stdo
 
 /// The example's wheels (x86_64 and aarch64): the real ones committed under testdata/wheels
 /// (see common/pyindex.rs for why they are committed), checked against their SHA256SUMS.
-fn example_wheels() -> Vec<PathBuf> {
+pub(crate) fn example_wheels() -> Vec<PathBuf> {
     let got = testdata_wheels();
     // every pinned hash of the example's requirements is among them
     let req = fs::read_to_string(repo_root().join("specs/python-app/requirements.txt"))
@@ -27,7 +27,7 @@ fn example_wheels() -> Vec<PathBuf> {
 }
 
 /// A PEP 503 index on loopback serving `wheels` (plus fake file names listed but not served).
-fn serve_index(wheels: &[PathBuf], listed_only: &[&str]) -> PyIndex {
+pub(crate) fn serve_index(wheels: &[PathBuf], listed_only: &[&str]) -> PyIndex {
     PyIndex::serve(wheels, listed_only)
 }
 
@@ -142,7 +142,7 @@ fn wheels_on_a_detected_debian_python_run_in_docker() {
 
 /// A copy of the example for platform tests: [python] given (with Debian's site-packages), so
 /// no base is needed; both platforms listed.
-fn table_spec(cx: &TestContext, requirements: &str) -> PathBuf {
+pub(crate) fn table_spec(cx: &TestContext, requirements: &str) -> PathBuf {
     let dir = cx.path().join("tables");
     fs::create_dir_all(&dir).expect("mkdir");
     fs::write(dir.join("requirements.txt"), requirements).expect("write");

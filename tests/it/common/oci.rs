@@ -68,6 +68,19 @@ pub struct Checked {
     pub report: String,
     /// The output of `../shared/tools/oci-check` when it ran (see [`assert_layout`]).
     pub external: Option<String>,
+    /// OCI 1.1 referrers (artifact manifests with a `subject`): SBOM, provenance.
+    pub referrers: Vec<CheckedReferrer>,
+}
+
+/// A referrer found in a layout: its manifest checked against the schema, its empty config,
+/// its one document and its subject present in the layout.
+#[derive(Debug, Clone)]
+pub struct CheckedReferrer {
+    pub manifest_digest: String,
+    pub artifact_type: String,
+    pub subject: String,
+    /// The document (the one layer).
+    pub document: PathBuf,
 }
 
 // ---------------------------------------------------------------- schemas
@@ -293,6 +306,9 @@ impl Layout<'_> {
             return Ok(());
         }
         validate(&obj, "image-manifest-schema.json", what)?;
+        if obj.get("subject").is_some() {
+            return self.referrer(desc, &obj, what);
+        }
         let cfg_what = format!("{what} config");
         let cfg = self.json_blob(&obj["config"], &cfg_what)?;
         if obj["config"]["mediaType"] == MODELPACK_CONFIG {
@@ -369,6 +385,46 @@ impl Layout<'_> {
             config_digest,
             config: cfg,
             layers: checked,
+        });
+        Ok(())
+    }
+
+    /// An OCI 1.1 referrer: `artifactType` on the manifest and its index entry, the empty
+    /// config (`{}`), one layer of the artifact type, and the subject present in the layout.
+    fn referrer(&mut self, desc: &Value, obj: &Value, what: &str) -> Result<(), String> {
+        let at = obj["artifactType"].as_str().unwrap_or("").to_string();
+        if at.is_empty() || desc["artifactType"].as_str() != Some(at.as_str()) {
+            return Err(format!(
+                "{what}: referrer artifactType {} (index entry says {})",
+                obj["artifactType"], desc["artifactType"]
+            ));
+        }
+        if obj["config"]["mediaType"] != "application/vnd.oci.empty.v1+json" {
+            return Err(format!("{what}: config is not the empty descriptor"));
+        }
+        let cfg = self.blob(&obj["config"], &format!("{what} config"))?;
+        if std::fs::read(&cfg).map_err(|e| e.to_string())? != b"{}" {
+            return Err(format!("{what}: empty config is not {{}}"));
+        }
+        let layers = obj["layers"].as_array().cloned().unwrap_or_default();
+        let [layer] = layers.as_slice() else {
+            return Err(format!("{what}: {} layers, expected 1", layers.len()));
+        };
+        if layer["mediaType"].as_str() != Some(at.as_str()) {
+            return Err(format!("{what}: layer media type {}", layer["mediaType"]));
+        }
+        let document = self.blob(layer, &format!("{what} document"))?;
+        self.blob(&obj["subject"], &format!("{what} subject"))?;
+        self.out.report.push_str(&format!(
+            "{what}: referrer {} {at} of {}\n",
+            short(desc["digest"].as_str().unwrap_or("")),
+            short(obj["subject"]["digest"].as_str().unwrap_or(""))
+        ));
+        self.out.referrers.push(CheckedReferrer {
+            manifest_digest: desc["digest"].as_str().unwrap_or("").to_string(),
+            artifact_type: at,
+            subject: obj["subject"]["digest"].as_str().unwrap_or("").to_string(),
+            document,
         });
         Ok(())
     }
@@ -606,7 +662,43 @@ pub fn external_tool() -> Option<PathBuf> {
 }
 
 /// Runs the external checker with `--strict-repro` when it exists; its failure fails the test.
+/// It knows images only: with artifacts (referrers, `[model]`) in index.json it runs on a
+/// copy (hard links) whose index.json lists the images alone.
 fn run_external(dir: &Path) -> Option<String> {
+    let index: Value = std::fs::read(dir.join("index.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or(Value::Null);
+    let ms = index["manifests"].as_array().cloned().unwrap_or_default();
+    if ms.iter().any(|m| m.get("artifactType").is_some()) {
+        let tmp = tempfile::tempdir().expect("temp dir");
+        let blobs = tmp.path().join("blobs/sha256");
+        std::fs::create_dir_all(&blobs).expect("mkdir");
+        for e in std::fs::read_dir(dir.join("blobs/sha256")).expect("blobs") {
+            let e = e.expect("entry");
+            let to = blobs.join(e.file_name());
+            if std::fs::hard_link(e.path(), &to).is_err() {
+                std::fs::copy(e.path(), &to).expect("copy blob");
+            }
+        }
+        std::fs::copy(dir.join("oci-layout"), tmp.path().join("oci-layout")).expect("copy");
+        let images: Vec<Value> = ms
+            .into_iter()
+            .filter(|m| m.get("artifactType").is_none())
+            .collect();
+        let mut idx = index.clone();
+        idx["manifests"] = Value::Array(images);
+        std::fs::write(
+            tmp.path().join("index.json"),
+            serde_json::to_vec(&idx).expect("json"),
+        )
+        .expect("write index");
+        return run_external_on(tmp.path());
+    }
+    run_external_on(dir)
+}
+
+fn run_external_on(dir: &Path) -> Option<String> {
     let Some(tool) = external_tool() else {
         eprintln!(
             "oci checks on {}: mlimg's own (schemas, digests, diff_ids, repro) ran; \

@@ -1,0 +1,60 @@
+//! `mlimg sbom` and `mlimg provenance`: print a document attached to a pushed image.
+
+use std::io::Write as _;
+
+use anyhow::{Context as _, Result};
+use clap::Args;
+
+use mlimg::registry::{ClientOptions, Reference, RegistryClient};
+
+/// Print the SPDX SBOM (`mlimg sbom`) or the in-toto provenance statement (`mlimg provenance`)
+/// that `mlimg build` attached to a pushed image.
+///
+/// The document is found through the OCI referrers tag schema (`sha256-<hex of the image
+/// manifest>` → an index of referrers), so it works on registries without the referrers API;
+/// its bytes are checked against their digest and printed as stored. For a multi-platform
+/// image, this machine's platform or --platform.
+///
+/// Examples:
+///   mlimg sbom registry.example/acme/app:1.0 | jq '.packages[].name'
+///   mlimg provenance registry.example/acme/app:1.0 --platform linux/arm64
+#[derive(Debug, Args)]
+#[command(verbatim_doc_comment)]
+pub struct DocArgs {
+    /// The image, e.g. registry.example/acme/app:1.0.
+    #[arg(value_name = "REF")]
+    pub reference: String,
+    /// For an index: the platform whose image's document to print (default: this machine's).
+    #[arg(long, value_name = "OS/ARCH")]
+    pub platform: Option<String>,
+    /// Reach this registry (host[:port]) over plain HTTP (loopback registries always are).
+    #[arg(long, value_name = "HOST")]
+    pub insecure_registry: Vec<String>,
+    #[command(flatten)]
+    pub network: super::NetworkArgs,
+}
+
+pub fn run(args: DocArgs, artifact_type: &str) -> Result<()> {
+    let reference = Reference::parse(&args.reference)?;
+    let platform = match &args.platform {
+        Some(p) => {
+            mlimg::platform::Platform::parse(p).with_context(|| format!("--platform {p}"))?
+        }
+        None => mlimg::pull_model::host_platform(),
+    };
+    let transport = args.network.transport_options(None);
+    let client = RegistryClient::new(ClientOptions {
+        insecure_registries: args.insecure_registry.clone(),
+        transport,
+        ..Default::default()
+    })?;
+    let doc =
+        mlimg::provenance::remote::fetch_document(&client, &reference, &platform, artifact_type)?;
+    let mut out = std::io::stdout().lock();
+    out.write_all(&doc.bytes)?;
+    if !doc.bytes.ends_with(b"\n") {
+        out.write_all(b"\n")?;
+    }
+    eprintln!("{artifact_type} {} of {}", doc.referrer, doc.subject);
+    Ok(())
+}
