@@ -231,9 +231,10 @@ pub fn write<W: Write>(
     };
     let mut tar = tar::Builder::new(HashWriter::new(sink));
     let mut zips: HashMap<PathBuf, zip::ZipArchive<BufReader<File>>> = HashMap::new();
+    let mut buf = Vec::new();
     let mut done = 0u64;
     for e in entries {
-        append(&mut tar, e, mtime, &mut zips)?;
+        append(&mut tar, e, mtime, &mut zips, &mut buf)?;
         done += e.size();
         progress(done);
     }
@@ -274,11 +275,13 @@ fn header(kind: tar::EntryType, mode: u32, size: u64, mtime: u64) -> tar::Header
     h
 }
 
+/// `buf`: a read buffer kept between entries (grown to [`BUF`] by the first file).
 fn append<W: Write>(
     tar: &mut tar::Builder<W>,
     e: &Entry,
     mtime: u64,
     zips: &mut HashMap<PathBuf, zip::ZipArchive<BufReader<File>>>,
+    buf: &mut Vec<u8>,
 ) -> Result<(), LayerError> {
     match &e.content {
         Content::Dir => {
@@ -297,31 +300,46 @@ fn append<W: Write>(
                 .map_err(LayerError::Write)
         }
         Content::File { path, size } => {
-            let f = File::open(path).map_err(|source| LayerError::Read {
+            let mut f = File::open(path).map_err(|source| LayerError::Read {
                 file: path.clone(),
                 source,
             })?;
             let mut h = header(tar::EntryType::Regular, e.mode, *size, mtime);
-            let mut r = Counted {
-                inner: BufReader::with_capacity(BUF, f).take(*size),
-                n: 0,
-                err: None,
-            };
-            let res = tar.append_data(&mut h, &e.path, &mut r);
-            if let Some(source) = r.err.take() {
-                return Err(LayerError::Read {
-                    file: path.clone(),
-                    source,
-                });
+            // The header (and a GNU long-name entry before it when the path needs one) goes
+            // through tar, given no data; the file's bytes follow in reads of BUF bytes straight
+            // into the hashing writer (tar's own copy would go 8 KiB at a time through two more
+            // buffers: this is the hot loop of a weights layer). Same bytes as `append_data`.
+            tar.append_data(&mut h, &e.path, io::empty())
+                .map_err(LayerError::Write)?;
+            let out = tar.get_mut();
+            buf.resize(BUF, 0);
+            let mut got = 0u64;
+            while got < *size {
+                let want = (*size - got).min(BUF as u64) as usize;
+                let n = match f.read(&mut buf[..want]) {
+                    Ok(0) => break,
+                    Ok(n) => n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(source) => {
+                        return Err(LayerError::Read {
+                            file: path.clone(),
+                            source,
+                        });
+                    }
+                };
+                out.write_all(&buf[..n]).map_err(LayerError::Write)?;
+                got += n as u64;
             }
-            res.map_err(LayerError::Write)?;
-            if r.n != *size {
+            if got != *size {
                 return Err(LayerError::Changed {
                     file: path.clone(),
                     expected: *size,
-                    got: r.n,
+                    got,
                 });
             }
+            let pad = (512 - got % 512) % 512;
+            out.write_all(&[0u8; 512][..pad as usize])
+                .map_err(LayerError::Write)?;
             Ok(())
         }
         Content::Fetched { sha256, .. } => Err(LayerError::NotFetched {
@@ -514,6 +532,70 @@ mod tests {
             .collect();
         assert_eq!(names[0], "d".repeat(120));
         assert!(names.contains(&long));
+    }
+
+    /// File contents bypass tar's copy; the bytes must stay exactly what `append_data` makes
+    /// (sizes around the 512-byte blocks and the read buffer, a path needing a long-name entry).
+    #[test]
+    fn file_entries_match_tars_own_append() {
+        let d = tempfile::tempdir().unwrap();
+        let long = format!("{}/weights.bin", "w".repeat(130));
+        let mut raw = Vec::new();
+        for (i, size) in [0, 1, 511, 512, 513, BUF - 1, BUF, 2 * BUF + 3]
+            .into_iter()
+            .enumerate()
+        {
+            let p = d.path().join(format!("f{i}"));
+            let bytes: Vec<u8> = (0..size).map(|j| (j * 7 + i) as u8).collect();
+            std::fs::write(&p, &bytes).unwrap();
+            let path = if i == 5 { long.clone() } else { format!("m/f{i}") };
+            raw.push(Entry {
+                path,
+                mode: 0o644,
+                content: Content::File {
+                    path: p,
+                    size: size as u64,
+                },
+            });
+        }
+        let entries = finalize(raw).unwrap();
+        let mut reference = tar::Builder::new(Vec::new());
+        for e in &entries {
+            match &e.content {
+                Content::Dir => {
+                    let mut h = header(tar::EntryType::Directory, e.mode, 0, 5);
+                    reference
+                        .append_data(&mut h, format!("{}/", e.path), io::empty())
+                        .unwrap();
+                }
+                Content::File { path, size } => {
+                    let mut h = header(tar::EntryType::Regular, e.mode, *size, 5);
+                    reference
+                        .append_data(&mut h, &e.path, File::open(path).unwrap())
+                        .unwrap();
+                }
+                _ => unreachable!(),
+            }
+        }
+        let reference = reference.into_inner().unwrap();
+        let mut ours = Vec::new();
+        let blob = write(&entries, Compression::None, 5, &mut ours, &|_| {}).unwrap();
+        assert!(ours == reference, "the layer differs from tar's own output");
+        assert_eq!(blob.size, ours.len() as u64);
+        assert_eq!(blob.digest, blob.diff_id);
+        assert_eq!(
+            blob.digest,
+            format!("sha256:{}", hex::encode(Sha256::digest(&ours)))
+        );
+
+        // a file that shrank after planning is an error naming it
+        let mut shrunk = entries.clone();
+        let last = shrunk.len() - 1;
+        if let Content::File { size, .. } = &mut shrunk[last].content {
+            *size += 1;
+        }
+        let err = write(&shrunk, Compression::None, 5, io::sink(), &|_| {}).unwrap_err();
+        assert!(matches!(err, LayerError::Changed { got, expected, .. } if got + 1 == expected));
     }
 
     /// Files over 8 GiB need a size field beyond the 11 octal digits of a ustar header; the GNU
