@@ -20,6 +20,9 @@ pub use entry::{Compression, Content, DEFAULT_WEIGHTS_COMPRESSION, Entry};
 pub const FORMAT_VERSION: u32 = 1;
 
 const BUF: usize = 1 << 20;
+/// Reads of a file's bytes, and the buffer of an uncompressed layer's output (which those
+/// reads bypass): small enough that the chunk read, hashed and written stays in the L2 cache.
+const CHUNK: usize = 256 << 10;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LayerError {
@@ -227,7 +230,7 @@ pub fn write<W: Write>(
             )
             .map_err(LayerError::Write)?,
         ),
-        Compression::None => Sink::Plain(BufWriter::with_capacity(BUF, out)),
+        Compression::None => Sink::Plain(BufWriter::with_capacity(CHUNK, out)),
     };
     let mut tar = tar::Builder::new(HashWriter::new(sink));
     let mut zips: HashMap<PathBuf, zip::ZipArchive<BufReader<File>>> = HashMap::new();
@@ -275,7 +278,7 @@ fn header(kind: tar::EntryType, mode: u32, size: u64, mtime: u64) -> tar::Header
     h
 }
 
-/// `buf`: a read buffer kept between entries (grown to [`BUF`] by the first file).
+/// `buf`: a read buffer kept between entries (grown to [`CHUNK`] by the first file).
 fn append<W: Write>(
     tar: &mut tar::Builder<W>,
     e: &Entry,
@@ -306,16 +309,17 @@ fn append<W: Write>(
             })?;
             let mut h = header(tar::EntryType::Regular, e.mode, *size, mtime);
             // The header (and a GNU long-name entry before it when the path needs one) goes
-            // through tar, given no data; the file's bytes follow in reads of BUF bytes straight
-            // into the hashing writer (tar's own copy would go 8 KiB at a time through two more
-            // buffers: this is the hot loop of a weights layer). Same bytes as `append_data`.
+            // through tar, given no data; the file's bytes follow in reads of CHUNK bytes straight
+            // into the hashing writer and on to the output (tar's own copy would go 8 KiB at a
+            // time through two more buffers: this is the hot loop of a weights layer). Same
+            // bytes as `append_data`.
             tar.append_data(&mut h, &e.path, io::empty())
                 .map_err(LayerError::Write)?;
             let out = tar.get_mut();
-            buf.resize(BUF, 0);
+            buf.resize(CHUNK, 0);
             let mut got = 0u64;
             while got < *size {
-                let want = (*size - got).min(BUF as u64) as usize;
+                let want = (*size - got).min(CHUNK as u64) as usize;
                 let n = match f.read(&mut buf[..want]) {
                     Ok(0) => break,
                     Ok(n) => n,
@@ -541,7 +545,7 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let long = format!("{}/weights.bin", "w".repeat(130));
         let mut raw = Vec::new();
-        for (i, size) in [0, 1, 511, 512, 513, BUF - 1, BUF, 2 * BUF + 3]
+        for (i, size) in [0, 1, 511, 512, 513, CHUNK - 1, CHUNK, 4 * CHUNK + 3]
             .into_iter()
             .enumerate()
         {
