@@ -552,7 +552,11 @@ mod tests {
             let p = d.path().join(format!("f{i}"));
             let bytes: Vec<u8> = (0..size).map(|j| (j * 7 + i) as u8).collect();
             std::fs::write(&p, &bytes).unwrap();
-            let path = if i == 5 { long.clone() } else { format!("m/f{i}") };
+            let path = if i == 5 {
+                long.clone()
+            } else {
+                format!("m/f{i}")
+            };
             raw.push(Entry {
                 path,
                 mode: 0o644,
