@@ -23,6 +23,10 @@ const BUF: usize = 1 << 20;
 /// Reads of a file's bytes, and the buffer of an uncompressed layer's output (which those
 /// reads bypass): small enough that the chunk read, hashed and written stays in the L2 cache.
 const CHUNK: usize = 256 << 10;
+/// The writes a compressor is given a file's bytes in: the 8 KiB of tar's own copy
+/// (`io::copy`), as before the file path bypassed it. Deflate's output depends on how its
+/// input is split, and a layer's bytes must not change (tests/it/layer_golden.rs).
+const COMPRESSOR_WRITE: usize = 8 << 10;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LayerError {
@@ -235,9 +239,13 @@ pub fn write<W: Write>(
     let mut tar = tar::Builder::new(HashWriter::new(sink));
     let mut zips: HashMap<PathBuf, zip::ZipArchive<BufReader<File>>> = HashMap::new();
     let mut buf = Vec::new();
+    let piece = match compression {
+        Compression::None => CHUNK,
+        Compression::Gzip | Compression::Zstd => COMPRESSOR_WRITE,
+    };
     let mut done = 0u64;
     for e in entries {
-        append(&mut tar, e, mtime, &mut zips, &mut buf)?;
+        append(&mut tar, e, mtime, &mut zips, &mut buf, piece)?;
         done += e.size();
         progress(done);
     }
@@ -278,13 +286,15 @@ fn header(kind: tar::EntryType, mode: u32, size: u64, mtime: u64) -> tar::Header
     h
 }
 
-/// `buf`: a read buffer kept between entries (grown to [`CHUNK`] by the first file).
+/// `buf`: a read buffer kept between entries (grown to [`CHUNK`] by the first file); a file's
+/// bytes go on in writes of `piece` bytes (a divisor of [`CHUNK`]).
 fn append<W: Write>(
     tar: &mut tar::Builder<W>,
     e: &Entry,
     mtime: u64,
     zips: &mut HashMap<PathBuf, zip::ZipArchive<BufReader<File>>>,
     buf: &mut Vec<u8>,
+    piece: usize,
 ) -> Result<(), LayerError> {
     match &e.content {
         Content::Dir => {
@@ -312,7 +322,8 @@ fn append<W: Write>(
             // through tar, given no data; the file's bytes follow in reads of CHUNK bytes straight
             // into the hashing writer and on to the output (tar's own copy would go 8 KiB at a
             // time through two more buffers: this is the hot loop of a weights layer). Same
-            // bytes as `append_data`.
+            // bytes as `append_data`. Each read fills the buffer (short only at the end), so
+            // the writes of `piece` bytes fall where tar's did.
             tar.append_data(&mut h, &e.path, io::empty())
                 .map_err(LayerError::Write)?;
             let out = tar.get_mut();
@@ -320,18 +331,27 @@ fn append<W: Write>(
             let mut got = 0u64;
             while got < *size {
                 let want = (*size - got).min(CHUNK as u64) as usize;
-                let n = match f.read(&mut buf[..want]) {
-                    Ok(0) => break,
-                    Ok(n) => n,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    Err(source) => {
-                        return Err(LayerError::Read {
-                            file: path.clone(),
-                            source,
-                        });
+                let mut n = 0;
+                while n < want {
+                    match f.read(&mut buf[n..want]) {
+                        Ok(0) => break,
+                        Ok(k) => n += k,
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                        Err(source) => {
+                            return Err(LayerError::Read {
+                                file: path.clone(),
+                                source,
+                            });
+                        }
                     }
-                };
-                out.write_all(&buf[..n]).map_err(LayerError::Write)?;
+                }
+                if n == 0 {
+                    break;
+                }
+                SOURCE_BYTES_READ.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+                for p in buf[..n].chunks(piece) {
+                    out.write_all(p).map_err(LayerError::Write)?;
+                }
                 got += n as u64;
             }
             if got != *size {
@@ -567,34 +587,63 @@ mod tests {
             });
         }
         let entries = finalize(raw).unwrap();
-        let mut reference = tar::Builder::new(Vec::new());
-        for e in &entries {
-            match &e.content {
-                Content::Dir => {
-                    let mut h = header(tar::EntryType::Directory, e.mode, 0, 5);
-                    reference
-                        .append_data(&mut h, format!("{}/", e.path), io::empty())
-                        .unwrap();
+        // tar's own `append_data` over the same writer stack as before the bypass
+        fn reference<W: Write>(entries: &[Entry], w: W) -> W {
+            let mut b = tar::Builder::new(w);
+            for e in entries {
+                match &e.content {
+                    Content::Dir => {
+                        let mut h = header(tar::EntryType::Directory, e.mode, 0, 5);
+                        b.append_data(&mut h, format!("{}/", e.path), io::empty())
+                            .unwrap();
+                    }
+                    Content::File { path, size } => {
+                        let mut h = header(tar::EntryType::Regular, e.mode, *size, 5);
+                        let f = BufReader::with_capacity(BUF, File::open(path).unwrap());
+                        b.append_data(&mut h, &e.path, f.take(*size)).unwrap();
+                    }
+                    _ => unreachable!(),
                 }
-                Content::File { path, size } => {
-                    let mut h = header(tar::EntryType::Regular, e.mode, *size, 5);
-                    reference
-                        .append_data(&mut h, &e.path, File::open(path).unwrap())
-                        .unwrap();
-                }
-                _ => unreachable!(),
             }
+            b.into_inner().unwrap()
         }
-        let reference = reference.into_inner().unwrap();
-        let mut ours = Vec::new();
-        let blob = write(&entries, Compression::None, 5, &mut ours, &|_| {}).unwrap();
-        assert!(ours == reference, "the layer differs from tar's own output");
-        assert_eq!(blob.size, ours.len() as u64);
-        assert_eq!(blob.digest, blob.diff_id);
-        assert_eq!(
-            blob.digest,
-            format!("sha256:{}", hex::encode(Sha256::digest(&ours)))
-        );
+        let tar_bytes = reference(&entries, Vec::new());
+        let gz = reference(
+            &entries,
+            flate2::GzBuilder::new()
+                .operating_system(255)
+                .mtime(0)
+                .write(Vec::new(), flate2::Compression::default()),
+        )
+        .finish()
+        .unwrap();
+        let zst = reference(
+            &entries,
+            zstd::stream::write::Encoder::new(Vec::new(), 3).unwrap(),
+        )
+        .finish()
+        .unwrap();
+        for (c, want) in [
+            (Compression::None, &tar_bytes),
+            (Compression::Gzip, &gz),
+            (Compression::Zstd, &zst),
+        ] {
+            let mut ours = Vec::new();
+            let blob = write(&entries, c, 5, &mut ours, &|_| {}).unwrap();
+            assert!(
+                ours == *want,
+                "{c:?}: the layer differs from tar's own output"
+            );
+            assert_eq!(blob.size, ours.len() as u64);
+            assert_eq!(
+                blob.digest,
+                format!("sha256:{}", hex::encode(Sha256::digest(&ours)))
+            );
+            assert_eq!(
+                blob.diff_id,
+                format!("sha256:{}", hex::encode(Sha256::digest(&tar_bytes)))
+            );
+        }
 
         // a file that shrank after planning is an error naming it
         let mut shrunk = entries.clone();
