@@ -20,6 +20,13 @@ pub use entry::{Compression, Content, DEFAULT_WEIGHTS_COMPRESSION, Entry};
 pub const FORMAT_VERSION: u32 = 1;
 
 const BUF: usize = 1 << 20;
+/// Reads of a file's bytes, and the buffer of an uncompressed layer's output (which those
+/// reads bypass): small enough that the chunk read, hashed and written stays in the L2 cache.
+const CHUNK: usize = 256 << 10;
+/// The writes a compressor is given a file's bytes in: the 8 KiB of tar's own copy
+/// (`io::copy`), as before the file path bypassed it. Deflate's output depends on how its
+/// input is split, and a layer's bytes must not change (tests/it/layer_golden.rs).
+const COMPRESSOR_WRITE: usize = 8 << 10;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LayerError {
@@ -227,13 +234,18 @@ pub fn write<W: Write>(
             )
             .map_err(LayerError::Write)?,
         ),
-        Compression::None => Sink::Plain(BufWriter::with_capacity(BUF, out)),
+        Compression::None => Sink::Plain(BufWriter::with_capacity(CHUNK, out)),
     };
     let mut tar = tar::Builder::new(HashWriter::new(sink));
     let mut zips: HashMap<PathBuf, zip::ZipArchive<BufReader<File>>> = HashMap::new();
+    let mut buf = Vec::new();
+    let piece = match compression {
+        Compression::None => CHUNK,
+        Compression::Gzip | Compression::Zstd => COMPRESSOR_WRITE,
+    };
     let mut done = 0u64;
     for e in entries {
-        append(&mut tar, e, mtime, &mut zips)?;
+        append(&mut tar, e, mtime, &mut zips, &mut buf, piece)?;
         done += e.size();
         progress(done);
     }
@@ -274,11 +286,15 @@ fn header(kind: tar::EntryType, mode: u32, size: u64, mtime: u64) -> tar::Header
     h
 }
 
+/// `buf`: a read buffer kept between entries (grown to [`CHUNK`] by the first file); a file's
+/// bytes go on in writes of `piece` bytes (a divisor of [`CHUNK`]).
 fn append<W: Write>(
     tar: &mut tar::Builder<W>,
     e: &Entry,
     mtime: u64,
     zips: &mut HashMap<PathBuf, zip::ZipArchive<BufReader<File>>>,
+    buf: &mut Vec<u8>,
+    piece: usize,
 ) -> Result<(), LayerError> {
     match &e.content {
         Content::Dir => {
@@ -297,31 +313,57 @@ fn append<W: Write>(
                 .map_err(LayerError::Write)
         }
         Content::File { path, size } => {
-            let f = File::open(path).map_err(|source| LayerError::Read {
+            let mut f = File::open(path).map_err(|source| LayerError::Read {
                 file: path.clone(),
                 source,
             })?;
             let mut h = header(tar::EntryType::Regular, e.mode, *size, mtime);
-            let mut r = Counted {
-                inner: BufReader::with_capacity(BUF, f).take(*size),
-                n: 0,
-                err: None,
-            };
-            let res = tar.append_data(&mut h, &e.path, &mut r);
-            if let Some(source) = r.err.take() {
-                return Err(LayerError::Read {
-                    file: path.clone(),
-                    source,
-                });
+            // The header (and a GNU long-name entry before it when the path needs one) goes
+            // through tar, given no data; the file's bytes follow in reads of CHUNK bytes straight
+            // into the hashing writer and on to the output (tar's own copy would go 8 KiB at a
+            // time through two more buffers: this is the hot loop of a weights layer). Same
+            // bytes as `append_data`. Each read fills the buffer (short only at the end), so
+            // the writes of `piece` bytes fall where tar's did.
+            tar.append_data(&mut h, &e.path, io::empty())
+                .map_err(LayerError::Write)?;
+            let out = tar.get_mut();
+            buf.resize(CHUNK, 0);
+            let mut got = 0u64;
+            while got < *size {
+                let want = (*size - got).min(CHUNK as u64) as usize;
+                let mut n = 0;
+                while n < want {
+                    match f.read(&mut buf[n..want]) {
+                        Ok(0) => break,
+                        Ok(k) => n += k,
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                        Err(source) => {
+                            return Err(LayerError::Read {
+                                file: path.clone(),
+                                source,
+                            });
+                        }
+                    }
+                }
+                if n == 0 {
+                    break;
+                }
+                SOURCE_BYTES_READ.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+                for p in buf[..n].chunks(piece) {
+                    out.write_all(p).map_err(LayerError::Write)?;
+                }
+                got += n as u64;
             }
-            res.map_err(LayerError::Write)?;
-            if r.n != *size {
+            if got != *size {
                 return Err(LayerError::Changed {
                     file: path.clone(),
                     expected: *size,
-                    got: r.n,
+                    got,
                 });
             }
+            let pad = (512 - got % 512) % 512;
+            out.write_all(&[0u8; 512][..pad as usize])
+                .map_err(LayerError::Write)?;
             Ok(())
         }
         Content::Fetched { sha256, .. } => Err(LayerError::NotFetched {
@@ -514,6 +556,103 @@ mod tests {
             .collect();
         assert_eq!(names[0], "d".repeat(120));
         assert!(names.contains(&long));
+    }
+
+    /// File contents bypass tar's copy; the bytes must stay exactly what `append_data` makes
+    /// (sizes around the 512-byte blocks and the read buffer, a path needing a long-name entry).
+    #[test]
+    fn file_entries_match_tars_own_append() {
+        let d = tempfile::tempdir().unwrap();
+        let long = format!("{}/weights.bin", "w".repeat(130));
+        let mut raw = Vec::new();
+        for (i, size) in [0, 1, 511, 512, 513, CHUNK - 1, CHUNK, 4 * CHUNK + 3]
+            .into_iter()
+            .enumerate()
+        {
+            let p = d.path().join(format!("f{i}"));
+            let bytes: Vec<u8> = (0..size).map(|j| (j * 7 + i) as u8).collect();
+            std::fs::write(&p, &bytes).unwrap();
+            let path = if i == 5 {
+                long.clone()
+            } else {
+                format!("m/f{i}")
+            };
+            raw.push(Entry {
+                path,
+                mode: 0o644,
+                content: Content::File {
+                    path: p,
+                    size: size as u64,
+                },
+            });
+        }
+        let entries = finalize(raw).unwrap();
+        // tar's own `append_data` over the same writer stack as before the bypass
+        fn reference<W: Write>(entries: &[Entry], w: W) -> W {
+            let mut b = tar::Builder::new(w);
+            for e in entries {
+                match &e.content {
+                    Content::Dir => {
+                        let mut h = header(tar::EntryType::Directory, e.mode, 0, 5);
+                        b.append_data(&mut h, format!("{}/", e.path), io::empty())
+                            .unwrap();
+                    }
+                    Content::File { path, size } => {
+                        let mut h = header(tar::EntryType::Regular, e.mode, *size, 5);
+                        let f = BufReader::with_capacity(BUF, File::open(path).unwrap());
+                        b.append_data(&mut h, &e.path, f.take(*size)).unwrap();
+                    }
+                    _ => unreachable!(),
+                }
+            }
+            b.into_inner().unwrap()
+        }
+        let tar_bytes = reference(&entries, Vec::new());
+        let gz = reference(
+            &entries,
+            flate2::GzBuilder::new()
+                .operating_system(255)
+                .mtime(0)
+                .write(Vec::new(), flate2::Compression::default()),
+        )
+        .finish()
+        .unwrap();
+        let zst = reference(
+            &entries,
+            zstd::stream::write::Encoder::new(Vec::new(), 3).unwrap(),
+        )
+        .finish()
+        .unwrap();
+        for (c, want) in [
+            (Compression::None, &tar_bytes),
+            (Compression::Gzip, &gz),
+            (Compression::Zstd, &zst),
+        ] {
+            let mut ours = Vec::new();
+            let blob = write(&entries, c, 5, &mut ours, &|_| {}).unwrap();
+            assert!(
+                ours == *want,
+                "{c:?}: the layer differs from tar's own output"
+            );
+            assert_eq!(blob.size, ours.len() as u64);
+            assert_eq!(
+                blob.digest,
+                format!("sha256:{}", hex::encode(Sha256::digest(&ours)))
+            );
+            assert_eq!(
+                blob.diff_id,
+                format!("sha256:{}", hex::encode(Sha256::digest(&tar_bytes)))
+            );
+        }
+
+        // a file that shrank after planning is an error naming it
+        let mut shrunk = entries.clone();
+        let last = shrunk.len() - 1;
+        if let Content::File { size, .. } = &mut shrunk[last].content {
+            *size += 1;
+        }
+        let err = write(&shrunk, Compression::None, 5, io::sink(), &|_| {}).unwrap_err();
+        assert!(matches!(err, LayerError::Changed { got, expected, .. } if got + 1 == expected));
     }
 
     /// Files over 8 GiB need a size field beyond the 11 octal digits of a ustar header; the GNU

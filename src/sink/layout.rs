@@ -121,6 +121,9 @@ fn stat_line(m: &fs::Metadata) -> String {
 
 impl Sink for OciLayout {
     fn spool(&self) -> Option<PathBuf> {
+        // A folder `write` will refuse gets no layer written beside it first (the refusal
+        // comes from `write`, after the layers are hashed).
+        check_replaceable(&self.dir).ok()?;
         let d = self.blobs_dir();
         fs::create_dir_all(&d).ok()?;
         Some(d)

@@ -9,6 +9,7 @@ mod hf;
 mod hostile_net;
 mod hub_build;
 mod layer_golden;
+mod layout_reuse;
 mod lock;
 mod model;
 mod oci_checker;
