@@ -232,6 +232,9 @@ pub fn build(opts: &BuildOptions, progress: &dyn Progress) -> Result<Outcome, Bu
     {
         sinks.push(crate::sink::parse_target(o, Some(&state))?);
     }
+    for s in &sinks {
+        s.check()?;
+    }
     let file_outputs = !sinks.is_empty();
     if let Some(c) = &client {
         for (i, (t, tags)) in targets.iter().enumerate() {

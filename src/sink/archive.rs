@@ -123,6 +123,10 @@ fn blob_name(digest: &str) -> String {
 }
 
 impl Sink for OciArchive {
+    fn check(&self) -> Result<(), SinkError> {
+        super::check_parents(&self.file)
+    }
+
     fn write(&self, image: &ImageSet, _progress: &dyn Progress) -> Result<SinkReport, SinkError> {
         let out = self.file.clone();
         let target = self.to_string();
@@ -150,6 +154,10 @@ impl Sink for OciArchive {
 }
 
 impl Sink for DockerArchive {
+    fn check(&self) -> Result<(), SinkError> {
+        super::check_parents(&self.file)
+    }
+
     fn write(&self, image: &ImageSet, _progress: &dyn Progress) -> Result<SinkReport, SinkError> {
         if image.images.len() != 1 {
             return Err(SinkError::ManyPlatforms(image.images.len()));

@@ -120,6 +120,11 @@ fn stat_line(m: &fs::Metadata) -> String {
 }
 
 impl Sink for OciLayout {
+    fn check(&self) -> Result<(), SinkError> {
+        super::check_parents(&self.dir)?;
+        check_replaceable(&self.dir)
+    }
+
     fn spool(&self) -> Option<PathBuf> {
         // A folder `write` will refuse gets no layer written beside it first (the refusal
         // comes from `write`, after the layers are hashed).

@@ -46,6 +46,12 @@ pub enum SinkError {
         "--output {0:?}: expected oci:DIR, oci-archive:FILE, docker-archive:FILE or registry:REF"
     )]
     BadTarget(String),
+    #[error(
+        "{}: {} is a file, not a folder\n  hint: choose another output path",
+        path.display(),
+        blocker.display()
+    )]
+    UnderAFile { path: PathBuf, blocker: PathBuf },
     #[error("docker-archive holds one platform, the build has {0}; choose one with --platform")]
     ManyPlatforms(usize),
     #[error(
@@ -94,6 +100,12 @@ pub trait Sink: fmt::Display + Send + Sync {
         None
     }
 
+    /// Checks, before any layer is built, what can be known to fail: a folder that must not be
+    /// replaced, an output path under a regular file.
+    fn check(&self) -> Result<(), SinkError> {
+        Ok(())
+    }
+
     /// Whether the sink reads blob bytes (file outputs do; a registry can mount and stream).
     fn needs_bytes(&self) -> bool {
         true
@@ -117,6 +129,25 @@ pub fn parse_target(s: &str, state: Option<&Path>) -> Result<Box<dyn Sink>, Sink
         "docker-archive" => Box::new(DockerArchive::new(path)),
         _ => return Err(SinkError::BadTarget(s.into())),
     })
+}
+
+/// Fails when an ancestor of `path` that exists is not a folder (the output could never be
+/// written there).
+pub(crate) fn check_parents(path: &Path) -> Result<(), SinkError> {
+    let mut p = path.parent();
+    while let Some(dir) = p.filter(|d| !d.as_os_str().is_empty()) {
+        if let Ok(m) = std::fs::metadata(dir) {
+            if m.is_dir() {
+                return Ok(());
+            }
+            return Err(SinkError::UnderAFile {
+                path: path.to_path_buf(),
+                blocker: dir.to_path_buf(),
+            });
+        }
+        p = dir.parent();
+    }
+    Ok(())
 }
 
 /// A fresh, unpredictable temp name beside `target` (created by the caller with
