@@ -366,14 +366,18 @@ pub(super) fn lookup_or_miss(
 mod tests {
     use super::*;
 
-    #[test]
-    fn record_is_canonical_and_names_the_selector() {
-        let b = LayerBlob {
+    fn blob() -> LayerBlob {
+        LayerBlob {
             media_type: "application/vnd.oci.image.layer.v1.tar".into(),
             digest: format!("sha256:{}", "a".repeat(64)),
             diff_id: format!("sha256:{}", "a".repeat(64)),
             size: 3,
-        };
+        }
+    }
+
+    #[test]
+    fn record_is_canonical_and_names_the_selector() {
+        let b = blob();
         let sel = "b".repeat(64);
         let key = CacheKey::new("0123456789abcdef").unwrap();
         let m = record_manifest(&sel, &b, Some(&key));
@@ -391,12 +395,7 @@ mod tests {
 
     #[test]
     fn the_mac_covers_selector_descriptor_and_diff_id_and_the_key() {
-        let b = LayerBlob {
-            media_type: "application/vnd.oci.image.layer.v1.tar".into(),
-            digest: format!("sha256:{}", "a".repeat(64)),
-            diff_id: format!("sha256:{}", "a".repeat(64)),
-            size: 3,
-        };
+        let b = blob();
         let sel = "b".repeat(64);
         let key = CacheKey::new("0123456789abcdef").unwrap();
         let m = mac(&key, &sel, &b);

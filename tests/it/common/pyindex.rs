@@ -54,23 +54,8 @@ pub fn testdata_wheel(prefix: &str) -> PathBuf {
     found.into_iter().next().unwrap()
 }
 
-/// PEP 503 name normalization: lowercase, runs of `-`, `_`, `.` become one `-`.
-pub fn normalize(name: &str) -> String {
-    let mut out = String::new();
-    let mut sep = false;
-    for c in name.chars() {
-        if matches!(c, '-' | '_' | '.') {
-            sep = true;
-        } else {
-            if sep && !out.is_empty() {
-                out.push('-');
-            }
-            sep = false;
-            out.push(c.to_ascii_lowercase());
-        }
-    }
-    out
-}
+/// PEP 503 name normalization (the crate's own).
+pub use mlimg::sources::python::normalize_name as normalize;
 
 /// One request the index answered: the path and what it sent back.
 #[derive(Debug, Clone, PartialEq, Eq)]
