@@ -12,6 +12,8 @@ fn main() -> ExitCode {
         cli::Command::PullModel(a) => cli::pull_model::run(a),
         cli::Command::Sbom(a) => cli::sbom::run(a, mlimg::provenance::SPDX_ARTIFACT_TYPE),
         cli::Command::Provenance(a) => cli::sbom::run(a, mlimg::provenance::INTOTO_ARTIFACT_TYPE),
+        cli::Command::Inspect(a) => cli::inspect::run(a),
+        cli::Command::Diff(a) => cli::diff::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -2,6 +2,8 @@
 //! library's options and prints the report.
 
 pub mod build;
+pub mod diff;
+pub mod inspect;
 pub mod lock;
 pub mod pull_model;
 pub mod sbom;
@@ -40,6 +42,9 @@ pub enum Command {
     Sbom(sbom::DocArgs),
     /// Print the in-toto / SLSA provenance statement attached to a pushed image.
     Provenance(sbom::DocArgs),
+    Inspect(inspect::InspectArgs),
+    /// Compare two images: which layers differ, and the bytes a node holding A pulls for B.
+    Diff(diff::DiffArgs),
 }
 
 /// An error and its causes on one line, each cause once (a message that already quotes its
