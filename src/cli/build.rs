@@ -12,16 +12,11 @@ use mlimg::pipeline::shared_cache::{CacheKey, SharedCache};
 use mlimg::pipeline::{BuildError, BuildOptions, Outcome, Progress, Warning, build};
 
 /// Build the image described by a spec.
-///
-/// Examples:
-///   mlimg build --output oci:out/image                  # an OCI image layout folder
-///   mlimg build --output docker-archive:image.tar      # then: docker load -i image.tar
-///   mlimg build --dry-run                               # print the layer plan, write nothing
-///   mlimg build --push                                  # push [image].name with every tag
-///   mlimg build --push -t 1.2.3 --json                  # other tags; a JSON report for CI
-///   SOURCE_DATE_EPOCH=1700000000 mlimg build --json -o oci-archive:img.tar
 #[derive(Debug, Args)]
-#[command(verbatim_doc_comment)]
+#[command(
+    verbatim_doc_comment,
+    after_help = "Examples:\n  mlimg build --output oci:out/image                  # an OCI image layout folder\n  mlimg build --output docker-archive:image.tar      # then: docker load -i image.tar\n  mlimg build --dry-run                               # print the layer plan, write nothing\n  mlimg build --push                                  # push [image].name with every tag\n  mlimg build --push -t 1.2.3 --json                  # other tags; a JSON report for CI\n  SOURCE_DATE_EPOCH=1700000000 mlimg build --json -o oci-archive:img.tar"
+)]
 pub struct BuildArgs {
     /// The spec file.
     #[arg(

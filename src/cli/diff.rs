@@ -5,9 +5,11 @@ use clap::Args;
 
 use super::inspect::{RegistryArgs, read, size};
 
-/// Compare two images layer by layer: which of B's layers a node that already holds A must
-/// download (by blob digest, as container runtimes do), and how many bytes that is — e.g.
-/// what a weights-only update costs each node of a fleet.
+/// Compare two images: which layers differ, and the bytes a node holding A pulls for B.
+///
+/// Which of B's layers a node that already holds A must download (by blob digest, as
+/// container runtimes do), and how many bytes that is — e.g. what a weights-only update costs
+/// each node of a fleet.
 ///
 /// Both images are given like `mlimg inspect`'s IMAGE (REF, oci:DIR[:TAG], oci-archive:FILE,
 /// docker-archive:FILE). bytes_to_pull counts B's layers whose digest A lacks, plus B's config

@@ -7,10 +7,11 @@ use clap::Args;
 use mlimg::inspect::{ImageRef, Inspection, PlatformImage};
 use mlimg::registry::{ClientOptions, RegistryClient};
 
-/// Show what an image holds: per platform its manifest, layers (role, media type, size,
-/// digest), run config (entrypoint, env, user, ports, healthcheck) and, for images mlimg
-/// built, the provenance summary from the attached in-toto statement (base, wheels, model
-/// repository and commit).
+/// Show an image's platforms, layers, run config and provenance.
+///
+/// Per platform: its manifest, layers (role, media type, size, digest), run config
+/// (entrypoint, env, user, ports, healthcheck) and, for images mlimg built, the provenance
+/// summary from the attached in-toto statement (base, wheels, model repository and commit).
 ///
 /// IMAGE is a registry reference (host/repo:tag or @sha256:…), oci:DIR[:TAG],
 /// oci-archive:FILE or docker-archive:FILE. Only manifests, configs and attached documents

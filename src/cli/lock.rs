@@ -18,12 +18,11 @@ use mlimg::spec::BaseSpec;
 /// (file name, URL, sha256). `mlimg build` then builds exactly that; `mlimg build --locked`
 /// fails when the spec no longer matches the lock and asks no index, Hub or registry tag
 /// anything. Run it again to move to newer revisions.
-///
-/// Examples:
-///   mlimg lock                      # writes mlimg.lock next to mlimg.toml
-///   mlimg lock -f specs/x.toml      # writes specs/x.lock
 #[derive(Debug, Args)]
-#[command(verbatim_doc_comment)]
+#[command(
+    verbatim_doc_comment,
+    after_help = "Examples:\n  mlimg lock                      # writes mlimg.lock next to mlimg.toml\n  mlimg lock -f specs/x.toml      # writes specs/x.lock"
+)]
 pub struct LockArgs {
     /// The spec file.
     #[arg(

@@ -2,6 +2,7 @@
 //! library's options and prints the report.
 
 pub mod build;
+pub mod completions;
 pub mod diff;
 pub mod inspect;
 pub mod lock;
@@ -39,12 +40,19 @@ pub enum Command {
     Lock(lock::LockArgs),
     PullModel(pull_model::PullModelArgs),
     /// Print the SPDX SBOM attached to a pushed image.
+    #[command(
+        after_help = "Examples:\n  mlimg sbom registry.example/acme/app:1.0 | jq '.packages[].name'\n  mlimg sbom registry.example/acme/app:1.0 --platform linux/arm64 > sbom.spdx.json"
+    )]
     Sbom(sbom::DocArgs),
     /// Print the in-toto / SLSA provenance statement attached to a pushed image.
+    #[command(
+        after_help = "Examples:\n  mlimg provenance registry.example/acme/app:1.0 | jq .predicate.buildDefinition\n  mlimg provenance registry.example/acme/app:1.0 --platform linux/arm64"
+    )]
     Provenance(sbom::DocArgs),
     Inspect(inspect::InspectArgs),
-    /// Compare two images: which layers differ, and the bytes a node holding A pulls for B.
     Diff(diff::DiffArgs),
+    Completions(completions::CompletionsArgs),
+    Man(completions::ManArgs),
 }
 
 /// An error and its causes on one line, each cause once (a message that already quotes its

@@ -14,12 +14,11 @@ use mlimg::registry::{ClientOptions, Reference, RegistryClient};
 /// --platform). Every layer is checked against its digest and unpacked with safe paths only
 /// (no absolute paths, no `..`, no symlinks leading outside DIR); files appear in DIR only
 /// once every layer is verified. DIR may exist, but must not hold the pulled top-level names.
-///
-/// Examples:
-///   mlimg pull-model registry.example/acme/sst2-model:1.0 /models
-///   mlimg pull-model registry.example/acme/sst2-model:1.0-image ./weights --json
 #[derive(Debug, Args)]
-#[command(verbatim_doc_comment)]
+#[command(
+    verbatim_doc_comment,
+    after_help = "Examples:\n  mlimg pull-model registry.example/acme/sst2-model:1.0 /models\n  mlimg pull-model registry.example/acme/sst2-model:1.0-image ./weights --json"
+)]
 pub struct PullModelArgs {
     /// The artifact or image, e.g. registry.example/acme/sst2-model:1.0.
     #[arg(value_name = "REF")]

@@ -14,12 +14,11 @@ use mlimg::registry::{ClientOptions, Reference, RegistryClient};
 /// manifest>` → an index of referrers), so it works on registries without the referrers API;
 /// its bytes are checked against their digest and printed as stored. For a multi-platform
 /// image, this machine's platform or --platform.
-///
-/// Examples:
-///   mlimg sbom registry.example/acme/app:1.0 | jq '.packages[].name'
-///   mlimg provenance registry.example/acme/app:1.0 --platform linux/arm64
 #[derive(Debug, Args)]
-#[command(verbatim_doc_comment)]
+#[command(
+    verbatim_doc_comment,
+    after_help = "Examples:\n  mlimg sbom registry.example/acme/app:1.0 | jq '.packages[].name'\n  mlimg provenance registry.example/acme/app:1.0 --platform linux/arm64"
+)]
 pub struct DocArgs {
     /// The image, e.g. registry.example/acme/app:1.0.
     #[arg(value_name = "REF")]

@@ -4,6 +4,7 @@ mod build;
 mod cache_integrity;
 mod cli_snapshots;
 mod common;
+mod completions;
 mod diff;
 mod hardening;
 mod hf;
