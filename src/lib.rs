@@ -8,6 +8,7 @@ pub mod cache;
 pub mod digest;
 pub mod fetch;
 pub mod image;
+pub mod init;
 pub mod inspect;
 pub mod layer;
 pub mod lock;

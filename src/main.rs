@@ -14,6 +14,7 @@ fn main() -> ExitCode {
         cli::Command::Provenance(a) => cli::sbom::run(a, mlimg::provenance::INTOTO_ARTIFACT_TYPE),
         cli::Command::Inspect(a) => cli::inspect::run(a),
         cli::Command::Diff(a) => cli::diff::run(a),
+        cli::Command::Init(a) => cli::init::run(a),
         cli::Command::Completions(a) => cli::completions::completions(a),
         cli::Command::Man(a) => cli::completions::man(a),
     };

@@ -4,6 +4,7 @@
 pub mod build;
 pub mod completions;
 pub mod diff;
+pub mod init;
 pub mod inspect;
 pub mod lock;
 pub mod pull_model;
@@ -51,6 +52,7 @@ pub enum Command {
     Provenance(sbom::DocArgs),
     Inspect(inspect::InspectArgs),
     Diff(diff::DiffArgs),
+    Init(init::InitArgs),
     Completions(completions::CompletionsArgs),
     Man(completions::ManArgs),
 }

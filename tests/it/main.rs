@@ -10,6 +10,7 @@ mod hardening;
 mod hf;
 mod hostile_net;
 mod hub_build;
+mod init;
 mod inspect;
 mod layer_golden;
 mod layout_reuse;
