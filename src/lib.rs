@@ -21,6 +21,7 @@ pub mod pull_model;
 pub mod registry;
 pub mod resolve;
 pub mod sink;
+pub mod snippet;
 pub mod sources;
 pub mod spec;
 pub mod transport;

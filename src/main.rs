@@ -15,6 +15,7 @@ fn main() -> ExitCode {
         cli::Command::Inspect(a) => cli::inspect::run(a),
         cli::Command::Diff(a) => cli::diff::run(a),
         cli::Command::Init(a) => cli::init::run(a),
+        cli::Command::Snippet(a) => cli::snippet::run(a),
         cli::Command::Completions(a) => cli::completions::completions(a),
         cli::Command::Man(a) => cli::completions::man(a),
     };

@@ -9,6 +9,7 @@ pub mod inspect;
 pub mod lock;
 pub mod pull_model;
 pub mod sbom;
+pub mod snippet;
 
 use std::time::Duration;
 
@@ -53,6 +54,7 @@ pub enum Command {
     Inspect(inspect::InspectArgs),
     Diff(diff::DiffArgs),
     Init(init::InitArgs),
+    Snippet(snippet::SnippetArgs),
     Completions(completions::CompletionsArgs),
     Man(completions::ManArgs),
 }

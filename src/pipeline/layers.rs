@@ -457,7 +457,7 @@ pub(super) fn assemble(
         images.push(image::assemble(
             &pp.platform,
             &rp.base.config,
-            &spec.config,
+            &super::gpu::settings(&spec.config, rp),
             layers,
             pp.layers.len(),
             &created,

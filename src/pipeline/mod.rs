@@ -3,6 +3,7 @@
 //! spec → resolve (the lock value) → plan → look up layers in the caches → fetch what the
 //! rest needs → write those layers → assemble the image set → every sink → report.
 
+pub mod gpu;
 mod layers;
 mod model;
 mod report;

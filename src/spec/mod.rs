@@ -3,6 +3,7 @@
 //! Every error names the file, line:column and the field (e.g. `weights[0].dest`), with a hint
 //! where one helps. Relative paths resolve against the spec file's folder.
 
+pub mod gpu;
 mod raw;
 mod validate;
 
@@ -198,6 +199,8 @@ pub struct ConfigSpec {
     pub annotations: BTreeMap<String, String>,
     pub stop_signal: Option<String>,
     pub healthcheck: Option<Healthcheck>,
+    /// `[config] gpu = true` / `[gpu]`: NVIDIA runtime settings.
+    pub gpu: Option<gpu::GpuSpec>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

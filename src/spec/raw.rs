@@ -24,6 +24,8 @@ pub struct RawSpec {
     pub config: Option<RawConfig>,
     #[serde(default)]
     pub model: Option<S<RawModel>>,
+    #[serde(default)]
+    pub gpu: Option<S<super::gpu::RawGpu>>,
 }
 
 /// `[model]`: the weights as artifacts of their own (ModelPack, weights-only image).
@@ -167,6 +169,8 @@ pub struct RawConfig {
     pub stop_signal: Option<S<String>>,
     #[serde(default)]
     pub healthcheck: Option<S<RawHealthcheck>>,
+    #[serde(default)]
+    pub gpu: Option<S<bool>>,
 }
 
 #[derive(Debug, Deserialize)]

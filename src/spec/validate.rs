@@ -286,10 +286,15 @@ pub(super) fn parse(file: &Path, text: &str, opts: &LoadOptions) -> Result<Spec,
         weights.push(wv);
     }
     let app = raw.app.as_ref().map(|a| app(&cx, a)).transpose()?;
-    let config = match &raw.config {
+    let mut config = match &raw.config {
         Some(c) => config(&cx, c, &weights)?,
         None => ConfigSpec::default(),
     };
+    config.gpu = gpu::validate(
+        raw.config.as_ref().and_then(|c| c.gpu.as_ref()),
+        raw.gpu.as_ref(),
+        &|span, field, message| cx.err(span, field, message),
+    )?;
     let model = raw
         .model
         .as_ref()
@@ -996,6 +1001,7 @@ fn config(cx: &Ctx, r: &raw::RawConfig, weights: &[WeightsSpec]) -> Result<Confi
         annotations: r.annotations.clone(),
         stop_signal,
         healthcheck,
+        gpu: None,
     })
 }
 

@@ -25,5 +25,6 @@ mod python_e2e;
 mod python_offline;
 mod registry;
 mod shared_cache;
+mod snippet;
 mod spec_errors;
 mod transport;
