@@ -16,6 +16,7 @@ fn main() -> ExitCode {
         cli::Command::Diff(a) => cli::diff::run(a),
         cli::Command::Init(a) => cli::init::run(a),
         cli::Command::Snippet(a) => cli::snippet::run(a),
+        cli::Command::Cache(a) => cli::cache::run(a),
         cli::Command::Completions(a) => cli::completions::completions(a),
         cli::Command::Man(a) => cli::completions::man(a),
     };

@@ -2,7 +2,8 @@
 //! inputs → the layer's descriptor).
 //!
 //! Layout under the cache root (`$MLIMG_CACHE_DIR`, else `$XDG_CACHE_HOME/mlimg`):
-//! `blobs/sha256/<hex>`, `selectors/<hex>.json`, `tmp/`. Every write goes to `tmp/` first and is
+//! `blobs/sha256/<hex>`, `selectors/<hex>.json`, `tmp/`; beside them `wheels/<sha256>/` (downloaded
+//! wheels) and `outputs/` (notes of file outputs). `housekeeping` lists and prunes them. Every write goes to `tmp/` first and is
 //! renamed into place, so two builds sharing a cache never see a half-written file: the loser of
 //! a race renames identical bytes over identical bytes.
 
@@ -11,6 +12,9 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 use crate::layer::LayerBlob;
+
+mod housekeeping;
+pub use housekeeping::{Entry, Kind, Listing, PruneOptions, PruneReport, Totals, parse_size};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CacheError {
@@ -146,7 +150,11 @@ impl Cache {
     pub fn get_selector(&self, key: &str) -> Option<SelectorRecord> {
         let text = fs::read(self.selector_path(key)).ok()?;
         let rec: SelectorRecord = serde_json::from_slice(&text).ok()?;
-        (!rec.stored || self.has_blob(&rec.blob.digest)).then_some(rec)
+        let hit = !rec.stored || self.has_blob(&rec.blob.digest);
+        if hit {
+            self.touch_selector(key); // its last use, for `mlimg cache prune`
+        }
+        hit.then_some(rec)
     }
 
     /// Forgets `key` if its record still names the layer `digest` (found stale: the layer no

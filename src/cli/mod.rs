@@ -2,6 +2,7 @@
 //! library's options and prints the report.
 
 pub mod build;
+pub mod cache;
 pub mod completions;
 pub mod diff;
 pub mod init;
@@ -55,6 +56,7 @@ pub enum Command {
     Diff(diff::DiffArgs),
     Init(init::InitArgs),
     Snippet(snippet::SnippetArgs),
+    Cache(cache::CacheArgs),
     Completions(completions::CompletionsArgs),
     Man(completions::ManArgs),
 }

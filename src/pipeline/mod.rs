@@ -7,6 +7,7 @@ pub mod gpu;
 mod layers;
 mod model;
 mod report;
+pub mod sel_prune;
 pub mod shared_cache;
 
 use std::path::PathBuf;

@@ -6,6 +6,7 @@
 mod auth;
 mod client;
 mod error;
+mod manage;
 mod pull;
 mod push;
 mod reference;

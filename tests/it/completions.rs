@@ -19,7 +19,7 @@ fn subcommands(cx: &TestContext) -> Vec<String> {
         .filter_map(|l| l.split_whitespace().next().map(str::to_string))
         .filter(|n| n != "help")
         .collect();
-    assert!(names.len() >= 9, "{names:?}");
+    assert!(names.len() >= 12, "{names:?}");
     names
 }
 

@@ -1,6 +1,7 @@
 //! The integration tests: one binary, a `TestContext` per test (see `common`).
 
 mod build;
+mod cache_cmd;
 mod cache_integrity;
 mod cli_snapshots;
 mod common;
