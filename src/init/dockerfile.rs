@@ -538,6 +538,37 @@ impl Cx<'_> {
         self.app_sources.push((src_clean.to_string(), dest, pos));
     }
 
+    /// Weights folders inside a code folder copied whole get layers of their own, at the same
+    /// image paths (the app layer leaves them out).
+    fn weights_inside(&mut self, src: &str, dest: &str, pos: usize) {
+        let (dirs, _) = super::scan::weight_dirs(&self.context.join(src));
+        for d in dirs {
+            let rel = d.to_string_lossy().to_string();
+            let source = if src == "." {
+                rel.clone()
+            } else {
+                format!("{}/{rel}", src.trim_end_matches('/'))
+            };
+            if self.draft.weights.iter().any(|w| w.source == source) {
+                continue;
+            }
+            let mut name = super::weights_name(&d);
+            while self.draft.weights.iter().any(|w| w.name == name) {
+                name.push('2');
+            }
+            let why = format!(
+                "{}: {source}/ holds model weights and is copied with the code: a layer of its own at the same\npath, so a new model does not rebuild the app layer",
+                self.at(pos)
+            );
+            self.draft.weights.push(DraftWeights {
+                name,
+                source,
+                dest: image_path(dest, &rel),
+                why,
+            });
+        }
+    }
+
     /// The app from the code COPYs: one folder as it is; several, or single files, as the
     /// whole context at the working directory.
     fn finish_app(&mut self) {
@@ -547,6 +578,7 @@ impl Cx<'_> {
         };
         let first_is_dir = first_src == "." || self.context.join(&first_src).is_dir();
         if sources.len() == 1 && first_is_dir {
+            self.weights_inside(&first_src, &first_dest, first_pos);
             self.draft.app = Some(DraftApp {
                 src: first_src.clone(),
                 dest: first_dest.clone(),
@@ -583,6 +615,11 @@ impl Cx<'_> {
             *d == expected || (!is_dir && *d == image_path(&dest, s))
         });
         if keeps_layout {
+            for (src, d, pos) in &sources {
+                if src == "." || self.context.join(src).is_dir() {
+                    self.weights_inside(src, d, *pos);
+                }
+            }
             let listed: Vec<&str> = sources.iter().map(|(s, _, _)| s.as_str()).collect();
             self.draft.app = Some(DraftApp {
                 src: ".".into(),

@@ -361,6 +361,19 @@ pub fn slug(s: &str) -> String {
     if s.is_empty() { "main".into() } else { s }
 }
 
+/// A weights entry's name from its folder: the folder's name, with its parent's in front when
+/// it is only a number (a version folder: `resnet50/1` → `resnet50-1`).
+pub fn weights_name(rel: &Path) -> String {
+    let name = |p: &Path| p.file_name().map(|f| f.to_string_lossy().to_string());
+    let last = name(rel).unwrap_or_else(|| rel.to_string_lossy().to_string());
+    if last.chars().all(|c| c.is_ascii_digit())
+        && let Some(parent) = rel.parent().and_then(name)
+    {
+        return slug(&format!("{parent}-{last}"));
+    }
+    slug(&last)
+}
+
 /// The deps set name for a requirements file: `requirements-base.txt` → `base`,
 /// `requirements.txt` → `python`.
 pub fn deps_name(file: &str) -> String {

@@ -106,6 +106,42 @@ fn entry_of(rel: &str, text: &str) -> Entry {
     }
 }
 
+/// The folders under `dir` (relative) that hold weight-like files, outermost only, and the
+/// weight-like files directly in `dir`.
+pub fn weight_dirs(dir: &Path) -> (Vec<std::path::PathBuf>, Vec<String>) {
+    let mut weight_dirs: Vec<std::path::PathBuf> = Vec::new();
+    let walker = walkdir::WalkDir::new(dir)
+        .max_depth(4)
+        .sort_by_file_name()
+        .into_iter()
+        .filter_entry(|e| {
+            let n = e.file_name().to_string_lossy();
+            e.depth() == 0 || !(n.starts_with('.') || SKIP_DIRS.contains(&n.as_ref()))
+        });
+    let mut root_weights = Vec::new();
+    for e in walker.filter_map(|e| e.ok()) {
+        if !e.file_type().is_file() || !is_weight_file(&e.file_name().to_string_lossy()) {
+            continue;
+        }
+        let Some(parent) = e.path().parent() else {
+            continue;
+        };
+        let Ok(rel) = parent.strip_prefix(dir) else {
+            continue;
+        };
+        if rel.as_os_str().is_empty() {
+            root_weights.push(e.file_name().to_string_lossy().to_string());
+            continue;
+        }
+        if !weight_dirs.iter().any(|w| rel.starts_with(w)) {
+            // a folder above ones found before takes them in
+            weight_dirs.retain(|w| !w.starts_with(rel));
+            weight_dirs.push(rel.to_path_buf());
+        }
+    }
+    (weight_dirs, root_weights)
+}
+
 pub fn scan(dir: &Path) -> Result<Draft, InitError> {
     let io = |p: &Path| {
         let p = p.to_path_buf();
@@ -184,43 +220,10 @@ pub fn scan(dir: &Path) -> Result<Draft, InitError> {
     }
 
     // weights: folders that directly hold weight-like files
-    let mut weight_dirs: Vec<std::path::PathBuf> = Vec::new();
-    let walker = walkdir::WalkDir::new(dir)
-        .max_depth(4)
-        .sort_by_file_name()
-        .into_iter()
-        .filter_entry(|e| {
-            let n = e.file_name().to_string_lossy();
-            e.depth() == 0 || !(n.starts_with('.') || SKIP_DIRS.contains(&n.as_ref()))
-        });
-    let mut root_weights = Vec::new();
-    for e in walker.filter_map(|e| e.ok()) {
-        if !e.file_type().is_file() || !is_weight_file(&e.file_name().to_string_lossy()) {
-            continue;
-        }
-        let Some(parent) = e.path().parent() else {
-            continue;
-        };
-        let Ok(rel) = parent.strip_prefix(dir) else {
-            continue;
-        };
-        if rel.as_os_str().is_empty() {
-            root_weights.push(e.file_name().to_string_lossy().to_string());
-            continue;
-        }
-        if !weight_dirs.iter().any(|w| rel.starts_with(w)) {
-            // a folder above ones found before takes them in
-            weight_dirs.retain(|w| !w.starts_with(rel));
-            weight_dirs.push(rel.to_path_buf());
-        }
-    }
+    let (weight_dirs, root_weights) = weight_dirs(dir);
     for w in &weight_dirs {
         let rel = w.to_string_lossy().to_string();
-        let name = slug(
-            &w.file_name()
-                .map(|f| f.to_string_lossy().to_string())
-                .unwrap_or_else(|| rel.clone()),
-        );
+        let name = super::weights_name(w);
         d.weights.push(DraftWeights {
             dest: format!("/models/{name}"),
             name,

@@ -385,6 +385,26 @@ CMD python3 server.py --port 9000
     );
     assert_eq!(s(&t, &["app", "src"]).as_str(), Some("."));
     assert_eq!(s(&t, &["app", "dest"]).as_str(), Some("/workspace"));
+    // weights copied with the code get layers of their own at the same paths
+    let weights: Vec<(String, String)> = t["weights"]
+        .as_array()
+        .expect("weights")
+        .iter()
+        .map(|w| {
+            (
+                w["source"].as_str().unwrap_or_default().into(),
+                w["dest"].as_str().unwrap_or_default().into(),
+            )
+        })
+        .collect();
+    assert!(
+        weights.contains(&("models/sst2".into(), "/workspace/models/sst2".into())),
+        "{weights:?}"
+    );
+    assert_eq!(
+        s(&t, &["weights", "1", "name"]).as_str(),
+        Some("resnet50-1")
+    );
     assert_eq!(
         s(&t, &["config", "cmd", "2"]).as_str(),
         Some("python3 server.py --port 9000")

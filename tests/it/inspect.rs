@@ -171,3 +171,58 @@ fn inspect_errors_name_the_image() {
         render(&out)
     );
 }
+
+#[test]
+fn a_multi_platform_image_lists_each_platform_and_diffs_per_platform() {
+    let cx = TestContext::new();
+    let dir = cx.path().join("multi");
+    std::fs::create_dir_all(dir.join("app")).expect("mkdir");
+    std::fs::write(dir.join("app/run.sh"), "echo 1\n").expect("write");
+    let spec = dir.join("mlimg.toml");
+    std::fs::write(
+        &spec,
+        "[image]\nbase = \"scratch\"\nplatforms = [\"linux/amd64\", \"linux/arm64\"]\n\n[app]\nsrc = \"app\"\n\n[config]\nentrypoint = [\"/app/run.sh\"]\n",
+    )
+    .expect("spec");
+    let a = cx.path().join("a");
+    let b = cx.path().join("b");
+    cx.build_json(&spec, &["-o", &format!("oci:{}", a.display())]);
+    std::fs::write(dir.join("app/run.sh"), "echo 2\n").expect("write");
+    cx.build_json(&spec, &["-o", &format!("oci:{}", b.display())]);
+    let v = inspect_json(&cx, &format!("oci:{}", a.display()));
+    assert!(v["index_digest"].is_string(), "{v}");
+    let plats: Vec<&str> = v["platforms"]
+        .as_array()
+        .expect("platforms")
+        .iter()
+        .filter_map(|p| p["platform"].as_str())
+        .collect();
+    assert_eq!(plats, ["linux/amd64", "linux/arm64"]);
+    assert_eq!(v["platforms"][1]["layers"][0]["role"], "app");
+    let text = String::from_utf8_lossy(
+        &run_ok(
+            cx.mlimg()
+                .args(["inspect", &format!("oci:{}", a.display())]),
+        )
+        .stdout,
+    )
+    .to_string();
+    assert!(
+        text.contains("(2 platforms)") && text.contains("linux/arm64"),
+        "{text}"
+    );
+    let out = run_ok(cx.mlimg().args([
+        "diff",
+        "--json",
+        &format!("oci:{}", a.display()),
+        &format!("oci:{}", b.display()),
+    ]));
+    let d: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let ps = d["platforms"].as_array().expect("platforms");
+    assert_eq!(ps.len(), 2, "{d}");
+    for p in ps {
+        assert_eq!(p["layers_to_pull"].as_array().map(Vec::len), Some(1), "{d}");
+    }
+    let sum: u64 = ps.iter().filter_map(|p| p["bytes_to_pull"].as_u64()).sum();
+    assert_eq!(d["bytes_to_pull"], sum);
+}
