@@ -294,6 +294,7 @@ pub fn build(opts: &BuildOptions, progress: &dyn Progress) -> Result<Outcome, Bu
         spool: spool.as_deref(),
         stream: remote,
     };
+    crate::layer::set_compression_threads(opts.jobs);
     let written = layers::write(&todo, &fetched, &cache, mtime, opts.jobs, dest, progress)?;
     if file_outputs && let Some(c) = &client {
         let bases: Vec<_> = resolved.platforms.iter().map(|p| &p.base).collect();

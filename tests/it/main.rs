@@ -4,6 +4,7 @@ mod build;
 mod cache_integrity;
 mod cli_snapshots;
 mod common;
+mod compression;
 mod hardening;
 mod hf;
 mod hostile_net;
