@@ -223,6 +223,10 @@ pub fn build(opts: &BuildOptions, progress: &dyn Progress) -> Result<Outcome, Bu
     }
 
     let cache = Cache::open(&opts.cache_dir)?;
+    if let Some(c) = &client {
+        // pushes remember where each blob went and mount from there next time
+        c.set_blob_memory(std::sync::Arc::new(cache.clone()));
+    }
     let mut sinks: Vec<Box<dyn Sink + '_>> = Vec::new();
     let state = cache.root().join("outputs");
     for o in opts

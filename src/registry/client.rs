@@ -64,6 +64,8 @@ pub struct RegistryClient {
     pub(crate) opts: ClientOptions,
     creds: CredentialStore,
     hosts: Mutex<HashMap<String, HostState>>,
+    /// Where blobs were pushed before (for cross-repository mounts); none by default.
+    pub(crate) memory: std::sync::OnceLock<std::sync::Arc<dyn super::BlobMemory>>,
 }
 
 impl std::fmt::Debug for RegistryClient {
@@ -183,7 +185,20 @@ impl RegistryClient {
             opts,
             creds,
             hosts: Mutex::new(HashMap::new()),
+            memory: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Remember where pushed blobs went, and mount from there in later pushes (set once).
+    pub fn set_blob_memory(&self, memory: std::sync::Arc<dyn super::BlobMemory>) {
+        let _ = self.memory.set(memory);
+    }
+
+    /// Records that `target`'s repository holds `digest` (no-op without a memory).
+    pub(crate) fn remember_blob(&self, target: &Reference, digest: &str) {
+        if let Some(m) = self.memory.get() {
+            m.remember(&target.registry, &target.repository, digest);
+        }
     }
 
     pub fn options(&self) -> &ClientOptions {

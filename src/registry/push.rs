@@ -395,23 +395,45 @@ impl RegistryClient {
         meter: &Arc<Meter>,
         progress: &(dyn Fn(PushEvent) + Sync),
     ) -> Result<(BlobAction, u64)> {
+        let r = self.place_blob(target, b, meter, progress)?;
+        self.remember_blob(target, &b.digest);
+        Ok(r)
+    }
+
+    /// Skip (the target has it), mount (from the blob's source repository, else from one we
+    /// pushed it to before), or upload.
+    fn place_blob(
+        &self,
+        target: &Reference,
+        b: &PushBlob,
+        meter: &Arc<Meter>,
+        progress: &(dyn Fn(PushEvent) + Sync),
+    ) -> Result<(BlobAction, u64)> {
         let ctx = Ctx::push(target);
         if self.blob_exists(&ctx, &b.digest)? {
             return Ok((BlobAction::Skipped, 0));
         }
+        let from = match &b.origin {
+            BlobOrigin::Registry(src)
+                if src.registry == target.registry && src.repository != target.repository =>
+            {
+                Some(src.repository.clone())
+            }
+            _ => self.memory.get().and_then(|m| {
+                m.repositories(&target.registry, &b.digest)
+                    .into_iter()
+                    .find(|r| *r != target.repository)
+            }),
+        };
         let mut session = None;
-        if let BlobOrigin::Registry(src) = &b.origin
-            && src.registry == target.registry
-            && src.repository != target.repository
-        {
+        if let Some(from) = from {
             let mut mctx = Ctx::push(target);
-            mctx.scopes
-                .push(format!("repository:{}:pull", src.repository));
+            mctx.scopes.push(format!("repository:{from}:pull"));
             let mut url = self.url(target, "blobs/uploads/")?;
             url.query_pairs_mut()
                 .append_pair("mount", &b.digest)
-                .append_pair("from", &src.repository);
-            let what = format!("mount {} from {}", b.digest, src.repository);
+                .append_pair("from", &from);
+            let what = format!("mount {} from {from}", b.digest);
             let resp = self.simple(&mctx, Method::POST, &url, &what, &[], &[201, 202])?;
             if resp.status().as_u16() == 201 {
                 return Ok((BlobAction::Mounted, 0));

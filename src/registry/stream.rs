@@ -66,6 +66,7 @@ impl RegistryClient {
         })?;
         self.expect(&ctx, "PUT", &what, resp, &[201, 204])
             .map_err(|e: RegistryError| e)?;
+        self.remember_blob(target, &made.digest);
         Ok(made)
     }
 }

@@ -17,6 +17,7 @@ mod oci_checker;
 mod pipeline;
 mod provenance;
 mod push;
+mod push_mount;
 mod python;
 mod python_e2e;
 mod python_offline;
