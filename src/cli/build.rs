@@ -63,8 +63,9 @@ pub struct BuildArgs {
     pub upload_jobs: usize,
     #[command(flatten)]
     pub network: super::NetworkArgs,
-    /// Upload blobs in chunks of this many bytes (default: one streamed request per blob, which
-    /// ECR and Google Artifact Registry need).
+    /// Upload blobs in chunks of this many bytes (default: one request per blob). Known
+    /// registries' rules adjust it (ECR: ≥ 5 MiB, GHCR: ≤ 4 MiB, Artifact Registry: one PUT; a
+    /// mirror takes a kind from MLIMG_REGISTRY_KIND=host=ecr|ecr-public|ghcr|quay|gar).
     #[arg(long, value_name = "BYTES")]
     pub chunk_size: Option<u64>,
     /// Fail if mlimg.lock is missing or does not match the spec (like `cargo --locked`).

@@ -218,6 +218,9 @@ pub fn build(opts: &BuildOptions, progress: &dyn Progress) -> Result<Outcome, Bu
     for w in &warnings {
         progress.warning(w);
     }
+    if let Some(c) = &client {
+        check_registry_limits(c, &targets, &plan)?;
+    }
     if opts.dry_run {
         return Ok(Outcome::Plan(plan, progress.take()));
     }
@@ -296,7 +299,8 @@ pub fn build(opts: &BuildOptions, progress: &dyn Progress) -> Result<Outcome, Bu
     let spool = spool.map(|(_, dir)| dir);
     let dest = layers::Destination {
         spool: spool.as_deref(),
-        stream: remote,
+        // registries that bound their requests get hashed layers, uploaded in chunks
+        stream: remote.filter(|(c, t)| c.allows_streaming(t)),
     };
     crate::layer::set_compression_threads(opts.jobs);
     let written = layers::write(&todo, &fetched, &cache, mtime, opts.jobs, dest, progress)?;
@@ -465,6 +469,40 @@ fn publish_selectors(
             format!("shared layer cache: could not publish records in {target}: {e}"),
         )),
     }
+}
+
+/// A file, or an uncompressed layer, over a push target's per-layer limit is refused before
+/// anything is built (a compressed layer's size is known once written: the push checks it
+/// before its first upload).
+fn check_registry_limits(
+    client: &RegistryClient,
+    targets: &[(Reference, Vec<String>)],
+    plan: &crate::plan::BuildPlan,
+) -> Result<(), BuildError> {
+    for (t, _) in targets {
+        let limits = client.limits(&t.registry);
+        let Some(max) = limits.max_blob else { continue };
+        let over = |what: String, size: u64| {
+            BuildError::Registry(Box::new(crate::registry::RegistryError::OverLimit {
+                host: t.registry.clone(),
+                repository: t.repository.clone(),
+                registry: limits.name.to_string(),
+                what,
+                size,
+                limit: max,
+            }))
+        };
+        for l in plan.platforms.iter().flat_map(|p| &p.layers) {
+            if let Some(e) = l.entries.iter().find(|e| e.size() > max) {
+                return Err(over(format!("/{} ({})", e.path, l.role), e.size()));
+            }
+            let total: u64 = l.entries.iter().map(|e| e.size()).sum();
+            if l.compression == crate::layer::Compression::None && total > max {
+                return Err(over(format!("the {} layer", l.role), total));
+            }
+        }
+    }
+    Ok(())
 }
 
 fn registry_client(

@@ -6,6 +6,7 @@
 mod auth;
 mod client;
 mod error;
+mod limits;
 mod memory;
 mod pull;
 mod push;
@@ -15,6 +16,7 @@ mod stream;
 pub use auth::{Credential, CredentialStore, Secret};
 pub use client::{ClientOptions, RegistryClient, is_loopback};
 pub use error::{Direction, HttpFailure, RegistryCode, RegistryError, Result};
+pub use limits::{KINDS as REGISTRY_KINDS, Limits};
 pub use memory::BlobMemory;
 pub use pull::{
     DOCKER_MANIFEST, DOCKER_MANIFEST_LIST, LayerDesc, OCI_INDEX, OCI_MANIFEST, Platform,

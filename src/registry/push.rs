@@ -15,6 +15,7 @@ use sha2::{Digest as _, Sha256};
 
 use super::client::{Ctx, RegistryClient};
 use super::error::{Direction, RegistryError, Result};
+use super::limits::Limits;
 use super::pull::sha256_digest;
 use super::reference::{Reference, validate_digest};
 
@@ -248,6 +249,20 @@ impl RegistryClient {
         for b in &blobs {
             validate_digest(&b.digest)?;
         }
+        // the registry's per-layer limit, before any byte goes out
+        let limits = self.limits(&target.registry);
+        if let Some(max) = limits.max_blob
+            && let Some(b) = blobs.iter().find(|b| b.size > max)
+        {
+            return Err(RegistryError::OverLimit {
+                host: target.registry.clone(),
+                repository: target.repository.clone(),
+                registry: limits.name.to_string(),
+                what: format!("blob {}", b.digest),
+                size: b.size,
+                limit: max,
+            });
+        }
 
         let results = self.push_blobs(&target, &blobs, progress)?;
 
@@ -439,16 +454,24 @@ impl RegistryClient {
                 return Ok((BlobAction::Mounted, 0));
             }
             // 202: the source lacks it; the registry opened an upload session — use it.
-            session = Some(self.resolve_location(&mctx, &what, &resp)?);
+            let limits = self
+                .limits(&target.registry)
+                .with_session_headers(resp.headers());
+            session = Some((self.resolve_location(&mctx, &what, &resp)?, limits));
         }
         let sent = self.upload_blob(&ctx, b, session, meter, progress)?;
         Ok((BlobAction::Uploaded, sent))
     }
 
-    pub(super) fn start_upload(&self, ctx: &Ctx) -> Result<reqwest::Url> {
+    /// Opens an upload session: its URL, and the upload rules (mlimg's table for the host,
+    /// tightened by the `OCI-Chunk-Min-Length` / `OCI-Chunk-Max-Length` the answer carries).
+    pub(super) fn start_upload(&self, ctx: &Ctx) -> Result<(reqwest::Url, Limits)> {
         let url = self.url(ctx.reference, "blobs/uploads/")?;
         let resp = self.simple(ctx, Method::POST, &url, "upload", &[], &[202])?;
-        self.resolve_location(ctx, "upload", &resp)
+        let limits = self
+            .limits(&ctx.reference.registry)
+            .with_session_headers(resp.headers());
+        Ok((self.resolve_location(ctx, "upload", &resp)?, limits))
     }
 
     /// `GET <location>`: bytes the session holds, or `None` if the session is gone.
@@ -472,7 +495,7 @@ impl RegistryClient {
         }))
     }
 
-    fn cancel_upload(&self, ctx: &Ctx, location: &reqwest::Url) {
+    pub(super) fn cancel_upload(&self, ctx: &Ctx, location: &reqwest::Url) {
         let _ = self.send(ctx, "DELETE", "upload", &mut || {
             Ok(self.transport.metadata(self.http.delete(location.clone())))
         });
@@ -484,7 +507,7 @@ impl RegistryClient {
         &self,
         ctx: &Ctx,
         b: &PushBlob,
-        session: Option<reqwest::Url>,
+        session: Option<(reqwest::Url, Limits)>,
         meter: &Arc<Meter>,
         progress: &(dyn Fn(PushEvent) + Sync),
     ) -> Result<u64> {
@@ -506,7 +529,7 @@ impl RegistryClient {
                 });
             }
         }
-        let mut location = match session {
+        let (mut location, mut limits) = match session {
             Some(l) => l,
             None => self.start_upload(ctx)?,
         };
@@ -515,7 +538,7 @@ impl RegistryClient {
         let mut resumed_failed = false;
         loop {
             let resuming = offset > 0;
-            match self.upload_attempt(ctx, b, &mut location, offset, meter) {
+            match self.upload_attempt(ctx, b, &mut location, offset, meter, &limits) {
                 Ok(()) => return Ok(meter.sent.load(Ordering::Relaxed)),
                 Err(e) if upload_retryable(&e) && failures < self.transport.policy().retries => {
                     failures += 1;
@@ -548,7 +571,7 @@ impl RegistryClient {
                                 return Ok(meter.sent.load(Ordering::Relaxed));
                             }
                             self.cancel_upload(ctx, &location);
-                            location = self.start_upload(ctx)?;
+                            (location, limits) = self.start_upload(ctx)?;
                             offset = 0;
                         }
                     }
@@ -632,7 +655,17 @@ impl RegistryClient {
         location: &mut reqwest::Url,
         offset: u64,
         meter: &Arc<Meter>,
+        limits: &Limits,
     ) -> Result<()> {
+        let chunk = limits
+            .chunk_for(b.size, self.opts.chunk_size)
+            .map_err(|reason| RegistryError::UploadRules {
+                host: ctx.reference.registry.clone(),
+                repository: ctx.reference.repository.clone(),
+                reason,
+            })?;
+        // a monolithic upload sends the whole blob with the closing PUT: nothing to resume
+        let offset = if limits.monolithic { 0 } else { offset };
         meter.position.store(offset, Ordering::Relaxed);
         let (reader, hasher) = self.open_source(b, offset)?;
         let verify = hasher.is_some();
@@ -645,10 +678,13 @@ impl RegistryClient {
         let short = Arc::new(AtomicBool::new(false));
         let what = format!("blob {}", b.digest);
         let mut pos = offset;
+        if limits.monolithic {
+            return self.put_monolithic(ctx, b, location, &src, &short, verify);
+        }
         while pos < b.size {
-            let len = match self.opts.chunk_size {
-                Some(c) if c > 0 => c.min(b.size - pos),
-                _ => b.size - pos,
+            let len = match chunk {
+                Some(c) => c.min(b.size - pos),
+                None => b.size - pos,
             };
             let body = Body::sized(
                 Chunk {
@@ -667,7 +703,7 @@ impl RegistryClient {
                 .header("Content-Type", "application/octet-stream")
                 .header("Content-Length", len.to_string())
                 .body(body);
-            if self.opts.chunk_size.is_some() || pos > 0 {
+            if chunk.is_some() || pos > 0 {
                 rb = rb.header("Content-Range", format!("{}-{}", pos, pos + len - 1));
             }
             let resp = self.send_once(ctx, "PATCH", &what, rb);
@@ -710,6 +746,63 @@ impl RegistryClient {
                 .metadata(self.http.put(put.clone()).header("Content-Length", "0")))
         })?;
         self.expect(ctx, "PUT", &what, resp, &[201, 204])?;
+        Ok(())
+    }
+
+    /// The whole blob in the closing `PUT ?digest=` (registries without chunked uploads).
+    fn put_monolithic(
+        &self,
+        ctx: &Ctx,
+        b: &PushBlob,
+        location: &reqwest::Url,
+        src: &Arc<Mutex<Source>>,
+        short: &Arc<AtomicBool>,
+        verify: bool,
+    ) -> Result<()> {
+        let what = format!("blob {}", b.digest);
+        let body = Body::sized(
+            Chunk {
+                src: src.clone(),
+                left: b.size,
+                short: short.clone(),
+            },
+            b.size,
+        );
+        let mut put = location.clone();
+        put.query_pairs_mut().append_pair("digest", &b.digest);
+        let rb = self
+            .http
+            .put(put)
+            .timeout(crate::transport::UPLOAD_TIMEOUT)
+            .header("Content-Type", "application/octet-stream")
+            .header("Content-Length", b.size.to_string())
+            .body(body);
+        let resp = self.send_once(ctx, "PUT", &what, rb);
+        let src = src.lock().unwrap_or_else(|p| p.into_inner());
+        if short.load(Ordering::Relaxed) {
+            return Err(RegistryError::SizeMismatch {
+                direction: Direction::Push,
+                host: ctx.reference.registry.clone(),
+                repository: ctx.reference.repository.clone(),
+                digest: b.digest.clone(),
+                expected: b.size,
+                actual: src.read,
+            });
+        }
+        if verify {
+            let actual = format!("sha256:{}", hex::encode(src.hasher.clone().finalize()));
+            if actual != b.digest {
+                return Err(RegistryError::DigestMismatch {
+                    direction: Direction::Push,
+                    host: ctx.reference.registry.clone(),
+                    repository: ctx.reference.repository.clone(),
+                    digest: b.digest.clone(),
+                    actual,
+                });
+            }
+        }
+        drop(src);
+        self.expect(ctx, "PUT", &what, resp?, &[201, 204])?;
         Ok(())
     }
 

@@ -22,6 +22,7 @@ mod python;
 mod python_e2e;
 mod python_offline;
 mod registry;
+mod registry_limits;
 mod shared_cache;
 mod spec_errors;
 mod transport;
