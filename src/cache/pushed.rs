@@ -1,11 +1,13 @@
-//! The cache's memory of where blobs were pushed (`pushed/<hex>`: one `registry repository`
-//! line per place, most recent first, at most [`KEEP`]), for cross-repository mounts.
+//! What the cache remembers for the registry client: where blobs were pushed (`pushed/<hex>`:
+//! one `registry repository` line per place, most recent first, at most [`KEEP`]), for
+//! cross-repository mounts; and manifests and configs fetched by digest (in the blob store), so
+//! a pinned or locked base resolves without a request.
 
 use std::fs;
 use std::io::Write;
 
 use super::Cache;
-use crate::registry::BlobMemory;
+use crate::registry::{BlobMemory, ContentStore};
 
 /// Places remembered per blob.
 const KEEP: usize = 16;
@@ -70,6 +72,18 @@ impl BlobMemory for Cache {
         if t.write_all(text.as_bytes()).is_ok() {
             let _ = t.persist(&dest);
         }
+    }
+}
+
+/// Manifests and configs by digest, in the blob store (`blobs/sha256/<hex>`).
+impl ContentStore for Cache {
+    fn get(&self, digest: &str) -> Option<Vec<u8>> {
+        self.pushed_path(digest)?; // a well-formed sha256 digest
+        self.read_bytes(digest).ok()
+    }
+
+    fn put(&self, bytes: &[u8]) {
+        let _ = self.put_bytes(bytes);
     }
 }
 

@@ -198,6 +198,13 @@ pub fn build(opts: &BuildOptions, progress: &dyn Progress) -> Result<Outcome, Bu
     let targets = registry_targets(&spec, opts)?;
     let client = registry_client(&spec, !targets.is_empty(), opts)?;
 
+    if let Some(c) = &client
+        && !opts.dry_run
+    {
+        // manifests and configs by digest from earlier builds (a dry run writes nothing, so it
+        // reads none either: it shows what the registry says)
+        c.set_content_store(std::sync::Arc::new(Cache::open(&opts.cache_dir)?));
+    }
     let lock = resolve::load_lock(&spec, opts.locked, progress)?;
     let resolve_opts = ResolveOptions {
         platforms,

@@ -74,6 +74,8 @@ pub struct RegistryClient {
     pub(crate) memory: std::sync::OnceLock<std::sync::Arc<dyn super::BlobMemory>>,
     /// `MLIMG_REGISTRY_KIND`, parsed.
     kinds: Vec<(String, String)>,
+    /// Manifests and configs by digest from earlier builds; none by default.
+    pub(crate) store: std::sync::OnceLock<std::sync::Arc<dyn super::ContentStore>>,
 }
 
 impl std::fmt::Debug for RegistryClient {
@@ -197,6 +199,7 @@ impl RegistryClient {
             hosts: Mutex::new(HashMap::new()),
             memory: std::sync::OnceLock::new(),
             kinds,
+            store: std::sync::OnceLock::new(),
         })
     }
 
@@ -213,6 +216,23 @@ impl RegistryClient {
     /// Remember where pushed blobs went, and mount from there in later pushes (set once).
     pub fn set_blob_memory(&self, memory: std::sync::Arc<dyn super::BlobMemory>) {
         let _ = self.memory.set(memory);
+    }
+
+    /// Keep manifests and configs fetched by digest, and answer from them next time (set once).
+    pub fn set_content_store(&self, store: std::sync::Arc<dyn super::ContentStore>) {
+        let _ = self.store.set(store);
+    }
+
+    /// Stored bytes for `digest` that still hash to it.
+    pub(crate) fn stored(&self, digest: &str) -> Option<Vec<u8>> {
+        let bytes = self.store.get()?.get(digest)?;
+        (super::pull::sha256_digest(&bytes) == digest).then_some(bytes)
+    }
+
+    pub(crate) fn keep(&self, bytes: &[u8]) {
+        if let Some(s) = self.store.get() {
+            s.put(bytes);
+        }
     }
 
     /// Records that `target`'s repository holds `digest` (no-op without a memory).

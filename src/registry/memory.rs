@@ -12,3 +12,12 @@ pub trait BlobMemory: Send + Sync {
     /// `repository` of `registry` holds `digest` now. Failures are ignored (a hint).
     fn remember(&self, registry: &str, repository: &str, digest: &str);
 }
+
+/// Immutable small documents by digest (manifests, configs) kept between builds, so a base
+/// pinned by digest (or locked) needs no request to resolve. The local cache implements it.
+pub trait ContentStore: Send + Sync {
+    /// The bytes stored under `digest`, if any (the caller verifies them).
+    fn get(&self, digest: &str) -> Option<Vec<u8>>;
+    /// Stores `bytes` (under their sha256). Failures are ignored (a cache).
+    fn put(&self, bytes: &[u8]);
+}

@@ -264,19 +264,44 @@ impl RegistryClient {
             });
         }
 
-        let results = self.push_blobs(&target, &blobs, progress)?;
+        // An image the target already has (a no-op rebuild): a registry stores a manifest only
+        // once everything it references is there, so one HEAD stands for every blob and child.
+        let ctx = Ctx::push(&target);
+        let present = self.manifest_digest(&ctx, &top.digest)?.is_some();
+        let results = if present {
+            blobs
+                .iter()
+                .map(|b| {
+                    self.remember_blob(&target, &b.digest);
+                    progress(PushEvent::BlobDone {
+                        digest: b.digest.clone(),
+                        action: BlobAction::Skipped,
+                        bytes_sent: 0,
+                    });
+                    (b.digest.clone(), BlobAction::Skipped, 0)
+                })
+                .collect()
+        } else {
+            self.push_blobs(&target, &blobs, progress)?
+        };
 
         // Every blob is confirmed: manifests by digest (children first), then tags.
-        let ctx = Ctx::push(&target);
-        for m in &req.manifests {
-            self.put_manifest(&ctx, &m.digest, m)?;
-            progress(PushEvent::ManifestPushed {
-                digest: m.digest.clone(),
-            });
+        if !present {
+            for m in &req.manifests {
+                self.put_manifest(&ctx, &m.digest, m)?;
+                progress(PushEvent::ManifestPushed {
+                    digest: m.digest.clone(),
+                });
+            }
         }
         let mut pushed = Vec::new();
         for t in &req.tags {
-            self.put_manifest(&ctx, t, top)?;
+            // a tag already on this image is left alone
+            let in_place =
+                present && self.manifest_digest(&ctx, t)?.as_deref() == Some(top.digest.as_str());
+            if !in_place {
+                self.put_manifest(&ctx, t, top)?;
+            }
             progress(PushEvent::TagPushed {
                 tag: t.clone(),
                 digest: top.digest.clone(),
@@ -388,6 +413,33 @@ impl RegistryClient {
             });
         }
         Ok(out)
+    }
+
+    /// `HEAD manifests/<reference>`: the digest it names (from `Docker-Content-Digest`; for a
+    /// digest reference, the digest itself), or `None` when the registry has no such manifest
+    /// (or does not say which digest a tag names).
+    fn manifest_digest(&self, ctx: &Ctx, reference: &str) -> Result<Option<String>> {
+        let url = self.url(ctx.reference, &format!("manifests/{reference}"))?;
+        let resp = self.simple(
+            ctx,
+            Method::HEAD,
+            &url,
+            &format!("manifest {reference}"),
+            &[("Accept", super::pull::MANIFEST_ACCEPT)],
+            &[200, 404],
+        )?;
+        if resp.status().as_u16() != 200 {
+            return Ok(None);
+        }
+        if reference.starts_with("sha256:") {
+            return Ok(Some(reference.to_string()));
+        }
+        Ok(resp
+            .headers()
+            .get("docker-content-digest")
+            .and_then(|v| v.to_str().ok())
+            .filter(|d| d.starts_with("sha256:"))
+            .map(str::to_string))
     }
 
     fn blob_exists(&self, ctx: &Ctx, digest: &str) -> Result<bool> {

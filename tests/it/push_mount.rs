@@ -60,3 +60,40 @@ fn a_push_to_another_repository_mounts_our_earlier_pushes() {
     assert_eq!(layer(&third, "weights sst2")["push"], "uploaded", "{third}");
     assert_eq!(reg.uploads_of(&weights), 2);
 }
+
+/// A rebuild + push with nothing changed costs a handful of small requests: one HEAD for the
+/// image manifest (a registry keeps a manifest only with everything it references), one per
+/// tag, none per blob, no PUT; with a lock, the base resolves from the cache with no request.
+#[test]
+fn a_no_op_rebuild_and_push_sends_no_blob_request_and_no_put() {
+    let cx = TestContext::new();
+    let reg = TestRegistry::start();
+    let spec = cx.example("sentiment").join("mlimg.toml");
+    let base = push_base(&cx, spec.parent().expect("dir"), &reg);
+    retarget(&spec, &base, &format!("{}/acme/noop", reg.host()));
+    let first = cx.build_json(&spec, &["--push"]);
+    run_ok(cx.mlimg().arg("lock").arg("-f").arg(&spec));
+
+    let before = reg.requests().len();
+    let again = cx.build_json(&spec, &["--push"]);
+    assert_eq!(again["manifest_digest"], first["manifest_digest"]);
+    let new: Vec<String> = reg.requests()[before..].to_vec();
+    assert!(
+        !new.iter()
+            .any(|r| r.starts_with("PUT ") || r.starts_with("POST ") || r.starts_with("PATCH ")),
+        "nothing written: {new:#?}"
+    );
+    assert!(
+        !new.iter().any(|r| r.contains("/blobs/")),
+        "no blob request at all: {new:#?}"
+    );
+    assert!(
+        !new.iter().any(|r| r.contains("/v2/base/")),
+        "the locked base came from the cache: {new:#?}"
+    );
+    // the image manifest, two tags, and per referrer its manifest and the referrers tag
+    assert!(new.len() <= 8, "{} requests: {new:#?}", new.len());
+    for role in ["weights sst2", "app", "deps vendor"] {
+        assert_eq!(layer(&again, role)["push"], "skipped", "{role}: {again}");
+    }
+}
