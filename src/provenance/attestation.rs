@@ -1,5 +1,6 @@
 //! The build attestation: an in-toto Statement v1 with a SLSA Provenance v1 predicate. No start
-//! or finish time (reproducible): the same inputs give the same bytes.
+//! or finish time unless `--provenance-times` asks for them: by default the same inputs give
+//! the same bytes.
 
 use serde_json::{Value, json};
 
@@ -66,6 +67,15 @@ pub fn statement(inp: &Inputs, t: &Target) -> Value {
         .iter()
         .map(|p| p.platform.to_string())
         .collect();
+    let mut run = json!({
+        "builder": {
+            "id": BUILDER_ID,
+            "version": {"mlimg": VERSION},
+        },
+    });
+    if let Some((started, finished)) = &inp.times {
+        run["metadata"] = json!({"startedOn": started, "finishedOn": finished});
+    }
     json!({
         "_type": "https://in-toto.io/Statement/v1",
         "subject": [{
@@ -90,12 +100,7 @@ pub fn statement(inp: &Inputs, t: &Target) -> Value {
                 },
                 "resolvedDependencies": deps,
             },
-            "runDetails": {
-                "builder": {
-                    "id": BUILDER_ID,
-                    "version": {"mlimg": VERSION},
-                },
-            },
+            "runDetails": run,
         },
     })
 }
