@@ -21,5 +21,6 @@ mod python_e2e;
 mod python_offline;
 mod registry;
 mod shared_cache;
+mod signing;
 mod spec_errors;
 mod transport;
