@@ -438,3 +438,55 @@ fn sign_key_needs_a_push_and_a_p256_key() {
         "{err}"
     );
 }
+
+#[test]
+fn a_multi_platform_push_signs_the_index_and_each_platform_manifest() {
+    let cx = TestContext::new();
+    let reg = TestRegistry::start();
+    let dir = cx.path().join("multi");
+    fs::create_dir_all(dir.join("app")).expect("mkdir");
+    fs::write(dir.join("app/main.py"), "print('hi')\n").expect("write");
+    let spec = dir.join("mlimg.toml");
+    fs::write(
+        &spec,
+        "[image]\nplatforms = [\"linux/amd64\", \"linux/arm64\"]\n\n[app]\nsrc = \"app\"\ndest = \"/app\"\n",
+    )
+    .expect("write");
+    let (key, public) = keypair(cx.path(), "key");
+    let name = format!("{}/acme/multi", reg.host());
+    let report = cx.build_json(
+        &spec,
+        &[
+            "-o",
+            &format!("registry:{name}:1"),
+            "--sign-key",
+            key.to_str().expect("utf-8"),
+        ],
+    );
+    let index = report["manifest_digest"].as_str().expect("digest");
+    let platforms: Vec<&str> = report["platforms"]
+        .as_array()
+        .expect("platforms")
+        .iter()
+        .filter_map(|p| p["manifest_digest"].as_str())
+        .collect();
+    assert_eq!(platforms.len(), 2);
+    let signed: Vec<&str> = report["push"]["signatures"]
+        .as_array()
+        .expect("signatures")
+        .iter()
+        .filter_map(|s| s["digest"].as_str())
+        .collect();
+    assert_eq!(signed, [index, platforms[0], platforms[1]]);
+    for r in [format!("{name}:1")]
+        .into_iter()
+        .chain(platforms.iter().map(|d| format!("{name}@{d}")))
+    {
+        let o = verify(&cx, &r, &public);
+        assert!(
+            o.status.success(),
+            "{r}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+}
