@@ -350,7 +350,7 @@ pub fn build(opts: &BuildOptions, progress: &dyn Progress) -> Result<Outcome, Bu
         BTreeMap::new()
     };
     let images = with_provenance(
-        &spec, &resolved, &plan, images, opts, mtime, licenses, started,
+        &spec, &resolved, &plan, images, opts, mtime, licenses, started, &source,
     )?;
 
     let mut outputs = Vec::new();
@@ -428,6 +428,7 @@ fn with_provenance(
     mtime: u64,
     licenses: BTreeMap<String, String>,
     started: Option<String>,
+    source: &git::SourceInfo,
 ) -> Result<crate::image::ImageSet, BuildError> {
     let sbom = if opts.no_sbom {
         crate::provenance::SbomFormats::NONE
@@ -457,6 +458,8 @@ fn with_provenance(
         provenance: !opts.no_provenance,
         licenses,
         times: started.map(|s| (s, now_rfc3339())),
+        source: source.url.clone(),
+        revision: source.revision.clone(),
     };
     let referrers =
         crate::provenance::referrers(&inputs, &images).map_err(|e| err(e.to_string()))?;

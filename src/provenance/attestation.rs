@@ -17,6 +17,19 @@ pub fn statement(inp: &Inputs, t: &Target) -> Value {
         .clone()
         .unwrap_or_else(|| "image".to_string());
     let mut deps = Vec::new();
+    if let Some(url) = &inp.source {
+        let commit = inp
+            .revision
+            .as_ref()
+            .filter(|r| r.len() == 40 && r.chars().all(|c| c.is_ascii_hexdigit()));
+        let mut d = json!({"name": "source", "uri": format!("git+{url}")});
+        match (commit, &inp.revision) {
+            (Some(c), _) => d["digest"] = json!({"gitCommit": c}),
+            (None, Some(r)) => d["annotations"] = json!({"revision": r}),
+            (None, None) => {}
+        }
+        deps.push(d);
+    }
     if spec.image.base != BaseSpec::Scratch {
         let base = &t.resolved.base;
         let mut d = json!({"name": format!("base {}", base.name)});

@@ -68,6 +68,10 @@ pub struct Inputs<'a> {
     /// `--provenance-times`: when the build started and when its images were assembled
     /// (RFC 3339); `None` keeps the statement reproducible.
     pub times: Option<(String, String)>,
+    /// The source repository URL and revision the manifests name (`[image].source` /
+    /// `revision`, or the clean git checkout's): a resolved dependency of the statement.
+    pub source: Option<String>,
+    pub revision: Option<String>,
 }
 
 /// Which SBOM documents to attach (default: both).

@@ -540,7 +540,18 @@ fn source_and_revision_come_from_the_spec_or_a_clean_git_checkout() {
     ]);
     let head = stdout(&git(&["rev-parse", "HEAD"])).trim().to_string();
     // outputs go outside the checkout, so it stays clean
-    let m = manifest_of("clean", &[]);
+    let out = cx.path().join("clean");
+    let r = build_layout(&cx, &spec, &out, &[]);
+    let m = json_of(&blob(&out, r["manifest_digest"].as_str().expect("digest")));
+    let st = json_of(&blob(
+        &out,
+        referrer(&r, 0, INTOTO)["document_digest"]
+            .as_str()
+            .unwrap_or(""),
+    ));
+    let src = &st["predicate"]["buildDefinition"]["resolvedDependencies"][0];
+    assert_eq!(src["uri"], "git+https://git.example.com/acme/sentiment.git");
+    assert_eq!(src["digest"]["gitCommit"], head.as_str());
     let ann = &m["annotations"];
     assert_eq!(ann["org.opencontainers.image.revision"], head.as_str());
     assert_eq!(
