@@ -89,8 +89,8 @@ pub struct BuildArgs {
     /// those layers contain: only for a repository no one else can push to. off: never.
     #[arg(long, value_enum, default_value_t = SharedCacheArg::Auto, value_name = "MODE")]
     pub shared_cache: SharedCacheArg,
-    /// Do not attach an SPDX 2.3 SBOM to each platform image (attached by default, as an OCI
-    /// referrer; see docs/provenance.md).
+    /// Do not attach SBOMs (SPDX 2.3, CycloneDX 1.6) to each platform image (attached by
+    /// default, as OCI referrers; see docs/provenance.md).
     #[arg(long)]
     pub no_sbom: bool,
     /// Do not attach an in-toto / SLSA v1 provenance statement to each platform image.
@@ -261,6 +261,18 @@ pub fn run(args: BuildArgs) -> Result<()> {
                         eprintln!("pushed {r}");
                     }
                     eprintln!("sent {} bytes", p.bytes_sent);
+                    for s in &p.signatures {
+                        eprintln!(
+                            "signed {} ({}{})",
+                            s.digest,
+                            s.tag,
+                            if s.added {
+                                ""
+                            } else {
+                                ", signature already there"
+                            }
+                        );
+                    }
                 }
                 if report.outputs.is_empty() && report.push.is_none() {
                     eprintln!(

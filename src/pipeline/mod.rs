@@ -56,7 +56,7 @@ pub struct BuildOptions {
     /// The registry-shared layer cache (selector records in the push target): off unless
     /// the caller gives a key (records are then authenticated) or opts into unsigned records.
     pub shared_cache: shared_cache::SharedCache,
-    /// Do not attach an SPDX SBOM to each platform image (`--no-sbom`).
+    /// Do not attach SBOMs to each platform image (`--no-sbom`).
     pub no_sbom: bool,
     /// Do not attach an in-toto / SLSA provenance statement (`--no-provenance`).
     pub no_provenance: bool,
