@@ -275,6 +275,34 @@ owCsUWMcpIacU3RPfHg+0fjMS1pgyIOx8APmKWZbGl6JrBILa6hO0JAl
     }
 
     #[test]
+    fn sec1_keys_load_and_other_curves_do_not() {
+        // `openssl ecparam -genkey -name prime256v1 -noout`
+        let sec1 = "-----BEGIN EC PRIVATE KEY-----
+MHcCAQEEIHpEvb4+I/9O+DsYrNNWtgqOn+wUss+I1s5rbQahL2z4oAoGCCqGSM49
+AwEHoUQDQgAEekXnTsaYN2U3oCcPnfdOzAYLwr9Z1+ig4tsZGwbPh/H2E/IWx22q
+KdBKsFAWfOGKf2lphy0kQthIV+pm76PuJg==
+-----END EC PRIVATE KEY-----
+";
+        let s = Signer::from_pem(sec1, "sec1.pem").unwrap();
+        let pk = PublicKey::from_pem(&s.public_pem(), "pub").unwrap();
+        pk.verify(b"x", &s.sign(b"x")).unwrap();
+        // a P-384 key (PKCS#8)
+        let p384 = "-----BEGIN PRIVATE KEY-----
+MIG2AgEAMBAGByqGSM49AgEGBSuBBAAiBIGeMIGbAgEBBDAZPh4T/6kO5O4zoMNH
+BcPW76bY3wESMT1T3RyucULJ3eN/+DxorkjhN7a5XcPvuJyhZANiAARgTfpanRSf
+nHq5qJNo87AwW2BI/213Hwoxo6LWyJohsfRobtV78HNvivhaSKd6cjgsCta2uDcB
+AvXd1ekRhx5FyWiqedo563sUVVb5jHEY01Ls4+8lKaTRbiubb6jlps4=
+-----END PRIVATE KEY-----
+";
+        let e = Signer::from_pem(p384, "p384.pem").unwrap_err().to_string();
+        assert!(e.contains("p384.pem") && e.contains("P-256"), "{e}");
+        let enc =
+            "-----BEGIN ENCRYPTED PRIVATE KEY-----\nAAAA\n-----END ENCRYPTED PRIVATE KEY-----\n";
+        let e = Signer::from_pem(enc, "enc.pem").unwrap_err().to_string();
+        assert!(e.contains("encrypted"), "{e}");
+    }
+
+    #[test]
     fn merging_adds_a_signature_once() {
         let s = Signer::from_pem(KEY, "key.pem").unwrap();
         let a = SignatureLayer::new(&s, "r/a", "sha256:01");

@@ -270,9 +270,18 @@ fn signed_push_verifies_with_openssl_cosign_layout_and_mlimg_verify() {
         &verify(&cx, &format!("{name}:1"), &other_public),
         "does not match the payload",
     );
-    // a pinned reference works the same
-    let o = verify(&cx, &format!("{name}@{manifest}"), &public);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    // a pinned reference works the same; --json says what was checked
+    let o = run_ok(
+        cx.mlimg()
+            .args(["verify", &format!("{name}@{manifest}"), "--json", "--key"])
+            .arg(&public),
+    );
+    let v: Value = serde_json::from_slice(&o.stdout).expect("--json");
+    assert_eq!(v["digest"], manifest.as_str());
+    assert_eq!(v["tag"], format!("sha256-{hex}.sig").as_str());
+    assert_eq!(v["verified"][0]["payload"], payload_digest.as_str());
+    assert_eq!(v["verified"][0]["docker_reference"], name.as_str());
+    assert_eq!(v["others"], 0);
 
     // a rebuild with the same key adds nothing (deterministic signature, same layer)
     let again = build("1", &["--sign-key", key_arg]);
