@@ -24,5 +24,6 @@ mod python_offline;
 mod registry;
 mod registry_limits;
 mod shared_cache;
+mod signing;
 mod spec_errors;
 mod transport;

@@ -523,9 +523,9 @@ fn a_two_platform_build_pushes_an_index_whose_images_share_the_weights_layer() {
         .filter(|r| r.starts_with("PUT /v2/acme/multi/blobs/uploads/"))
         .count();
     assert_eq!(
-        uploads, 8,
+        uploads, 10,
         "one weights layer and two configs; then the referrers: the empty config once and \
-         four documents (an SBOM and a provenance statement per platform)"
+         six documents (SPDX, CycloneDX and a provenance statement per platform)"
     );
 }
 
