@@ -19,6 +19,7 @@ fn main() -> ExitCode {
         cli::Command::Cache(a) => cli::cache::run(a),
         cli::Command::Completions(a) => cli::completions::completions(a),
         cli::Command::Man(a) => cli::completions::man(a),
+        cli::Command::Verify(a) => cli::verify::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -2,8 +2,10 @@
 //! inputs → the layer's descriptor).
 //!
 //! Layout under the cache root (`$MLIMG_CACHE_DIR`, else `$XDG_CACHE_HOME/mlimg`):
-//! `blobs/sha256/<hex>`, `selectors/<hex>.json`, `tmp/`; beside them `wheels/<sha256>/` (downloaded
-//! wheels) and `outputs/` (notes of file outputs). `housekeeping` lists and prunes them. Every write goes to `tmp/` first and is
+//! `blobs/sha256/<hex>`, `selectors/<hex>.json`, `pushed/<hex>` (where a blob was pushed:
+//! `registry repository` lines, for cross-repository mounts), `tmp/`; beside them
+//! `wheels/<sha256>/` (downloaded wheels) and `outputs/` (notes of file outputs).
+//! `housekeeping` lists and prunes them. Every write goes to `tmp/` first and is
 //! renamed into place, so two builds sharing a cache never see a half-written file: the loser of
 //! a race renames identical bytes over identical bytes.
 
@@ -14,6 +16,7 @@ use std::path::{Path, PathBuf};
 use crate::layer::LayerBlob;
 
 mod housekeeping;
+mod pushed;
 pub use housekeeping::{Entry, Kind, Listing, PruneOptions, PruneReport, Totals, parse_size};
 
 #[derive(Debug, thiserror::Error)]

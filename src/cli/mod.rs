@@ -11,6 +11,7 @@ pub mod lock;
 pub mod pull_model;
 pub mod sbom;
 pub mod snippet;
+pub mod verify;
 
 use std::time::Duration;
 
@@ -59,6 +60,8 @@ pub enum Command {
     Cache(cache::CacheArgs),
     Completions(completions::CompletionsArgs),
     Man(completions::ManArgs),
+    /// Verify a pushed image's cosign-format signatures with a public key.
+    Verify(verify::VerifyArgs),
 }
 
 /// An error and its causes on one line, each cause once (a message that already quotes its

@@ -6,7 +6,9 @@
 mod auth;
 mod client;
 mod error;
+mod limits;
 mod manage;
+mod memory;
 mod pull;
 mod push;
 mod reference;
@@ -15,6 +17,8 @@ mod stream;
 pub use auth::{Credential, CredentialStore, Secret};
 pub use client::{ClientOptions, RegistryClient, is_loopback};
 pub use error::{Direction, HttpFailure, RegistryCode, RegistryError, Result};
+pub use limits::{KINDS as REGISTRY_KINDS, Limits};
+pub use memory::{BlobMemory, ContentStore};
 pub use pull::{
     DOCKER_MANIFEST, DOCKER_MANIFEST_LIST, LayerDesc, OCI_INDEX, OCI_MANIFEST, Platform,
     PulledImage, RawManifest, sha256_digest,
