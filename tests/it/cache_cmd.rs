@@ -153,6 +153,7 @@ fn registry_prune_keeps_records_of_layers_in_use() {
     );
 
     let out = run_ok(cx.mlimg().args(["cache", "prune", "--registry", &name]));
+    crate::common::snapshot::assert_cli_snapshot!("cache_prune_registry", &cx, &out);
     let text = stdout(&out);
     assert!(
         text.contains("1 selector record(s) kept") && text.contains("deleted 1"),

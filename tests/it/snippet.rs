@@ -263,6 +263,8 @@ fn compose_validates_with_docker_compose() {
         text.contains("mlimg pull-model localhost/sst2-model:0.1.0-image ."),
         "{text}"
     );
+    crate::common::snapshot::settings(&cx)
+        .bind(|| insta::assert_snapshot!("snippet_compose_with_gpu_and_weights_volume", text));
 }
 
 // Strict Kubernetes types: the fields mlimg writes, nothing else accepted.
@@ -382,6 +384,8 @@ fn kubernetes_deployment_parses_strictly() {
     let (spec, _) = gpu_example(&cx);
     let spec = spec.to_str().expect("utf-8");
     let text = snippet(&cx, &["kubernetes", "-f", spec, "--weights-volume"]);
+    crate::common::snapshot::settings(&cx)
+        .bind(|| insta::assert_snapshot!("snippet_kubernetes_with_gpu_and_weights_volume", text));
     let d: Deployment = serde_yaml_ng::from_str(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
     assert_eq!(
         (d.api_version.as_str(), d.kind.as_str()),
@@ -469,6 +473,8 @@ fn docker_run_and_an_image_alone() {
             "--weights-volume",
         ],
     );
+    crate::common::snapshot::settings(&cx)
+        .bind(|| insta::assert_snapshot!("snippet_docker_run_with_gpu", text));
     let line = text.lines().last().expect("a command line");
     let words: Vec<&str> = line.split_whitespace().collect();
     assert_eq!(&words[..3], ["docker", "run", "-d"], "{text}");
