@@ -11,7 +11,7 @@ use std::fmt;
 use std::sync::Arc;
 
 pub use crate::layer::{Compression, Content, DEFAULT_WEIGHTS_COMPRESSION, Entry};
-pub use layers::{LAYER_MAX, LAYER_WARN, PlanError, plan};
+pub use layers::{LAYER_MAX, LAYER_WARN, PYCACHE_PREFIX, PlanError, plan, run_settings};
 
 use crate::sources::python::{PythonTarget, ResolvedWheel};
 
@@ -21,6 +21,8 @@ pub struct WheelInstall {
     pub target: PythonTarget,
     /// Sorted by name.
     pub wheels: Vec<ResolvedWheel>,
+    /// Compile `.pyc` files for the installed sources (`None`: none are written).
+    pub bytecode: Option<crate::sources::python::bytecode::Bytecode>,
 }
 
 /// What a layer is for; named in the image history and the `--json` report.
@@ -168,6 +170,13 @@ impl BuildPlan {
                         serde_json::json!({
                             "role": l.role.to_string(),
                             "compression": l.compression.as_str(),
+                            "bytecode": l.wheels.as_ref().and_then(|w| w.bytecode.as_ref()).map(|b| serde_json::json!({
+                                "compiler": b.compiler.path,
+                                "version": b.compiler.version,
+                                "magic": b.compiler.magic,
+                                "cache_tag": b.compiler.cache_tag,
+                                "invalidation": "timestamp",
+                            })),
                             "selector": l.selector,
                             "size": l.size(),
                             "wheels": l.wheels.as_ref().map(|w| w.wheels.iter().map(|w| serde_json::json!({
@@ -222,6 +231,17 @@ impl fmt::Display for BuildPlan {
                 }
                 if let Some(w) = &l.wheels {
                     writeln!(f, "    into {} for {}", w.target.site_packages(), w.target)?;
+                    match &w.bytecode {
+                        Some(b) => writeln!(
+                            f,
+                            "    bytecode: .pyc ({}) compiled by {} (CPython {}, timestamp {})",
+                            b.compiler.cache_tag,
+                            b.compiler.path.display(),
+                            b.compiler.version,
+                            b.mtime
+                        )?,
+                        None => writeln!(f, "    bytecode: none")?,
+                    }
                     for w in &w.wheels {
                         writeln!(f, "    wheel {} sha256:{}", w.filename, w.sha256)?;
                     }
