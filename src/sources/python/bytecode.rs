@@ -347,7 +347,14 @@ pub fn compile(
         Err(e) => return Err(err(format!("{}: {e}", bc.compiler.path.display()))),
     }
     let compiled = pycs.len();
-    let mut out = entries;
+    // A wheel may ship `.pyc` files of its own (numpy does): pip's compile overwrites them,
+    // and so does ours.
+    let generated: std::collections::BTreeSet<&str> =
+        pycs.values().map(|(p, _)| p.as_str()).collect();
+    let mut out: Vec<Entry> = entries
+        .into_iter()
+        .filter(|e| !generated.contains(e.path.as_str()))
+        .collect();
     // RECORD rows for the new files, relative to site-packages.
     let by_rel: BTreeMap<String, (String, String, String)> = pycs
         .iter()
@@ -388,7 +395,10 @@ pub fn compile(
         if extra.is_empty() {
             continue;
         }
-        rows.extend(extra);
+        let replaced: std::collections::BTreeSet<&str> =
+            extra.iter().map(|(p, _, _)| p.as_str()).collect();
+        rows.retain(|(p, _, _)| !replaced.contains(p.as_str()));
+        rows.extend(extra.iter().cloned());
         rows.sort();
         rows.dedup();
         e.content = Content::Inline(Arc::from(write_csv(&rows)));
@@ -451,8 +461,9 @@ mod tests {
             vec![
                 inline(&format!("{sp}/pkg/__init__.py"), src),
                 inline(&format!("{sp}/pkg/bad.py"), b"def (:\n"),
-                inline(&format!("{sp}/pkg-1.0.dist-info/RECORD"), b"pkg/__init__.py,sha256=x,1\r\npkg/bad.py,sha256=y,2\r\npkg-1.0.dist-info/RECORD,,\r\n"),
+                inline(&format!("{sp}/pkg-1.0.dist-info/RECORD"), b"pkg/__init__.py,sha256=x,1\r\npkg/__pycache__/__init__.cpython-311.pyc,sha256=s,5\r\npkg/bad.py,sha256=y,2\r\npkg-1.0.dist-info/RECORD,,\r\n"),
                 inline("usr/local/bin/tool.py", b"print(1)\n"),
+                inline(&format!("{sp}/pkg/__pycache__/__init__.cpython-311.pyc"), b"stale"),
             ]
         };
         let bc = Bytecode {
@@ -466,6 +477,7 @@ mod tests {
             "the syntax error is skipped, the script is not compiled"
         );
         assert_eq!(a, b);
+        assert_eq!(a.len(), 5, "the wheel's own .pyc is replaced, not doubled");
         let pyc = a
             .iter()
             .find(|e| e.path == format!("{sp}/pkg/__pycache__/__init__.cpython-311.pyc"))
