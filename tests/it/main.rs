@@ -20,6 +20,7 @@ mod python;
 mod python_e2e;
 mod python_offline;
 mod registry;
+mod service_e2e;
 mod shared_cache;
 mod spec_errors;
 mod transport;

@@ -74,8 +74,12 @@ fn known_magic(minor: u32) -> Option<&'static str> {
 const PROBE: &str = "import sys, importlib.util as u\nprint(sys.implementation.name, '%d.%d.%d' % sys.version_info[:3], sys.version_info.releaselevel, u.MAGIC_NUMBER.hex(), sys.implementation.cache_tag, sys.executable)";
 
 /// Where a CPython `3.minor` may be, in order: Debian's and the official images' paths,
-/// `python3.X` on `PATH`, pyenv's versions (newest first).
+/// `python3.X` on `PATH`, pyenv's versions (newest first). `MLIMG_BYTECODE_PYTHON` names the
+/// one interpreter to use instead.
 fn candidates(minor: u32) -> Vec<PathBuf> {
+    if let Some(p) = std::env::var_os("MLIMG_BYTECODE_PYTHON") {
+        return vec![PathBuf::from(p)];
+    }
     let name = format!("python3.{minor}");
     let mut out = vec![
         PathBuf::from(format!("/usr/bin/{name}")),
