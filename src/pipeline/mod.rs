@@ -300,9 +300,12 @@ pub fn build(opts: &BuildOptions, progress: &dyn Progress) -> Result<Outcome, Bu
         layers::check_base_blobs(&bases, &cache, progress);
         crate::fetch::base_blobs(c, &bases, &cache, progress)?;
     }
-    let images = layers::assemble(
+    let mut images = layers::assemble(
         &spec, &resolved, &plan, &known, &written, &fetched, &cache, mtime,
     )?;
+    if spec.image.format == crate::spec::ImageFormat::Docker {
+        images = crate::image::docker::convert(images)?;
+    }
     let artifacts = model::artifacts(
         &spec,
         &resolved,

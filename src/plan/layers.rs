@@ -122,6 +122,19 @@ pub fn plan(
             base_layers: rp.base.layers.len(),
             settings: config.get("config").cloned().unwrap_or_default(),
         };
+        if spec.image.format == crate::spec::ImageFormat::Docker
+            && let Some(l) = pp
+                .layers
+                .iter()
+                .find(|l| l.compression == crate::layer::Compression::Zstd)
+        {
+            return Err(PlanError::Filter {
+                role: l.role.to_string(),
+                message: "compression = \"zstd\" cannot be used with [image] format = \"docker\" \
+                          (Docker image manifest v2 schema 2 has gzip and uncompressed layers only)"
+                    .into(),
+            });
+        }
         if let Some(w) = check_layer_budget(&pp)? {
             warnings.push(w);
         }
@@ -131,6 +144,7 @@ pub fn plan(
         BuildPlan {
             base: spec.image.base_name.clone(),
             mtime,
+            format: spec.image.format,
             platforms: out,
         },
         warnings,

@@ -153,6 +153,8 @@ pub struct PlatformPlan {
 pub struct BuildPlan {
     pub base: String,
     pub mtime: u64,
+    /// `[image].format`: the media types the image is written with.
+    pub format: crate::spec::ImageFormat,
     pub platforms: Vec<PlatformPlan>,
 }
 
@@ -201,7 +203,7 @@ impl BuildPlan {
                 })
             })
             .collect();
-        serde_json::json!({"base": self.base, "mtime": self.mtime, "platforms": platforms})
+        serde_json::json!({"base": self.base, "mtime": self.mtime, "format": self.format.as_str(), "platforms": platforms})
     }
 }
 
@@ -209,6 +211,15 @@ impl fmt::Display for BuildPlan {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "base: {}", self.base)?;
         writeln!(f, "mtime: {}", self.mtime)?;
+        writeln!(
+            f,
+            "format: {}",
+            match self.format {
+                crate::spec::ImageFormat::Oci => "oci (application/vnd.oci.image.manifest.v1+json)",
+                crate::spec::ImageFormat::Docker =>
+                    "docker (application/vnd.docker.distribution.manifest.v2+json)",
+            }
+        )?;
         let mut shown = std::collections::HashSet::new();
         for p in &self.platforms {
             writeln!(f, "platform {}:", p.platform)?;
