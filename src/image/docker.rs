@@ -58,14 +58,16 @@ fn convert_image(mut img: Image) -> Result<Image, ImageError> {
 
 /// The image set with Docker media types: manifests, configs, layers, and a manifest list
 /// over several platforms.
-pub fn convert(mut set: ImageSet) -> Result<ImageSet, ImageError> {
-    set.images = std::mem::take(&mut set.images)
-        .into_iter()
+pub fn convert(set: ImageSet) -> Result<ImageSet, ImageError> {
+    let images: Vec<Image> = set
+        .images
+        .iter()
+        .cloned()
         .map(convert_image)
         .collect::<Result<_, _>>()?;
+    let mut index = None;
     if set.index.is_some() {
-        let manifests: Vec<Value> = set
-            .images
+        let manifests: Vec<Value> = images
             .iter()
             .map(|i| {
                 let mut p = json!({"architecture": i.platform.architecture, "os": i.platform.os});
@@ -82,7 +84,15 @@ pub fn convert(mut set: ImageSet) -> Result<ImageSet, ImageError> {
             "mediaType": MANIFEST_LIST,
             "manifests": manifests,
         });
-        set.index = Some(Document::new(MANIFEST_LIST, canonical(&list)));
+        index = Some(Document::new(MANIFEST_LIST, canonical(&list)));
     }
-    Ok(set)
+    let out = ImageSet::new(images, index, set.name.clone(), set.tags.clone()).ok_or(
+        ImageError::Build {
+            what: "docker manifest",
+            message: "the build has no platform".into(),
+        },
+    )?;
+    Ok(out
+        .with_artifacts(set.artifacts)
+        .with_referrers(set.referrers))
 }

@@ -14,6 +14,7 @@ mod lock;
 mod model;
 mod oci_checker;
 mod pipeline;
+mod podman;
 mod provenance;
 mod push;
 mod python;
