@@ -25,3 +25,4 @@ mod service_e2e;
 mod shared_cache;
 mod spec_errors;
 mod transport;
+mod two_platform;
