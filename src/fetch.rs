@@ -64,11 +64,16 @@ impl Fetched {
                     role: role.clone(),
                     source,
                 })?;
-            let entries =
-                python::install_entries(&files, &w.target).map_err(|e| FetchError::Python {
-                    role: role.clone(),
-                    source: Box::new(e),
-                })?;
+            let py_err = |e| FetchError::Python {
+                role: role.clone(),
+                source: Box::new(e),
+            };
+            let mut entries = python::install_entries(&files, &w.target).map_err(py_err)?;
+            if let Some(bc) = &w.bytecode {
+                entries = python::bytecode::compile(entries, &w.target, bc)
+                    .map_err(py_err)?
+                    .0;
+            }
             return layer::finalize(entries).map_err(|source| FetchError::Layer { role, source });
         }
         l.entries

@@ -10,7 +10,7 @@ use crate::lock::WeightsLock;
 use crate::progress::Warning;
 use crate::resolve::{Resolved, ResolvedPlatform};
 use crate::sources::local::{Filter, IgnoreRules, SourceError, walk};
-use crate::spec::{DepsSource, DepsSpec, Layering, Spec, WeightsSource, WeightsSpec};
+use crate::spec::{ConfigSpec, DepsSource, DepsSpec, Layering, Spec, WeightsSource, WeightsSpec};
 
 /// Image layer counts above this draw a warning.
 pub const LAYER_WARN: usize = 100;
@@ -99,8 +99,22 @@ pub fn plan(
             layers.push(Arc::new(plan_deps(d, rp, mtime)?));
         }
         layers.extend(shared.iter().cloned());
+        if let Some(Err(why)) = &rp.bytecode {
+            warnings.push(Warning::new(
+                "bytecode-no-interpreter",
+                format!(
+                    "{}: no .pyc files are written for the wheels ({why}); the image sets \
+                     PYTHONPYCACHEPREFIX={PYCACHE_PREFIX} so imports after the first are warm. \
+                     Install python{}.{} on the build machine for images that start fast.",
+                    rp.platform,
+                    rp.python.as_ref().map_or(3, |t| t.version.0),
+                    rp.python.as_ref().map_or(0, |t| t.version.1),
+                ),
+            ));
+        }
+        let settings = run_settings(spec, rp);
         let config =
-            crate::image::build_config(&rp.base.config, &rp.platform, &spec.config, &[], &created)?;
+            crate::image::build_config(&rp.base.config, &rp.platform, &settings, &[], &created)?;
         let pp = PlatformPlan {
             platform: rp.platform.clone(),
             layers,
@@ -108,6 +122,19 @@ pub fn plan(
             base_layers: rp.base.layers.len(),
             settings: config.get("config").cloned().unwrap_or_default(),
         };
+        if spec.image.format == crate::spec::ImageFormat::Docker
+            && let Some(l) = pp
+                .layers
+                .iter()
+                .find(|l| l.compression == crate::layer::Compression::Zstd)
+        {
+            return Err(PlanError::Filter {
+                role: l.role.to_string(),
+                message: "compression = \"zstd\" cannot be used with [image] format = \"docker\" \
+                          (Docker image manifest v2 schema 2 has gzip and uncompressed layers only)"
+                    .into(),
+            });
+        }
         if let Some(w) = check_layer_budget(&pp)? {
             warnings.push(w);
         }
@@ -117,6 +144,7 @@ pub fn plan(
         BuildPlan {
             base: spec.image.base_name.clone(),
             mtime,
+            format: spec.image.format,
             platforms: out,
         },
         warnings,
@@ -163,6 +191,22 @@ fn check_layer_budget(p: &PlatformPlan) -> Result<Option<Warning>, PlanError> {
     )))
 }
 
+/// Where bytecode goes when the build could not compile it: a folder every user can write.
+pub const PYCACHE_PREFIX: &str = "/tmp/pycache";
+
+/// The image's run settings for one platform: the spec's `[config]`, plus
+/// `PYTHONPYCACHEPREFIX` when wheels were installed without bytecode because no interpreter
+/// could compile it (unless the spec sets that variable itself).
+pub fn run_settings<'a>(spec: &'a Spec, rp: &ResolvedPlatform) -> std::borrow::Cow<'a, ConfigSpec> {
+    if matches!(rp.bytecode, Some(Err(_))) && !spec.config.env.contains_key("PYTHONPYCACHEPREFIX") {
+        let mut c = spec.config.clone();
+        c.env
+            .insert("PYTHONPYCACHEPREFIX".into(), PYCACHE_PREFIX.into());
+        return std::borrow::Cow::Owned(c);
+    }
+    std::borrow::Cow::Borrowed(&spec.config)
+}
+
 /// One deps set for one platform: a copied tree, or the resolved wheels for the target.
 fn plan_deps(d: &DepsSpec, rp: &ResolvedPlatform, mtime: u64) -> Result<LayerPlan, PlanError> {
     let role = LayerRole::Deps(d.name.clone());
@@ -204,6 +248,17 @@ fn plan_deps(d: &DepsSpec, rp: &ResolvedPlatform, mtime: u64) -> Result<LayerPla
             .iter()
             .map(|w| format!("wheel {} sha256:{}", w.filename, w.sha256)),
     );
+    let bytecode = match &rp.bytecode {
+        Some(Ok(c)) => Some(crate::sources::python::bytecode::Bytecode {
+            compiler: c.clone(),
+            mtime,
+        }),
+        _ => None,
+    };
+    fp.push(match &bytecode {
+        Some(b) => b.compiler.fingerprint(),
+        None => "bytecode none".to_string(),
+    });
     let mut lp = LayerPlan::new(
         role.clone(),
         d.compression,
@@ -218,6 +273,7 @@ fn plan_deps(d: &DepsSpec, rp: &ResolvedPlatform, mtime: u64) -> Result<LayerPla
     lp.wheels = Some(Arc::new(WheelInstall {
         target: target.clone(),
         wheels,
+        bytecode,
     }));
     Ok(lp)
 }
