@@ -121,6 +121,9 @@ pub struct RawDeps {
     pub find_links: Vec<S<String>>,
     #[serde(default)]
     pub compression: Option<S<String>>,
+    /// `one` (default), `per-package` or `auto`: how a wheel set is cut into layers.
+    #[serde(default)]
+    pub layers: Option<S<String>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -5,6 +5,7 @@ mod cache_integrity;
 mod cli_snapshots;
 mod common;
 mod compression;
+mod deps_layers;
 mod hardening;
 mod hf;
 mod hostile_net;
