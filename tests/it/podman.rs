@@ -259,3 +259,101 @@ fn reg_get(reg: &TestRegistry, path: &str) -> serde_json::Value {
     );
     serde_json::from_str(body).expect("manifest json")
 }
+
+/// Several platforms in docker format: a Docker manifest list over schema 2 manifests, same
+/// layer and config blobs as the OCI build, skopeo reads it back.
+#[test]
+fn docker_format_with_two_platforms_is_a_manifest_list() {
+    let cx = TestContext::new();
+    let dir = cx.path().join("svc");
+    std::fs::create_dir_all(dir.join("model")).expect("mkdir");
+    std::fs::write(dir.join("model/w.bin"), b"weights").expect("write");
+    let spec_text = |format: &str| {
+        format!(
+            "[image]\nname = \"localhost/two\"\ntags = [\"1\"]\nplatforms = [\"linux/amd64\", \"linux/arm64\"]\nformat = \"{format}\"\n\n[[weights]]\nname = \"w\"\nsource = \"model\"\ndest = \"/models\"\n\n[config]\ncmd = [\"/x\"]\nhealthcheck = {{ test = [\"CMD\", \"/x\"] }}\n"
+        )
+    };
+    let mut reports = Vec::new();
+    for format in ["docker", "oci"] {
+        let spec = dir.join(format!("{format}.toml"));
+        std::fs::write(&spec, spec_text(format)).expect("spec");
+        let out = cx.path().join(format!("out-{format}"));
+        reports.push((
+            cx.build_json(
+                &spec,
+                &[
+                    "--no-sbom",
+                    "--no-provenance",
+                    "-o",
+                    &format!("oci:{}", out.display()),
+                ],
+            ),
+            out,
+        ));
+    }
+    let (docker_r, docker_out) = &reports[0];
+    let (oci_r, _) = &reports[1];
+    assert_eq!(
+        docker_r["media_type"],
+        "application/vnd.docker.distribution.manifest.list.v2+json"
+    );
+    assert_eq!(
+        oci_r["media_type"],
+        "application/vnd.oci.image.index.v1+json"
+    );
+    for i in 0..2 {
+        let (d, o) = (&docker_r["platforms"][i], &oci_r["platforms"][i]);
+        assert_eq!(d["config_digest"], o["config_digest"], "same config bytes");
+        assert_eq!(
+            d["layers"][0]["digest"], o["layers"][0]["digest"],
+            "same layer bytes"
+        );
+        assert_eq!(
+            d["layers"][0]["media_type"],
+            "application/vnd.docker.image.rootfs.diff.tar"
+        );
+        assert_ne!(d["manifest_digest"], o["manifest_digest"]);
+    }
+    let top = docker_r["manifest_digest"].as_str().expect("digest");
+    let list: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(
+            docker_out
+                .join("blobs/sha256")
+                .join(top.trim_start_matches("sha256:")),
+        )
+        .expect("list blob"),
+    )
+    .expect("json");
+    let archs: Vec<&str> = list["manifests"]
+        .as_array()
+        .expect("manifests")
+        .iter()
+        .map(|m| {
+            assert_eq!(
+                m["mediaType"],
+                "application/vnd.docker.distribution.manifest.v2+json"
+            );
+            m["platform"]["architecture"].as_str().expect("arch")
+        })
+        .collect();
+    assert_eq!(archs, ["amd64", "arm64"]);
+    // skopeo (containers/image, podman's library) reads the arm64 image of the layout.
+    let out = run_ok(Command::new("skopeo").args([
+        "inspect",
+        "--override-arch",
+        "arm64",
+        &format!("oci:{}", docker_out.display()),
+    ]));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("skopeo json");
+    assert_eq!(v["Architecture"], "arm64", "{v}");
+    let out = run_ok(Command::new("skopeo").args([
+        "inspect",
+        "--config",
+        "--raw",
+        "--override-arch",
+        "arm64",
+        &format!("oci:{}", docker_out.display()),
+    ]));
+    let cfg: serde_json::Value = serde_json::from_slice(&out.stdout).expect("config json");
+    assert_eq!(cfg["config"]["Healthcheck"]["Test"][1], "/x", "{cfg}");
+}
