@@ -96,6 +96,10 @@ pub struct BuildArgs {
     /// Do not attach an in-toto / SLSA v1 provenance statement to each platform image.
     #[arg(long)]
     pub no_provenance: bool,
+    /// Treat lints (root user, unpinned base, secrets in a layer, …; see docs/lints.md) as
+    /// errors: the build stops with exit code 2 before writing anything.
+    #[arg(long)]
+    pub strict: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -166,6 +170,7 @@ pub fn run(args: BuildArgs) -> Result<()> {
         shared_cache: SharedCache::Off,
         no_sbom: args.no_sbom,
         no_provenance: args.no_provenance,
+        strict: args.strict,
     };
     let result = match shared_cache(args.shared_cache, std::env::var_os("MLIMG_CACHE_KEY")) {
         Ok(sc) => build(
@@ -380,5 +385,8 @@ impl Progress for Bars {
     }
     fn warning(&self, w: &Warning) {
         self.message(&format!("warning[{}]: {}", w.code, w.message));
+        if let Some(h) = &w.hint {
+            self.message(&format!("  hint: {h}"));
+        }
     }
 }

@@ -58,6 +58,8 @@ pub struct BuildOptions {
     pub no_sbom: bool,
     /// Do not attach an in-toto / SLSA provenance statement (`--no-provenance`).
     pub no_provenance: bool,
+    /// Lints are errors (`--strict`): the build stops after planning when one fires.
+    pub strict: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -101,6 +103,9 @@ pub enum BuildError {
     Output(Box<SinkError>),
     #[error(transparent)]
     Registry(Box<crate::registry::RegistryError>),
+    /// `--strict` and at least one lint fired.
+    #[error("--strict: {} lint(s) failed: {}", lints.len(), lints.iter().map(|w| format!("[{}] {}", w.code, w.message)).collect::<Vec<_>>().join("; "))]
+    Lint { lints: Vec<Warning> },
 }
 
 impl BuildError {
@@ -121,7 +126,8 @@ impl BuildError {
             | BuildError::SourceDateEpoch(_)
             | BuildError::SharedCache(_)
             | BuildError::Platform { .. }
-            | BuildError::NoImageName { .. } => 2,
+            | BuildError::NoImageName { .. }
+            | BuildError::Lint { .. } => 2,
             _ => 1,
         }
     }
@@ -141,6 +147,7 @@ impl BuildError {
             | BuildError::SharedCache(_)
             | BuildError::Platform { .. } => "usage",
             BuildError::NoImageName { .. } => "spec",
+            BuildError::Lint { .. } => "lint",
             BuildError::Resolve(e) => match **e {
                 resolve::ResolveError::Locked { .. } | resolve::ResolveError::Lock(_) => "lock",
                 resolve::ResolveError::Hub { .. } => "hub",
@@ -217,6 +224,22 @@ pub fn build(opts: &BuildOptions, progress: &dyn Progress) -> Result<Outcome, Bu
     let (plan, warnings) = crate::plan::plan(&spec, &resolved, mtime)?;
     for w in &warnings {
         progress.warning(w);
+    }
+    let lints = crate::lint::run(
+        &crate::lint::Inputs {
+            spec: &spec,
+            resolved: &resolved,
+            plan: &plan,
+            lock: lock.as_ref(),
+        },
+        client.as_ref(),
+        &opts.cache_dir,
+    );
+    for w in &lints {
+        progress.warning(w);
+    }
+    if opts.strict && !lints.is_empty() {
+        return Err(BuildError::Lint { lints });
     }
     if opts.dry_run {
         return Ok(Outcome::Plan(plan, progress.take()));

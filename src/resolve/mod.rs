@@ -19,6 +19,7 @@ use std::path::{Path, PathBuf};
 pub use base::{BaseError, ResolvedBase};
 pub(crate) use hub::hub_events;
 pub use hub::hub_source;
+pub(crate) use python::open_base_layer;
 
 use crate::lock::{self, DepsLock, Lockfile, WeightsLock};
 use crate::platform::Platform;

@@ -179,44 +179,7 @@ fn python_target(
             )
         })
         .collect();
-    // A layout's file, a copy in the cache, or a stream from the registry: nothing is stored.
-    let open = |digest: &str| -> Option<std::io::Result<Box<dyn Read + '_>>> {
-        let l = base.layers.iter().find(|l| l.descriptor.digest == digest)?;
-        let cached = cache_dir
-            .join("blobs/sha256")
-            .join(l.descriptor.digest.hex());
-        let path: Option<PathBuf> = match &l.source {
-            BlobSource::File(p) => Some(p.clone()),
-            _ if cached.is_file() => Some(cached),
-            _ => None,
-        };
-        if let Some(p) = path {
-            return Some(std::fs::File::open(p).map(|f| Box::new(f) as Box<dyn Read>));
-        }
-        match (&l.source, client) {
-            (
-                BlobSource::Remote {
-                    registry,
-                    repository,
-                    ..
-                },
-                Some(c),
-            ) => {
-                let r = crate::registry::Reference {
-                    registry: registry.clone(),
-                    repository: repository.clone(),
-                    tag: None,
-                    digest: None,
-                };
-                Some(
-                    c.blob_reader(&r, digest, l.descriptor.size)
-                        .map(|b| Box::new(b) as Box<dyn Read>)
-                        .map_err(std::io::Error::other),
-                )
-            }
-            _ => None,
-        }
-    };
+    let open = |digest: &str| open_base_layer(base, client, cache_dir, digest);
     let (target, mut explain) = python::detect::detect_target_from(
         &base.config,
         &layers,
@@ -234,4 +197,49 @@ fn python_target(
     }
     explain.insert(0, format!("python target (base {}):", spec.image.base_name));
     Ok((target, explain))
+}
+
+/// One base layer's bytes by digest: a layout's file, a copy in the cache, or a stream from
+/// the registry (nothing is stored). `None` when none of these has it.
+pub(crate) fn open_base_layer<'a>(
+    base: &'a super::ResolvedBase,
+    client: Option<&'a RegistryClient>,
+    cache_dir: &Path,
+    digest: &str,
+) -> Option<std::io::Result<Box<dyn Read + 'a>>> {
+    let l = base.layers.iter().find(|l| l.descriptor.digest == digest)?;
+    let cached = cache_dir
+        .join("blobs/sha256")
+        .join(l.descriptor.digest.hex());
+    let path: Option<PathBuf> = match &l.source {
+        BlobSource::File(p) => Some(p.clone()),
+        _ if cached.is_file() => Some(cached),
+        _ => None,
+    };
+    if let Some(p) = path {
+        return Some(std::fs::File::open(p).map(|f| Box::new(f) as Box<dyn Read>));
+    }
+    match (&l.source, client) {
+        (
+            BlobSource::Remote {
+                registry,
+                repository,
+                ..
+            },
+            Some(c),
+        ) => {
+            let r = crate::registry::Reference {
+                registry: registry.clone(),
+                repository: repository.clone(),
+                tag: None,
+                digest: None,
+            };
+            Some(
+                c.blob_reader(&r, digest, l.descriptor.size)
+                    .map(|b| Box::new(b) as Box<dyn Read + 'a>)
+                    .map_err(std::io::Error::other),
+            )
+        }
+        _ => None,
+    }
 }

@@ -321,18 +321,24 @@ fn skip(r: &mut dyn Read, n: u64) -> std::io::Result<()> {
 /// A base layer's bytes, opened by digest (a local file, or a stream from the registry).
 pub type OpenLayer<'a> = dyn Fn(&str) -> Option<std::io::Result<Box<dyn Read + 'a>>> + 'a;
 
+/// A layer blob's tar stream: gzip and zstd are recognized by their magic bytes, anything
+/// else is read as a plain tar.
+pub(crate) fn tar_stream<'a>(raw: Box<dyn Read + 'a>) -> std::io::Result<Box<dyn Read + 'a>> {
+    let mut f = BufReader::new(raw);
+    let magic = f.fill_buf()?.to_vec();
+    Ok(if magic.starts_with(&[0x1f, 0x8b]) {
+        Box::new(flate2::read::MultiGzDecoder::new(f))
+    } else if magic.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+        Box::new(zstd::stream::read::Decoder::with_buffer(f)?)
+    } else {
+        Box::new(f)
+    })
+}
+
 fn scan_layer(label: &Path, raw: Box<dyn Read + '_>, scan: &mut Scan) -> Result<(), PythonError> {
     let path = label;
     let io = |e| PythonError::io(path, e);
-    let mut f = BufReader::new(raw);
-    let magic = f.fill_buf().map_err(io)?.to_vec();
-    let mut reader: Box<dyn Read> = if magic.starts_with(&[0x1f, 0x8b]) {
-        Box::new(flate2::read::MultiGzDecoder::new(f))
-    } else if magic.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
-        Box::new(zstd::stream::read::Decoder::with_buffer(f).map_err(io)?)
-    } else {
-        Box::new(f)
-    };
+    let mut reader = tar_stream(raw).map_err(io)?;
     // Whiteouts apply to lower layers only: collect this layer's additions separately.
     let mut added: Vec<String> = Vec::new();
     let mut files: BTreeMap<String, Vec<u8>> = BTreeMap::new();
