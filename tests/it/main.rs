@@ -10,6 +10,7 @@ mod hostile_net;
 mod hub_build;
 mod layer_golden;
 mod layout_reuse;
+mod lints;
 mod lock;
 mod model;
 mod oci_checker;
