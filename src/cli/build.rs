@@ -158,6 +158,7 @@ pub fn run(args: BuildArgs) -> Result<()> {
         source_date_epoch: std::env::var("SOURCE_DATE_EPOCH").ok(),
         jobs: args.jobs,
         pip_index_urls: pip_index_urls(),
+        pip_find_links: pip_find_links(),
         locked: args.locked,
         hub: Some(mlimg::sources::hf::HubOptions {
             transport,
@@ -272,6 +273,23 @@ pub(crate) fn pip_index_urls() -> Vec<String> {
         v.extend(extra.split_whitespace().map(str::to_string));
     }
     v
+}
+
+/// `PIP_FIND_LINKS`: space-separated folders of wheels (or `file://` URLs of folders), as pip
+/// reads them; relative paths from the current folder. Used after each set's own `find_links`.
+pub(crate) fn pip_find_links() -> Vec<PathBuf> {
+    std::env::var("PIP_FIND_LINKS")
+        .map(|v| parse_find_links(&v))
+        .unwrap_or_default()
+}
+
+fn parse_find_links(v: &str) -> Vec<PathBuf> {
+    v.split_whitespace()
+        .map(|s| {
+            let p = s.strip_prefix("file://").unwrap_or(s);
+            std::path::absolute(p).unwrap_or_else(|_| PathBuf::from(p))
+        })
+        .collect()
 }
 
 /// Progress on stderr: bars on a terminal, one line per layer otherwise.

@@ -39,6 +39,8 @@ pub struct BuildOptions {
     /// Python package indexes after each set's own `index_url` (`PIP_INDEX_URL`, then
     /// `PIP_EXTRA_INDEX_URL`'s entries).
     pub pip_index_urls: Vec<String>,
+    /// Folders of wheels after each set's own `find_links` (`PIP_FIND_LINKS`).
+    pub pip_find_links: Vec<PathBuf>,
     /// Fail when mlimg.lock does not match the spec (like `cargo --locked`).
     pub locked: bool,
     /// Hugging Face Hub endpoint, token and cache (from HF_* variables); `None` = defaults.
@@ -212,6 +214,7 @@ pub fn build(opts: &BuildOptions, progress: &dyn Progress) -> Result<Outcome, Bu
         read_only: opts.dry_run,
         hub: hub_options(opts),
         pip_index_urls: opts.pip_index_urls.clone(),
+        pip_find_links: opts.pip_find_links.clone(),
         cache_dir: opts.cache_dir.clone(),
     };
     let resolved = resolve::resolve(

@@ -42,6 +42,8 @@ pub struct ResolveOptions {
     pub hub: HubOptions,
     /// Indexes after each set's own `index_url` (`PIP_INDEX_URL`, `PIP_EXTRA_INDEX_URL`).
     pub pip_index_urls: Vec<String>,
+    /// Folders of wheels after each set's own `find_links` (`PIP_FIND_LINKS`).
+    pub pip_find_links: Vec<PathBuf>,
     /// The build cache, read only: registry base layers found there are not downloaded again.
     pub cache_dir: PathBuf,
 }

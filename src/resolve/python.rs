@@ -82,13 +82,25 @@ pub(super) fn resolve_platform(
                         _ => None,
                     },
                     index_urls,
-                    find_links: d.find_links.clone(),
+                    // the spec's folders first, then PIP_FIND_LINKS'
+                    find_links: d
+                        .find_links
+                        .iter()
+                        .chain(&opts.pip_find_links)
+                        .cloned()
+                        .collect(),
                 };
                 let r = python::resolve_with(&input, &target, Some(&opts.cache_dir.join("wheels")))
                     .map_err(|e| py_err(&d.name, e))?;
                 for w in r.warnings {
                     progress.warning(&Warning::new(
                         "wheel-origin-unknown",
+                        format!("deps {:?} ({}): {w}", d.name, rp.platform),
+                    ));
+                }
+                for w in r.yanked {
+                    progress.warning(&Warning::new(
+                        "wheel-yanked",
                         format!("deps {:?} ({}): {w}", d.name, rp.platform),
                     ));
                 }

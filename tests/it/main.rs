@@ -21,6 +21,7 @@ mod python;
 mod python_e2e;
 mod python_offline;
 mod registry;
+mod requirements;
 mod shared_cache;
 mod spec_errors;
 mod transport;
