@@ -127,6 +127,8 @@ pub struct RawWeights {
     pub exclude: Vec<S<String>>,
     #[serde(default)]
     pub layers: Option<S<String>>,
+    #[serde(default)]
+    pub owner: Option<S<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -140,6 +142,8 @@ pub struct RawApp {
     pub exclude: Vec<S<String>>,
     #[serde(default)]
     pub compression: Option<S<String>>,
+    #[serde(default)]
+    pub owner: Option<S<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -155,6 +159,8 @@ pub struct RawConfig {
     pub workdir: Option<S<String>>,
     #[serde(default)]
     pub user: Option<S<String>>,
+    #[serde(default)]
+    pub writable: Vec<S<String>>,
     #[serde(default)]
     pub ports: Vec<S<String>>,
     #[serde(default)]

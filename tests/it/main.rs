@@ -24,4 +24,5 @@ mod registry;
 mod requirements;
 mod shared_cache;
 mod spec_errors;
+mod spec_features;
 mod transport;

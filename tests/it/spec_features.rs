@@ -1,0 +1,171 @@
+//! What a Dockerfile could say and the spec now can: file owners (`owner`, `[config]
+//! writable`), the build context's `.dockerignore`, docker's default `PATH`, `created` from
+//! the git checkout, and `tags = []` refused for `--push`.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::common::oci::{Strictness, check_layout};
+use crate::common::{TestContext, run_ok};
+
+/// Every layer's entries of the one image in an OCI layout: path → (uid, gid, mode).
+fn layer_entries(layout: &Path) -> Vec<BTreeMap<String, (u64, u64, u32)>> {
+    // mlimg's own checks (../shared/tools/oci-check --strict-repro wants 0:0 everywhere)
+    let checked = check_layout(layout, Strictness::Repro).unwrap_or_else(|e| panic!("{e}"));
+    let image = checked.images.first().expect("one image");
+    image
+        .layers
+        .iter()
+        .map(|l| {
+            let hex = l.digest.trim_start_matches("sha256:");
+            let f = fs::File::open(layout.join("blobs/sha256").join(hex)).expect("blob");
+            let r: Box<dyn Read> = if l.media_type.ends_with("+gzip") {
+                Box::new(flate2::read::GzDecoder::new(f))
+            } else {
+                Box::new(f)
+            };
+            let mut a = tar::Archive::new(r);
+            a.entries()
+                .expect("tar")
+                .map(|e| {
+                    let e = e.expect("entry");
+                    let h = e.header();
+                    (
+                        e.path()
+                            .expect("path")
+                            .to_string_lossy()
+                            .trim_end_matches('/')
+                            .to_string(),
+                        (
+                            h.uid().expect("uid"),
+                            h.gid().expect("gid"),
+                            h.mode().expect("mode"),
+                        ),
+                    )
+                })
+                .collect()
+        })
+        .collect()
+}
+
+fn write(path: &Path, text: &str) {
+    fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+    fs::write(path, text).expect("write");
+}
+
+fn project(cx: &TestContext, spec: &str) -> PathBuf {
+    let dir = cx.path().join("project");
+    write(&dir.join("app/main.sh"), "#!/bin/sh\n");
+    write(&dir.join("app/data/state.txt"), "x\n");
+    write(&dir.join("models/m/config.json"), "{}\n");
+    write(&dir.join("mlimg.toml"), spec);
+    dir.join("mlimg.toml")
+}
+
+#[test]
+fn owner_and_writable_folders_are_numeric_and_reproducible() {
+    let cx = TestContext::new();
+    let spec = project(
+        &cx,
+        r#"[image]
+name = "localhost/owned"
+
+[[weights]]
+name = "m"
+source = "models/m"
+dest = "/models/m"
+owner = "2000:3000"
+
+[app]
+src = "app"
+owner = "1000:1000"
+
+[config]
+cmd = ["/app/main.sh"]
+user = "1001:1002"
+writable = ["/app/cache", "/app/data", "/var/cache/hf"]
+"#,
+    );
+    let out = cx.path().join("out");
+    run_ok(
+        cx.mlimg()
+            .args(["build", "--no-sbom", "--no-provenance", "-f"])
+            .arg(&spec)
+            .arg("-o")
+            .arg(format!("oci:{}", out.display())),
+    );
+    let layers = layer_entries(&out);
+    let [weights, app] = layers.as_slice() else {
+        panic!("two layers: {layers:?}")
+    };
+    assert_eq!(weights["models/m/config.json"].0, 2000);
+    assert_eq!(weights["models/m/config.json"].1, 3000);
+    assert_eq!(weights["models/m"].0, 2000, "dest itself");
+    assert_eq!(weights["models"].0, 0, "parents of dest stay root's");
+    // writable folders belong to [config] user, inside the app's folder too
+    let owner = |p: &str| (app[p].0, app[p].1);
+    assert_eq!(owner("app/main.sh"), (1000, 1000), "{app:?}");
+    assert_eq!(owner("app"), (1000, 1000));
+    assert_eq!(owner("app/cache"), (1001, 1002));
+    assert_eq!(owner("app/data"), (1001, 1002));
+    assert_eq!(owner("app/data/state.txt"), (1001, 1002));
+    assert_eq!(owner("var/cache/hf"), (1001, 1002));
+    assert_eq!(owner("var/cache"), (0, 0));
+    assert_eq!(app["app/cache"].2 & 0o777, 0o755);
+
+    // the same spec builds the same bytes again, in another folder with another cache
+    let cx2 = TestContext::new();
+    let spec2 = project(&cx2, &fs::read_to_string(&spec).expect("spec"));
+    let out2 = cx2.path().join("out");
+    run_ok(
+        cx2.mlimg()
+            .args(["build", "--no-sbom", "--no-provenance", "-f"])
+            .arg(&spec2)
+            .arg("-o")
+            .arg(format!("oci:{}", out2.display())),
+    );
+    assert_eq!(
+        fs::read(out.join("index.json")).expect("index"),
+        fs::read(out2.join("index.json")).expect("index")
+    );
+}
+
+#[test]
+fn owners_must_be_numbers_and_writable_needs_a_numeric_user() {
+    let cx = TestContext::new();
+    for (extra, field, want) in [
+        (
+            "[app]\nsrc = \"app\"\nowner = \"app\"\n",
+            "app.owner",
+            "UID:GID",
+        ),
+        (
+            "[app]\nsrc = \"app\"\n[config]\nuser = \"app\"\nwritable = [\"/app/cache\"]\n",
+            "config.writable[0]",
+            "numeric",
+        ),
+    ] {
+        let spec = project(&cx, &format!("[image]\nname = \"localhost/x\"\n{extra}"));
+        let out = cx
+            .mlimg()
+            .args(["build", "--dry-run", "-f"])
+            .arg(&spec)
+            .output()
+            .expect("run");
+        assert_eq!(out.status.code(), Some(2));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains(field) && err.contains(want) && err.contains("mlimg.toml:"),
+            "{err}"
+        );
+    }
+}
+
+#[allow(dead_code)]
+fn git(dir: &Path, args: &[&str]) -> String {
+    let out = run_ok(Command::new("git").arg("-C").arg(dir).args(args));
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
