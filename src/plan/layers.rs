@@ -407,7 +407,16 @@ fn plan_app(spec: &Spec, mtime: u64) -> Result<Option<LayerPlan>, PlanError> {
         return Ok(Some(lp.with_owners(owners(rules.into_iter()))));
     };
     let role = LayerRole::App;
-    let ignore = IgnoreRules::load(&app.src, &app.exclude).map_err(src_err(&role))?;
+    let mut ignore = IgnoreRules::load(&app.src, &app.exclude).map_err(src_err(&role))?;
+    // The spec's folder is the build context: its .dockerignore applies to the app layer as
+    // docker applies it, with paths relative to that folder.
+    if let (Ok(ctx), Ok(src)) = (spec.dir.canonicalize(), app.src.canonicalize())
+        && src != ctx
+        && let Ok(prefix) = src.strip_prefix(&ctx)
+    {
+        let prefix = prefix.to_string_lossy().replace('\\', "/");
+        ignore = IgnoreRules::under_context(&ctx, &prefix, ignore).map_err(src_err(&role))?;
+    }
     let mut skip: Vec<PathBuf> = spec
         .weights
         .iter()

@@ -164,6 +164,56 @@ fn owners_must_be_numbers_and_writable_needs_a_numeric_user() {
     }
 }
 
+/// The image paths of the dry-run plan's app layer.
+fn app_paths(cx: &TestContext, spec: &Path) -> Vec<String> {
+    let out = run_ok(
+        cx.mlimg()
+            .args(["build", "--dry-run", "--json", "-f"])
+            .arg(spec),
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    v["platforms"][0]["layers"]
+        .as_array()
+        .and_then(|ls| ls.iter().find(|l| l["role"] == "app"))
+        .and_then(|l| l["entries"].as_array())
+        .unwrap_or_else(|| panic!("no app layer: {v}"))
+        .iter()
+        .filter_map(|e| e["path"].as_str().map(str::to_string))
+        .collect()
+}
+
+#[test]
+fn the_build_context_dockerignore_applies_to_the_app_layer() {
+    let cx = TestContext::new();
+    let spec = project(
+        &cx,
+        "[image]\nname = \"localhost/ctx\"\n[app]\nsrc = \"app\"\n[config]\ncmd = [\"/app/main.sh\"]\n",
+    );
+    let dir = spec.parent().expect("dir");
+    write(&dir.join("app/secret.txt"), "s\n");
+    write(&dir.join("app/debug.log"), "l\n");
+    write(&dir.join("app/keep.log"), "k\n");
+    write(&dir.join("app/sub/trace.log"), "t\n");
+    // docker reads the context's .dockerignore with paths from the context
+    write(
+        &dir.join(".dockerignore"),
+        "app/secret.txt\n**/*.log\nmodels\n",
+    );
+    // the app folder's own rules come after the context's: the last match wins
+    write(&dir.join("app/.dockerignore"), "!keep.log\n");
+    let paths = app_paths(&cx, &spec);
+    for gone in ["/app/secret.txt", "/app/debug.log", "/app/sub/trace.log"] {
+        assert!(!paths.contains(&gone.to_string()), "{gone} in {paths:?}");
+    }
+    for kept in ["/app/main.sh", "/app/keep.log", "/app/data/state.txt"] {
+        assert!(paths.contains(&kept.to_string()), "{kept} not in {paths:?}");
+    }
+    // the context's file names the app folder itself: nothing of it is left
+    write(&dir.join(".dockerignore"), "app\n");
+    write(&dir.join("app/.dockerignore"), "");
+    assert_eq!(app_paths(&cx, &spec), Vec::<String>::new());
+}
+
 #[allow(dead_code)]
 fn git(dir: &Path, args: &[&str]) -> String {
     let out = run_ok(Command::new("git").arg("-C").arg(dir).args(args));
