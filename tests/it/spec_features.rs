@@ -219,3 +219,40 @@ fn git(dir: &Path, args: &[&str]) -> String {
     let out = run_ok(Command::new("git").arg("-C").arg(dir).args(args));
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
+
+#[test]
+fn a_base_without_path_gets_dockers_default() {
+    let cx = TestContext::new();
+    let spec = project(
+        &cx,
+        "[image]\nname = \"localhost/p\"\n[config]\ncmd = [\"/app/main.sh\"]\nenv = { A = \"1\" }\n",
+    );
+    let out = run_ok(
+        cx.mlimg()
+            .args(["build", "--dry-run", "--json", "-f"])
+            .arg(&spec),
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(
+        v["platforms"][0]["config"]["Env"],
+        serde_json::json!([
+            "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            "A=1"
+        ])
+    );
+    // a PATH of the spec's stays as it is
+    let spec = project(
+        &cx,
+        "[image]\nname = \"localhost/p\"\n[config]\nenv = { PATH = \"/opt/bin\" }\n",
+    );
+    let out = run_ok(
+        cx.mlimg()
+            .args(["build", "--dry-run", "--json", "-f"])
+            .arg(&spec),
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(
+        v["platforms"][0]["config"]["Env"],
+        serde_json::json!(["PATH=/opt/bin"])
+    );
+}
