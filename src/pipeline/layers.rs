@@ -428,8 +428,9 @@ pub(super) fn assemble(
     fetched: &Arc<Fetched>,
     cache: &Cache,
     mtime: u64,
+    created: u64,
 ) -> Result<ImageSet, BuildError> {
-    let created = image::rfc3339(mtime);
+    let created = image::rfc3339(created);
     let mut images = Vec::new();
     for (pp, rp) in plan.platforms.iter().zip(&resolved.platforms) {
         let mut layers = base_layers(&rp.base, cache);

@@ -203,6 +203,15 @@ pub fn build(opts: &BuildOptions, progress: &dyn Progress) -> Result<Outcome, Bu
     )?;
     let mtime = crate::layer::source_date_epoch(opts.source_date_epoch.as_deref())
         .map_err(BuildError::SourceDateEpoch)?;
+    // The image's `created`: SOURCE_DATE_EPOCH, else the last commit of the clean git
+    // checkout holding the spec, else 0. Layer entries keep `mtime`, so a new commit does not
+    // change every layer.
+    let created = match &opts.source_date_epoch {
+        Some(_) => mtime,
+        None => crate::sources::git::read(&spec.dir)
+            .filter(|g| g.clean)
+            .map_or(0, |g| g.commit_time),
+    };
     let platforms = select_platforms(&spec, &opts.platforms)?;
     let targets = registry_targets(&spec, opts)?;
     let client = registry_client(&spec, !targets.is_empty(), opts)?;
@@ -327,7 +336,7 @@ pub fn build(opts: &BuildOptions, progress: &dyn Progress) -> Result<Outcome, Bu
         crate::fetch::base_blobs(c, &bases, &cache, progress)?;
     }
     let images = layers::assemble(
-        &spec, &resolved, &plan, &known, &written, &fetched, &cache, mtime,
+        &spec, &resolved, &plan, &known, &written, &fetched, &cache, mtime, created,
     )?;
     let artifacts = model::artifacts(
         &spec,
@@ -336,10 +345,10 @@ pub fn build(opts: &BuildOptions, progress: &dyn Progress) -> Result<Outcome, Bu
         &images,
         &effective_tags(&spec, opts),
         &resolve_opts.hub.endpoint,
-        mtime,
+        created,
     )?;
     let images = images.with_artifacts(artifacts);
-    let images = with_provenance(&spec, &resolved, &plan, images, opts, mtime)?;
+    let images = with_provenance(&spec, &resolved, &plan, images, opts, created)?;
 
     let mut outputs = Vec::new();
     for s in &sinks {

@@ -214,10 +214,101 @@ fn the_build_context_dockerignore_applies_to_the_app_layer() {
     assert_eq!(app_paths(&cx, &spec), Vec::<String>::new());
 }
 
-#[allow(dead_code)]
 fn git(dir: &Path, args: &[&str]) -> String {
-    let out = run_ok(Command::new("git").arg("-C").arg(dir).args(args));
+    let out = run_ok(
+        Command::new("git")
+            .arg("-C")
+            .arg(dir)
+            .args(["-c", "user.name=t", "-c", "user.email=t@example.com"])
+            .args(args)
+            .env("GIT_COMMITTER_DATE", "2024-05-06T07:08:09Z")
+            .env("GIT_AUTHOR_DATE", "2024-05-06T07:08:09Z"),
+    );
     String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// The built image's config `created` and its app layer's digest.
+fn created_and_app_layer(
+    cx: &TestContext,
+    spec: &Path,
+    out: &str,
+    sde: Option<&str>,
+) -> (String, String) {
+    let dir = cx.path().join(out);
+    let mut c = cx.mlimg();
+    if let Some(v) = sde {
+        c.env("SOURCE_DATE_EPOCH", v);
+    }
+    let report = run_ok(
+        c.args(["build", "--json", "--no-sbom", "--no-provenance", "-f"])
+            .arg(spec)
+            .arg("-o")
+            .arg(format!("oci:{}", dir.display())),
+    );
+    let v: serde_json::Value = serde_json::from_slice(&report.stdout).expect("json");
+    let checked = check_layout(&dir, Strictness::Repro).unwrap_or_else(|e| panic!("{e}"));
+    let image = checked.images.first().expect("image");
+    let app = v["platforms"][0]["layers"]
+        .as_array()
+        .and_then(|ls| ls.iter().find(|l| l["role"] == "app"))
+        .and_then(|l| l["digest"].as_str())
+        .unwrap_or_else(|| panic!("no app layer: {v}"))
+        .to_string();
+    (
+        image.config["created"]
+            .as_str()
+            .expect("created")
+            .to_string(),
+        app,
+    )
+}
+
+#[test]
+fn created_comes_from_the_last_commit_of_a_clean_checkout() {
+    let cx = TestContext::new();
+    let spec = project(
+        &cx,
+        "[image]\nname = \"localhost/g\"\n[app]\nsrc = \"app\"\n[config]\ncmd = [\"/app/main.sh\"]\n",
+    );
+    let dir = spec.parent().expect("dir").to_path_buf();
+    // not a checkout: the epoch
+    let (plain, app0) = created_and_app_layer(&cx, &spec, "o0", None);
+    assert_eq!(plain, "1970-01-01T00:00:00Z");
+
+    git(&dir, &["init", "-q"]);
+    git(&dir, &["add", "-A"]);
+    git(&dir, &["commit", "-qm", "first"]);
+    let info = mlimg::sources::git::read(&dir).expect("a checkout");
+    assert!(info.clean, "{info:?}");
+    assert_eq!(info.commit_time, 1_714_979_289);
+    assert_eq!(info.commit, git(&dir, &["rev-parse", "HEAD"]));
+    assert_eq!(info.remote_url, None);
+    git(
+        &dir,
+        &[
+            "remote",
+            "add",
+            "origin",
+            "https://bob:tok3n@example.com/acme/app.git",
+        ],
+    );
+    let info = mlimg::sources::git::read(&dir).expect("a checkout");
+    assert_eq!(
+        info.remote_url.as_deref(),
+        Some("https://example.com/acme/app.git")
+    );
+
+    let (clean, app1) = created_and_app_layer(&cx, &spec, "o1", None);
+    assert_eq!(clean, "2024-05-06T07:08:09Z");
+    // the layers keep their mtime: a commit does not change them
+    assert_eq!(app1, app0);
+    // SOURCE_DATE_EPOCH wins
+    let (sde, _) = created_and_app_layer(&cx, &spec, "o2", Some("1700000000"));
+    assert_eq!(sde, "2023-11-14T22:13:20Z");
+    // a dirty tree: the epoch again
+    write(&dir.join("app/new.txt"), "n\n");
+    let (dirty, _) = created_and_app_layer(&cx, &spec, "o3", None);
+    assert_eq!(dirty, "1970-01-01T00:00:00Z");
 }
 
 #[test]
