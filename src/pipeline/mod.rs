@@ -80,6 +80,11 @@ pub enum BuildError {
         spec.display()
     )]
     NoImageName { spec: PathBuf },
+    #[error(
+        "--push needs a tag: [image].tags in {} is empty and no --tag was given (mlimg does not push `latest` on its own)\n  hint: add tags = [\"1.0.0\"] to [image], or pass --tag 1.0.0",
+        spec.display()
+    )]
+    NoTags { spec: PathBuf },
     #[error(transparent)]
     Resolve(Box<resolve::ResolveError>),
     #[error(transparent)]
@@ -129,6 +134,7 @@ impl BuildError {
             | BuildError::SharedCache(_)
             | BuildError::Platform { .. }
             | BuildError::NoImageName { .. }
+            | BuildError::NoTags { .. }
             | BuildError::Lint { .. } => 2,
             _ => 1,
         }
@@ -148,7 +154,7 @@ impl BuildError {
             BuildError::SourceDateEpoch(_)
             | BuildError::SharedCache(_)
             | BuildError::Platform { .. } => "usage",
-            BuildError::NoImageName { .. } => "spec",
+            BuildError::NoImageName { .. } | BuildError::NoTags { .. } => "spec",
             BuildError::Lint { .. } => "lint",
             BuildError::Resolve(e) => match **e {
                 resolve::ResolveError::Locked { .. } | resolve::ResolveError::Lock(_) => "lock",
@@ -572,6 +578,11 @@ fn registry_targets(
     let parse = |r: &str| Reference::parse(r).map_err(|e| BuildError::Registry(Box::new(e)));
     let mut out = Vec::new();
     if opts.push {
+        if opts.tags.is_empty() && spec.image.tags.is_empty() {
+            return Err(BuildError::NoTags {
+                spec: spec.path.clone(),
+            });
+        }
         let name = spec
             .image
             .name

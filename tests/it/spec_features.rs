@@ -347,3 +347,28 @@ fn a_base_without_path_gets_dockers_default() {
         serde_json::json!(["PATH=/opt/bin"])
     );
 }
+
+#[test]
+fn push_without_any_tag_is_an_error_not_latest() {
+    let cx = TestContext::new();
+    for tags in ["tags = []\n", ""] {
+        let spec = project(
+            &cx,
+            &format!("[image]\nname = \"127.0.0.1:9/acme/app\"\n{tags}[config]\ncmd = [\"/x\"]\n"),
+        );
+        let out = cx
+            .mlimg()
+            .args(["build", "--push", "--json", "-f"])
+            .arg(&spec)
+            .output()
+            .expect("run");
+        assert_eq!(out.status.code(), Some(2), "{tags:?}");
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+        assert_eq!(v["error"]["code"], "spec");
+        let m = v["error"]["message"].as_str().unwrap_or("");
+        assert!(
+            m.contains("--push needs a tag") && m.contains("--tag"),
+            "{m}"
+        );
+    }
+}
