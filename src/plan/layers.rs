@@ -221,6 +221,7 @@ fn plan_deps(d: &DepsSpec, rp: &ResolvedPlatform, mtime: u64) -> Result<LayerPla
     wheels.sort_by(|a, b| a.name.cmp(&b.name));
     lp.wheels = Some(Arc::new(WheelInstall {
         target: target.clone(),
+        dpkg: rp.dpkg.clone(),
         wheels,
     }));
     Ok(lp)

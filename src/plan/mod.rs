@@ -21,6 +21,8 @@ pub struct WheelInstall {
     pub target: PythonTarget,
     /// Sorted by name.
     pub wheels: Vec<ResolvedWheel>,
+    /// The files the base's Debian packages own: installing over one is an error.
+    pub dpkg: Arc<crate::sources::python::detect::DpkgFiles>,
 }
 
 /// What a layer is for; named in the image history and the `--json` report.

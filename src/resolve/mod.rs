@@ -87,6 +87,8 @@ pub struct ResolvedPlatform {
     pub deps: Vec<(String, Vec<ResolvedWheel>)>,
     /// Per wheel set, the hash of its inputs (for the lock).
     inputs: Vec<String>,
+    /// The files the base's Debian packages own (read with the target; empty otherwise).
+    pub dpkg: std::sync::Arc<crate::sources::python::detect::DpkgFiles>,
 }
 
 /// Everything the plan needs that does not come from local files.
@@ -202,6 +204,7 @@ pub fn resolve(
             explain: Vec::new(),
             deps: Vec::new(),
             inputs: Vec::new(),
+            dpkg: Default::default(),
         });
     }
     for rp in &mut platforms {

@@ -32,7 +32,8 @@ pub(super) fn resolve_platform(
     if sets.is_empty() {
         return Ok(());
     }
-    let (target, explain) = python_target(spec, rp, client, &opts.cache_dir)?;
+    let (target, explain, dpkg) = python_target(spec, rp, client, &opts.cache_dir)?;
+    rp.dpkg = std::sync::Arc::new(dpkg);
     let py_err = |set: &str, source: PythonError| ResolveError::Python {
         set: set.to_string(),
         platform: rp.platform.to_string(),
@@ -179,7 +180,7 @@ fn python_target(
     rp: &ResolvedPlatform,
     client: Option<&RegistryClient>,
     cache_dir: &Path,
-) -> Result<(PythonTarget, Vec<String>), ResolveError> {
+) -> Result<(PythonTarget, Vec<String>, python::detect::DpkgFiles), ResolveError> {
     let base = &rp.base;
     let layers: Vec<(String, String)> = base
         .layers
@@ -192,7 +193,7 @@ fn python_target(
         })
         .collect();
     let open = |digest: &str| open_base_layer(base, client, cache_dir, digest);
-    let (target, mut explain) = python::detect::detect_target_from(
+    let (target, mut explain, dpkg) = python::detect::detect_target_dpkg(
         &base.config,
         &layers,
         &open,
@@ -208,7 +209,7 @@ fn python_target(
         line.insert_str(0, "  ");
     }
     explain.insert(0, format!("python target (base {}):", spec.image.base_name));
-    Ok((target, explain))
+    Ok((target, explain, dpkg))
 }
 
 /// One base layer's bytes by digest: a layout's file, a copy in the cache, or a stream from

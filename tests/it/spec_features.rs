@@ -372,3 +372,88 @@ fn push_without_any_tag_is_an_error_not_latest() {
         );
     }
 }
+
+/// A Debian-shaped base (CPython 3.11 under /usr, a dpkg database whose python3-wheel owns
+/// /usr/bin/wheel) built into `DIR/base/out`, and a spec installing the wheel package on it.
+fn debian_project(cx: &TestContext) -> PathBuf {
+    let dir = cx.path().join("deb");
+    let fs_root = dir.join("base/fs");
+    write(&fs_root.join("usr/lib/python3.11/os.py"), "# stdlib\n");
+    write(&fs_root.join("etc/debian_version"), "12\n");
+    write(
+        &fs_root.join("var/lib/dpkg/status"),
+        "Package: libc6\nStatus: install ok installed\nVersion: 2.36-9\n\n\
+         Package: python3-wheel\nStatus: install ok installed\nVersion: 0.38.4-2\n\n",
+    );
+    write(
+        &fs_root.join("var/lib/dpkg/info/python3-wheel.list"),
+        "/.\n/usr\n/usr/bin\n/usr/bin/wheel\n/usr/lib/python3/dist-packages/wheel/__init__.py\n",
+    );
+    write(
+        &dir.join("base/mlimg.toml"),
+        "[image]\nname = \"localhost/deb\"\n[[deps]]\nname = \"fs\"\ndir = \"fs\"\ndest = \"/\"\n",
+    );
+    run_ok(
+        cx.mlimg()
+            .args(["build", "--no-sbom", "--no-provenance", "-f"])
+            .arg(dir.join("base/mlimg.toml"))
+            .arg("-o")
+            .arg(format!("oci:{}", dir.join("base/out").display())),
+    );
+    let wheel = crate::common::pyindex::testdata_wheel("wheel-");
+    fs::create_dir_all(dir.join("wheels")).expect("mkdir");
+    fs::copy(
+        &wheel,
+        dir.join("wheels").join(wheel.file_name().expect("name")),
+    )
+    .expect("copy");
+    write(
+        &dir.join("requirements.txt"),
+        &format!(
+            "wheel==0.43.0 --hash=sha256:{}\n",
+            crate::common::sha256_file(&wheel)
+        ),
+    );
+    write(
+        &dir.join("mlimg.toml"),
+        "[image]\nname = \"localhost/debapp\"\nbase = \"oci:base/out\"\n\n\
+         [[deps]]\nname = \"py\"\nrequirements = \"requirements.txt\"\nfind_links = [\"wheels\"]\n",
+    );
+    dir.join("mlimg.toml")
+}
+
+#[test]
+fn on_a_debian_base_wheels_go_where_pip_puts_them_and_never_over_dpkg_files() {
+    let cx = TestContext::new();
+    let spec = debian_project(&cx);
+    let plan = crate::common::stdout(&run_ok(
+        cx.mlimg()
+            .env("PIP_INDEX_URL", "http://127.0.0.1:9/simple")
+            .args(["build", "--dry-run", "-f"])
+            .arg(&spec),
+    ));
+    assert!(
+        plan.contains("into /usr/local/lib/python3.11/dist-packages for CPython 3.11"),
+        "{plan}"
+    );
+    // the wheel's console script would replace /usr/bin/wheel of python3-wheel
+    let out = cx
+        .mlimg()
+        .env("PIP_INDEX_URL", "http://127.0.0.1:9/simple")
+        .args(["build", "--json", "-f"])
+        .arg(&spec)
+        .arg("-o")
+        .arg(format!("oci:{}", cx.path().join("out").display()))
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let m = v["error"]["message"].as_str().unwrap_or("");
+    assert!(
+        m.contains("wheel-0.43.0-py3-none-any.whl")
+            && m.contains("/usr/bin/wheel")
+            && m.contains("`python3-wheel`"),
+        "{m}"
+    );
+    assert!(!cx.path().join("out").exists());
+}
