@@ -43,6 +43,10 @@ pub struct ImageSpec {
     pub tags: Vec<String>,
     pub base: BaseSpec,
     pub platforms: Vec<Platform>,
+    /// `[image].source` / `revision`: the source repository URL and revision the manifest
+    /// annotations name (else read from the spec's git checkout when it is clean).
+    pub source: Option<String>,
+    pub revision: Option<String>,
 }
 
 /// Where the base image comes from.

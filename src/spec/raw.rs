@@ -75,6 +75,12 @@ pub struct RawImage {
     /// The folder local sources must stay inside (relative to the spec); default its folder.
     #[serde(default)]
     pub context: Option<S<String>>,
+    /// `org.opencontainers.image.source` (default: the git checkout's origin URL).
+    #[serde(default)]
+    pub source: Option<S<String>>,
+    /// `org.opencontainers.image.revision` (default: the git checkout's HEAD commit).
+    #[serde(default)]
+    pub revision: Option<S<String>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -483,12 +483,27 @@ fn image(cx: &Ctx, s: &S<raw::RawImage>) -> Result<ImageSpec, SpecError> {
         .base
         .as_ref()
         .map_or_else(|| "scratch".to_string(), |b| b.get_ref().trim().to_string());
+    let text = |v: &Option<S<String>>, field: &str| -> Result<Option<String>, SpecError> {
+        match v {
+            Some(t) if t.get_ref().trim().is_empty() || t.get_ref().contains(['\n', '\r']) => {
+                Err(cx.err(
+                    t.span(),
+                    format!("image.{field}"),
+                    "must be one non-empty line",
+                ))
+            }
+            Some(t) => Ok(Some(t.get_ref().trim().to_string())),
+            None => Ok(None),
+        }
+    };
     Ok(ImageSpec {
         name,
         base_name,
         tags,
         base,
         platforms,
+        source: text(&r.source, "source")?,
+        revision: text(&r.revision, "revision")?,
     })
 }
 
