@@ -10,7 +10,7 @@
 //! - every layer decompresses (gzip, zstd or none, as its media type says) to bytes whose
 //!   sha256 is the config's `rootfs.diff_ids` entry, one diff_id per layer;
 //! - reproducibility (mlimg's contract; [`Strictness::Repro`]): tar entries sorted bytewise,
-//!   parent directories before their children, one mtime per layer, numeric owners (0:0 unless the spec sets `owner` or `writable`) with no
+//!   parent directories before their children, one mtime per layer, owner 0:0 with no
 //!   user/group names.
 //!
 //! [`assert_layout`] / [`assert_archive`] run these checks and then, only where
@@ -577,9 +577,7 @@ fn walk_tar<R: Read>(
         let gid = h.gid().map_err(|e| format!("{what}: {shown}: {e}"))?;
         let uname = h.username_bytes().unwrap_or_default().to_vec();
         let gname = h.groupname_bytes().unwrap_or_default().to_vec();
-        // numeric owners only where a spec asks (`owner`, `writable`); never names
-        let _ = (uid, gid);
-        if !uname.is_empty() || !gname.is_empty() {
+        if uid != 0 || gid != 0 || !uname.is_empty() || !gname.is_empty() {
             return Err(format!(
                 "{what}: {shown} has owner {uid}:{gid} {:?}:{:?}",
                 String::from_utf8_lossy(&uname),
