@@ -73,11 +73,16 @@ impl Fetched {
                     role: role.clone(),
                     source,
                 })?;
-            let entries =
-                python::install_entries(&files, &w.target).map_err(|e| FetchError::Python {
-                    role: role.clone(),
-                    source: Box::new(e),
-                })?;
+            let py_err = |e| FetchError::Python {
+                role: role.clone(),
+                source: Box::new(e),
+            };
+            let mut entries = python::install_entries(&files, &w.target).map_err(py_err)?;
+            if let Some(bc) = &w.bytecode {
+                entries = python::bytecode::compile(entries, &w.target, bc)
+                    .map_err(py_err)?
+                    .0;
+            }
             // never over a file a Debian package of the base owns
             for e in &entries {
                 if matches!(e.content, Content::Dir) {

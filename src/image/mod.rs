@@ -8,6 +8,7 @@
 
 use std::collections::BTreeMap;
 
+pub mod docker;
 pub mod model;
 mod value;
 

@@ -489,7 +489,7 @@ pub(super) fn assemble(
         images.push(image::assemble(
             &pp.platform,
             &rp.base.config,
-            &spec.config,
+            &crate::plan::run_settings(spec, rp),
             layers,
             pp.layers.len(),
             &created,

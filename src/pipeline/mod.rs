@@ -387,9 +387,12 @@ pub fn build(opts: &BuildOptions, progress: &dyn Progress) -> Result<Outcome, Bu
         spec.image.source.as_deref(),
         spec.image.revision.as_deref(),
     );
-    let images = layers::assemble(
+    let mut images = layers::assemble(
         &spec, &resolved, &plan, &known, &written, &fetched, &cache, mtime, created, &source,
     )?;
+    if spec.image.format == crate::spec::ImageFormat::Docker {
+        images = crate::image::docker::convert(images)?;
+    }
     let artifacts = model::artifacts(
         &spec,
         &resolved,

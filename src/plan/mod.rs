@@ -11,7 +11,7 @@ use std::fmt;
 use std::sync::Arc;
 
 pub use crate::layer::{Compression, Content, DEFAULT_WEIGHTS_COMPRESSION, Entry};
-pub use layers::{LAYER_MAX, LAYER_WARN, PlanError, plan};
+pub use layers::{LAYER_MAX, LAYER_WARN, PYCACHE_PREFIX, PlanError, plan, run_settings};
 
 use crate::sources::python::{PythonTarget, ResolvedWheel};
 
@@ -23,6 +23,8 @@ pub struct WheelInstall {
     pub wheels: Vec<ResolvedWheel>,
     /// The files the base's Debian packages own: installing over one is an error.
     pub dpkg: Arc<crate::sources::python::detect::DpkgFiles>,
+    /// Compile `.pyc` files for the installed sources (`None`: none are written).
+    pub bytecode: Option<crate::sources::python::bytecode::Bytecode>,
 }
 
 /// What a layer is for; named in the image history and the `--json` report.
@@ -174,6 +176,8 @@ pub struct PlatformPlan {
 pub struct BuildPlan {
     pub base: String,
     pub mtime: u64,
+    /// `[image].format`: the media types the image is written with.
+    pub format: crate::spec::ImageFormat,
     pub platforms: Vec<PlatformPlan>,
 }
 
@@ -191,6 +195,13 @@ impl BuildPlan {
                         serde_json::json!({
                             "role": l.role.to_string(),
                             "compression": l.compression.as_str(),
+                            "bytecode": l.wheels.as_ref().and_then(|w| w.bytecode.as_ref()).map(|b| serde_json::json!({
+                                "compiler": b.compiler.path,
+                                "version": b.compiler.version,
+                                "magic": b.compiler.magic,
+                                "cache_tag": b.compiler.cache_tag,
+                                "invalidation": "timestamp",
+                            })),
                             "selector": l.selector,
                             "size": l.size(),
                             "wheels": l.wheels.as_ref().map(|w| w.wheels.iter().map(|w| serde_json::json!({
@@ -222,7 +233,7 @@ impl BuildPlan {
                 })
             })
             .collect();
-        serde_json::json!({"base": self.base, "mtime": self.mtime, "platforms": platforms})
+        serde_json::json!({"base": self.base, "mtime": self.mtime, "format": self.format.as_str(), "platforms": platforms})
     }
 }
 
@@ -230,6 +241,15 @@ impl fmt::Display for BuildPlan {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "base: {}", self.base)?;
         writeln!(f, "mtime: {}", self.mtime)?;
+        writeln!(
+            f,
+            "format: {}",
+            match self.format {
+                crate::spec::ImageFormat::Oci => "oci (application/vnd.oci.image.manifest.v1+json)",
+                crate::spec::ImageFormat::Docker =>
+                    "docker (application/vnd.docker.distribution.manifest.v2+json)",
+            }
+        )?;
         let mut shown = std::collections::HashSet::new();
         for p in &self.platforms {
             writeln!(f, "platform {}:", p.platform)?;
@@ -252,6 +272,17 @@ impl fmt::Display for BuildPlan {
                 }
                 if let Some(w) = &l.wheels {
                     writeln!(f, "    into {} for {}", w.target.site_packages(), w.target)?;
+                    match &w.bytecode {
+                        Some(b) => writeln!(
+                            f,
+                            "    bytecode: .pyc ({}) compiled by {} (CPython {}, timestamp {})",
+                            b.compiler.cache_tag,
+                            b.compiler.path.display(),
+                            b.compiler.version,
+                            b.mtime
+                        )?,
+                        None => writeln!(f, "    bytecode: none")?,
+                    }
                     for w in &w.wheels {
                         writeln!(f, "    wheel {} sha256:{}", w.filename, w.sha256)?;
                     }

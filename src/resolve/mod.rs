@@ -89,6 +89,10 @@ pub struct ResolvedPlatform {
     inputs: Vec<String>,
     /// The files the base's Debian packages own (read with the target; empty otherwise).
     pub dpkg: std::sync::Arc<crate::sources::python::detect::DpkgFiles>,
+    /// Who compiles the wheels' bytecode: `None` without wheel sets or with
+    /// `compile_bytecode = false`, `Some(Err(why))` when no interpreter of the target's
+    /// version was found on this machine. Not part of the lock (it is the build machine's).
+    pub bytecode: Option<Result<crate::sources::python::bytecode::Compiler, String>>,
 }
 
 /// Everything the plan needs that does not come from local files.
@@ -205,10 +209,21 @@ pub fn resolve(
             deps: Vec::new(),
             inputs: Vec::new(),
             dpkg: Default::default(),
+            bytecode: None,
         });
     }
+    let mut compilers = std::collections::BTreeMap::new();
     for rp in &mut platforms {
         python::resolve_platform(spec, rp, client, lock, opts, &lock_path, progress)?;
+        if let Some(t) = &rp.python
+            && spec.compile_bytecode
+            && !rp.deps.is_empty()
+        {
+            let c = compilers
+                .entry(t.version)
+                .or_insert_with(|| crate::sources::python::bytecode::find_compiler(t.version));
+            rp.bytecode = Some(c.clone());
+        }
     }
     let weights = hub::resolve_weights(spec, lock, opts, &lock_path, progress)?;
     Ok(Resolved { platforms, weights })

@@ -27,6 +27,8 @@ pub struct Spec {
     pub context: Option<PathBuf>,
     pub image: ImageSpec,
     pub python: Option<PythonSpec>,
+    /// `[python].compile_bytecode` (default true): `.pyc` files for installed wheels.
+    pub compile_bytecode: bool,
     pub deps: Vec<DepsSpec>,
     pub weights: Vec<WeightsSpec>,
     pub app: Option<AppSpec>,
@@ -47,6 +49,28 @@ pub struct ImageSpec {
     /// annotations name (else read from the spec's git checkout when it is clean).
     pub source: Option<String>,
     pub revision: Option<String>,
+    /// `[image].format`: OCI (default) or Docker image manifest v2 schema 2 media types.
+    pub format: ImageFormat,
+}
+
+/// The media types an image is written with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ImageFormat {
+    /// OCI image spec 1.1: `application/vnd.oci.image.*`.
+    #[default]
+    Oci,
+    /// Docker image manifest v2 schema 2 (`application/vnd.docker.*`): keeps `Healthcheck`
+    /// under engines that drop it from OCI configs (podman).
+    Docker,
+}
+
+impl ImageFormat {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ImageFormat::Oci => "oci",
+            ImageFormat::Docker => "docker",
+        }
+    }
 }
 
 /// Where the base image comes from.
@@ -96,6 +120,21 @@ pub struct DepsSpec {
     pub index_url: Option<String>,
     pub find_links: Vec<PathBuf>,
     pub compression: Compression,
+    /// How a wheel set is cut into layers (`dir` sets are always one layer).
+    pub layering: DepsLayering,
+}
+
+/// `[[deps]].layers`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DepsLayering {
+    /// The whole set in one layer.
+    #[default]
+    One,
+    /// One layer per installed distribution: adding a package ships that package.
+    PerPackage,
+    /// Wheels of 10 MiB or more alone, the others in 4 layers chosen by a hash of their name:
+    /// adding a small package re-ships one quarter of the small ones.
+    Auto,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

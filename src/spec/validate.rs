@@ -272,7 +272,27 @@ pub(super) fn parse(file: &Path, text: &str, opts: &LoadOptions) -> Result<Spec,
     cx.context = context(&cx, &raw.image, opts)?;
 
     let image = image(&cx, &raw.image)?;
-    let python = raw.python.as_ref().map(|p| python(&cx, p)).transpose()?;
+    let python = match &raw.python {
+        Some(p) if p.get_ref().version.is_some() => Some(python(&cx, p)?),
+        Some(p) => {
+            let r = p.get_ref();
+            if r.prefix.is_some() || r.libc.is_some() || r.site_packages.is_some() {
+                return Err(cx.err_hint(
+                    p.span(),
+                    "python.version",
+                    "prefix, libc and site_packages describe an interpreter: they need its version",
+                    "e.g. version = \"3.11\"",
+                ));
+            }
+            None
+        }
+        None => None,
+    };
+    let compile_bytecode = raw
+        .python
+        .as_ref()
+        .and_then(|p| p.get_ref().compile_bytecode)
+        .unwrap_or(true);
 
     let mut seen = BTreeSet::new();
     let mut deps = Vec::new();
@@ -315,6 +335,7 @@ pub(super) fn parse(file: &Path, text: &str, opts: &LoadOptions) -> Result<Spec,
         context: cx.context.clone(),
         image,
         python,
+        compile_bytecode,
         deps,
         weights,
         app,
@@ -496,6 +517,21 @@ fn image(cx: &Ctx, s: &S<raw::RawImage>) -> Result<ImageSpec, SpecError> {
             None => Ok(None),
         }
     };
+    let format = match &r.format {
+        None => ImageFormat::Oci,
+        Some(f) => match f.get_ref().as_str() {
+            "oci" => ImageFormat::Oci,
+            "docker" => ImageFormat::Docker,
+            other => {
+                return Err(cx.err_hint(
+                    f.span(),
+                    "image.format",
+                    format!("unknown image format {other:?}"),
+                    "use \"oci\" (OCI image spec media types) or \"docker\" (Docker image manifest v2 schema 2)",
+                ));
+            }
+        },
+    };
     Ok(ImageSpec {
         name,
         base_name,
@@ -504,6 +540,7 @@ fn image(cx: &Ctx, s: &S<raw::RawImage>) -> Result<ImageSpec, SpecError> {
         platforms,
         source: text(&r.source, "source")?,
         revision: text(&r.revision, "revision")?,
+        format,
     })
 }
 
@@ -519,14 +556,17 @@ fn split_layout_ref(s: &str) -> (&str, Option<String>) {
 
 fn python(cx: &Ctx, s: &S<raw::RawPython>) -> Result<PythonSpec, SpecError> {
     let r = s.get_ref();
-    let v = r.version.get_ref();
+    let Some(version_s) = &r.version else {
+        return Err(cx.err(s.span(), "python.version", "missing"));
+    };
+    let v = version_s.get_ref();
     let version = v
         .split_once('.')
         .and_then(|(a, b)| Some((a.parse::<u32>().ok()?, b.parse::<u32>().ok()?)))
         .filter(|(a, _)| *a == 3)
         .ok_or_else(|| {
             cx.err_hint(
-                r.version.span(),
+                version_s.span(),
                 "python.version",
                 format!("{v:?} is not a CPython X.Y version"),
                 "e.g. version = \"3.11\"",
@@ -534,7 +574,7 @@ fn python(cx: &Ctx, s: &S<raw::RawPython>) -> Result<PythonSpec, SpecError> {
         })?;
     crate::sources::python::check_python_version(version).map_err(|m| {
         cx.err_hint(
-            r.version.span(),
+            version_s.span(),
             "python.version",
             m,
             "e.g. version = \"3.11\"",
@@ -648,6 +688,33 @@ fn deps_set(cx: &Ctx, i: usize, s: &S<raw::RawDeps>) -> Result<DepsSpec, SpecErr
         .enumerate()
         .map(|(j, l)| cx.existing(l, &format!("deps[{i}].find_links[{j}]"), "folder"))
         .collect::<Result<_, _>>()?;
+    let layering = match &r.layers {
+        None => DepsLayering::One,
+        Some(l) => {
+            let v = match l.get_ref().as_str() {
+                "one" => DepsLayering::One,
+                "per-package" => DepsLayering::PerPackage,
+                "auto" => DepsLayering::Auto,
+                other => {
+                    return Err(cx.err_hint(
+                        l.span(),
+                        f("layers"),
+                        format!("unknown layering {other:?}"),
+                        "use \"one\" (default), \"per-package\" or \"auto\"",
+                    ));
+                }
+            };
+            if matches!(source, DepsSource::Dir(_)) && v != DepsLayering::One {
+                return Err(cx.err_hint(
+                    l.span(),
+                    f("layers"),
+                    "a `dir` set is copied as one layer",
+                    "`layers` applies to wheel sets (`requirements` or `pylock`)",
+                ));
+            }
+            v
+        }
+    };
     Ok(DepsSpec {
         name,
         source,
@@ -655,6 +722,7 @@ fn deps_set(cx: &Ctx, i: usize, s: &S<raw::RawDeps>) -> Result<DepsSpec, SpecErr
         index_url: r.index_url.as_ref().map(|u| u.get_ref().clone()),
         find_links,
         compression: cx.compression(&r.compression, &f("compression"), Compression::Gzip)?,
+        layering,
     })
 }
 

@@ -240,9 +240,85 @@ fn prepare_bases(cx: &TestContext, root: &Path, spec: &Path) {
     }
 }
 
+/// Registry bases the examples name, and the example that makes each (built and pushed to
+/// the test's registry in its place, as tests/it/service_e2e.rs does).
+const REGISTRY_BASES: [(&str, &str); 1] = [("127.0.0.1:5000/mlimg-python:3.11", "python-base")];
+
+/// Points an example on a registry base at the test registry (its base pushed there), locks
+/// it (a registry base is meant to be locked: that is what `base-unpinned` asks for) and
+/// returns the build flags. Wheels come from the local index (testdata) and the wheels
+/// service_e2e keeps in target/mlimg-test/wheels; when the example's pins are not among them
+/// (nothing may be downloaded here) its wheel sets are left out, with a note on stderr.
+fn prepare_registry_example(
+    cx: &TestContext,
+    reg: &TestRegistry,
+    spec: &Path,
+    index: &PyIndex,
+) -> Vec<&'static str> {
+    let mut text = fs::read_to_string(spec).expect("spec");
+    let Some((from, base)) = REGISTRY_BASES
+        .iter()
+        .find(|(r, _)| text.contains(&format!("base = \"{r}\"")))
+    else {
+        return Vec::new();
+    };
+    assert_eq!(
+        *base, "python-base",
+        "only python-base is made for a registry"
+    );
+    let pushed = crate::service_e2e::push_python_base(cx, reg, &["amd64"]);
+    text = text
+        .replace(
+            &format!("base = \"{from}\""),
+            &format!("base = \"{}\"", pushed[0]),
+        )
+        .replace("127.0.0.1:5000", &reg.host());
+    fs::write(spec, &text).expect("write spec");
+    crate::service_e2e::seed_wheels(&cx.cache);
+    let lock = |cx: &TestContext| {
+        cx.mlimg()
+            .env("PIP_INDEX_URL", &index.url)
+            .env_remove("PIP_EXTRA_INDEX_URL")
+            .args(["lock", "-f"])
+            .arg(spec)
+            .output()
+            .expect("run mlimg lock")
+    };
+    if !lock(cx).status.success() {
+        // drop the [[deps]] tables that need an index (the wheels are not here)
+        let mut kept = String::new();
+        let mut skipping = false;
+        for line in text.lines() {
+            let t = line.trim();
+            if t.starts_with('[') {
+                skipping = t == "[[deps]]";
+            }
+            if !skipping {
+                kept.push_str(line);
+                kept.push('\n');
+            }
+        }
+        eprintln!(
+            "{}: its wheels are not available offline (run service_e2e once to keep them in \
+             target/mlimg-test/wheels): linted without its [[deps]] sets",
+            spec.display()
+        );
+        fs::write(spec, kept).expect("write spec");
+        let out = lock(cx);
+        assert!(
+            out.status.success(),
+            "mlimg lock {}: {}",
+            spec.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    vec!["--locked"]
+}
+
 #[test]
 fn the_examples_trigger_no_lint() {
     let cx = TestContext::new();
+    let reg = TestRegistry::start();
     let root = cx.path().join("specs");
     copy_tree(&repo_root().join("specs"), &root);
     let index = PyIndex::serve(&testdata_wheels(), &[]);
@@ -254,12 +330,14 @@ fn the_examples_trigger_no_lint() {
             continue;
         }
         prepare_bases(&cx, &root, &spec);
+        let extra = prepare_registry_example(&cx, &reg, &spec, &index);
         let out = cx
             .mlimg()
             .env("PIP_INDEX_URL", &index.url)
             .env_remove("PIP_EXTRA_INDEX_URL")
             .args(["build", "--dry-run", "--json", "--strict", "-f"])
             .arg(&spec)
+            .args(&extra)
             .output()
             .expect("run mlimg");
         assert!(

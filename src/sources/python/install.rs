@@ -215,7 +215,7 @@ fn relative(from: &str, to: &str) -> String {
 }
 
 /// Minimal CSV (RFC 4180 as Python's csv module reads it) for one RECORD line.
-fn parse_csv_line(line: &str) -> Vec<String> {
+pub(super) fn parse_csv_line(line: &str) -> Vec<String> {
     let mut out = Vec::new();
     let mut cur = String::new();
     let mut quoted = false;
@@ -237,7 +237,7 @@ fn parse_csv_line(line: &str) -> Vec<String> {
 }
 
 /// Python `csv.writer` defaults: minimal quoting, `\r\n` line ends.
-fn write_csv(rows: &[(String, String, String)]) -> Vec<u8> {
+pub(super) fn write_csv(rows: &[(String, String, String)]) -> Vec<u8> {
     let field = |s: &str| {
         if s.contains([',', '"', '\r', '\n']) {
             format!("\"{}\"", s.replace('"', "\"\""))

@@ -10,6 +10,7 @@
 //! (PEP 508 marker evaluation), [`tags`] (compatibility tags in pip's priority order),
 //! [`index`] (simple API client, find-links dirs, wheel cache), [`install`] (wheel → entries).
 
+pub mod bytecode;
 pub mod detect;
 pub mod index;
 pub mod install;
@@ -345,6 +346,8 @@ pub enum PythonError {
     BadIndexPage { url: String, message: String },
     #[error("wheel {wheel}: {message}")]
     InvalidWheel { wheel: PathBuf, message: String },
+    #[error("bytecode: {message}")]
+    Bytecode { message: String },
     #[error("wheel {wheel}: member `{member}` would be installed outside its target directory")]
     UnsafeMember { wheel: PathBuf, member: String },
     #[error("wheels {first} and {second} both install {path}, with different contents")]
