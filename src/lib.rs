@@ -11,6 +11,7 @@ pub mod image;
 pub mod init;
 pub mod inspect;
 pub mod layer;
+pub mod lint;
 pub mod lock;
 pub mod pipeline;
 pub mod plan;

@@ -10,7 +10,10 @@ use crate::lock::WeightsLock;
 use crate::progress::Warning;
 use crate::resolve::{Resolved, ResolvedPlatform};
 use crate::sources::local::{Filter, IgnoreRules, SourceError, walk};
-use crate::spec::{DepsSource, DepsSpec, Layering, Spec, WeightsSource, WeightsSpec};
+use crate::sources::python::ResolvedWheel;
+use crate::spec::{
+    ConfigSpec, DepsLayering, DepsSource, DepsSpec, Layering, Spec, WeightsSource, WeightsSpec,
+};
 
 /// Image layer counts above this draw a warning.
 pub const LAYER_WARN: usize = 100;
@@ -85,7 +88,11 @@ pub fn plan(
                 plan_hub_weights(w, snap, mtime)?
             }
         };
-        shared.extend(lps.into_iter().map(Arc::new));
+        let owners = owners(w.owner.map(|o| (w.dest.as_str(), o)).into_iter());
+        shared.extend(
+            lps.into_iter()
+                .map(|l| Arc::new(l.with_owners(owners.clone()))),
+        );
     }
     if let Some(app) = plan_app(spec, mtime)? {
         shared.push(Arc::new(app));
@@ -96,11 +103,25 @@ pub fn plan(
     for rp in &resolved.platforms {
         let mut layers: Vec<Arc<LayerPlan>> = Vec::new();
         for d in &spec.deps {
-            layers.push(Arc::new(plan_deps(d, rp, mtime)?));
+            layers.extend(plan_deps(d, rp, mtime)?.into_iter().map(Arc::new));
         }
         layers.extend(shared.iter().cloned());
+        if let Some(Err(why)) = &rp.bytecode {
+            warnings.push(Warning::new(
+                "bytecode-no-interpreter",
+                format!(
+                    "{}: no .pyc files are written for the wheels ({why}); the image sets \
+                     PYTHONPYCACHEPREFIX={PYCACHE_PREFIX} so imports after the first are warm. \
+                     Install python{}.{} on the build machine for images that start fast.",
+                    rp.platform,
+                    rp.python.as_ref().map_or(3, |t| t.version.0),
+                    rp.python.as_ref().map_or(0, |t| t.version.1),
+                ),
+            ));
+        }
+        let settings = run_settings(spec, rp);
         let config =
-            crate::image::build_config(&rp.base.config, &rp.platform, &spec.config, &[], &created)?;
+            crate::image::build_config(&rp.base.config, &rp.platform, &settings, &[], &created)?;
         let pp = PlatformPlan {
             platform: rp.platform.clone(),
             layers,
@@ -108,6 +129,19 @@ pub fn plan(
             base_layers: rp.base.layers.len(),
             settings: config.get("config").cloned().unwrap_or_default(),
         };
+        if spec.image.format == crate::spec::ImageFormat::Docker
+            && let Some(l) = pp
+                .layers
+                .iter()
+                .find(|l| l.compression == crate::layer::Compression::Zstd)
+        {
+            return Err(PlanError::Filter {
+                role: l.role.to_string(),
+                message: "compression = \"zstd\" cannot be used with [image] format = \"docker\" \
+                          (Docker image manifest v2 schema 2 has gzip and uncompressed layers only)"
+                    .into(),
+            });
+        }
         if let Some(w) = check_layer_budget(&pp)? {
             warnings.push(w);
         }
@@ -117,6 +151,7 @@ pub fn plan(
         BuildPlan {
             base: spec.image.base_name.clone(),
             mtime,
+            format: spec.image.format,
             platforms: out,
         },
         warnings,
@@ -163,22 +198,41 @@ fn check_layer_budget(p: &PlatformPlan) -> Result<Option<Warning>, PlanError> {
     )))
 }
 
-/// One deps set for one platform: a copied tree, or the resolved wheels for the target.
-fn plan_deps(d: &DepsSpec, rp: &ResolvedPlatform, mtime: u64) -> Result<LayerPlan, PlanError> {
+/// Where bytecode goes when the build could not compile it: a folder every user can write.
+pub const PYCACHE_PREFIX: &str = "/tmp/pycache";
+
+/// The image's run settings for one platform: the spec's `[config]`, plus
+/// `PYTHONPYCACHEPREFIX` when wheels were installed without bytecode because no interpreter
+/// could compile it (unless the spec sets that variable itself).
+pub fn run_settings<'a>(spec: &'a Spec, rp: &ResolvedPlatform) -> std::borrow::Cow<'a, ConfigSpec> {
+    if matches!(rp.bytecode, Some(Err(_))) && !spec.config.env.contains_key("PYTHONPYCACHEPREFIX") {
+        let mut c = spec.config.clone();
+        c.env
+            .insert("PYTHONPYCACHEPREFIX".into(), PYCACHE_PREFIX.into());
+        return std::borrow::Cow::Owned(c);
+    }
+    std::borrow::Cow::Borrowed(&spec.config)
+}
+
+/// One deps set for one platform: a copied tree, or the resolved wheels for the target (one
+/// layer, or several as `layers` asks).
+fn plan_deps(d: &DepsSpec, rp: &ResolvedPlatform, mtime: u64) -> Result<Vec<LayerPlan>, PlanError> {
     let role = LayerRole::Deps(d.name.clone());
     let created_by = format!("mlimg deps {}", d.name);
     if let DepsSource::Dir(dir) = &d.source {
         let dest = d.dest.as_deref().unwrap_or("/");
         let w = walk(dir, dest, &filter(&role, &[], &[])?).map_err(src_err(&role))?;
-        return LayerPlan::new(
-            role.clone(),
-            d.compression,
-            w.entries,
-            &w.fingerprint,
-            mtime,
-            created_by,
-        )
-        .map_err(layer_err(&role));
+        return Ok(vec![
+            LayerPlan::new(
+                role.clone(),
+                d.compression,
+                w.entries,
+                &w.fingerprint,
+                mtime,
+                created_by,
+            )
+            .map_err(layer_err(&role))?,
+        ]);
     }
     let (Some(target), Some((_, wheels))) = (
         rp.python.as_ref(),
@@ -189,37 +243,91 @@ fn plan_deps(d: &DepsSpec, rp: &ResolvedPlatform, mtime: u64) -> Result<LayerPla
             message: format!("no wheels were resolved for {}", rp.platform),
         });
     };
-    // Wheels are content-addressed: their hashes and where they install decide the layer.
-    let mut fp = vec![
-        format!("python target {target}"),
-        format!(
-            "install {} {} {}",
-            target.site_packages(),
-            target.scripts_dir(),
-            target.interpreter()
-        ),
-    ];
-    fp.extend(
-        wheels
-            .iter()
-            .map(|w| format!("wheel {} sha256:{}", w.filename, w.sha256)),
-    );
-    let mut lp = LayerPlan::new(
-        role.clone(),
-        d.compression,
-        Vec::new(),
-        &fp,
-        mtime,
-        created_by,
-    )
-    .map_err(layer_err(&role))?;
+    let bytecode = match &rp.bytecode {
+        Some(Ok(c)) => Some(crate::sources::python::bytecode::Bytecode {
+            compiler: c.clone(),
+            mtime,
+        }),
+        _ => None,
+    };
     let mut wheels = wheels.clone();
     wheels.sort_by(|a, b| a.name.cmp(&b.name));
-    lp.wheels = Some(Arc::new(WheelInstall {
-        target: target.clone(),
-        wheels,
-    }));
-    Ok(lp)
+    let wheel_layer = |role: LayerRole, wheels: Vec<ResolvedWheel>| {
+        // Wheels are content-addressed: their hashes and where they install decide the layer.
+        let mut fp = vec![
+            format!("python target {target}"),
+            format!(
+                "install {} {} {}",
+                target.site_packages(),
+                target.scripts_dir(),
+                target.interpreter()
+            ),
+        ];
+        fp.extend(
+            wheels
+                .iter()
+                .map(|w| format!("wheel {} sha256:{}", w.filename, w.sha256)),
+        );
+        fp.push(match &bytecode {
+            Some(b) => b.compiler.fingerprint(),
+            None => "bytecode none".to_string(),
+        });
+        let mut lp = LayerPlan::new(
+            role.clone(),
+            d.compression,
+            Vec::new(),
+            &fp,
+            mtime,
+            format!("mlimg {role}"),
+        )
+        .map_err(layer_err(&role))?;
+        lp.wheels = Some(Arc::new(WheelInstall {
+            target: target.clone(),
+            wheels,
+            bytecode: bytecode.clone(),
+            dpkg: rp.dpkg.clone(),
+        }));
+        Ok(lp)
+    };
+    let part = |p: &str| LayerRole::Deps(format!("{}/{p}", d.name));
+    match d.layering {
+        DepsLayering::One => Ok(vec![wheel_layer(role, wheels)?]),
+        DepsLayering::PerPackage => wheels
+            .into_iter()
+            .map(|w| wheel_layer(part(&w.name), vec![w]))
+            .collect(),
+        DepsLayering::Auto => {
+            let (big, small): (Vec<_>, Vec<_>) = wheels
+                .into_iter()
+                .partition(|w| w.size.is_some_and(|s| s >= AUTO_ALONE_BYTES));
+            let mut layers = big
+                .into_iter()
+                .map(|w| wheel_layer(part(&w.name), vec![w]))
+                .collect::<Result<Vec<_>, _>>()?;
+            let mut groups: Vec<Vec<ResolvedWheel>> = vec![Vec::new(); AUTO_GROUPS];
+            for w in small {
+                groups[auto_group(&w.name)].push(w);
+            }
+            for (i, g) in groups.into_iter().enumerate() {
+                if !g.is_empty() {
+                    layers.push(wheel_layer(part(&format!("group-{i}")), g)?);
+                }
+            }
+            Ok(layers)
+        }
+    }
+}
+
+/// `layers = "auto"`: wheels this big get a layer of their own.
+pub const AUTO_ALONE_BYTES: u64 = 10 << 20;
+/// `layers = "auto"`: the smaller wheels are spread over this many layers.
+const AUTO_GROUPS: usize = 4;
+
+/// The group of a small wheel: from its name only, so adding or removing a package moves no
+/// other package to another layer.
+fn auto_group(name: &str) -> usize {
+    use sha2::Digest as _;
+    (sha2::Sha256::digest(name.as_bytes())[0] as usize) % AUTO_GROUPS
 }
 
 /// A local weights entry: one layer, or one per file.
@@ -341,13 +449,78 @@ fn plan_hub_weights(
         .collect()
 }
 
-/// The app layer, leaving out sources of other layers that live inside the app folder.
+/// Owner rules for image paths (absolute): the entries at or under each belong to its ids.
+fn owners<'a>(rules: impl Iterator<Item = OwnerOf<'a>>) -> crate::layer::Owners {
+    crate::layer::Owners(
+        rules
+            .map(|(path, (uid, gid))| crate::layer::OwnerRule {
+                path: path.trim_matches('/').to_string(),
+                uid,
+                gid,
+            })
+            .collect(),
+    )
+}
+
+/// An image path and the `uid:gid` owning what is at or under it.
+type OwnerOf<'a> = (&'a str, (u64, u64));
+
+/// `[config] writable`: each folder, owned by the (numeric) user, in the app layer.
+fn writable(spec: &Spec) -> (Vec<Entry>, Vec<OwnerOf<'_>>) {
+    let Some(ids) = spec.config.user_ids else {
+        return (Vec::new(), Vec::new());
+    };
+    let entries = spec
+        .config
+        .writable
+        .iter()
+        .map(|p| Entry {
+            path: p.trim_matches('/').to_string(),
+            mode: 0o755,
+            content: Content::Dir,
+        })
+        .collect();
+    let rules = spec
+        .config
+        .writable
+        .iter()
+        .map(|p| (p.as_str(), ids))
+        .collect();
+    (entries, rules)
+}
+
+/// The app layer, leaving out sources of other layers that live inside the app folder, with
+/// the `[config] writable` folders (a layer of those alone without `[app]`).
 fn plan_app(spec: &Spec, mtime: u64) -> Result<Option<LayerPlan>, PlanError> {
+    let (dirs, mut rules) = writable(spec);
     let Some(app) = &spec.app else {
-        return Ok(None);
+        if dirs.is_empty() {
+            return Ok(None);
+        }
+        let role = LayerRole::App;
+        let fp = vec![format!("writable {:?}", spec.config.writable)];
+        let lp = LayerPlan::new(
+            role.clone(),
+            crate::layer::Compression::Gzip,
+            dirs,
+            &fp,
+            mtime,
+            "mlimg writable".into(),
+        )
+        .map_err(layer_err(&role))?;
+        return Ok(Some(lp.with_owners(owners(rules.into_iter()))));
     };
     let role = LayerRole::App;
-    let ignore = IgnoreRules::load(&app.src, &app.exclude).map_err(src_err(&role))?;
+    let mut ignore = IgnoreRules::load(&app.src, &app.exclude).map_err(src_err(&role))?;
+    // The spec's folder is the build context: its .dockerignore applies to the app layer as
+    // docker applies it, with paths relative to that folder.
+    if let (Ok(ctx), Ok(src)) = (spec.dir.canonicalize(), app.src.canonicalize())
+        && src != ctx
+        && let Ok(prefix) = src.strip_prefix(&ctx)
+    {
+        let prefix = prefix.to_string_lossy().replace('\\', "/");
+        ignore = IgnoreRules::under_context(&ctx, &prefix, ignore).map_err(src_err(&role))?;
+    }
     let mut skip: Vec<PathBuf> = spec
         .weights
         .iter()
@@ -375,16 +548,30 @@ fn plan_app(spec: &Spec, mtime: u64) -> Result<Option<LayerPlan>, PlanError> {
     let walked = walk(&src, &app.dest, &filter).map_err(src_err(&role))?;
     let mut fp = walked.fingerprint;
     fp.push(format!("exclude {:?}", app.exclude));
+    let mut entries = walked.entries;
+    if !dirs.is_empty() {
+        fp.push(format!("writable {:?}", spec.config.writable));
+        // a folder the app already has is only made writable
+        for d in dirs {
+            if !entries.iter().any(|e| e.path == d.path) {
+                entries.push(d);
+            }
+        }
+    }
     let lp = LayerPlan::new(
         role.clone(),
         app.compression,
-        walked.entries,
+        entries,
         &fp,
         mtime,
         "mlimg app".into(),
     )
     .map_err(layer_err(&role))?;
-    Ok(Some(lp))
+    if let Some(o) = app.owner {
+        // the app's own rule first: a writable folder inside it (a longer path) still wins
+        rules.insert(0, (app.dest.as_str(), o));
+    }
+    Ok(Some(lp.with_owners(owners(rules.into_iter()))))
 }
 
 #[cfg(test)]

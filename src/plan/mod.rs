@@ -11,7 +11,7 @@ use std::fmt;
 use std::sync::Arc;
 
 pub use crate::layer::{Compression, Content, DEFAULT_WEIGHTS_COMPRESSION, Entry};
-pub use layers::{LAYER_MAX, LAYER_WARN, PlanError, plan};
+pub use layers::{LAYER_MAX, LAYER_WARN, PYCACHE_PREFIX, PlanError, plan, run_settings};
 
 use crate::sources::python::{PythonTarget, ResolvedWheel};
 
@@ -21,6 +21,10 @@ pub struct WheelInstall {
     pub target: PythonTarget,
     /// Sorted by name.
     pub wheels: Vec<ResolvedWheel>,
+    /// The files the base's Debian packages own: installing over one is an error.
+    pub dpkg: Arc<crate::sources::python::detect::DpkgFiles>,
+    /// Compile `.pyc` files for the installed sources (`None`: none are written).
+    pub bytecode: Option<crate::sources::python::bytecode::Bytecode>,
 }
 
 /// What a layer is for; named in the image history and the `--json` report.
@@ -61,6 +65,8 @@ pub struct LayerPlan {
     /// (Hub snapshots), whose files may be gone by the next build; local trees are the user's
     /// own and are re-read instead of copied.
     pub store_bytes: bool,
+    /// Owners other than 0:0 (`owner`, `[config] writable`); empty for most layers.
+    pub owners: crate::layer::Owners,
 }
 
 impl LayerPlan {
@@ -110,7 +116,26 @@ impl LayerPlan {
             created_by,
             wheels: None,
             store_bytes: false,
+            owners: crate::layer::Owners::default(),
         })
+    }
+
+    /// The same layer with `owners`: they go into the selector (a layer without owners keeps
+    /// its selector, so its cache entries and bytes stay what they were).
+    pub fn with_owners(mut self, owners: crate::layer::Owners) -> LayerPlan {
+        use sha2::Digest as _;
+        if owners.is_empty() {
+            return self;
+        }
+        let mut h = sha2::Sha256::new();
+        h.update(self.selector.as_bytes());
+        for line in owners.fingerprint() {
+            h.update(b"\n");
+            h.update(line.as_bytes());
+        }
+        self.selector = hex::encode(h.finalize());
+        self.owners = owners;
+        self
     }
 
     pub fn size(&self) -> u64 {
@@ -151,6 +176,8 @@ pub struct PlatformPlan {
 pub struct BuildPlan {
     pub base: String,
     pub mtime: u64,
+    /// `[image].format`: the media types the image is written with.
+    pub format: crate::spec::ImageFormat,
     pub platforms: Vec<PlatformPlan>,
 }
 
@@ -168,6 +195,13 @@ impl BuildPlan {
                         serde_json::json!({
                             "role": l.role.to_string(),
                             "compression": l.compression.as_str(),
+                            "bytecode": l.wheels.as_ref().and_then(|w| w.bytecode.as_ref()).map(|b| serde_json::json!({
+                                "compiler": b.compiler.path,
+                                "version": b.compiler.version,
+                                "magic": b.compiler.magic,
+                                "cache_tag": b.compiler.cache_tag,
+                                "invalidation": "timestamp",
+                            })),
                             "selector": l.selector,
                             "size": l.size(),
                             "wheels": l.wheels.as_ref().map(|w| w.wheels.iter().map(|w| serde_json::json!({
@@ -176,12 +210,19 @@ impl BuildPlan {
                                 "filename": w.filename,
                                 "sha256": w.sha256,
                             })).collect::<Vec<_>>()),
-                            "entries": l.entries.iter().map(|e| serde_json::json!({
-                                "path": format!("/{}", e.path),
-                                "mode": format!("{:04o}", e.mode),
-                                "size": e.size(),
-                                "source": e.content.source(),
-                            })).collect::<Vec<_>>(),
+                            "entries": l.entries.iter().map(|e| {
+                                let mut v = serde_json::json!({
+                                    "path": format!("/{}", e.path),
+                                    "mode": format!("{:04o}", e.mode),
+                                    "size": e.size(),
+                                    "source": e.content.source(),
+                                });
+                                let (uid, gid) = l.owners.of(&e.path);
+                                if (uid, gid) != (0, 0) {
+                                    v["owner"] = format!("{uid}:{gid}").into();
+                                }
+                                v
+                            }).collect::<Vec<_>>(),
                         })
                     })
                     .collect();
@@ -192,7 +233,7 @@ impl BuildPlan {
                 })
             })
             .collect();
-        serde_json::json!({"base": self.base, "mtime": self.mtime, "platforms": platforms})
+        serde_json::json!({"base": self.base, "mtime": self.mtime, "format": self.format.as_str(), "platforms": platforms})
     }
 }
 
@@ -200,6 +241,15 @@ impl fmt::Display for BuildPlan {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "base: {}", self.base)?;
         writeln!(f, "mtime: {}", self.mtime)?;
+        writeln!(
+            f,
+            "format: {}",
+            match self.format {
+                crate::spec::ImageFormat::Oci => "oci (application/vnd.oci.image.manifest.v1+json)",
+                crate::spec::ImageFormat::Docker =>
+                    "docker (application/vnd.docker.distribution.manifest.v2+json)",
+            }
+        )?;
         let mut shown = std::collections::HashSet::new();
         for p in &self.platforms {
             writeln!(f, "platform {}:", p.platform)?;
@@ -222,13 +272,28 @@ impl fmt::Display for BuildPlan {
                 }
                 if let Some(w) = &l.wheels {
                     writeln!(f, "    into {} for {}", w.target.site_packages(), w.target)?;
+                    match &w.bytecode {
+                        Some(b) => writeln!(
+                            f,
+                            "    bytecode: .pyc ({}) compiled by {} (CPython {}, timestamp {})",
+                            b.compiler.cache_tag,
+                            b.compiler.path.display(),
+                            b.compiler.version,
+                            b.mtime
+                        )?,
+                        None => writeln!(f, "    bytecode: none")?,
+                    }
                     for w in &w.wheels {
                         writeln!(f, "    wheel {} sha256:{}", w.filename, w.sha256)?;
                     }
                 }
                 for e in &l.entries {
                     let src = e.content.source();
-                    writeln!(f, "    {:04o} /{} <- {src}", e.mode, e.path)?;
+                    let owner = match l.owners.of(&e.path) {
+                        (0, 0) => String::new(),
+                        (u, g) => format!(" {u}:{g}"),
+                    };
+                    writeln!(f, "    {:04o}{owner} /{} <- {src}", e.mode, e.path)?;
                 }
             }
             writeln!(f, "  config:")?;

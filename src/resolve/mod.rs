@@ -19,6 +19,7 @@ use std::path::{Path, PathBuf};
 pub use base::{BaseError, ResolvedBase};
 pub(crate) use hub::hub_events;
 pub use hub::hub_source;
+pub(crate) use python::open_base_layer;
 
 use crate::lock::{self, DepsLock, Lockfile, WeightsLock};
 use crate::platform::Platform;
@@ -41,6 +42,8 @@ pub struct ResolveOptions {
     pub hub: HubOptions,
     /// Indexes after each set's own `index_url` (`PIP_INDEX_URL`, `PIP_EXTRA_INDEX_URL`).
     pub pip_index_urls: Vec<String>,
+    /// Folders of wheels after each set's own `find_links` (`PIP_FIND_LINKS`).
+    pub pip_find_links: Vec<PathBuf>,
     /// The build cache, read only: registry base layers found there are not downloaded again.
     pub cache_dir: PathBuf,
 }
@@ -84,6 +87,12 @@ pub struct ResolvedPlatform {
     pub deps: Vec<(String, Vec<ResolvedWheel>)>,
     /// Per wheel set, the hash of its inputs (for the lock).
     inputs: Vec<String>,
+    /// The files the base's Debian packages own (read with the target; empty otherwise).
+    pub dpkg: std::sync::Arc<crate::sources::python::detect::DpkgFiles>,
+    /// Who compiles the wheels' bytecode: `None` without wheel sets or with
+    /// `compile_bytecode = false`, `Some(Err(why))` when no interpreter of the target's
+    /// version was found on this machine. Not part of the lock (it is the build machine's).
+    pub bytecode: Option<Result<crate::sources::python::bytecode::Compiler, String>>,
 }
 
 /// Everything the plan needs that does not come from local files.
@@ -199,10 +208,22 @@ pub fn resolve(
             explain: Vec::new(),
             deps: Vec::new(),
             inputs: Vec::new(),
+            dpkg: Default::default(),
+            bytecode: None,
         });
     }
+    let mut compilers = std::collections::BTreeMap::new();
     for rp in &mut platforms {
         python::resolve_platform(spec, rp, client, lock, opts, &lock_path, progress)?;
+        if let Some(t) = &rp.python
+            && spec.compile_bytecode
+            && !rp.deps.is_empty()
+        {
+            let c = compilers
+                .entry(t.version)
+                .or_insert_with(|| crate::sources::python::bytecode::find_compiler(t.version));
+            rp.bytecode = Some(c.clone());
+        }
     }
     let weights = hub::resolve_weights(spec, lock, opts, &lock_path, progress)?;
     Ok(Resolved { platforms, weights })

@@ -28,6 +28,8 @@ pub struct Spec {
     pub context: Option<PathBuf>,
     pub image: ImageSpec,
     pub python: Option<PythonSpec>,
+    /// `[python].compile_bytecode` (default true): `.pyc` files for installed wheels.
+    pub compile_bytecode: bool,
     pub deps: Vec<DepsSpec>,
     pub weights: Vec<WeightsSpec>,
     pub app: Option<AppSpec>,
@@ -48,6 +50,28 @@ pub struct ImageSpec {
     /// annotations name (else read from the spec's git checkout when it is clean).
     pub source: Option<String>,
     pub revision: Option<String>,
+    /// `[image].format`: OCI (default) or Docker image manifest v2 schema 2 media types.
+    pub format: ImageFormat,
+}
+
+/// The media types an image is written with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ImageFormat {
+    /// OCI image spec 1.1: `application/vnd.oci.image.*`.
+    #[default]
+    Oci,
+    /// Docker image manifest v2 schema 2 (`application/vnd.docker.*`): keeps `Healthcheck`
+    /// under engines that drop it from OCI configs (podman).
+    Docker,
+}
+
+impl ImageFormat {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ImageFormat::Oci => "oci",
+            ImageFormat::Docker => "docker",
+        }
+    }
 }
 
 /// Where the base image comes from.
@@ -97,6 +121,21 @@ pub struct DepsSpec {
     pub index_url: Option<String>,
     pub find_links: Vec<PathBuf>,
     pub compression: Compression,
+    /// How a wheel set is cut into layers (`dir` sets are always one layer).
+    pub layering: DepsLayering,
+}
+
+/// `[[deps]].layers`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DepsLayering {
+    /// The whole set in one layer.
+    #[default]
+    One,
+    /// One layer per installed distribution: adding a package ships that package.
+    PerPackage,
+    /// Wheels of 10 MiB or more alone, the others in 4 layers chosen by a hash of their name:
+    /// adding a small package re-ships one quarter of the small ones.
+    Auto,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -118,6 +157,8 @@ pub struct WeightsSpec {
     pub include: Vec<String>,
     pub exclude: Vec<String>,
     pub layering: Layering,
+    /// `owner = "UID:GID"`: the files (and `dest`) belong to it instead of 0:0.
+    pub owner: Option<(u64, u64)>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -186,6 +227,8 @@ pub struct AppSpec {
     pub dest: String,
     pub exclude: Vec<String>,
     pub compression: Compression,
+    /// `owner = "UID:GID"`: the files (and `dest`) belong to it instead of 0:0.
+    pub owner: Option<(u64, u64)>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -196,6 +239,10 @@ pub struct ConfigSpec {
     pub env: BTreeMap<String, String>,
     pub workdir: Option<String>,
     pub user: Option<String>,
+    /// Folders (image paths) created in the app layer and owned by `user` (numeric).
+    pub writable: Vec<String>,
+    /// `user` as numbers, when it is `UID[:GID]` (a missing GID is the UID).
+    pub user_ids: Option<(u64, u64)>,
     /// Normalized `PORT/proto`.
     pub ports: Vec<String>,
     pub volumes: Vec<String>,

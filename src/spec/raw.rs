@@ -83,12 +83,20 @@ pub struct RawImage {
     /// `org.opencontainers.image.revision` (default: the git checkout's HEAD commit).
     #[serde(default)]
     pub revision: Option<S<String>>,
+    /// `oci` (default) or `docker`: the media types of manifest, config and layers.
+    #[serde(default)]
+    pub format: Option<S<String>>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawPython {
-    pub version: S<String>,
+    /// Required with `prefix`, `libc` or `site_packages`; alone, `[python]` only sets options.
+    #[serde(default)]
+    pub version: Option<S<String>>,
+    /// Compile `.pyc` files for installed wheels (default true).
+    #[serde(default)]
+    pub compile_bytecode: Option<bool>,
     #[serde(default)]
     pub prefix: Option<S<String>>,
     #[serde(default)]
@@ -115,6 +123,9 @@ pub struct RawDeps {
     pub find_links: Vec<S<String>>,
     #[serde(default)]
     pub compression: Option<S<String>>,
+    /// `one` (default), `per-package` or `auto`: how a wheel set is cut into layers.
+    #[serde(default)]
+    pub layers: Option<S<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -135,6 +146,8 @@ pub struct RawWeights {
     pub exclude: Vec<S<String>>,
     #[serde(default)]
     pub layers: Option<S<String>>,
+    #[serde(default)]
+    pub owner: Option<S<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -148,6 +161,8 @@ pub struct RawApp {
     pub exclude: Vec<S<String>>,
     #[serde(default)]
     pub compression: Option<S<String>>,
+    #[serde(default)]
+    pub owner: Option<S<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -163,6 +178,8 @@ pub struct RawConfig {
     pub workdir: Option<S<String>>,
     #[serde(default)]
     pub user: Option<S<String>>,
+    #[serde(default)]
+    pub writable: Vec<S<String>>,
     #[serde(default)]
     pub ports: Vec<S<String>>,
     #[serde(default)]

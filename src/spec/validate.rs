@@ -55,6 +55,20 @@ impl Ctx<'_> {
         e
     }
 
+    /// `owner = "UID:GID"` (numbers: the writer records no names).
+    fn owner(&self, s: &S<String>, field: &str) -> Result<(u64, u64), SpecError> {
+        numeric_ids(s.get_ref())
+            .filter(|_| s.get_ref().contains(':'))
+            .ok_or_else(|| {
+                self.err_hint(
+                    s.span(),
+                    field,
+                    format!("{:?} is not UID:GID", s.get_ref()),
+                    "give numbers, e.g. owner = \"1000:1000\" (names would need the base's /etc/passwd)",
+                )
+            })
+    }
+
     fn resolve(&self, p: &str) -> PathBuf {
         let p = Path::new(p);
         if p.is_absolute() {
@@ -258,7 +272,27 @@ pub(super) fn parse(file: &Path, text: &str, opts: &LoadOptions) -> Result<Spec,
     cx.context = context(&cx, &raw.image, opts)?;
 
     let image = image(&cx, &raw.image)?;
-    let python = raw.python.as_ref().map(|p| python(&cx, p)).transpose()?;
+    let python = match &raw.python {
+        Some(p) if p.get_ref().version.is_some() => Some(python(&cx, p)?),
+        Some(p) => {
+            let r = p.get_ref();
+            if r.prefix.is_some() || r.libc.is_some() || r.site_packages.is_some() {
+                return Err(cx.err_hint(
+                    p.span(),
+                    "python.version",
+                    "prefix, libc and site_packages describe an interpreter: they need its version",
+                    "e.g. version = \"3.11\"",
+                ));
+            }
+            None
+        }
+        None => None,
+    };
+    let compile_bytecode = raw
+        .python
+        .as_ref()
+        .and_then(|p| p.get_ref().compile_bytecode)
+        .unwrap_or(true);
 
     let mut seen = BTreeSet::new();
     let mut deps = Vec::new();
@@ -306,6 +340,7 @@ pub(super) fn parse(file: &Path, text: &str, opts: &LoadOptions) -> Result<Spec,
         context: cx.context.clone(),
         image,
         python,
+        compile_bytecode,
         deps,
         weights,
         app,
@@ -487,6 +522,21 @@ fn image(cx: &Ctx, s: &S<raw::RawImage>) -> Result<ImageSpec, SpecError> {
             None => Ok(None),
         }
     };
+    let format = match &r.format {
+        None => ImageFormat::Oci,
+        Some(f) => match f.get_ref().as_str() {
+            "oci" => ImageFormat::Oci,
+            "docker" => ImageFormat::Docker,
+            other => {
+                return Err(cx.err_hint(
+                    f.span(),
+                    "image.format",
+                    format!("unknown image format {other:?}"),
+                    "use \"oci\" (OCI image spec media types) or \"docker\" (Docker image manifest v2 schema 2)",
+                ));
+            }
+        },
+    };
     Ok(ImageSpec {
         name,
         base_name,
@@ -495,6 +545,7 @@ fn image(cx: &Ctx, s: &S<raw::RawImage>) -> Result<ImageSpec, SpecError> {
         platforms,
         source: text(&r.source, "source")?,
         revision: text(&r.revision, "revision")?,
+        format,
     })
 }
 
@@ -510,14 +561,17 @@ fn split_layout_ref(s: &str) -> (&str, Option<String>) {
 
 fn python(cx: &Ctx, s: &S<raw::RawPython>) -> Result<PythonSpec, SpecError> {
     let r = s.get_ref();
-    let v = r.version.get_ref();
+    let Some(version_s) = &r.version else {
+        return Err(cx.err(s.span(), "python.version", "missing"));
+    };
+    let v = version_s.get_ref();
     let version = v
         .split_once('.')
         .and_then(|(a, b)| Some((a.parse::<u32>().ok()?, b.parse::<u32>().ok()?)))
         .filter(|(a, _)| *a == 3)
         .ok_or_else(|| {
             cx.err_hint(
-                r.version.span(),
+                version_s.span(),
                 "python.version",
                 format!("{v:?} is not a CPython X.Y version"),
                 "e.g. version = \"3.11\"",
@@ -525,7 +579,7 @@ fn python(cx: &Ctx, s: &S<raw::RawPython>) -> Result<PythonSpec, SpecError> {
         })?;
     crate::sources::python::check_python_version(version).map_err(|m| {
         cx.err_hint(
-            r.version.span(),
+            version_s.span(),
             "python.version",
             m,
             "e.g. version = \"3.11\"",
@@ -639,6 +693,33 @@ fn deps_set(cx: &Ctx, i: usize, s: &S<raw::RawDeps>) -> Result<DepsSpec, SpecErr
         .enumerate()
         .map(|(j, l)| cx.existing(l, &format!("deps[{i}].find_links[{j}]"), "folder"))
         .collect::<Result<_, _>>()?;
+    let layering = match &r.layers {
+        None => DepsLayering::One,
+        Some(l) => {
+            let v = match l.get_ref().as_str() {
+                "one" => DepsLayering::One,
+                "per-package" => DepsLayering::PerPackage,
+                "auto" => DepsLayering::Auto,
+                other => {
+                    return Err(cx.err_hint(
+                        l.span(),
+                        f("layers"),
+                        format!("unknown layering {other:?}"),
+                        "use \"one\" (default), \"per-package\" or \"auto\"",
+                    ));
+                }
+            };
+            if matches!(source, DepsSource::Dir(_)) && v != DepsLayering::One {
+                return Err(cx.err_hint(
+                    l.span(),
+                    f("layers"),
+                    "a `dir` set is copied as one layer",
+                    "`layers` applies to wheel sets (`requirements` or `pylock`)",
+                ));
+            }
+            v
+        }
+    };
     Ok(DepsSpec {
         name,
         source,
@@ -646,6 +727,7 @@ fn deps_set(cx: &Ctx, i: usize, s: &S<raw::RawDeps>) -> Result<DepsSpec, SpecErr
         index_url: r.index_url.as_ref().map(|u| u.get_ref().clone()),
         find_links,
         compression: cx.compression(&r.compression, &f("compression"), Compression::Gzip)?,
+        layering,
     })
 }
 
@@ -717,6 +799,11 @@ fn weights_entry(cx: &Ctx, i: usize, s: &S<raw::RawWeights>) -> Result<WeightsSp
         include: cx.globs(&r.include, &f("include"))?,
         exclude: cx.globs(&r.exclude, &f("exclude"))?,
         layering,
+        owner: r
+            .owner
+            .as_ref()
+            .map(|o| cx.owner(o, &f("owner")))
+            .transpose()?,
     })
 }
 
@@ -891,6 +978,19 @@ fn valid_param_size(s: &str) -> bool {
             || frac.len() == 1 && frac.chars().all(|c| c.is_ascii_digit()))
 }
 
+/// `UID[:GID]` as numbers (a missing GID is the UID).
+fn numeric_ids(s: &str) -> Option<(u64, u64)> {
+    let num = |v: &str| {
+        (!v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| v.parse::<u32>().ok().map(u64::from))
+            .flatten()
+    };
+    match s.split_once(':') {
+        Some((u, g)) => Some((num(u)?, num(g)?)),
+        None => num(s).map(|u| (u, u)),
+    }
+}
+
 fn app(cx: &Ctx, s: &S<raw::RawApp>) -> Result<AppSpec, SpecError> {
     let r = s.get_ref();
     let src = match &r.src {
@@ -921,6 +1021,11 @@ fn app(cx: &Ctx, s: &S<raw::RawApp>) -> Result<AppSpec, SpecError> {
         dest,
         exclude: r.exclude.iter().map(|e| e.get_ref().clone()).collect(),
         compression: cx.compression(&r.compression, "app.compression", Compression::Gzip)?,
+        owner: r
+            .owner
+            .as_ref()
+            .map(|o| cx.owner(o, "app.owner"))
+            .transpose()?,
     })
 }
 
@@ -961,6 +1066,24 @@ fn config(cx: &Ctx, r: &raw::RawConfig, weights: &[WeightsSpec]) -> Result<Confi
         Some(u) => Some(u.get_ref().clone()),
         None => None,
     };
+    let user_ids = user.as_deref().and_then(numeric_ids);
+    let mut writable = Vec::new();
+    for (i, w) in r.writable.iter().enumerate() {
+        let field = format!("config.writable[{i}]");
+        let p = cx.image_path(w, &field)?;
+        if p == "/" {
+            return Err(cx.err(w.span(), field, "the root folder cannot be made writable"));
+        }
+        if user_ids.is_none() {
+            return Err(cx.err_hint(
+                w.span(),
+                field,
+                "writable folders belong to [config] user, which must then be numeric",
+                "set user = \"UID[:GID]\", e.g. user = \"1000:1000\"",
+            ));
+        }
+        writable.push(p);
+    }
     let mut ports = Vec::new();
     for (i, p) in r.ports.iter().enumerate() {
         ports.push(parse_port(p.get_ref()).map_err(|m| {
@@ -1010,6 +1133,8 @@ fn config(cx: &Ctx, r: &raw::RawConfig, weights: &[WeightsSpec]) -> Result<Confi
         env,
         workdir,
         user,
+        writable,
+        user_ids,
         ports,
         volumes,
         labels: r.labels.clone(),
@@ -1198,6 +1323,7 @@ mod tests {
             include: vec![],
             exclude: vec![],
             layering: Layering::One,
+            owner: None,
         }];
         assert_eq!(
             substitute("${weights.sst2.dest}/model", &w),

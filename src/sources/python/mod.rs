@@ -10,6 +10,7 @@
 //! (PEP 508 marker evaluation), [`tags`] (compatibility tags in pip's priority order),
 //! [`index`] (simple API client, find-links dirs, wheel cache), [`install`] (wheel → entries).
 
+pub mod bytecode;
 pub mod detect;
 pub mod index;
 pub mod install;
@@ -265,6 +266,17 @@ pub enum PythonError {
         sdist: String,
     },
     #[error(
+        "{origin}: package `{package}` {version}: {filename} requires Python {requires}, the target is CPython {python}; pin a version of `{package}` that supports {python}, or build on a base with a Python it supports"
+    )]
+    RequiresPython {
+        origin: Origin,
+        package: String,
+        version: Box<str>,
+        filename: Box<str>,
+        requires: Box<str>,
+        python: Box<str>,
+    },
+    #[error(
         "{origin}: package `{package}` {version} has no wheel compatible with {target} in {searched}; wheel tags seen: {seen}"
     )]
     NoCompatibleWheel {
@@ -334,6 +346,8 @@ pub enum PythonError {
     BadIndexPage { url: String, message: String },
     #[error("wheel {wheel}: {message}")]
     InvalidWheel { wheel: PathBuf, message: String },
+    #[error("bytecode: {message}")]
+    Bytecode { message: String },
     #[error("wheel {wheel}: member `{member}` would be installed outside its target directory")]
     UnsafeMember { wheel: PathBuf, member: String },
     #[error("wheels {first} and {second} both install {path}, with different contents")]
@@ -412,6 +426,8 @@ pub struct Resolution {
     pub wheels: Vec<ResolvedWheel>,
     /// E.g. a wheel taken from the cache whose download URL was never recorded.
     pub warnings: Vec<String>,
+    /// Yanked files (PEP 592) that were chosen because the pin names their version exactly.
+    pub yanked: Vec<String>,
 }
 
 /// Like [`resolve`], looking in the wheel cache too (`wheel_cache` is the folder given to
@@ -454,6 +470,7 @@ pub fn resolve_with(
     Ok(Resolution {
         wheels: out,
         warnings: finder.take_warnings(),
+        yanked: finder.take_yanked(),
     })
 }
 
