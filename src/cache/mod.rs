@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 
 use crate::layer::LayerBlob;
 
+pub mod facts;
 mod pushed;
 
 #[derive(Debug, thiserror::Error)]

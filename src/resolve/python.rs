@@ -32,7 +32,8 @@ pub(super) fn resolve_platform(
     if sets.is_empty() {
         return Ok(());
     }
-    let (target, explain, dpkg) = python_target(spec, rp, client, &opts.cache_dir)?;
+    let (target, explain, dpkg) =
+        python_target(spec, rp, client, &opts.cache_dir, !opts.read_only)?;
     rp.dpkg = std::sync::Arc::new(dpkg);
     let py_err = |set: &str, source: PythonError| ResolveError::Python {
         set: set.to_string(),
@@ -180,8 +181,25 @@ fn python_target(
     rp: &ResolvedPlatform,
     client: Option<&RegistryClient>,
     cache_dir: &Path,
+    record: bool,
 ) -> Result<(PythonTarget, Vec<String>, python::detect::DpkgFiles), ResolveError> {
     let base = &rp.base;
+    // what decides the answer: the base's config and layers, the platform, `[python]`
+    let key = format!(
+        "v1\n{}\n{}\n{:?}\n{}",
+        serde_json::to_string(&base.config).unwrap_or_default(),
+        rp.platform,
+        spec.python,
+        base.layers
+            .iter()
+            .map(|l| l.descriptor.digest.to_string())
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    type Answer = (PythonTarget, Vec<String>, python::detect::DpkgFiles);
+    if let Some(hit) = crate::cache::facts::get::<Answer>(cache_dir, "python-target", &key) {
+        return Ok(hit);
+    }
     let layers: Vec<(String, String)> = base
         .layers
         .iter()
@@ -209,7 +227,11 @@ fn python_target(
         line.insert_str(0, "  ");
     }
     explain.insert(0, format!("python target (base {}):", spec.image.base_name));
-    Ok((target, explain, dpkg))
+    let answer = (target, explain, dpkg);
+    if record {
+        crate::cache::facts::put(cache_dir, "python-target", &key, &answer);
+    }
+    Ok(answer)
 }
 
 /// One base layer's bytes by digest: a layout's file, a copy in the cache, or a stream from
