@@ -44,7 +44,20 @@ pub(super) fn resolve_platform(
         // Index credentials (`https://user:token@…`) are kept by origin, out of every URL
         // that is printed or locked; wheels downloaded from a lock need them too.
         let mut index_urls: Vec<String> = d.index_url.iter().cloned().collect();
-        index_urls.extend(opts.pip_index_urls.iter().cloned());
+        // The spec and the requirements file win over the environment, as in pip: a file's
+        // own `--index-url` replaces PIP_INDEX_URL (the first of `pip_index_urls`).
+        let file_index = match &d.source {
+            DepsSource::Requirements(p) => {
+                requirements::parse_file(p).is_ok_and(|r| r.sets_index_url)
+            }
+            _ => false,
+        };
+        let env = if file_index {
+            opts.pip_index_urls.get(1..).unwrap_or(&[])
+        } else {
+            &opts.pip_index_urls[..]
+        };
+        index_urls.extend(env.iter().cloned());
         let index_urls = python::remember_index_credentials(&index_urls);
         let inputs = inputs_hash(spec, d).map_err(|e| py_err(&d.name, e))?;
         let locked = lock.and_then(|l| l.deps(&d.name, &rp.platform));
