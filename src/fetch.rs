@@ -45,6 +45,11 @@ pub struct Fetched {
 }
 
 impl Fetched {
+    /// The file fetched with this sha256 (a Hub file or a wheel), if this build fetched it.
+    pub fn file(&self, sha256: &str) -> Option<&std::path::Path> {
+        self.files.get(sha256).map(PathBuf::as_path)
+    }
+
     /// The tar entries of `l` with every download in place: `Fetched` entries point at their
     /// files, a wheel set is installed (its entries listed from the wheels).
     pub fn entries(&self, l: &LayerPlan) -> Result<Vec<Entry>, FetchError> {
@@ -171,7 +176,7 @@ pub fn fetch(
     Ok(out)
 }
 
-fn wheel_cache(cache: &Cache) -> PathBuf {
+pub(crate) fn wheel_cache(cache: &Cache) -> PathBuf {
     cache.root().join("wheels")
 }
 

@@ -12,6 +12,7 @@ fn main() -> ExitCode {
         cli::Command::PullModel(a) => cli::pull_model::run(a),
         cli::Command::Sbom(a) => cli::sbom::run(a, mlimg::provenance::SPDX_ARTIFACT_TYPE),
         cli::Command::Provenance(a) => cli::sbom::run(a, mlimg::provenance::INTOTO_ARTIFACT_TYPE),
+        cli::Command::Verify(a) => cli::verify::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

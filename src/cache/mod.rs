@@ -2,7 +2,8 @@
 //! inputs → the layer's descriptor).
 //!
 //! Layout under the cache root (`$MLIMG_CACHE_DIR`, else `$XDG_CACHE_HOME/mlimg`):
-//! `blobs/sha256/<hex>`, `selectors/<hex>.json`, `tmp/`. Every write goes to `tmp/` first and is
+//! `blobs/sha256/<hex>`, `selectors/<hex>.json`, `pushed/<hex>` (where a blob was pushed:
+//! `registry repository` lines, for cross-repository mounts), `tmp/`. Every write goes to `tmp/` first and is
 //! renamed into place, so two builds sharing a cache never see a half-written file: the loser of
 //! a race renames identical bytes over identical bytes.
 
@@ -11,6 +12,8 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 use crate::layer::LayerBlob;
+
+mod pushed;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CacheError {

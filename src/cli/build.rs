@@ -63,8 +63,9 @@ pub struct BuildArgs {
     pub upload_jobs: usize,
     #[command(flatten)]
     pub network: super::NetworkArgs,
-    /// Upload blobs in chunks of this many bytes (default: one streamed request per blob, which
-    /// ECR and Google Artifact Registry need).
+    /// Upload blobs in chunks of this many bytes (default: one request per blob). Known
+    /// registries' rules adjust it (ECR: ≥ 5 MiB, GHCR: ≤ 4 MiB, Artifact Registry: one PUT; a
+    /// mirror takes a kind from MLIMG_REGISTRY_KIND=host=ecr|ecr-public|ghcr|quay|gar).
     #[arg(long, value_name = "BYTES")]
     pub chunk_size: Option<u64>,
     /// Fail if mlimg.lock is missing or does not match the spec (like `cargo --locked`).
@@ -89,13 +90,35 @@ pub struct BuildArgs {
     /// those layers contain: only for a repository no one else can push to. off: never.
     #[arg(long, value_enum, default_value_t = SharedCacheArg::Auto, value_name = "MODE")]
     pub shared_cache: SharedCacheArg,
-    /// Do not attach an SPDX 2.3 SBOM to each platform image (attached by default, as an OCI
-    /// referrer; see docs/provenance.md).
+    /// Do not attach SBOMs (SPDX 2.3, CycloneDX 1.6) to each platform image (attached by
+    /// default, as OCI referrers; see docs/provenance.md).
     #[arg(long)]
     pub no_sbom: bool,
     /// Do not attach an in-toto / SLSA v1 provenance statement to each platform image.
     #[arg(long)]
     pub no_provenance: bool,
+    /// The SBOM formats attached to each platform image (comma-separated).
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [SbomFormatArg::Spdx, SbomFormatArg::Cyclonedx], value_name = "FORMATS")]
+    pub sbom_format: Vec<SbomFormatArg>,
+    /// Record when the build started and finished (runDetails.metadata.startedOn/finishedOn)
+    /// in the provenance statement. Off by default so that the statement stays byte-identical
+    /// across builds of the same inputs; not allowed with SOURCE_DATE_EPOCH set.
+    #[arg(long)]
+    pub provenance_times: bool,
+    /// Sign each pushed image (what the tags point at, and each platform manifest of a
+    /// multi-platform image) with this unencrypted PEM EC P-256 private key, in cosign's
+    /// format (verify with `cosign verify --key` or `mlimg verify --key`). Make one with
+    /// `openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out key.pem`.
+    #[arg(long, env = "MLIMG_SIGN_KEY", value_name = "KEY.pem")]
+    pub sign_key: Option<std::path::PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SbomFormatArg {
+    /// SPDX 2.3 JSON (application/spdx+json).
+    Spdx,
+    /// CycloneDX 1.6 JSON (application/vnd.cyclonedx+json).
+    Cyclonedx,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -166,6 +189,12 @@ pub fn run(args: BuildArgs) -> Result<()> {
         shared_cache: SharedCache::Off,
         no_sbom: args.no_sbom,
         no_provenance: args.no_provenance,
+        sign_key: args.sign_key.filter(|p| !p.as_os_str().is_empty()),
+        sbom_formats: mlimg::provenance::SbomFormats {
+            spdx: args.sbom_format.contains(&SbomFormatArg::Spdx),
+            cyclonedx: args.sbom_format.contains(&SbomFormatArg::Cyclonedx),
+        },
+        provenance_times: args.provenance_times,
     };
     let result = match shared_cache(args.shared_cache, std::env::var_os("MLIMG_CACHE_KEY")) {
         Ok(sc) => build(
@@ -233,6 +262,18 @@ pub fn run(args: BuildArgs) -> Result<()> {
                         eprintln!("pushed {r}");
                     }
                     eprintln!("sent {} bytes", p.bytes_sent);
+                    for s in &p.signatures {
+                        eprintln!(
+                            "signed {} ({}{})",
+                            s.digest,
+                            s.tag,
+                            if s.added {
+                                ""
+                            } else {
+                                ", signature already there"
+                            }
+                        );
+                    }
                 }
                 if report.outputs.is_empty() && report.push.is_none() {
                     eprintln!(

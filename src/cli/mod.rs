@@ -5,6 +5,7 @@ pub mod build;
 pub mod lock;
 pub mod pull_model;
 pub mod sbom;
+pub mod verify;
 
 use std::time::Duration;
 
@@ -40,6 +41,8 @@ pub enum Command {
     Sbom(sbom::DocArgs),
     /// Print the in-toto / SLSA provenance statement attached to a pushed image.
     Provenance(sbom::DocArgs),
+    /// Verify a pushed image's cosign-format signatures with a public key.
+    Verify(verify::VerifyArgs),
 }
 
 /// An error and its causes on one line, each cause once (a message that already quotes its

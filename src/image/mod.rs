@@ -223,6 +223,7 @@ pub fn build_config(
 
 /// One platform's image from its layers (base layers first, `new` of them added by this
 /// build): the config merged from the base's and the settings, then the manifest.
+#[allow(clippy::too_many_arguments)]
 pub fn assemble(
     platform: &Platform,
     base_config: &Value,
@@ -231,6 +232,7 @@ pub fn assemble(
     new: usize,
     created: &str,
     annotations: &BTreeMap<String, String>,
+    layer_annotations: &[BTreeMap<String, String>],
 ) -> Result<Image, ImageError> {
     let first_new = layers.len().saturating_sub(new);
     let config = build_config(
@@ -242,7 +244,8 @@ pub fn assemble(
     )?;
     let config = Document::new(CONFIG_MEDIA_TYPE, canonical(&config));
     let descs: Vec<Descriptor> = layers.iter().map(|l| l.descriptor.clone()).collect();
-    let manifest = build_manifest(&config.descriptor, &descs, annotations)?;
+    let manifest =
+        build_manifest_annotated(&config.descriptor, &descs, layer_annotations, annotations)?;
     Ok(Image {
         platform: platform.clone(),
         manifest: Document::new(MANIFEST_MEDIA_TYPE, manifest),
@@ -289,16 +292,30 @@ pub fn build_manifest(
     layers: &[Descriptor],
     annotations: &BTreeMap<String, String>,
 ) -> Result<Vec<u8>, ImageError> {
+    build_manifest_annotated(config, layers, &[], annotations)
+}
+
+/// The OCI image manifest's canonical bytes, layer `i` with `layer_annotations[i]` (when
+/// there is one and it is not empty).
+pub fn build_manifest_annotated(
+    config: &Descriptor,
+    layers: &[Descriptor],
+    layer_annotations: &[BTreeMap<String, String>],
+    annotations: &BTreeMap<String, String>,
+) -> Result<Vec<u8>, ImageError> {
+    let mut descs = Vec::with_capacity(layers.len());
+    for (i, l) in layers.iter().enumerate() {
+        let mut d = descriptor(l)?;
+        if let Some(a) = layer_annotations.get(i).filter(|a| !a.is_empty()) {
+            d.set_annotations(Some(annotation_map(a)));
+        }
+        descs.push(d);
+    }
     let mut b = ImageManifestBuilder::default()
         .schema_version(2u32)
         .media_type(MediaType::ImageManifest)
         .config(descriptor(config)?)
-        .layers(
-            layers
-                .iter()
-                .map(descriptor)
-                .collect::<Result<Vec<_>, _>>()?,
-        );
+        .layers(descs);
     if !annotations.is_empty() {
         b = b.annotations(annotation_map(annotations));
     }

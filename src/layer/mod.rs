@@ -13,20 +13,34 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest as _, Sha256};
 
 mod entry;
+pub mod pargz;
 pub use entry::{Compression, Content, DEFAULT_WEIGHTS_COMPRESSION, Entry};
 
 /// Bumped whenever the bytes the writer produces for the same entries change; part of every
 /// cache selector so an upgrade never reuses a layer written differently.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
+
+/// Threads a compressed layer may use (0 = one per core). The output is the same bytes for
+/// every value: gzip is cut into fixed blocks ([`pargz`]), zstd runs in its multi-threaded mode
+/// (whose output does not depend on the worker count) even with one worker.
+static COMPRESSION_THREADS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Caps the threads one layer's compression uses (`mlimg build -j`); 0 = one per core.
+pub fn set_compression_threads(n: usize) {
+    COMPRESSION_THREADS.store(n, std::sync::atomic::Ordering::Relaxed);
+}
+
+fn compression_threads() -> usize {
+    match COMPRESSION_THREADS.load(std::sync::atomic::Ordering::Relaxed) {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    }
+}
 
 const BUF: usize = 1 << 20;
 /// Reads of a file's bytes, and the buffer of an uncompressed layer's output (which those
 /// reads bypass): small enough that the chunk read, hashed and written stays in the L2 cache.
 const CHUNK: usize = 256 << 10;
-/// The writes a compressor is given a file's bytes in: the 8 KiB of tar's own copy
-/// (`io::copy`), as before the file path bypassed it. Deflate's output depends on how its
-/// input is split, and a layer's bytes must not change (tests/it/layer_golden.rs).
-const COMPRESSOR_WRITE: usize = 8 << 10;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LayerError {
@@ -185,7 +199,7 @@ impl<W: Write> Write for HashWriter<W> {
 type Out<W> = HashWriter<BufWriter<W>>;
 
 enum Sink<W: Write> {
-    Gzip(flate2::write::GzEncoder<Out<W>>),
+    Gzip(pargz::ParGzEncoder<Out<W>>),
     Zstd(zstd::stream::write::Encoder<'static, Out<W>>),
     /// Uncompressed: the digest is the diff_id, so the bytes are hashed once.
     Plain(BufWriter<W>),
@@ -217,32 +231,54 @@ pub fn write<W: Write>(
     out: W,
     progress: &dyn Fn(u64),
 ) -> Result<LayerBlob, LayerError> {
+    write_threads(
+        entries,
+        compression,
+        mtime,
+        out,
+        progress,
+        compression_threads(),
+    )
+}
+
+/// [`write`] with `threads` for the compressor (the bytes do not depend on it).
+fn write_threads<W: Write>(
+    entries: &[Entry],
+    compression: Compression,
+    mtime: u64,
+    out: W,
+    progress: &dyn Fn(u64),
+    threads: usize,
+) -> Result<LayerBlob, LayerError> {
     let sink = match compression {
         Compression::Gzip => Sink::Gzip(
-            flate2::GzBuilder::new()
-                .operating_system(255)
-                .mtime(0)
-                .write(
-                    HashWriter::new(BufWriter::with_capacity(BUF, out)),
-                    flate2::Compression::default(),
-                ),
-        ),
-        Compression::Zstd => Sink::Zstd(
-            zstd::stream::write::Encoder::new(
+            pargz::ParGzEncoder::new(
                 HashWriter::new(BufWriter::with_capacity(BUF, out)),
-                3,
+                flate2::Compression::default(),
+                threads,
             )
             .map_err(LayerError::Write)?,
         ),
+        Compression::Zstd => {
+            let mut z = zstd::stream::write::Encoder::new(
+                HashWriter::new(BufWriter::with_capacity(BUF, out)),
+                3,
+            )
+            .map_err(LayerError::Write)?;
+            // at least one worker: zstd's multi-threaded output is the same for any count of
+            // workers, but differs from its single-threaded mode
+            z.multithread(threads.max(1) as u32)
+                .map_err(LayerError::Write)?;
+            Sink::Zstd(z)
+        }
         Compression::None => Sink::Plain(BufWriter::with_capacity(CHUNK, out)),
     };
     let mut tar = tar::Builder::new(HashWriter::new(sink));
     let mut zips: HashMap<PathBuf, zip::ZipArchive<BufReader<File>>> = HashMap::new();
     let mut buf = Vec::new();
-    let piece = match compression {
-        Compression::None => CHUNK,
-        Compression::Gzip | Compression::Zstd => COMPRESSOR_WRITE,
-    };
+    // Neither compressor's output depends on how its input is split into writes (gzip is cut
+    // by byte count, zstd's multi-threaded mode by job size), so files go on in whole chunks.
+    let piece = CHUNK;
     let mut done = 0u64;
     for e in entries {
         append(&mut tar, e, mtime, &mut zips, &mut buf, piece)?;
@@ -610,19 +646,13 @@ mod tests {
         let tar_bytes = reference(&entries, Vec::new());
         let gz = reference(
             &entries,
-            flate2::GzBuilder::new()
-                .operating_system(255)
-                .mtime(0)
-                .write(Vec::new(), flate2::Compression::default()),
+            pargz::ParGzEncoder::new(Vec::new(), flate2::Compression::default(), 1).unwrap(),
         )
         .finish()
         .unwrap();
-        let zst = reference(
-            &entries,
-            zstd::stream::write::Encoder::new(Vec::new(), 3).unwrap(),
-        )
-        .finish()
-        .unwrap();
+        let mut zst = zstd::stream::write::Encoder::new(Vec::new(), 3).unwrap();
+        zst.multithread(1).unwrap();
+        let zst = reference(&entries, zst).finish().unwrap();
         for (c, want) in [
             (Compression::None, &tar_bytes),
             (Compression::Gzip, &gz),
@@ -687,6 +717,48 @@ mod tests {
         assert_eq!(h.path().unwrap().to_str(), Some("big.bin"));
         assert_eq!(blob.size, out.1);
         assert_eq!(out.1, 512 + size.div_ceil(512) * 512 + 1024);
+    }
+
+    /// A layer's bytes do not depend on the threads its compressor uses: gzip and zstd layers
+    /// of several MiB (many gzip blocks, several zstd jobs) written with 1, 2 and 3 threads.
+    #[test]
+    fn compressed_layers_are_the_same_bytes_for_any_thread_count() {
+        let d = tempfile::tempdir().unwrap();
+        let mut raw = Vec::new();
+        for i in 0..4u64 {
+            let p = d.path().join(format!("f{i}"));
+            let mut bytes = Vec::new();
+            let mut x = i + 1;
+            while bytes.len() < 3 << 20 {
+                // half-compressible: a little LCG noise among repeated text
+                x = x
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                bytes.extend_from_slice(
+                    format!("row {} {:x}\n", bytes.len() % 977, x >> 40).as_bytes(),
+                );
+            }
+            std::fs::write(&p, &bytes).unwrap();
+            raw.push(Entry {
+                path: format!("data/f{i}"),
+                mode: 0o644,
+                content: Content::File {
+                    path: p,
+                    size: bytes.len() as u64,
+                },
+            });
+        }
+        let entries = finalize(raw).unwrap();
+        for c in [Compression::Gzip, Compression::Zstd] {
+            let mut one = Vec::new();
+            let b1 = write_threads(&entries, c, 9, &mut one, &|_| {}, 1).unwrap();
+            for t in [2, 3] {
+                let mut many = Vec::new();
+                let bt = write_threads(&entries, c, 9, &mut many, &|_| {}, t).unwrap();
+                assert_eq!(bt, b1, "{c:?} with {t} threads");
+                assert!(many == one, "{c:?}: bytes differ with {t} threads");
+            }
+        }
     }
 
     #[test]

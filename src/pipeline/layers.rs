@@ -407,6 +407,7 @@ pub(super) fn assemble(
     fetched: &Arc<Fetched>,
     cache: &Cache,
     mtime: u64,
+    source: &super::git::SourceInfo,
 ) -> Result<ImageSet, BuildError> {
     let created = image::rfc3339(mtime);
     let mut images = Vec::new();
@@ -453,7 +454,16 @@ pub(super) fn assemble(
                 cached,
             });
         }
-        let annotations = manifest_annotations(spec, &rp.base, &created);
+        let annotations = manifest_annotations(spec, &rp.base, &created, source);
+        let first_new = layers.len().saturating_sub(pp.layers.len());
+        let layer_annotations: Vec<BTreeMap<String, String>> = (0..first_new)
+            .map(|_| BTreeMap::new())
+            .chain(
+                pp.layers
+                    .iter()
+                    .map(|l| layer_annotations(spec, resolved, l)),
+            )
+            .collect();
         images.push(image::assemble(
             &pp.platform,
             &rp.base.config,
@@ -462,6 +472,7 @@ pub(super) fn assemble(
             pp.layers.len(),
             &created,
             &annotations,
+            &layer_annotations,
         )?);
     }
     let index = if images.len() > 1 {
@@ -491,16 +502,65 @@ pub(super) fn assemble(
     })
 }
 
+/// The annotation keys of a weights layer's descriptor (docs/provenance.md).
+pub const WEIGHTS_NAME: &str = "dev.mlimg.weights.name";
+/// `hf://org/repo` or `local`.
+pub const WEIGHTS_SOURCE: &str = "dev.mlimg.weights.source";
+/// The Hub commit the layer's files are from (Hub weights only).
+pub const WEIGHTS_REVISION: &str = "dev.mlimg.weights.revision";
+
+/// A new layer's descriptor annotations: for weights, which entry, where from and at which
+/// commit (all from the spec and the lock, so the same inputs give the same manifest).
+fn layer_annotations(
+    spec: &Spec,
+    resolved: &crate::resolve::Resolved,
+    l: &LayerPlan,
+) -> BTreeMap<String, String> {
+    let mut a = BTreeMap::new();
+    let crate::plan::LayerRole::Weights(name) = &l.role else {
+        return a;
+    };
+    let Some(w) = spec.weights.iter().find(|w| &w.name == name) else {
+        return a;
+    };
+    a.insert(WEIGHTS_NAME.to_string(), name.clone());
+    match &w.source {
+        crate::spec::WeightsSource::Hub { repo, .. } => {
+            a.insert(WEIGHTS_SOURCE.to_string(), format!("hf://{repo}"));
+            if let Some(lock) = resolved.weights.iter().find(|l| &l.name == name) {
+                a.insert(WEIGHTS_REVISION.to_string(), lock.commit.clone());
+            }
+        }
+        crate::spec::WeightsSource::Local(_) => {
+            a.insert(WEIGHTS_SOURCE.to_string(), "local".to_string());
+        }
+    }
+    a
+}
+
+/// The image manifest's annotations: `created`, the base (`base.name`, `base.digest`), the
+/// source repository and revision, the version (the first tag unless it is `latest`), the
+/// reference name, then `[config].annotations` (which win).
 fn manifest_annotations(
     spec: &Spec,
     base: &ResolvedBase,
     created: &str,
+    source: &super::git::SourceInfo,
 ) -> BTreeMap<String, String> {
     let mut a = BTreeMap::new();
     a.insert(
         "org.opencontainers.image.created".to_string(),
         created.to_string(),
     );
+    if let Some(u) = &source.url {
+        a.insert("org.opencontainers.image.source".to_string(), u.clone());
+    }
+    if let Some(r) = &source.revision {
+        a.insert("org.opencontainers.image.revision".to_string(), r.clone());
+    }
+    if let Some(t) = spec.image.tags.first().filter(|t| *t != "latest") {
+        a.insert("org.opencontainers.image.version".to_string(), t.clone());
+    }
     if spec.image.base != BaseSpec::Scratch {
         a.insert(
             "org.opencontainers.image.base.name".to_string(),

@@ -3,11 +3,13 @@
 //! spec → resolve (the lock value) → plan → look up layers in the caches → fetch what the
 //! rest needs → write those layers → assemble the image set → every sink → report.
 
+mod git;
 mod layers;
 mod model;
 mod report;
 pub mod shared_cache;
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -54,10 +56,17 @@ pub struct BuildOptions {
     /// The registry-shared layer cache (selector records in the push target): off unless
     /// the caller gives a key (records are then authenticated) or opts into unsigned records.
     pub shared_cache: shared_cache::SharedCache,
-    /// Do not attach an SPDX SBOM to each platform image (`--no-sbom`).
+    /// Do not attach SBOMs to each platform image (`--no-sbom`).
     pub no_sbom: bool,
     /// Do not attach an in-toto / SLSA provenance statement (`--no-provenance`).
     pub no_provenance: bool,
+    /// Sign each pushed image with this PEM EC P-256 private key (`--sign-key`), in cosign's
+    /// format.
+    pub sign_key: Option<PathBuf>,
+    /// The SBOM formats (`--sbom-format`; default SPDX and CycloneDX).
+    pub sbom_formats: crate::provenance::SbomFormats,
+    /// Record start and finish times in the provenance (`--provenance-times`).
+    pub provenance_times: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -69,6 +78,9 @@ pub enum BuildError {
     /// The shared-cache settings (`MLIMG_CACHE_KEY`, `--shared-cache`) are not usable.
     #[error("{0}")]
     SharedCache(String),
+    /// `--sign-key` is not usable (no push target, unreadable, not an EC P-256 key).
+    #[error("--sign-key {path}: {message}")]
+    SignKey { path: String, message: String },
     #[error("--platform {requested}: {message}")]
     Platform { requested: String, message: String },
     #[error(
@@ -120,6 +132,7 @@ impl BuildError {
             BuildError::Spec(_)
             | BuildError::SourceDateEpoch(_)
             | BuildError::SharedCache(_)
+            | BuildError::SignKey { .. }
             | BuildError::Platform { .. }
             | BuildError::NoImageName { .. } => 2,
             _ => 1,
@@ -139,6 +152,7 @@ impl BuildError {
             BuildError::Spec(_) => "spec",
             BuildError::SourceDateEpoch(_)
             | BuildError::SharedCache(_)
+            | BuildError::SignKey { .. }
             | BuildError::Platform { .. } => "usage",
             BuildError::NoImageName { .. } => "spec",
             BuildError::Resolve(e) => match **e {
@@ -194,10 +208,27 @@ pub fn build(opts: &BuildOptions, progress: &dyn Progress) -> Result<Outcome, Bu
     )?;
     let mtime = crate::layer::source_date_epoch(opts.source_date_epoch.as_deref())
         .map_err(BuildError::SourceDateEpoch)?;
+    // `--provenance-times` records the clock, which SOURCE_DATE_EPOCH asks to keep out.
+    if opts.provenance_times && opts.source_date_epoch.is_some() {
+        return Err(BuildError::SourceDateEpoch(
+            "--provenance-times records clock times, SOURCE_DATE_EPOCH asks for reproducible \
+             output: use one or the other"
+                .into(),
+        ));
+    }
+    let started = opts.provenance_times.then(now_rfc3339);
     let platforms = select_platforms(&spec, &opts.platforms)?;
     let targets = registry_targets(&spec, opts)?;
+    let signer = signer(opts, !targets.is_empty())?;
     let client = registry_client(&spec, !targets.is_empty(), opts)?;
 
+    if let Some(c) = &client
+        && !opts.dry_run
+    {
+        // manifests and configs by digest from earlier builds (a dry run writes nothing, so it
+        // reads none either: it shows what the registry says)
+        c.set_content_store(std::sync::Arc::new(Cache::open(&opts.cache_dir)?));
+    }
     let lock = resolve::load_lock(&spec, opts.locked, progress)?;
     let resolve_opts = ResolveOptions {
         platforms,
@@ -218,11 +249,18 @@ pub fn build(opts: &BuildOptions, progress: &dyn Progress) -> Result<Outcome, Bu
     for w in &warnings {
         progress.warning(w);
     }
+    if let Some(c) = &client {
+        check_registry_limits(c, &targets, &plan)?;
+    }
     if opts.dry_run {
         return Ok(Outcome::Plan(plan, progress.take()));
     }
 
     let cache = Cache::open(&opts.cache_dir)?;
+    if let Some(c) = &client {
+        // pushes remember where each blob went and mount from there next time
+        c.set_blob_memory(std::sync::Arc::new(cache.clone()));
+    }
     let mut sinks: Vec<Box<dyn Sink + '_>> = Vec::new();
     let state = cache.root().join("outputs");
     for o in opts
@@ -244,6 +282,7 @@ pub fn build(opts: &BuildOptions, progress: &dyn Progress) -> Result<Outcome, Bu
                 tags: tags.clone(),
                 // `[model]`'s artifacts go to their own name once, with the first push
                 artifacts: i == 0,
+                signer: signer.as_ref(),
             }));
         }
     }
@@ -292,16 +331,23 @@ pub fn build(opts: &BuildOptions, progress: &dyn Progress) -> Result<Outcome, Bu
     let spool = spool.map(|(_, dir)| dir);
     let dest = layers::Destination {
         spool: spool.as_deref(),
-        stream: remote,
+        // registries that bound their requests get hashed layers, uploaded in chunks
+        stream: remote.filter(|(c, t)| c.allows_streaming(t)),
     };
+    crate::layer::set_compression_threads(opts.jobs);
     let written = layers::write(&todo, &fetched, &cache, mtime, opts.jobs, dest, progress)?;
     if file_outputs && let Some(c) = &client {
         let bases: Vec<_> = resolved.platforms.iter().map(|p| &p.base).collect();
         layers::check_base_blobs(&bases, &cache, progress);
         crate::fetch::base_blobs(c, &bases, &cache, progress)?;
     }
+    let source = git::source_info(
+        &spec.dir,
+        spec.image.source.as_deref(),
+        spec.image.revision.as_deref(),
+    );
     let mut images = layers::assemble(
-        &spec, &resolved, &plan, &known, &written, &fetched, &cache, mtime,
+        &spec, &resolved, &plan, &known, &written, &fetched, &cache, mtime, &source,
     )?;
     if spec.image.format == crate::spec::ImageFormat::Docker {
         images = crate::image::docker::convert(images)?;
@@ -316,7 +362,15 @@ pub fn build(opts: &BuildOptions, progress: &dyn Progress) -> Result<Outcome, Bu
         mtime,
     )?;
     let images = images.with_artifacts(artifacts);
-    let images = with_provenance(&spec, &resolved, &plan, images, opts, mtime)?;
+    let sbom_on = !opts.no_sbom && opts.sbom_formats != crate::provenance::SbomFormats::NONE;
+    let licenses = if sbom_on {
+        wheel_licenses(&resolved, &fetched, &cache, progress)
+    } else {
+        BTreeMap::new()
+    };
+    let images = with_provenance(
+        &spec, &resolved, &plan, images, opts, mtime, licenses, started, &source,
+    )?;
 
     let mut outputs = Vec::new();
     for s in &sinks {
@@ -359,7 +413,31 @@ pub fn build(opts: &BuildOptions, progress: &dyn Progress) -> Result<Outcome, Bu
     ))))
 }
 
+/// The `--sign-key`, read and checked before any work is done.
+fn signer(
+    opts: &BuildOptions,
+    push: bool,
+) -> Result<Option<crate::provenance::sign::Signer>, BuildError> {
+    let Some(path) = &opts.sign_key else {
+        return Ok(None);
+    };
+    let err = |message: String| BuildError::SignKey {
+        path: path.display().to_string(),
+        message,
+    };
+    if !push {
+        return Err(err(
+            "signatures are stored in a registry: add --push or -o registry:REF".into(),
+        ));
+    }
+    let pem = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
+    crate::provenance::sign::Signer::from_pem(&pem, &path.display().to_string())
+        .map(Some)
+        .map_err(|e| err(e.to_string()))
+}
+
 /// The SBOM and provenance referrers of every platform image (unless turned off).
+#[allow(clippy::too_many_arguments)]
 fn with_provenance(
     spec: &Spec,
     resolved: &resolve::Resolved,
@@ -367,8 +445,16 @@ fn with_provenance(
     images: crate::image::ImageSet,
     opts: &BuildOptions,
     mtime: u64,
+    licenses: BTreeMap<String, String>,
+    started: Option<String>,
+    source: &git::SourceInfo,
 ) -> Result<crate::image::ImageSet, BuildError> {
-    if opts.no_sbom && opts.no_provenance {
+    let sbom = if opts.no_sbom {
+        crate::provenance::SbomFormats::NONE
+    } else {
+        opts.sbom_formats
+    };
+    if sbom == crate::provenance::SbomFormats::NONE && opts.no_provenance {
         return Ok(images);
     }
     let err = |message: String| {
@@ -387,12 +473,80 @@ fn with_provenance(
         spec_sha256: crate::digest::Digest::of(&bytes).hex().to_string(),
         tags: effective_tags(spec, opts),
         created: crate::image::rfc3339(mtime),
-        sbom: !opts.no_sbom,
+        sbom,
         provenance: !opts.no_provenance,
+        licenses,
+        times: started.map(|s| (s, now_rfc3339())),
+        source: source.url.clone(),
+        revision: source.revision.clone(),
     };
     let referrers =
         crate::provenance::referrers(&inputs, &images).map_err(|e| err(e.to_string()))?;
     Ok(images.with_referrers(referrers))
+}
+
+fn now_rfc3339() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    crate::image::rfc3339(secs)
+}
+
+/// The SPDX license of every wheel the images install that states one (by sha256), read from
+/// the wheel's METADATA: the file this build fetched, else the wheel cache's copy (downloaded
+/// again when the cache lost it, so a build whose layers all came from the cache records the
+/// same licenses). A wheel that cannot be had is NOASSERTION, with a warning.
+fn wheel_licenses(
+    resolved: &resolve::Resolved,
+    fetched: &crate::fetch::Fetched,
+    cache: &Cache,
+    progress: &dyn Progress,
+) -> BTreeMap<String, String> {
+    use crate::sources::python;
+    let mut wheels: BTreeMap<&str, &python::ResolvedWheel> = BTreeMap::new();
+    for p in &resolved.platforms {
+        for (_, ws) in &p.deps {
+            for w in ws {
+                wheels.insert(&w.sha256, w);
+            }
+        }
+    }
+    let mut paths: Vec<(String, PathBuf)> = Vec::new();
+    let mut missing = Vec::new();
+    for (sha, w) in &wheels {
+        match fetched.file(sha) {
+            Some(p) => paths.push((sha.to_string(), p.to_path_buf())),
+            None => missing.push((*w).clone()),
+        }
+    }
+    if !missing.is_empty() {
+        let warn = |m: String| progress.warning(&Warning::new("cache-corrupt", m));
+        match python::fetch_reporting(&missing, &crate::fetch::wheel_cache(cache), &warn) {
+            Ok(got) => paths.extend(missing.iter().map(|w| w.sha256.clone()).zip(got)),
+            Err(e) => progress.warning(&Warning::new(
+                "sbom-license",
+                format!("SBOM: wheel licenses left as NOASSERTION: {e}"),
+            )),
+        }
+    }
+    let mut out = BTreeMap::new();
+    for (sha, path) in paths {
+        match python::install::wheel_license(&path) {
+            Ok(m) => {
+                if let Some(l) = crate::provenance::license::spdx_expression(&m) {
+                    out.insert(sha, l);
+                }
+            }
+            Err(e) => progress.warning(&Warning::new(
+                "sbom-license",
+                format!(
+                    "SBOM: license of {} left as NOASSERTION: {e}",
+                    path.display()
+                ),
+            )),
+        }
+    }
+    out
 }
 
 /// The spec file's path relative to the project (the context folder, else the spec's own
@@ -463,6 +617,40 @@ fn publish_selectors(
             format!("shared layer cache: could not publish records in {target}: {e}"),
         )),
     }
+}
+
+/// A file, or an uncompressed layer, over a push target's per-layer limit is refused before
+/// anything is built (a compressed layer's size is known once written: the push checks it
+/// before its first upload).
+fn check_registry_limits(
+    client: &RegistryClient,
+    targets: &[(Reference, Vec<String>)],
+    plan: &crate::plan::BuildPlan,
+) -> Result<(), BuildError> {
+    for (t, _) in targets {
+        let limits = client.limits(&t.registry);
+        let Some(max) = limits.max_blob else { continue };
+        let over = |what: String, size: u64| {
+            BuildError::Registry(Box::new(crate::registry::RegistryError::OverLimit {
+                host: t.registry.clone(),
+                repository: t.repository.clone(),
+                registry: limits.name.to_string(),
+                what,
+                size,
+                limit: max,
+            }))
+        };
+        for l in plan.platforms.iter().flat_map(|p| &p.layers) {
+            if let Some(e) = l.entries.iter().find(|e| e.size() > max) {
+                return Err(over(format!("/{} ({})", e.path, l.role), e.size()));
+            }
+            let total: u64 = l.entries.iter().map(|e| e.size()).sum();
+            if l.compression == crate::layer::Compression::None && total > max {
+                return Err(over(format!("the {} layer", l.role), total));
+            }
+        }
+    }
+    Ok(())
 }
 
 fn registry_client(

@@ -10,7 +10,10 @@ use crate::lock::WeightsLock;
 use crate::progress::Warning;
 use crate::resolve::{Resolved, ResolvedPlatform};
 use crate::sources::local::{Filter, IgnoreRules, SourceError, walk};
-use crate::spec::{ConfigSpec, DepsSource, DepsSpec, Layering, Spec, WeightsSource, WeightsSpec};
+use crate::sources::python::ResolvedWheel;
+use crate::spec::{
+    ConfigSpec, DepsLayering, DepsSource, DepsSpec, Layering, Spec, WeightsSource, WeightsSpec,
+};
 
 /// Image layer counts above this draw a warning.
 pub const LAYER_WARN: usize = 100;
@@ -96,7 +99,7 @@ pub fn plan(
     for rp in &resolved.platforms {
         let mut layers: Vec<Arc<LayerPlan>> = Vec::new();
         for d in &spec.deps {
-            layers.push(Arc::new(plan_deps(d, rp, mtime)?));
+            layers.extend(plan_deps(d, rp, mtime)?.into_iter().map(Arc::new));
         }
         layers.extend(shared.iter().cloned());
         if let Some(Err(why)) = &rp.bytecode {
@@ -207,22 +210,25 @@ pub fn run_settings<'a>(spec: &'a Spec, rp: &ResolvedPlatform) -> std::borrow::C
     std::borrow::Cow::Borrowed(&spec.config)
 }
 
-/// One deps set for one platform: a copied tree, or the resolved wheels for the target.
-fn plan_deps(d: &DepsSpec, rp: &ResolvedPlatform, mtime: u64) -> Result<LayerPlan, PlanError> {
+/// One deps set for one platform: a copied tree, or the resolved wheels for the target (one
+/// layer, or several as `layers` asks).
+fn plan_deps(d: &DepsSpec, rp: &ResolvedPlatform, mtime: u64) -> Result<Vec<LayerPlan>, PlanError> {
     let role = LayerRole::Deps(d.name.clone());
     let created_by = format!("mlimg deps {}", d.name);
     if let DepsSource::Dir(dir) = &d.source {
         let dest = d.dest.as_deref().unwrap_or("/");
         let w = walk(dir, dest, &filter(&role, &[], &[])?).map_err(src_err(&role))?;
-        return LayerPlan::new(
-            role.clone(),
-            d.compression,
-            w.entries,
-            &w.fingerprint,
-            mtime,
-            created_by,
-        )
-        .map_err(layer_err(&role));
+        return Ok(vec![
+            LayerPlan::new(
+                role.clone(),
+                d.compression,
+                w.entries,
+                &w.fingerprint,
+                mtime,
+                created_by,
+            )
+            .map_err(layer_err(&role))?,
+        ]);
     }
     let (Some(target), Some((_, wheels))) = (
         rp.python.as_ref(),
@@ -233,21 +239,6 @@ fn plan_deps(d: &DepsSpec, rp: &ResolvedPlatform, mtime: u64) -> Result<LayerPla
             message: format!("no wheels were resolved for {}", rp.platform),
         });
     };
-    // Wheels are content-addressed: their hashes and where they install decide the layer.
-    let mut fp = vec![
-        format!("python target {target}"),
-        format!(
-            "install {} {} {}",
-            target.site_packages(),
-            target.scripts_dir(),
-            target.interpreter()
-        ),
-    ];
-    fp.extend(
-        wheels
-            .iter()
-            .map(|w| format!("wheel {} sha256:{}", w.filename, w.sha256)),
-    );
     let bytecode = match &rp.bytecode {
         Some(Ok(c)) => Some(crate::sources::python::bytecode::Bytecode {
             compiler: c.clone(),
@@ -255,27 +246,83 @@ fn plan_deps(d: &DepsSpec, rp: &ResolvedPlatform, mtime: u64) -> Result<LayerPla
         }),
         _ => None,
     };
-    fp.push(match &bytecode {
-        Some(b) => b.compiler.fingerprint(),
-        None => "bytecode none".to_string(),
-    });
-    let mut lp = LayerPlan::new(
-        role.clone(),
-        d.compression,
-        Vec::new(),
-        &fp,
-        mtime,
-        created_by,
-    )
-    .map_err(layer_err(&role))?;
     let mut wheels = wheels.clone();
     wheels.sort_by(|a, b| a.name.cmp(&b.name));
-    lp.wheels = Some(Arc::new(WheelInstall {
-        target: target.clone(),
-        wheels,
-        bytecode,
-    }));
-    Ok(lp)
+    let wheel_layer = |role: LayerRole, wheels: Vec<ResolvedWheel>| {
+        // Wheels are content-addressed: their hashes and where they install decide the layer.
+        let mut fp = vec![
+            format!("python target {target}"),
+            format!(
+                "install {} {} {}",
+                target.site_packages(),
+                target.scripts_dir(),
+                target.interpreter()
+            ),
+        ];
+        fp.extend(
+            wheels
+                .iter()
+                .map(|w| format!("wheel {} sha256:{}", w.filename, w.sha256)),
+        );
+        fp.push(match &bytecode {
+            Some(b) => b.compiler.fingerprint(),
+            None => "bytecode none".to_string(),
+        });
+        let mut lp = LayerPlan::new(
+            role.clone(),
+            d.compression,
+            Vec::new(),
+            &fp,
+            mtime,
+            format!("mlimg {role}"),
+        )
+        .map_err(layer_err(&role))?;
+        lp.wheels = Some(Arc::new(WheelInstall {
+            target: target.clone(),
+            wheels,
+            bytecode: bytecode.clone(),
+        }));
+        Ok(lp)
+    };
+    let part = |p: &str| LayerRole::Deps(format!("{}/{p}", d.name));
+    match d.layering {
+        DepsLayering::One => Ok(vec![wheel_layer(role, wheels)?]),
+        DepsLayering::PerPackage => wheels
+            .into_iter()
+            .map(|w| wheel_layer(part(&w.name), vec![w]))
+            .collect(),
+        DepsLayering::Auto => {
+            let (big, small): (Vec<_>, Vec<_>) = wheels
+                .into_iter()
+                .partition(|w| w.size.is_some_and(|s| s >= AUTO_ALONE_BYTES));
+            let mut layers = big
+                .into_iter()
+                .map(|w| wheel_layer(part(&w.name), vec![w]))
+                .collect::<Result<Vec<_>, _>>()?;
+            let mut groups: Vec<Vec<ResolvedWheel>> = vec![Vec::new(); AUTO_GROUPS];
+            for w in small {
+                groups[auto_group(&w.name)].push(w);
+            }
+            for (i, g) in groups.into_iter().enumerate() {
+                if !g.is_empty() {
+                    layers.push(wheel_layer(part(&format!("group-{i}")), g)?);
+                }
+            }
+            Ok(layers)
+        }
+    }
+}
+
+/// `layers = "auto"`: wheels this big get a layer of their own.
+pub const AUTO_ALONE_BYTES: u64 = 10 << 20;
+/// `layers = "auto"`: the smaller wheels are spread over this many layers.
+const AUTO_GROUPS: usize = 4;
+
+/// The group of a small wheel: from its name only, so adding or removing a package moves no
+/// other package to another layer.
+fn auto_group(name: &str) -> usize {
+    use sha2::Digest as _;
+    (sha2::Sha256::digest(name.as_bytes())[0] as usize) % AUTO_GROUPS
 }
 
 /// A local weights entry: one layer, or one per file.

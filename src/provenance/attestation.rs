@@ -1,5 +1,6 @@
 //! The build attestation: an in-toto Statement v1 with a SLSA Provenance v1 predicate. No start
-//! or finish time (reproducible): the same inputs give the same bytes.
+//! or finish time unless `--provenance-times` asks for them: by default the same inputs give
+//! the same bytes.
 
 use serde_json::{Value, json};
 
@@ -16,6 +17,19 @@ pub fn statement(inp: &Inputs, t: &Target) -> Value {
         .clone()
         .unwrap_or_else(|| "image".to_string());
     let mut deps = Vec::new();
+    if let Some(url) = &inp.source {
+        let commit = inp
+            .revision
+            .as_ref()
+            .filter(|r| r.len() == 40 && r.chars().all(|c| c.is_ascii_hexdigit()));
+        let mut d = json!({"name": "source", "uri": format!("git+{url}")});
+        match (commit, &inp.revision) {
+            (Some(c), _) => d["digest"] = json!({"gitCommit": c}),
+            (None, Some(r)) => d["annotations"] = json!({"revision": r}),
+            (None, None) => {}
+        }
+        deps.push(d);
+    }
     if spec.image.base != BaseSpec::Scratch {
         let base = &t.resolved.base;
         let mut d = json!({"name": format!("base {}", base.name)});
@@ -66,6 +80,15 @@ pub fn statement(inp: &Inputs, t: &Target) -> Value {
         .iter()
         .map(|p| p.platform.to_string())
         .collect();
+    let mut run = json!({
+        "builder": {
+            "id": BUILDER_ID,
+            "version": {"mlimg": VERSION},
+        },
+    });
+    if let Some((started, finished)) = &inp.times {
+        run["metadata"] = json!({"startedOn": started, "finishedOn": finished});
+    }
     json!({
         "_type": "https://in-toto.io/Statement/v1",
         "subject": [{
@@ -90,12 +113,7 @@ pub fn statement(inp: &Inputs, t: &Target) -> Value {
                 },
                 "resolvedDependencies": deps,
             },
-            "runDetails": {
-                "builder": {
-                    "id": BUILDER_ID,
-                    "version": {"mlimg": VERSION},
-                },
-            },
+            "runDetails": run,
         },
     })
 }

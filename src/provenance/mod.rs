@@ -1,17 +1,25 @@
-//! Provenance: an SPDX 2.3 SBOM and an in-toto / SLSA v1 build attestation for each platform
-//! image, and the OCI referrers (artifact manifests with a `subject`) that carry them.
+//! Provenance: an SPDX 2.3 and a CycloneDX 1.6 SBOM and an in-toto / SLSA v1 build attestation
+//! for each platform image, the OCI referrers (artifact manifests with a `subject`) that carry
+//! them, and cosign-format image signatures ([`sign`]).
 //!
 //! Pure: the values the pipeline already has in, canonical JSON bytes out. Nothing here reads a
-//! file or the clock: the only time is the image's `created`, so the same inputs give the same
-//! bytes.
+//! file or the clock: the only time is the image's `created` (and, when asked for with
+//! `--provenance-times`, the start and finish times the pipeline hands in), so the same inputs
+//! give the same bytes. [`remote`] is the registry side.
 
 mod attestation;
+mod cyclonedx;
+pub mod license;
 pub mod remote;
 mod sbom;
+pub mod sign;
+
+use std::collections::BTreeMap;
 
 use serde_json::json;
 
 pub use attestation::statement;
+pub use cyclonedx::cyclonedx;
 pub use sbom::spdx;
 
 use crate::image::{
@@ -23,14 +31,18 @@ use crate::spec::Spec;
 
 /// The SPDX 2.3 JSON artifact (and layer) media type.
 pub const SPDX_ARTIFACT_TYPE: &str = "application/spdx+json";
+/// The CycloneDX JSON artifact (and layer) media type.
+pub const CYCLONEDX_ARTIFACT_TYPE: &str = "application/vnd.cyclonedx+json";
 /// The in-toto statement artifact (and layer) media type.
 pub const INTOTO_ARTIFACT_TYPE: &str = "application/vnd.in-toto+json";
 /// The empty config of an artifact manifest.
 pub const EMPTY_MEDIA_TYPE: &str = "application/vnd.oci.empty.v1+json";
-/// The SLSA build type of an mlimg build.
-pub const BUILD_TYPE: &str = "https://github.com/mlimg/mlimg/build-types/image/v1";
-/// The SLSA builder id.
-pub const BUILDER_ID: &str = "https://github.com/mlimg/mlimg";
+/// The SLSA build type of an mlimg build: a URN of mlimg's own (mlimg has no web home to
+/// point at; docs/provenance.md defines what the type means).
+pub const BUILD_TYPE: &str = "urn:mlimg:build-type:image:v1";
+/// The SLSA builder id: the mlimg command line, run by whoever ran it (mlimg cannot vouch for
+/// the machine; the version is in `builder.version`).
+pub const BUILDER_ID: &str = "urn:mlimg:builder:cli";
 /// The tool name in SPDX `creators` and the builder version.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
@@ -47,8 +59,42 @@ pub struct Inputs<'a> {
     pub tags: Vec<String>,
     /// The image's `created` (RFC 3339).
     pub created: String,
-    pub sbom: bool,
+    /// The SBOM formats to attach (none: no SBOM).
+    pub sbom: SbomFormats,
     pub provenance: bool,
+    /// The SPDX license expression of each wheel (by its sha256) that states one
+    /// unambiguously ([`license::spdx_expression`]); the others are NOASSERTION.
+    pub licenses: BTreeMap<String, String>,
+    /// `--provenance-times`: when the build started and when its images were assembled
+    /// (RFC 3339); `None` keeps the statement reproducible.
+    pub times: Option<(String, String)>,
+    /// The source repository URL and revision the manifests name (`[image].source` /
+    /// `revision`, or the clean git checkout's): a resolved dependency of the statement.
+    pub source: Option<String>,
+    pub revision: Option<String>,
+}
+
+/// Which SBOM documents to attach (default: both).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SbomFormats {
+    pub spdx: bool,
+    pub cyclonedx: bool,
+}
+
+impl Default for SbomFormats {
+    fn default() -> Self {
+        SbomFormats {
+            spdx: true,
+            cyclonedx: true,
+        }
+    }
+}
+
+impl SbomFormats {
+    pub const NONE: SbomFormats = SbomFormats {
+        spdx: false,
+        cyclonedx: false,
+    };
 }
 
 /// One platform image with what it was made of.
@@ -72,7 +118,8 @@ impl<'a> Target<'a> {
     }
 }
 
-/// The referrers the options ask for, per platform image: the SBOM first, then the statement.
+/// The referrers the options ask for, per platform image: the SBOMs (SPDX, CycloneDX) first,
+/// then the statement.
 pub fn referrers(inp: &Inputs, images: &ImageSet) -> Result<Vec<Referrer>, serde_json::Error> {
     let mut out = Vec::new();
     for ((image, plan), resolved) in images
@@ -86,10 +133,19 @@ pub fn referrers(inp: &Inputs, images: &ImageSet) -> Result<Vec<Referrer>, serde
             plan,
             resolved,
         };
-        if inp.sbom {
+        if inp.sbom.spdx {
             let doc = spdx(inp, &t);
             out.push(referrer(
                 SPDX_ARTIFACT_TYPE,
+                &image.manifest.descriptor,
+                serde_json::to_vec_pretty(&doc)?,
+                &inp.created,
+            ));
+        }
+        if inp.sbom.cyclonedx {
+            let doc = cyclonedx(inp, &t);
+            out.push(referrer(
+                CYCLONEDX_ARTIFACT_TYPE,
                 &image.manifest.descriptor,
                 serde_json::to_vec_pretty(&doc)?,
                 &inp.created,

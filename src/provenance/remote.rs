@@ -154,3 +154,158 @@ pub fn fetch_document(
         bytes,
     })
 }
+
+/// Why `mlimg verify` failed.
+#[derive(Debug, thiserror::Error)]
+pub enum VerifyError {
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    #[error(
+        "{reference}: no signature for {digest} (no {tag} tag)\n  hint: was it pushed with --sign-key? a tag moved to another manifest has no signature until that one is signed"
+    )]
+    Unsigned {
+        reference: String,
+        digest: String,
+        tag: String,
+    },
+    #[error("{reference}: no signature of {digest} verifies with {key}:\n{}", reasons.join("\n"))]
+    Failed {
+        reference: String,
+        digest: String,
+        key: String,
+        /// One line per signature layer: which one, and why it fails.
+        reasons: Vec<String>,
+    },
+}
+
+/// A signature that verified.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct VerifiedSignature {
+    /// The payload blob's digest.
+    pub payload: String,
+    /// `critical.identity.docker-reference` (informational; cosign ignores it too).
+    pub docker_reference: String,
+}
+
+/// What `mlimg verify` checked.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Verification {
+    pub reference: String,
+    /// The manifest (or index) digest the reference resolves to, and the signatures vouch for.
+    pub digest: String,
+    /// The `.sig` tag and its manifest's digest.
+    pub tag: String,
+    pub signature_manifest: String,
+    pub verified: Vec<VerifiedSignature>,
+    /// Signature layers that did not verify with this key (other signers' keys, say).
+    pub others: usize,
+}
+
+/// Checks `r`'s cosign signatures (the `sha256-<hex>.sig` tag of the digest it resolves to)
+/// with `key`: a signature layer counts when its payload blob matches its digest, the
+/// payload names exactly that manifest digest, and the ECDSA signature over the payload's
+/// bytes verifies. At least one must.
+pub fn verify_signatures(
+    client: &RegistryClient,
+    r: &Reference,
+    key: &super::sign::PublicKey,
+    key_name: &str,
+) -> Result<Verification, VerifyError> {
+    use super::sign;
+    let reference = r.to_string();
+    // The digest the reference names: fetched (and its bytes hashed) even when pinned, so a
+    // registry cannot answer for a digest it does not have.
+    let digest = client.fetch_manifest(r)?.digest;
+    let tag = sign::signature_tag(&digest);
+    let repo = Reference {
+        tag: None,
+        digest: None,
+        ..r.clone()
+    };
+    let sig = match client.fetch_manifest(&repo.with_tag(&tag)) {
+        Ok(m) => m,
+        Err(e) if e.status() == Some(404) => {
+            return Err(VerifyError::Unsigned {
+                reference,
+                digest,
+                tag,
+            });
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let m: Value = serde_json::from_slice(&sig.bytes).unwrap_or(Value::Null);
+    let layers = m["layers"].as_array().cloned().unwrap_or_default();
+    let mut verified = Vec::new();
+    let mut reasons = Vec::new();
+    for (i, l) in layers.iter().enumerate() {
+        let what = format!(
+            "  layer {i} ({})",
+            l["digest"].as_str().unwrap_or("no digest")
+        );
+        let check = || -> Result<VerifiedSignature, String> {
+            if l["mediaType"] != sign::SIMPLESIGNING_MEDIA_TYPE {
+                return Err(format!("media type {} is not a signature", l["mediaType"]));
+            }
+            let (Some(d), Some(size)) = (l["digest"].as_str(), l["size"].as_u64()) else {
+                return Err("no digest or size".into());
+            };
+            let Some(signature) = l["annotations"][sign::SIGNATURE_ANNOTATION].as_str() else {
+                return Err(format!("no {} annotation", sign::SIGNATURE_ANNOTATION));
+            };
+            if size > sign::MAX_PAYLOAD_BYTES {
+                return Err(format!("a payload of {size} bytes is too large"));
+            }
+            let mut payload = Vec::new();
+            client
+                .blob_reader(&repo, d, size)
+                .map_err(|e| e.to_string())?
+                .read_to_end(&mut payload)
+                .map_err(|e| format!("reading the payload: {e}"))?;
+            let got = crate::digest::Digest::of(&payload);
+            if got.as_str() != d || payload.len() as u64 != size {
+                return Err(format!(
+                    "the payload blob is {} bytes hashing to {got}",
+                    payload.len()
+                ));
+            }
+            let claimed = sign::payload_digest(&payload)?;
+            if claimed != digest {
+                return Err(format!(
+                    "the payload is about {claimed}, not {digest} (digest mismatch)"
+                ));
+            }
+            key.verify(&payload, signature)?;
+            let v: Value = serde_json::from_slice(&payload).unwrap_or(Value::Null);
+            Ok(VerifiedSignature {
+                payload: d.to_string(),
+                docker_reference: v["critical"]["identity"]["docker-reference"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_string(),
+            })
+        };
+        match check() {
+            Ok(v) => verified.push(v),
+            Err(e) => reasons.push(format!("{what}: {e}")),
+        }
+    }
+    if layers.is_empty() {
+        reasons.push(format!("  {tag} lists no signature layer"));
+    }
+    if verified.is_empty() {
+        return Err(VerifyError::Failed {
+            reference,
+            digest,
+            key: key_name.to_string(),
+            reasons,
+        });
+    }
+    Ok(Verification {
+        reference,
+        digest,
+        tag,
+        signature_manifest: sig.digest,
+        verified,
+        others: reasons.len(),
+    })
+}

@@ -31,7 +31,7 @@ fn spdx_id(parts: &[&str]) -> String {
 
 /// Whether SPDX accepts `url` as a `downloadLocation`: its grammar wants a host name with a
 /// top-level domain (or `localhost`); an index on an IP address stays in `sourceInfo` only.
-fn spdx_url(url: &str) -> bool {
+pub(super) fn spdx_url(url: &str) -> bool {
     let rest = url.split_once("://").map_or(url, |(_, r)| r);
     let host = rest.split(['/', ':', '?', '#']).next().unwrap_or("");
     if host.contains('@') {
@@ -75,6 +75,14 @@ fn purl(p: &str) -> Value {
 
 fn rel(from: &str, kind: &str, to: &str) -> Value {
     json!({"spdxElementId": from, "relationshipType": kind, "relatedSpdxElement": to})
+}
+
+/// The files (not folders) a layer plan holds.
+pub(super) fn file_count(lp: &crate::plan::LayerPlan) -> usize {
+    lp.entries
+        .iter()
+        .filter(|e| !matches!(e.content, Content::Dir))
+        .count()
 }
 
 /// The SBOM of `t`'s image.
@@ -150,10 +158,34 @@ pub fn spdx(inp: &Inputs, t: &Target) -> Value {
                     p["downloadLocation"] = json!(w.url_or_path);
                 }
             }
+            if let Some(l) = inp.licenses.get(&w.sha256) {
+                p["licenseDeclared"] = json!(l);
+            }
             p["comment"] = json!(format!("installed from wheel {} (deps {set})", w.filename));
             packages.push(p);
             rels.push(rel("SPDXRef-Image", "CONTAINS", &id));
         }
+    }
+
+    // prepared trees (`[[deps]] dir`): copied as they are, so one package per set
+    for (layer, lp) in t.new_layers() {
+        let LayerRole::Deps(set) = &lp.role else {
+            continue;
+        };
+        if lp.wheels.is_some() {
+            continue;
+        }
+        let id = spdx_id(&["Deps", set]);
+        let mut p = package(&id, set, "LIBRARY");
+        p["checksums"] = sha256(layer.descriptor.digest.hex());
+        p["comment"] = json!(format!(
+            "deps {set}: a prepared tree copied as it is (not itemized): {} files, layer {} ({} bytes)",
+            file_count(lp),
+            layer.descriptor.digest,
+            layer.descriptor.size
+        ));
+        packages.push(p);
+        rels.push(rel("SPDXRef-Image", "CONTAINS", &id));
     }
 
     // weights: each entry, and each file in it
@@ -225,11 +257,7 @@ pub fn spdx(inp: &Inputs, t: &Target) -> Value {
 
     // the app layer
     if let Some((layer, lp)) = t.new_layers().find(|(_, lp)| lp.role == LayerRole::App) {
-        let files = lp
-            .entries
-            .iter()
-            .filter(|e| !matches!(e.content, Content::Dir))
-            .count();
+        let files = file_count(lp);
         let mut p = package("SPDXRef-App", "app", "APPLICATION");
         p["checksums"] = sha256(layer.descriptor.digest.hex());
         p["comment"] = json!(format!(
@@ -245,11 +273,7 @@ pub fn spdx(inp: &Inputs, t: &Target) -> Value {
         "dataLicense": "CC0-1.0",
         "SPDXID": "SPDXRef-DOCUMENT",
         "name": format!("{name} {platform}"),
-        "documentNamespace": format!(
-            "https://github.com/mlimg/mlimg/spdx/{}/{}",
-            name.replace(['#', '?', ':'], "-"),
-            manifest.hex()
-        ),
+        "documentNamespace": format!("urn:mlimg:spdx:{}", manifest.hex()),
         "creationInfo": {
             "created": inp.created,
             "creators": [format!("Tool: mlimg-{VERSION}")],

@@ -31,6 +31,9 @@ pub struct ClientOptions {
     /// `None`: one streamed PATCH then PUT per blob (works on ECR and Artifact Registry).
     /// `Some(n)`: chunked PATCHes of `n` bytes.
     pub chunk_size: Option<u64>,
+    /// `host=kind` pairs giving a registry under another name the upload rules of a known one
+    /// (`registry::REGISTRY_KINDS`); default: `$MLIMG_REGISTRY_KIND`.
+    pub registry_kinds: Option<String>,
     /// Retries (per request, and per blob upload), backoff, timeouts, user agent, retry
     /// reporting: the one policy every network client uses. Small requests (manifests, HEAD,
     /// tokens, session setup) get its whole-request timeout; blob bodies only its idle timeout.
@@ -45,6 +48,9 @@ impl Default for ClientOptions {
             credential_helper_dir: None,
             max_parallel_uploads: 4,
             chunk_size: None,
+            registry_kinds: std::env::var("MLIMG_REGISTRY_KIND")
+                .ok()
+                .filter(|s| !s.is_empty()),
             transport: TransportOptions::default(),
         }
     }
@@ -64,6 +70,12 @@ pub struct RegistryClient {
     pub(crate) opts: ClientOptions,
     creds: CredentialStore,
     hosts: Mutex<HashMap<String, HostState>>,
+    /// Where blobs were pushed before (for cross-repository mounts); none by default.
+    pub(crate) memory: std::sync::OnceLock<std::sync::Arc<dyn super::BlobMemory>>,
+    /// `MLIMG_REGISTRY_KIND`, parsed.
+    kinds: Vec<(String, String)>,
+    /// Manifests and configs by digest from earlier builds; none by default.
+    pub(crate) store: std::sync::OnceLock<std::sync::Arc<dyn super::ContentStore>>,
 }
 
 impl std::fmt::Debug for RegistryClient {
@@ -170,6 +182,8 @@ pub fn is_loopback(host: &str) -> bool {
 
 impl RegistryClient {
     pub fn new(opts: ClientOptions) -> Result<Self> {
+        let kinds = super::limits::parse_kinds(opts.registry_kinds.as_deref().unwrap_or(""))
+            .map_err(RegistryError::RegistryKind)?;
         let transport = Transport::new(opts.transport.clone())
             .map_err(|e| RegistryError::ClientInit(Box::new(e)))?;
         let http = transport.client().clone();
@@ -183,7 +197,49 @@ impl RegistryClient {
             opts,
             creds,
             hosts: Mutex::new(HashMap::new()),
+            memory: std::sync::OnceLock::new(),
+            kinds,
+            store: std::sync::OnceLock::new(),
         })
+    }
+
+    /// The upload rules mlimg knows for `host` (before any request).
+    pub fn limits(&self, host: &str) -> super::Limits {
+        super::limits::for_host(host, &self.kinds)
+    }
+
+    /// Whether a layer can be streamed to `target` in one PATCH of unknown length.
+    pub fn allows_streaming(&self, target: &Reference) -> bool {
+        self.limits(&target.registry).allows_streaming()
+    }
+
+    /// Remember where pushed blobs went, and mount from there in later pushes (set once).
+    pub fn set_blob_memory(&self, memory: std::sync::Arc<dyn super::BlobMemory>) {
+        let _ = self.memory.set(memory);
+    }
+
+    /// Keep manifests and configs fetched by digest, and answer from them next time (set once).
+    pub fn set_content_store(&self, store: std::sync::Arc<dyn super::ContentStore>) {
+        let _ = self.store.set(store);
+    }
+
+    /// Stored bytes for `digest` that still hash to it.
+    pub(crate) fn stored(&self, digest: &str) -> Option<Vec<u8>> {
+        let bytes = self.store.get()?.get(digest)?;
+        (super::pull::sha256_digest(&bytes) == digest).then_some(bytes)
+    }
+
+    pub(crate) fn keep(&self, bytes: &[u8]) {
+        if let Some(s) = self.store.get() {
+            s.put(bytes);
+        }
+    }
+
+    /// Records that `target`'s repository holds `digest` (no-op without a memory).
+    pub(crate) fn remember_blob(&self, target: &Reference, digest: &str) {
+        if let Some(m) = self.memory.get() {
+            m.remember(&target.registry, &target.repository, digest);
+        }
     }
 
     pub fn options(&self) -> &ClientOptions {

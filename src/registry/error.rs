@@ -199,6 +199,33 @@ pub enum RegistryError {
     #[error("push to {target}: invalid push request: {reason}")]
     InvalidPushRequest { target: String, reason: String },
 
+    /// A blob over the target registry's per-layer limit: refused before any upload.
+    #[error(
+        "push to {host}/{repository}: {what} is {size} bytes, over {registry}'s limit of {limit} \
+         bytes per layer; nothing was uploaded. Split it: a weights entry with \
+         `layers = \"per-file\"` gets one layer per file (a single file over the limit must be \
+         split itself, e.g. into safetensors shards)"
+    )]
+    OverLimit {
+        host: String,
+        repository: String,
+        registry: String,
+        what: String,
+        size: u64,
+        limit: u64,
+    },
+
+    /// A registry's announced upload rules that no chunk size can satisfy.
+    #[error("push to {host}/{repository}: {reason}")]
+    UploadRules {
+        host: String,
+        repository: String,
+        reason: String,
+    },
+
+    #[error("MLIMG_REGISTRY_KIND: {0}")]
+    RegistryKind(String),
+
     #[error("{0}")]
     ClientInit(#[source] Box<TransportError>),
 }

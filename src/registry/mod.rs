@@ -6,6 +6,8 @@
 mod auth;
 mod client;
 mod error;
+mod limits;
+mod memory;
 mod pull;
 mod push;
 mod reference;
@@ -14,6 +16,8 @@ mod stream;
 pub use auth::{Credential, CredentialStore, Secret};
 pub use client::{ClientOptions, RegistryClient, is_loopback};
 pub use error::{Direction, HttpFailure, RegistryCode, RegistryError, Result};
+pub use limits::{KINDS as REGISTRY_KINDS, Limits};
+pub use memory::{BlobMemory, ContentStore};
 pub use pull::{
     DOCKER_MANIFEST, DOCKER_MANIFEST_LIST, LayerDesc, OCI_INDEX, OCI_MANIFEST, Platform,
     PulledImage, RawManifest, sha256_digest,

@@ -17,7 +17,7 @@ pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
 pub const DOCKER_MANIFEST_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
 
-const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.index.v1+json, \
+pub(crate) const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.index.v1+json, \
 application/vnd.docker.distribution.manifest.list.v2+json, \
 application/vnd.oci.image.manifest.v1+json, \
 application/vnd.docker.distribution.manifest.v2+json";
@@ -119,6 +119,12 @@ impl RegistryClient {
     pub(crate) fn fetch_manifest_ctx(&self, ctx: &Ctx, reference: &str) -> Result<RawManifest> {
         let r = ctx.reference;
         let what = format!("manifest {reference}");
+        if reference.starts_with("sha256:")
+            && let Some(bytes) = self.stored(reference)
+        {
+            // by digest, kept from an earlier build: the same bytes, no request
+            return self.raw_manifest(ctx, &what, bytes, None);
+        }
         let url = self.url(r, &format!("manifests/{reference}"))?;
         let (bytes, ctype, header_digest) =
             self.retrying(&describe("GET", url.as_str()), || {
@@ -159,6 +165,20 @@ impl RegistryClient {
                 actual: digest,
             });
         }
+        let m = self.raw_manifest(ctx, &what, bytes, ctype)?;
+        self.keep(&m.bytes);
+        Ok(m)
+    }
+
+    /// A manifest's bytes (digest already checked) with its media type.
+    fn raw_manifest(
+        &self,
+        ctx: &Ctx,
+        what: &str,
+        bytes: Vec<u8>,
+        ctype: Option<String>,
+    ) -> Result<RawManifest> {
+        let digest = sha256_digest(&bytes);
         #[derive(serde::Deserialize)]
         struct Probe {
             #[serde(rename = "mediaType", default)]
@@ -167,7 +187,7 @@ impl RegistryClient {
             manifests: Option<serde_json::Value>,
         }
         let probe: Probe = serde_json::from_slice(&bytes)
-            .map_err(|e| ctx.invalid(&what, format!("not JSON: {e}")))?;
+            .map_err(|e| ctx.invalid(what, format!("not JSON: {e}")))?;
         let media_type = probe
             .media_type
             .or(ctype.filter(|c| c.starts_with("application/vnd.")))
@@ -255,6 +275,9 @@ impl RegistryClient {
                 format!("config of {} bytes is too large", desc.size),
             ));
         }
+        if let Some(bytes) = self.stored(&desc.digest) {
+            return Ok(bytes);
+        }
         let ctx = Ctx::pull(r);
         let what = format!("blob {}", desc.digest);
         let url = self.url(r, &format!("blobs/{}", desc.digest))?;
@@ -276,6 +299,7 @@ impl RegistryClient {
                 actual,
             });
         }
+        self.keep(&bytes);
         Ok(bytes)
     }
 

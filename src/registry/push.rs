@@ -15,6 +15,7 @@ use sha2::{Digest as _, Sha256};
 
 use super::client::{Ctx, RegistryClient};
 use super::error::{Direction, RegistryError, Result};
+use super::limits::Limits;
 use super::pull::sha256_digest;
 use super::reference::{Reference, validate_digest};
 
@@ -248,20 +249,59 @@ impl RegistryClient {
         for b in &blobs {
             validate_digest(&b.digest)?;
         }
+        // the registry's per-layer limit, before any byte goes out
+        let limits = self.limits(&target.registry);
+        if let Some(max) = limits.max_blob
+            && let Some(b) = blobs.iter().find(|b| b.size > max)
+        {
+            return Err(RegistryError::OverLimit {
+                host: target.registry.clone(),
+                repository: target.repository.clone(),
+                registry: limits.name.to_string(),
+                what: format!("blob {}", b.digest),
+                size: b.size,
+                limit: max,
+            });
+        }
 
-        let results = self.push_blobs(&target, &blobs, progress)?;
+        // An image the target already has (a no-op rebuild): a registry stores a manifest only
+        // once everything it references is there, so one HEAD stands for every blob and child.
+        let ctx = Ctx::push(&target);
+        let present = self.manifest_digest(&ctx, &top.digest)?.is_some();
+        let results = if present {
+            blobs
+                .iter()
+                .map(|b| {
+                    self.remember_blob(&target, &b.digest);
+                    progress(PushEvent::BlobDone {
+                        digest: b.digest.clone(),
+                        action: BlobAction::Skipped,
+                        bytes_sent: 0,
+                    });
+                    (b.digest.clone(), BlobAction::Skipped, 0)
+                })
+                .collect()
+        } else {
+            self.push_blobs(&target, &blobs, progress)?
+        };
 
         // Every blob is confirmed: manifests by digest (children first), then tags.
-        let ctx = Ctx::push(&target);
-        for m in &req.manifests {
-            self.put_manifest(&ctx, &m.digest, m)?;
-            progress(PushEvent::ManifestPushed {
-                digest: m.digest.clone(),
-            });
+        if !present {
+            for m in &req.manifests {
+                self.put_manifest(&ctx, &m.digest, m)?;
+                progress(PushEvent::ManifestPushed {
+                    digest: m.digest.clone(),
+                });
+            }
         }
         let mut pushed = Vec::new();
         for t in &req.tags {
-            self.put_manifest(&ctx, t, top)?;
+            // a tag already on this image is left alone
+            let in_place =
+                present && self.manifest_digest(&ctx, t)?.as_deref() == Some(top.digest.as_str());
+            if !in_place {
+                self.put_manifest(&ctx, t, top)?;
+            }
             progress(PushEvent::TagPushed {
                 tag: t.clone(),
                 digest: top.digest.clone(),
@@ -375,6 +415,33 @@ impl RegistryClient {
         Ok(out)
     }
 
+    /// `HEAD manifests/<reference>`: the digest it names (from `Docker-Content-Digest`; for a
+    /// digest reference, the digest itself), or `None` when the registry has no such manifest
+    /// (or does not say which digest a tag names).
+    fn manifest_digest(&self, ctx: &Ctx, reference: &str) -> Result<Option<String>> {
+        let url = self.url(ctx.reference, &format!("manifests/{reference}"))?;
+        let resp = self.simple(
+            ctx,
+            Method::HEAD,
+            &url,
+            &format!("manifest {reference}"),
+            &[("Accept", super::pull::MANIFEST_ACCEPT)],
+            &[200, 404],
+        )?;
+        if resp.status().as_u16() != 200 {
+            return Ok(None);
+        }
+        if reference.starts_with("sha256:") {
+            return Ok(Some(reference.to_string()));
+        }
+        Ok(resp
+            .headers()
+            .get("docker-content-digest")
+            .and_then(|v| v.to_str().ok())
+            .filter(|d| d.starts_with("sha256:"))
+            .map(str::to_string))
+    }
+
     fn blob_exists(&self, ctx: &Ctx, digest: &str) -> Result<bool> {
         let url = self.url(ctx.reference, &format!("blobs/{digest}"))?;
         let resp = self.simple(
@@ -395,38 +462,68 @@ impl RegistryClient {
         meter: &Arc<Meter>,
         progress: &(dyn Fn(PushEvent) + Sync),
     ) -> Result<(BlobAction, u64)> {
+        let r = self.place_blob(target, b, meter, progress)?;
+        self.remember_blob(target, &b.digest);
+        Ok(r)
+    }
+
+    /// Skip (the target has it), mount (from the blob's source repository, else from one we
+    /// pushed it to before), or upload.
+    fn place_blob(
+        &self,
+        target: &Reference,
+        b: &PushBlob,
+        meter: &Arc<Meter>,
+        progress: &(dyn Fn(PushEvent) + Sync),
+    ) -> Result<(BlobAction, u64)> {
         let ctx = Ctx::push(target);
         if self.blob_exists(&ctx, &b.digest)? {
             return Ok((BlobAction::Skipped, 0));
         }
+        let from = match &b.origin {
+            BlobOrigin::Registry(src)
+                if src.registry == target.registry && src.repository != target.repository =>
+            {
+                Some(src.repository.clone())
+            }
+            _ => self.memory.get().and_then(|m| {
+                m.repositories(&target.registry, &b.digest)
+                    .into_iter()
+                    .find(|r| *r != target.repository)
+            }),
+        };
         let mut session = None;
-        if let BlobOrigin::Registry(src) = &b.origin
-            && src.registry == target.registry
-            && src.repository != target.repository
-        {
+        if let Some(from) = from {
             let mut mctx = Ctx::push(target);
-            mctx.scopes
-                .push(format!("repository:{}:pull", src.repository));
+            mctx.scopes.push(format!("repository:{from}:pull"));
             let mut url = self.url(target, "blobs/uploads/")?;
             url.query_pairs_mut()
                 .append_pair("mount", &b.digest)
-                .append_pair("from", &src.repository);
-            let what = format!("mount {} from {}", b.digest, src.repository);
+                .append_pair("from", &from);
+            let what = format!("mount {} from {from}", b.digest);
             let resp = self.simple(&mctx, Method::POST, &url, &what, &[], &[201, 202])?;
             if resp.status().as_u16() == 201 {
                 return Ok((BlobAction::Mounted, 0));
             }
             // 202: the source lacks it; the registry opened an upload session — use it.
-            session = Some(self.resolve_location(&mctx, &what, &resp)?);
+            let limits = self
+                .limits(&target.registry)
+                .with_session_headers(resp.headers());
+            session = Some((self.resolve_location(&mctx, &what, &resp)?, limits));
         }
         let sent = self.upload_blob(&ctx, b, session, meter, progress)?;
         Ok((BlobAction::Uploaded, sent))
     }
 
-    pub(super) fn start_upload(&self, ctx: &Ctx) -> Result<reqwest::Url> {
+    /// Opens an upload session: its URL, and the upload rules (mlimg's table for the host,
+    /// tightened by the `OCI-Chunk-Min-Length` / `OCI-Chunk-Max-Length` the answer carries).
+    pub(super) fn start_upload(&self, ctx: &Ctx) -> Result<(reqwest::Url, Limits)> {
         let url = self.url(ctx.reference, "blobs/uploads/")?;
         let resp = self.simple(ctx, Method::POST, &url, "upload", &[], &[202])?;
-        self.resolve_location(ctx, "upload", &resp)
+        let limits = self
+            .limits(&ctx.reference.registry)
+            .with_session_headers(resp.headers());
+        Ok((self.resolve_location(ctx, "upload", &resp)?, limits))
     }
 
     /// `GET <location>`: bytes the session holds, or `None` if the session is gone.
@@ -450,7 +547,7 @@ impl RegistryClient {
         }))
     }
 
-    fn cancel_upload(&self, ctx: &Ctx, location: &reqwest::Url) {
+    pub(super) fn cancel_upload(&self, ctx: &Ctx, location: &reqwest::Url) {
         let _ = self.send(ctx, "DELETE", "upload", &mut || {
             Ok(self.transport.metadata(self.http.delete(location.clone())))
         });
@@ -462,7 +559,7 @@ impl RegistryClient {
         &self,
         ctx: &Ctx,
         b: &PushBlob,
-        session: Option<reqwest::Url>,
+        session: Option<(reqwest::Url, Limits)>,
         meter: &Arc<Meter>,
         progress: &(dyn Fn(PushEvent) + Sync),
     ) -> Result<u64> {
@@ -484,7 +581,7 @@ impl RegistryClient {
                 });
             }
         }
-        let mut location = match session {
+        let (mut location, mut limits) = match session {
             Some(l) => l,
             None => self.start_upload(ctx)?,
         };
@@ -493,7 +590,7 @@ impl RegistryClient {
         let mut resumed_failed = false;
         loop {
             let resuming = offset > 0;
-            match self.upload_attempt(ctx, b, &mut location, offset, meter) {
+            match self.upload_attempt(ctx, b, &mut location, offset, meter, &limits) {
                 Ok(()) => return Ok(meter.sent.load(Ordering::Relaxed)),
                 Err(e) if upload_retryable(&e) && failures < self.transport.policy().retries => {
                     failures += 1;
@@ -526,7 +623,7 @@ impl RegistryClient {
                                 return Ok(meter.sent.load(Ordering::Relaxed));
                             }
                             self.cancel_upload(ctx, &location);
-                            location = self.start_upload(ctx)?;
+                            (location, limits) = self.start_upload(ctx)?;
                             offset = 0;
                         }
                     }
@@ -610,7 +707,17 @@ impl RegistryClient {
         location: &mut reqwest::Url,
         offset: u64,
         meter: &Arc<Meter>,
+        limits: &Limits,
     ) -> Result<()> {
+        let chunk = limits
+            .chunk_for(b.size, self.opts.chunk_size)
+            .map_err(|reason| RegistryError::UploadRules {
+                host: ctx.reference.registry.clone(),
+                repository: ctx.reference.repository.clone(),
+                reason,
+            })?;
+        // a monolithic upload sends the whole blob with the closing PUT: nothing to resume
+        let offset = if limits.monolithic { 0 } else { offset };
         meter.position.store(offset, Ordering::Relaxed);
         let (reader, hasher) = self.open_source(b, offset)?;
         let verify = hasher.is_some();
@@ -623,10 +730,13 @@ impl RegistryClient {
         let short = Arc::new(AtomicBool::new(false));
         let what = format!("blob {}", b.digest);
         let mut pos = offset;
+        if limits.monolithic {
+            return self.put_monolithic(ctx, b, location, &src, &short, verify);
+        }
         while pos < b.size {
-            let len = match self.opts.chunk_size {
-                Some(c) if c > 0 => c.min(b.size - pos),
-                _ => b.size - pos,
+            let len = match chunk {
+                Some(c) => c.min(b.size - pos),
+                None => b.size - pos,
             };
             let body = Body::sized(
                 Chunk {
@@ -645,7 +755,7 @@ impl RegistryClient {
                 .header("Content-Type", "application/octet-stream")
                 .header("Content-Length", len.to_string())
                 .body(body);
-            if self.opts.chunk_size.is_some() || pos > 0 {
+            if chunk.is_some() || pos > 0 {
                 rb = rb.header("Content-Range", format!("{}-{}", pos, pos + len - 1));
             }
             let resp = self.send_once(ctx, "PATCH", &what, rb);
@@ -688,6 +798,63 @@ impl RegistryClient {
                 .metadata(self.http.put(put.clone()).header("Content-Length", "0")))
         })?;
         self.expect(ctx, "PUT", &what, resp, &[201, 204])?;
+        Ok(())
+    }
+
+    /// The whole blob in the closing `PUT ?digest=` (registries without chunked uploads).
+    fn put_monolithic(
+        &self,
+        ctx: &Ctx,
+        b: &PushBlob,
+        location: &reqwest::Url,
+        src: &Arc<Mutex<Source>>,
+        short: &Arc<AtomicBool>,
+        verify: bool,
+    ) -> Result<()> {
+        let what = format!("blob {}", b.digest);
+        let body = Body::sized(
+            Chunk {
+                src: src.clone(),
+                left: b.size,
+                short: short.clone(),
+            },
+            b.size,
+        );
+        let mut put = location.clone();
+        put.query_pairs_mut().append_pair("digest", &b.digest);
+        let rb = self
+            .http
+            .put(put)
+            .timeout(crate::transport::UPLOAD_TIMEOUT)
+            .header("Content-Type", "application/octet-stream")
+            .header("Content-Length", b.size.to_string())
+            .body(body);
+        let resp = self.send_once(ctx, "PUT", &what, rb);
+        let src = src.lock().unwrap_or_else(|p| p.into_inner());
+        if short.load(Ordering::Relaxed) {
+            return Err(RegistryError::SizeMismatch {
+                direction: Direction::Push,
+                host: ctx.reference.registry.clone(),
+                repository: ctx.reference.repository.clone(),
+                digest: b.digest.clone(),
+                expected: b.size,
+                actual: src.read,
+            });
+        }
+        if verify {
+            let actual = format!("sha256:{}", hex::encode(src.hasher.clone().finalize()));
+            if actual != b.digest {
+                return Err(RegistryError::DigestMismatch {
+                    direction: Direction::Push,
+                    host: ctx.reference.registry.clone(),
+                    repository: ctx.reference.repository.clone(),
+                    digest: b.digest.clone(),
+                    actual,
+                });
+            }
+        }
+        drop(src);
+        self.expect(ctx, "PUT", &what, resp?, &[201, 204])?;
         Ok(())
     }
 

@@ -29,7 +29,18 @@ impl RegistryClient {
     ) -> Result<Streamed<T>> {
         let ctx = Ctx::push(target);
         let what = "streamed layer upload";
-        let mut location = self.start_upload(&ctx)?;
+        let (mut location, limits) = self.start_upload(&ctx)?;
+        if !limits.allows_streaming() {
+            // the registry bounds its requests (or takes none but a monolithic PUT): a layer
+            // of unknown length cannot go in one PATCH
+            self.cancel_upload(&ctx, &location);
+            return Err(RegistryError::UploadRules {
+                host: target.registry.clone(),
+                repository: target.repository.clone(),
+                reason: "the registry limits upload requests, so the layer cannot be streamed"
+                    .into(),
+            });
+        }
         let (reader, mut writer) = std::io::pipe().map_err(|e| ctx.stream(what, e))?;
         let (sent, made) = std::thread::scope(|s| {
             let maker = s.spawn(move || {
@@ -66,6 +77,7 @@ impl RegistryClient {
         })?;
         self.expect(&ctx, "PUT", &what, resp, &[201, 204])
             .map_err(|e: RegistryError| e)?;
+        self.remember_blob(target, &made.digest);
         Ok(made)
     }
 }

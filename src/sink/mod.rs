@@ -18,7 +18,9 @@ use crate::progress::Progress;
 
 pub use archive::{DockerArchive, OciArchive};
 pub use layout::OciLayout;
-pub use registry::{ArtifactPush, BlobReport, PushSummary, ReferrerPush, RegistrySink};
+pub use registry::{
+    ArtifactPush, BlobReport, PushSummary, ReferrerPush, RegistrySink, SignaturePush,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {

@@ -21,6 +21,8 @@ pub struct RegistrySink<'a> {
     pub tags: Vec<String>,
     /// Also push the set's artifacts (`[model]`) to their own names, after the image.
     pub artifacts: bool,
+    /// Sign what the tags point at (and each platform manifest) in cosign's format, last.
+    pub signer: Option<&'a crate::provenance::sign::Signer>,
 }
 
 impl fmt::Display for RegistrySink<'_> {
@@ -44,6 +46,16 @@ impl Sink for RegistrySink<'_> {
             }
         }
         summary.referrers = push_referrers(self.client, images, &self.target, progress)?;
+        if let Some(signer) = self.signer {
+            summary.signatures = push_signatures(
+                self.client,
+                images,
+                &self.target,
+                &summary.digest,
+                signer,
+                progress,
+            )?;
+        }
         Ok(SinkReport {
             target: self.to_string(),
             reference: Some(summary.reference.clone()),
@@ -73,6 +85,26 @@ pub struct PushSummary {
     /// The SBOM and provenance referrers, pushed by digest after the image.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub referrers: Vec<ReferrerPush>,
+    /// The cosign signatures (`--sign-key`), one per signed manifest.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub signatures: Vec<SignaturePush>,
+}
+
+/// One manifest signed in cosign's format.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SignaturePush {
+    /// The signed manifest (or index) digest.
+    pub digest: String,
+    /// `sha256-<hex>.sig`.
+    pub tag: String,
+    /// The `.sig` manifest's digest.
+    pub manifest_digest: String,
+    /// The payload blob's digest (the signature's layer).
+    pub payload_digest: String,
+    /// The signature (base64 DER).
+    pub signature: String,
+    /// False when the `.sig` manifest already held this signature (a rebuild).
+    pub added: bool,
 }
 
 /// One referrer (SBOM or provenance) pushed beside the image.
@@ -138,6 +170,7 @@ fn push(
         blobs: blob_reports(&report),
         artifacts: Vec::new(),
         referrers: Vec::new(),
+        signatures: Vec::new(),
     })
 }
 
@@ -212,6 +245,72 @@ fn push_referrers(
             manifests: vec![push_manifest(&index)],
         };
         send(client, &req, progress)?;
+    }
+    Ok(out)
+}
+
+/// Signs `top` (what the tags point at) and, for a multi-platform image, each platform
+/// manifest, in cosign's format: the signature layer is added to the manifest at
+/// `sha256-<hex>.sig` (its other signatures are kept; one already there is not added again).
+/// After the image and its referrers, so a signature never names a manifest that is not there.
+fn push_signatures(
+    client: &RegistryClient,
+    images: &ImageSet,
+    target: &Reference,
+    top: &str,
+    signer: &crate::provenance::sign::Signer,
+    progress: &dyn Progress,
+) -> Result<Vec<SignaturePush>, SinkError> {
+    use crate::provenance::sign;
+    let mut digests = vec![top.to_string()];
+    if images.index.is_some() {
+        digests.extend(
+            images
+                .images
+                .iter()
+                .map(|i| i.manifest.descriptor.digest.to_string()),
+        );
+    }
+    let identity = target.repo_name();
+    let mut out = Vec::new();
+    for digest in digests {
+        let layer = sign::SignatureLayer::new(signer, &identity, &digest);
+        let tag = sign::signature_tag(&digest);
+        let existing = match client.fetch_manifest(&target.with_tag(&tag)) {
+            Ok(m) => Some(m),
+            Err(e) if e.status() == Some(404) => None,
+            Err(e) => {
+                return Err(SinkError::Push {
+                    target: target.to_string(),
+                    source: Box::new(e),
+                });
+            }
+        };
+        let mut push = SignaturePush {
+            digest: digest.clone(),
+            tag: tag.clone(),
+            manifest_digest: existing
+                .as_ref()
+                .map(|m| m.digest.clone())
+                .unwrap_or_default(),
+            payload_digest: layer.payload.descriptor.digest.to_string(),
+            signature: layer.signature.clone(),
+            added: false,
+        };
+        if let Some(layers) = sign::merged_layers(existing.as_ref().map(|m| &m.bytes[..]), &layer) {
+            let (manifest, config) = sign::signature_manifest(&layers);
+            let req = PushRequest {
+                target: target.clone(),
+                tags: vec![tag.clone()],
+                blobs: vec![push_blob(config.blob()), push_blob(layer.payload.blob())],
+                manifests: vec![push_manifest(&manifest)],
+            };
+            send(client, &req, progress)?;
+            progress.message(&format!("signed {}@{digest} ({tag})", target.repo_name()));
+            push.manifest_digest = manifest.descriptor.digest.to_string();
+            push.added = true;
+        }
+        out.push(push);
     }
     Ok(out)
 }

@@ -45,6 +45,10 @@ pub struct ImageSpec {
     pub tags: Vec<String>,
     pub base: BaseSpec,
     pub platforms: Vec<Platform>,
+    /// `[image].source` / `revision`: the source repository URL and revision the manifest
+    /// annotations name (else read from the spec's git checkout when it is clean).
+    pub source: Option<String>,
+    pub revision: Option<String>,
     /// `[image].format`: OCI (default) or Docker image manifest v2 schema 2 media types.
     pub format: ImageFormat,
 }
@@ -116,6 +120,21 @@ pub struct DepsSpec {
     pub index_url: Option<String>,
     pub find_links: Vec<PathBuf>,
     pub compression: Compression,
+    /// How a wheel set is cut into layers (`dir` sets are always one layer).
+    pub layering: DepsLayering,
+}
+
+/// `[[deps]].layers`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DepsLayering {
+    /// The whole set in one layer.
+    #[default]
+    One,
+    /// One layer per installed distribution: adding a package ships that package.
+    PerPackage,
+    /// Wheels of 10 MiB or more alone, the others in 4 layers chosen by a hash of their name:
+    /// adding a small package re-ships one quarter of the small ones.
+    Auto,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -75,6 +75,12 @@ pub struct RawImage {
     /// The folder local sources must stay inside (relative to the spec); default its folder.
     #[serde(default)]
     pub context: Option<S<String>>,
+    /// `org.opencontainers.image.source` (default: the git checkout's origin URL).
+    #[serde(default)]
+    pub source: Option<S<String>>,
+    /// `org.opencontainers.image.revision` (default: the git checkout's HEAD commit).
+    #[serde(default)]
+    pub revision: Option<S<String>>,
     /// `oci` (default) or `docker`: the media types of manifest, config and layers.
     #[serde(default)]
     pub format: Option<S<String>>,
@@ -115,6 +121,9 @@ pub struct RawDeps {
     pub find_links: Vec<S<String>>,
     #[serde(default)]
     pub compression: Option<S<String>>,
+    /// `one` (default), `per-package` or `auto`: how a wheel set is cut into layers.
+    #[serde(default)]
+    pub layers: Option<S<String>>,
 }
 
 #[derive(Debug, Deserialize)]

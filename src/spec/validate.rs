@@ -490,6 +490,19 @@ fn image(cx: &Ctx, s: &S<raw::RawImage>) -> Result<ImageSpec, SpecError> {
         .base
         .as_ref()
         .map_or_else(|| "scratch".to_string(), |b| b.get_ref().trim().to_string());
+    let text = |v: &Option<S<String>>, field: &str| -> Result<Option<String>, SpecError> {
+        match v {
+            Some(t) if t.get_ref().trim().is_empty() || t.get_ref().contains(['\n', '\r']) => {
+                Err(cx.err(
+                    t.span(),
+                    format!("image.{field}"),
+                    "must be one non-empty line",
+                ))
+            }
+            Some(t) => Ok(Some(t.get_ref().trim().to_string())),
+            None => Ok(None),
+        }
+    };
     let format = match &r.format {
         None => ImageFormat::Oci,
         Some(f) => match f.get_ref().as_str() {
@@ -511,6 +524,8 @@ fn image(cx: &Ctx, s: &S<raw::RawImage>) -> Result<ImageSpec, SpecError> {
         tags,
         base,
         platforms,
+        source: text(&r.source, "source")?,
+        revision: text(&r.revision, "revision")?,
         format,
     })
 }
@@ -659,6 +674,33 @@ fn deps_set(cx: &Ctx, i: usize, s: &S<raw::RawDeps>) -> Result<DepsSpec, SpecErr
         .enumerate()
         .map(|(j, l)| cx.existing(l, &format!("deps[{i}].find_links[{j}]"), "folder"))
         .collect::<Result<_, _>>()?;
+    let layering = match &r.layers {
+        None => DepsLayering::One,
+        Some(l) => {
+            let v = match l.get_ref().as_str() {
+                "one" => DepsLayering::One,
+                "per-package" => DepsLayering::PerPackage,
+                "auto" => DepsLayering::Auto,
+                other => {
+                    return Err(cx.err_hint(
+                        l.span(),
+                        f("layers"),
+                        format!("unknown layering {other:?}"),
+                        "use \"one\" (default), \"per-package\" or \"auto\"",
+                    ));
+                }
+            };
+            if matches!(source, DepsSource::Dir(_)) && v != DepsLayering::One {
+                return Err(cx.err_hint(
+                    l.span(),
+                    f("layers"),
+                    "a `dir` set is copied as one layer",
+                    "`layers` applies to wheel sets (`requirements` or `pylock`)",
+                ));
+            }
+            v
+        }
+    };
     Ok(DepsSpec {
         name,
         source,
@@ -666,6 +708,7 @@ fn deps_set(cx: &Ctx, i: usize, s: &S<raw::RawDeps>) -> Result<DepsSpec, SpecErr
         index_url: r.index_url.as_ref().map(|u| u.get_ref().clone()),
         find_links,
         compression: cx.compression(&r.compression, &f("compression"), Compression::Gzip)?,
+        layering,
     })
 }
 

@@ -14,30 +14,56 @@ use mlimg::plan::{Compression, Content, Entry};
 type Golden = [(&'static str, &'static str, &'static str, u64); 3];
 
 /// Golden values keyed by `layer::FORMAT_VERSION`. Add an entry for a new version; keep the
-/// old ones (they document what each version wrote).
-const GOLDEN: &[(u32, Golden)] = &[(
-    1,
-    [
-        (
-            "gzip",
-            "sha256:9a4587b5f92720e025cb28c7233cf003a3466c5f5ce3d96d3ec761ad3c5fca36",
-            "sha256:b42229d24c16e6b678e1ea4984c2787e8d31ba98d81113fe8b9b78a94383d43c",
-            1512,
-        ),
-        (
-            "zstd",
-            "sha256:e5333bdcf6937b7307f0b642ae9a39bcce82a4ace4372e654d4af0aec47a2db2",
-            "sha256:b42229d24c16e6b678e1ea4984c2787e8d31ba98d81113fe8b9b78a94383d43c",
-            891,
-        ),
-        (
-            "none",
-            "sha256:b42229d24c16e6b678e1ea4984c2787e8d31ba98d81113fe8b9b78a94383d43c",
-            "sha256:b42229d24c16e6b678e1ea4984c2787e8d31ba98d81113fe8b9b78a94383d43c",
-            81920,
-        ),
-    ],
-)];
+/// old ones (they document what each version wrote). Version 2: gzip cut into fixed blocks
+/// compressed in parallel (`layer::pargz`), zstd in its multi-threaded mode.
+const GOLDEN: &[(u32, Golden)] = &[
+    (
+        2,
+        [
+            (
+                "gzip",
+                "sha256:cebeb0f106dd0ece460a27d7d4ce60d8884815b4e586f169dc926b406255ac1f",
+                "sha256:b42229d24c16e6b678e1ea4984c2787e8d31ba98d81113fe8b9b78a94383d43c",
+                1503,
+            ),
+            (
+                "zstd",
+                "sha256:e5333bdcf6937b7307f0b642ae9a39bcce82a4ace4372e654d4af0aec47a2db2",
+                "sha256:b42229d24c16e6b678e1ea4984c2787e8d31ba98d81113fe8b9b78a94383d43c",
+                891,
+            ),
+            (
+                "none",
+                "sha256:b42229d24c16e6b678e1ea4984c2787e8d31ba98d81113fe8b9b78a94383d43c",
+                "sha256:b42229d24c16e6b678e1ea4984c2787e8d31ba98d81113fe8b9b78a94383d43c",
+                81920,
+            ),
+        ],
+    ),
+    (
+        1,
+        [
+            (
+                "gzip",
+                "sha256:9a4587b5f92720e025cb28c7233cf003a3466c5f5ce3d96d3ec761ad3c5fca36",
+                "sha256:b42229d24c16e6b678e1ea4984c2787e8d31ba98d81113fe8b9b78a94383d43c",
+                1512,
+            ),
+            (
+                "zstd",
+                "sha256:e5333bdcf6937b7307f0b642ae9a39bcce82a4ace4372e654d4af0aec47a2db2",
+                "sha256:b42229d24c16e6b678e1ea4984c2787e8d31ba98d81113fe8b9b78a94383d43c",
+                891,
+            ),
+            (
+                "none",
+                "sha256:b42229d24c16e6b678e1ea4984c2787e8d31ba98d81113fe8b9b78a94383d43c",
+                "sha256:b42229d24c16e6b678e1ea4984c2787e8d31ba98d81113fe8b9b78a94383d43c",
+                81920,
+            ),
+        ],
+    ),
+];
 
 const MTIME: u64 = 1_700_000_000;
 

@@ -13,6 +13,7 @@ use crate::common::registry::TestRegistry;
 use crate::common::*;
 
 const SPDX: &str = "application/spdx+json";
+const CDX: &str = "application/vnd.cyclonedx+json";
 const INTOTO: &str = "application/vnd.in-toto+json";
 
 fn have(tool: &str) -> bool {
@@ -64,7 +65,10 @@ fn validate_spdx(doc_bytes: &[u8], dir: &Path) -> Value {
     let ns = doc["documentNamespace"]
         .as_str()
         .expect("documentNamespace");
-    assert!(ns.starts_with("https://") && !ns.contains('#'), "{ns}");
+    assert!(
+        ns.starts_with("urn:mlimg:spdx:") && !ns.contains('#'),
+        "{ns}"
+    );
     assert!(is_time(
         doc["creationInfo"]["created"].as_str().unwrap_or("")
     ));
@@ -136,6 +140,76 @@ fn validate_spdx(doc_bytes: &[u8], dir: &Path) -> Value {
     doc
 }
 
+/// The official CycloneDX 1.6 JSON schema (testdata/cyclonedx/, with the SPDX license-id and
+/// JSF schemas it references), formats checked.
+fn cyclonedx_validator() -> &'static jsonschema::Validator {
+    static V: std::sync::OnceLock<jsonschema::Validator> = std::sync::OnceLock::new();
+    V.get_or_init(|| {
+        let dir = repo_root().join("testdata/cyclonedx");
+        let load = |f: &str| -> Value {
+            let p = dir.join(f);
+            serde_json::from_str(
+                &fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display())),
+            )
+            .expect("schema JSON")
+        };
+        let registry = jsonschema::Registry::new()
+            .extend(["spdx.schema.json", "jsf-0.82.schema.json"].map(|f| {
+                (
+                    format!("http://cyclonedx.org/schema/{f}"),
+                    jsonschema::Draft::Draft7.create_resource(load(f)),
+                )
+            }))
+            .and_then(|b| b.prepare())
+            .expect("registering the CycloneDX schemas");
+        jsonschema::options()
+            .with_draft(jsonschema::Draft::Draft7)
+            .should_validate_formats(true)
+            .with_registry(&registry)
+            .build(&load("bom-1.6.schema.json"))
+            .unwrap_or_else(|e| panic!("compiling the CycloneDX 1.6 schema: {e}"))
+    })
+}
+
+/// Validates a CycloneDX document against the official 1.6 schema; returns it parsed.
+fn validate_cyclonedx(doc_bytes: &[u8]) -> Value {
+    let doc = json_of(doc_bytes);
+    let errs: Vec<String> = cyclonedx_validator()
+        .iter_errors(&doc)
+        .map(|e| format!("{e} at {}", e.instance_path()))
+        .collect();
+    assert!(
+        errs.is_empty(),
+        "the CycloneDX SBOM fails the 1.6 schema:\n{}\n{doc}",
+        errs.join("\n")
+    );
+    assert_eq!(doc["bomFormat"], "CycloneDX");
+    assert_eq!(doc["specVersion"], "1.6");
+    doc
+}
+
+#[test]
+fn the_cyclonedx_schema_check_rejects_what_it_should() {
+    let good = serde_json::json!({
+        "bomFormat": "CycloneDX", "specVersion": "1.6", "version": 1,
+        "components": [{"type": "library", "name": "six",
+                        "licenses": [{"license": {"id": "MIT"}}]}],
+    });
+    assert!(cyclonedx_validator().is_valid(&good));
+    let mut bad = good.clone();
+    bad["components"][0]["licenses"][0]["license"]["id"] = "Not-A-License".into();
+    assert!(
+        !cyclonedx_validator().is_valid(&bad),
+        "SPDX ids are checked"
+    );
+    let mut bad = good.clone();
+    bad["components"][0]["type"] = "weights".into();
+    assert!(!cyclonedx_validator().is_valid(&bad));
+    let mut bad = good;
+    bad["serialNumber"] = "urn:uuid:not-a-uuid".into();
+    assert!(!cyclonedx_validator().is_valid(&bad));
+}
+
 fn package<'a>(doc: &'a Value, id: &str) -> &'a Value {
     doc["packages"]
         .as_array()
@@ -167,7 +241,7 @@ fn sbom_and_provenance_are_reproducible_valid_and_about_the_image() {
     );
     let manifest = r1["manifest_digest"].as_str().expect("digest").to_string();
     assert_eq!(r2["manifest_digest"], manifest.as_str());
-    for t in [SPDX, INTOTO] {
+    for t in [SPDX, CDX, INTOTO] {
         let (a, b) = (referrer(&r1, 0, t), referrer(&r2, 0, t));
         assert_eq!(a, b, "{t}: the second build's referrer differs");
         let d = a["document_digest"].as_str().expect("document");
@@ -177,7 +251,7 @@ fn sbom_and_provenance_are_reproducible_valid_and_about_the_image() {
     // the layout: the image under its tag, and two referrers whose subject is its manifest
     let checked = oci::assert_layout(&out1);
     assert_eq!(checked.images.len(), 1, "{}", checked.report);
-    assert_eq!(checked.referrers.len(), 2, "{}", checked.report);
+    assert_eq!(checked.referrers.len(), 3, "{}", checked.report);
     for r in &checked.referrers {
         assert_eq!(r.subject, manifest, "{}", checked.report);
     }
@@ -189,7 +263,7 @@ fn sbom_and_provenance_are_reproducible_valid_and_about_the_image() {
         .iter()
         .filter_map(|m| m["artifactType"].as_str())
         .collect();
-    assert_eq!(types, [SPDX, INTOTO]);
+    assert_eq!(types, [SPDX, CDX, INTOTO]);
     // tools that open the layout by tag still see only the image
     if have("skopeo") {
         let insp = json_of(
@@ -260,6 +334,75 @@ fn sbom_and_provenance_are_reproducible_valid_and_about_the_image() {
         "{app}"
     );
 
+    // the prepared tree (`[[deps]] dir`): one package with its file count and layer digest
+    let vendor_layer = layer_digest(&r1, "deps vendor");
+    let vendor = package(&sbom, "SPDXRef-Deps-vendor");
+    assert_eq!(vendor["checksums"][0]["checksumValue"], &vendor_layer[7..]);
+    let vendor_files = walk_files(&spec.parent().expect("dir").join("vendor/site-packages"));
+    assert!(
+        vendor["comment"].as_str().is_some_and(
+            |c| c.contains(&format!("{vendor_files} files")) && c.contains(&vendor_layer)
+        ),
+        "{vendor}"
+    );
+
+    // the CycloneDX SBOM: valid against the official 1.6 schema, the same facts
+    let cdx = validate_cyclonedx(&blob(
+        &out1,
+        referrer(&r1, 0, CDX)["document_digest"]
+            .as_str()
+            .unwrap_or(""),
+    ));
+    assert_eq!(
+        cdx["metadata"]["component"]["hashes"][0]["content"],
+        &manifest[7..]
+    );
+    assert_eq!(
+        cdx["metadata"]["timestamp"],
+        image_manifest["annotations"]["org.opencontainers.image.created"]
+    );
+    let comp = |r: &str| -> Value {
+        cdx["components"]
+            .as_array()
+            .and_then(|cs| cs.iter().find(|c| c["bom-ref"] == r))
+            .cloned()
+            .unwrap_or_else(|| panic!("no component {r}"))
+    };
+    assert_eq!(comp("base")["hashes"][0]["content"], &base_digest[7..]);
+    assert_eq!(comp("app")["hashes"][0]["content"], &app_layer[7..]);
+    assert_eq!(
+        comp("deps:vendor")["hashes"][0]["content"],
+        &vendor_layer[7..]
+    );
+    let model = comp("weights:sst2");
+    assert_eq!(model["type"], "machine-learning-model");
+    assert_eq!(
+        model["components"].as_array().map(Vec::len),
+        Some(files),
+        "{model}"
+    );
+
+    // manifest annotations: the version from the first tag, and per weights layer where it
+    // came from; no source/revision (the project is not a git checkout)
+    let ann = &image_manifest["annotations"];
+    assert_eq!(ann["org.opencontainers.image.version"], "0.1.0");
+    assert!(
+        ann.get("org.opencontainers.image.revision").is_none(),
+        "{ann}"
+    );
+    let weights_layer = layer_digest(&r1, "weights sst2");
+    let wl = image_manifest["layers"]
+        .as_array()
+        .and_then(|ls| ls.iter().find(|l| l["digest"] == weights_layer.as_str()))
+        .expect("weights layer");
+    assert_eq!(wl["annotations"]["dev.mlimg.weights.source"], "local");
+    assert_eq!(wl["annotations"]["dev.mlimg.weights.name"], "sst2");
+    let app_desc = image_manifest["layers"]
+        .as_array()
+        .and_then(|ls| ls.iter().find(|l| l["digest"] == app_layer.as_str()))
+        .expect("app layer");
+    assert!(app_desc.get("annotations").is_none(), "{app_desc}");
+
     // the statement: about this manifest, with the spec and the base, and no times
     let st_bytes = blob(
         &out1,
@@ -283,9 +426,170 @@ fn sbom_and_provenance_are_reproducible_valid_and_about_the_image() {
         bd["resolvedDependencies"][0]["digest"]["sha256"],
         &base_digest[7..]
     );
-    assert!(st["predicate"]["runDetails"]["builder"]["id"].is_string());
+    assert_eq!(
+        st["predicate"]["runDetails"]["builder"]["id"],
+        "urn:mlimg:builder:cli"
+    );
+    assert_eq!(
+        st["predicate"]["runDetails"]["builder"]["version"]["mlimg"],
+        env!("CARGO_PKG_VERSION")
+    );
+    assert_eq!(bd["buildType"], "urn:mlimg:build-type:image:v1");
     let text = String::from_utf8_lossy(&st_bytes);
     assert!(!text.contains("startedOn") && !text.contains("finishedOn"));
+}
+
+fn walk_files(dir: &Path) -> usize {
+    let mut n = 0;
+    for e in fs::read_dir(dir).expect("read_dir") {
+        let e = e.expect("entry");
+        let t = e.file_type().expect("type");
+        if t.is_dir() {
+            n += walk_files(&e.path());
+        } else {
+            n += 1;
+        }
+    }
+    n
+}
+
+#[test]
+fn provenance_times_only_when_asked_and_never_with_source_date_epoch() {
+    let cx = TestContext::new();
+    let spec = cx.example("sentiment").join("mlimg.toml");
+    let out = cx.path().join("timed");
+    let r = build_layout(
+        &cx,
+        &spec,
+        &out,
+        &["--provenance-times", "--sbom-format", "spdx"],
+    );
+    let types: Vec<&str> = r["platforms"][0]["referrers"]
+        .as_array()
+        .expect("referrers")
+        .iter()
+        .filter_map(|x| x["artifact_type"].as_str())
+        .collect();
+    assert_eq!(types, [SPDX, INTOTO]);
+    let st = json_of(&blob(
+        &out,
+        referrer(&r, 0, INTOTO)["document_digest"]
+            .as_str()
+            .unwrap_or(""),
+    ));
+    let md = &st["predicate"]["runDetails"]["metadata"];
+    for k in ["startedOn", "finishedOn"] {
+        let t = md[k].as_str().unwrap_or("");
+        assert!(is_time(t), "{k}: {md}");
+        assert!(
+            !t.starts_with("1970"),
+            "{k} is the clock, not the epoch: {t}"
+        );
+    }
+    assert!(md["startedOn"].as_str() <= md["finishedOn"].as_str());
+    let o = cx
+        .mlimg()
+        .env("SOURCE_DATE_EPOCH", "1700000000")
+        .args(["build", "--provenance-times", "-f"])
+        .arg(&spec)
+        .arg("-o")
+        .arg(format!("oci:{}", cx.path().join("x").display()))
+        .output()
+        .expect("mlimg");
+    assert_eq!(
+        o.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(String::from_utf8_lossy(&o.stderr).contains("SOURCE_DATE_EPOCH"));
+}
+
+#[test]
+fn source_and_revision_come_from_the_spec_or_a_clean_git_checkout() {
+    let cx = TestContext::new();
+    let spec = cx.example("sentiment").join("mlimg.toml");
+    let project = spec.parent().expect("dir").to_path_buf();
+    let manifest_of = |name: &str, extra: &[&str]| -> Value {
+        let out = cx.path().join(name);
+        let r = build_layout(&cx, &spec, &out, extra);
+        json_of(&blob(&out, r["manifest_digest"].as_str().expect("digest")))
+    };
+    let git = |args: &[&str]| {
+        run_ok(
+            Command::new("git")
+                .arg("-C")
+                .arg(&project)
+                .args(args)
+                .env("GIT_AUTHOR_NAME", "t")
+                .env("GIT_AUTHOR_EMAIL", "t@example.com")
+                .env("GIT_COMMITTER_NAME", "t")
+                .env("GIT_COMMITTER_EMAIL", "t@example.com"),
+        )
+    };
+    // a first build writes mlimg.lock beside the spec: commit it with the rest
+    manifest_of("first", &[]);
+    git(&["init", "-q"]);
+    git(&["add", "-A"]);
+    git(&["commit", "-qm", "init"]);
+    git(&[
+        "remote",
+        "add",
+        "origin",
+        "https://ci-bot:s3cret@git.example.com/acme/sentiment.git",
+    ]);
+    let head = stdout(&git(&["rev-parse", "HEAD"])).trim().to_string();
+    // outputs go outside the checkout, so it stays clean
+    let out = cx.path().join("clean");
+    let r = build_layout(&cx, &spec, &out, &[]);
+    let m = json_of(&blob(&out, r["manifest_digest"].as_str().expect("digest")));
+    let st = json_of(&blob(
+        &out,
+        referrer(&r, 0, INTOTO)["document_digest"]
+            .as_str()
+            .unwrap_or(""),
+    ));
+    let src = &st["predicate"]["buildDefinition"]["resolvedDependencies"][0];
+    assert_eq!(src["uri"], "git+https://git.example.com/acme/sentiment.git");
+    assert_eq!(src["digest"]["gitCommit"], head.as_str());
+    let ann = &m["annotations"];
+    assert_eq!(ann["org.opencontainers.image.revision"], head.as_str());
+    assert_eq!(
+        ann["org.opencontainers.image.source"],
+        "https://git.example.com/acme/sentiment.git"
+    );
+    assert!(!m.to_string().contains("s3cret"));
+    // the same commit again: the same manifest (reproducible)
+    assert_eq!(manifest_of("clean2", &[]), m);
+    // a dirty tree: no revision (its HEAD is not what was built)
+    fs::write(project.join("NOTES.txt"), "wip").expect("write");
+    let dirty = manifest_of("dirty", &[]);
+    assert!(
+        dirty["annotations"]
+            .get("org.opencontainers.image.revision")
+            .is_none()
+    );
+    fs::remove_file(project.join("NOTES.txt")).expect("rm");
+    // the spec's own values win over git
+    let text = fs::read_to_string(&spec).expect("spec");
+    fs::write(
+        &spec,
+        text.replacen(
+            "[image]\n",
+            "[image]\nsource = \"https://src.example/acme/s\"\nrevision = \"v9\"\n",
+            1,
+        ),
+    )
+    .expect("write");
+    let pinned = manifest_of("pinned", &[]);
+    assert_eq!(
+        pinned["annotations"]["org.opencontainers.image.source"],
+        "https://src.example/acme/s"
+    );
+    assert_eq!(
+        pinned["annotations"]["org.opencontainers.image.revision"],
+        "v9"
+    );
 }
 
 #[test]
@@ -302,8 +606,21 @@ fn no_sbom_and_no_provenance_turn_them_off() {
     let refs = r["platforms"][0]["referrers"]
         .as_array()
         .expect("referrers");
-    assert_eq!(refs.len(), 1);
+    assert_eq!(refs.len(), 2);
     assert_eq!(refs[0]["artifact_type"], SPDX);
+    assert_eq!(refs[1]["artifact_type"], CDX);
+    let out = cx.path().join("cdx-only");
+    let r = build_layout(
+        &cx,
+        &spec,
+        &out,
+        &["--no-provenance", "--sbom-format", "cyclonedx"],
+    );
+    let refs = r["platforms"][0]["referrers"]
+        .as_array()
+        .expect("referrers");
+    assert_eq!(refs.len(), 1);
+    assert_eq!(refs[0]["artifact_type"], CDX);
 }
 
 #[test]
@@ -327,7 +644,7 @@ fn each_platform_sbom_lists_its_own_wheels() {
         .stdout,
     );
     let checked = oci::assert_layout(&out);
-    assert_eq!(checked.referrers.len(), 4, "{}", checked.report);
+    assert_eq!(checked.referrers.len(), 6, "{}", checked.report);
     let sums: BTreeSet<String> = wheels.iter().map(|w| sha256_file(w)).collect();
     for (i, arch) in [(0, "x86_64"), (1, "aarch64")] {
         let manifest = report["platforms"][i]["manifest_digest"]
@@ -340,7 +657,7 @@ fn each_platform_sbom_lists_its_own_wheels() {
                 .iter()
                 .filter(|r| r.subject == manifest)
                 .count(),
-            2
+            3
         );
         let sbom = validate_spdx(
             &blob(
@@ -389,6 +706,52 @@ fn each_platform_sbom_lists_its_own_wheels() {
                 .is_some_and(|f| f.contains(arch)),
             "{markupsafe}"
         );
+        // licenses from each wheel's METADATA: a `License` that is an SPDX id, else the one
+        // classifier naming a license; "BSD License" (which BSD?) and two classifiers stay
+        // NOASSERTION
+        let want = [
+            ("markupsafe", "BSD-3-Clause"),
+            ("six", "MIT"),
+            ("wheel", "MIT"),
+            ("idna", "NOASSERTION"),
+            ("packaging", "NOASSERTION"),
+        ];
+        for (name, license) in want {
+            let p = pypi
+                .iter()
+                .find(|p| p["name"] == name)
+                .unwrap_or_else(|| panic!("no {name}"));
+            assert_eq!(p["licenseDeclared"], license, "{p}");
+        }
+        let cdx = validate_cyclonedx(&blob(
+            &out,
+            referrer(&report, i, CDX)["document_digest"]
+                .as_str()
+                .unwrap_or(""),
+        ));
+        let libs: Vec<&Value> = cdx["components"]
+            .as_array()
+            .expect("components")
+            .iter()
+            .filter(|c| c["type"] == "library")
+            .collect();
+        assert_eq!(libs.len(), pypi.len(), "{cdx}");
+        for (name, license) in want {
+            let c = libs
+                .iter()
+                .find(|c| c["name"] == name)
+                .unwrap_or_else(|| panic!("no {name}"));
+            assert!(
+                c["hashes"][0]["content"]
+                    .as_str()
+                    .is_some_and(|h| sums.contains(h))
+            );
+            if license == "NOASSERTION" {
+                assert!(c.get("licenses").is_none(), "{c}");
+            } else {
+                assert_eq!(c["licenses"][0]["expression"], license, "{c}");
+            }
+        }
         let st = json_of(&blob(
             &out,
             referrer(&report, i, INTOTO)["document_digest"]
@@ -454,7 +817,7 @@ fn push_attaches_referrers_through_the_tag_schema_and_docker_still_pulls() {
         .expect("pushed referrers")
         .iter()
         .collect();
-    assert_eq!(pushed.len(), 2, "{report}");
+    assert_eq!(pushed.len(), 3, "{report}");
     let tag = format!("sha256-{}", &manifest[7..]);
     assert!(
         pushed
@@ -478,7 +841,7 @@ fn push_attaches_referrers_through_the_tag_schema_and_docker_still_pulls() {
             })
             .collect()
     };
-    let want: Vec<(String, String)> = [SPDX, INTOTO]
+    let want: Vec<(String, String)> = [SPDX, CDX, INTOTO]
         .iter()
         .map(|t| {
             (
@@ -500,6 +863,8 @@ fn push_attaches_referrers_through_the_tag_schema_and_docker_still_pulls() {
         assert_eq!(curl_blob(&reg.host(), repo, doc), blob(&out, doc));
         if t == SPDX {
             validate_spdx(&blob(&out, doc), cx.path());
+        } else if t == CDX {
+            validate_cyclonedx(&blob(&out, doc));
         } else {
             let st = json_of(&blob(&out, doc));
             assert_eq!(st["subject"][0]["digest"]["sha256"], &manifest[7..]);
@@ -507,8 +872,17 @@ fn push_attaches_referrers_through_the_tag_schema_and_docker_still_pulls() {
     }
 
     // `mlimg sbom` / `mlimg provenance` print them from the registry, through the tag schema
-    for (cmd, t) in [("sbom", SPDX), ("provenance", INTOTO)] {
-        let o = run_ok(cx.mlimg().args([cmd, &format!("{name}:1")]));
+    for (cmd, format, t) in [
+        ("sbom", "spdx", SPDX),
+        ("sbom", "cyclonedx", CDX),
+        ("provenance", "", INTOTO),
+    ] {
+        let mut c = cx.mlimg();
+        c.args([cmd, &format!("{name}:1")]);
+        if !format.is_empty() {
+            c.args(["--format", format]);
+        }
+        let o = run_ok(&mut c);
         let d = referrer(&report, 0, t)["document_digest"]
             .as_str()
             .expect("document");

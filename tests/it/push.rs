@@ -12,7 +12,7 @@ use crate::common::registry::TestRegistry;
 use crate::common::*;
 
 /// Pushes the busybox base layout that `example()` built into `reg` as `base/busybox:latest`.
-fn push_base(cx: &TestContext, spec_dir: &Path, reg: &TestRegistry) -> String {
+pub(crate) fn push_base(cx: &TestContext, spec_dir: &Path, reg: &TestRegistry) -> String {
     let layout = spec_dir.parent().expect("specs").join("busybox-base/out");
     let base = format!("{}/base/busybox:latest", reg.host());
     run_ok(
@@ -34,7 +34,7 @@ fn with_name(text: &str, name: &str) -> String {
 }
 
 /// Points the example at a registry base and a registry target.
-fn retarget(spec: &Path, base: &str, name: &str) {
+pub(crate) fn retarget(spec: &Path, base: &str, name: &str) {
     let text = fs::read_to_string(spec).expect("spec");
     let text = with_name(&text, name).replace(
         "base = \"oci:../busybox-base/out:latest\"",
@@ -523,9 +523,9 @@ fn a_two_platform_build_pushes_an_index_whose_images_share_the_weights_layer() {
         .filter(|r| r.starts_with("PUT /v2/acme/multi/blobs/uploads/"))
         .count();
     assert_eq!(
-        uploads, 8,
+        uploads, 10,
         "one weights layer and two configs; then the referrers: the empty config once and \
-         four documents (an SBOM and a provenance statement per platform)"
+         six documents (SPDX, CycloneDX and a provenance statement per platform)"
     );
 }
 

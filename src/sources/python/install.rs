@@ -527,6 +527,58 @@ pub(crate) fn entry_sha256(e: &Entry) -> Result<[u8; 32], PythonError> {
     }
 }
 
+/// The license fields of a wheel's `METADATA` (for the SBOM): `License-Expression` (PEP 639),
+/// `License` (free text; `None` when it spans several lines) and the `License :: …`
+/// classifiers, as written.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LicenseMetadata {
+    pub expression: Option<String>,
+    pub license: Option<String>,
+    pub classifiers: Vec<String>,
+}
+
+/// Reads the license fields from the `*.dist-info/METADATA` of a wheel (the headers only).
+pub fn wheel_license(wheel_path: &Path) -> Result<LicenseMetadata, PythonError> {
+    let mut wheel = Wheel::open(wheel_path)?;
+    let name = wheel
+        .members()?
+        .into_iter()
+        .map(|m| m.name)
+        .find(|n| {
+            n.strip_suffix("/METADATA")
+                .is_some_and(|d| d.ends_with(".dist-info") && !d.contains('/'))
+        })
+        .ok_or_else(|| invalid(wheel_path, "no .dist-info/METADATA"))?;
+    let text = wheel.read(&name, MAX_RECORD)?;
+    let text = String::from_utf8_lossy(&text);
+    let mut out = LicenseMetadata::default();
+    let mut last: Option<String> = None;
+    for line in text.lines() {
+        if line.is_empty() {
+            break;
+        }
+        if line.starts_with([' ', '\t']) {
+            // a continuation: a multi-line License is free text, not an identifier
+            if last.as_deref() == Some("license") {
+                out.license = None;
+            }
+            continue;
+        }
+        let Some((k, v)) = line.split_once(':') else {
+            continue;
+        };
+        let (k, v) = (k.trim().to_ascii_lowercase(), v.trim().to_string());
+        match k.as_str() {
+            "license-expression" if !v.is_empty() => out.expression = Some(v),
+            "license" if !v.is_empty() => out.license = Some(v),
+            "classifier" if v.starts_with("License ::") => out.classifiers.push(v),
+            _ => {}
+        }
+        last = Some(k);
+    }
+    Ok(out)
+}
+
 /// The value of an RFC 822 style header (`Name: value`) in METADATA / WHEEL.
 fn header(text: &str, key: &str) -> Option<String> {
     text.lines().take_while(|l| !l.is_empty()).find_map(|l| {

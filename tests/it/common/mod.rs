@@ -8,6 +8,7 @@ pub mod faultproxy;
 pub mod hostile;
 pub mod hub;
 pub mod image;
+pub mod limitproxy;
 pub mod oci;
 pub mod pyindex;
 pub mod registry;
