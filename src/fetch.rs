@@ -29,6 +29,15 @@ pub enum FetchError {
     },
     #[error("{role}: {source}")]
     Layer { role: String, source: LayerError },
+    #[error(
+        "{role}: {wheel} would install /{path}, which the base's Debian package `{package}` owns\n  hint: remove `{package}` from the base, or drop the wheel from the set (the Debian package provides it)"
+    )]
+    DpkgConflict {
+        role: String,
+        wheel: String,
+        path: String,
+        package: String,
+    },
     #[error("base layer {digest}: {source}")]
     Base {
         digest: String,
@@ -73,6 +82,40 @@ impl Fetched {
                 entries = python::bytecode::compile(entries, &w.target, bc)
                     .map_err(py_err)?
                     .0;
+            }
+            // never over a file a Debian package of the base owns
+            for e in &entries {
+                if matches!(e.content, Content::Dir) {
+                    continue;
+                }
+                if let Some(package) = w.dpkg.get(&e.path) {
+                    // the wheel that installs it (a launcher script is generated for its wheel)
+                    let name_of = |p: &std::path::Path| {
+                        p.file_name()
+                            .map_or_else(String::new, |n| n.to_string_lossy().into_owned())
+                    };
+                    let wheel = match &e.content {
+                        Content::ZipMember { archive, name, .. } => {
+                            format!("{} ({name})", name_of(archive))
+                        }
+                        _ => files
+                            .iter()
+                            .find(|f| {
+                                python::install::wheel_entries(f, &w.target)
+                                    .is_ok_and(|es| es.iter().any(|x| x.path == e.path))
+                            })
+                            .map_or_else(
+                                || "a file the wheel install generates".to_string(),
+                                |f| format!("{} (a generated launcher)", name_of(f)),
+                            ),
+                    };
+                    return Err(FetchError::DpkgConflict {
+                        role,
+                        wheel,
+                        path: e.path.clone(),
+                        package: package.clone(),
+                    });
+                }
             }
             return layer::finalize(entries).map_err(|source| FetchError::Layer { role, source });
         }

@@ -9,6 +9,7 @@ pub mod digest;
 pub mod fetch;
 pub mod image;
 pub mod layer;
+pub mod lint;
 pub mod lock;
 pub mod pipeline;
 pub mod plan;

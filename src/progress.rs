@@ -26,11 +26,14 @@ pub trait Progress: Sync {
 pub struct Quiet;
 impl Progress for Quiet {}
 
-/// A warning with a stable code (for CI to match on) and a one-line message.
+/// A warning with a stable code (for CI to match on), a one-line message and, for lints, a
+/// hint saying how to fix it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Warning {
     pub code: &'static str,
     pub message: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hint: Option<String>,
 }
 
 impl Warning {
@@ -38,7 +41,14 @@ impl Warning {
         Warning {
             code,
             message: message.into(),
+            hint: None,
         }
+    }
+
+    /// The same warning with a hint.
+    pub fn with_hint(mut self, hint: impl Into<String>) -> Warning {
+        self.hint = Some(hint.into());
+        self
     }
 }
 

@@ -97,6 +97,10 @@ pub struct BuildArgs {
     /// Do not attach an in-toto / SLSA v1 provenance statement to each platform image.
     #[arg(long)]
     pub no_provenance: bool,
+    /// Treat lints (root user, unpinned base, secrets in a layer, …; see docs/lints.md) as
+    /// errors: the build stops with exit code 2 before writing anything.
+    #[arg(long)]
+    pub strict: bool,
     /// The SBOM formats attached to each platform image (comma-separated).
     #[arg(long, value_enum, value_delimiter = ',', default_values_t = [SbomFormatArg::Spdx, SbomFormatArg::Cyclonedx], value_name = "FORMATS")]
     pub sbom_format: Vec<SbomFormatArg>,
@@ -177,6 +181,7 @@ pub fn run(args: BuildArgs) -> Result<()> {
         source_date_epoch: std::env::var("SOURCE_DATE_EPOCH").ok(),
         jobs: args.jobs,
         pip_index_urls: pip_index_urls(),
+        pip_find_links: pip_find_links(),
         locked: args.locked,
         hub: Some(mlimg::sources::hf::HubOptions {
             transport,
@@ -189,6 +194,7 @@ pub fn run(args: BuildArgs) -> Result<()> {
         shared_cache: SharedCache::Off,
         no_sbom: args.no_sbom,
         no_provenance: args.no_provenance,
+        strict: args.strict,
         sign_key: args.sign_key.filter(|p| !p.as_os_str().is_empty()),
         sbom_formats: mlimg::provenance::SbomFormats {
             spdx: args.sbom_format.contains(&SbomFormatArg::Spdx),
@@ -310,6 +316,23 @@ pub(crate) fn pip_index_urls() -> Vec<String> {
     v
 }
 
+/// `PIP_FIND_LINKS`: space-separated folders of wheels (or `file://` URLs of folders), as pip
+/// reads them; relative paths from the current folder. Used after each set's own `find_links`.
+pub(crate) fn pip_find_links() -> Vec<PathBuf> {
+    std::env::var("PIP_FIND_LINKS")
+        .map(|v| parse_find_links(&v))
+        .unwrap_or_default()
+}
+
+fn parse_find_links(v: &str) -> Vec<PathBuf> {
+    v.split_whitespace()
+        .map(|s| {
+            let p = s.strip_prefix("file://").unwrap_or(s);
+            std::path::absolute(p).unwrap_or_else(|_| PathBuf::from(p))
+        })
+        .collect()
+}
+
 /// Progress on stderr: bars on a terminal, one line per layer otherwise.
 struct Bars {
     multi: Option<MultiProgress>,
@@ -421,5 +444,8 @@ impl Progress for Bars {
     }
     fn warning(&self, w: &Warning) {
         self.message(&format!("warning[{}]: {}", w.code, w.message));
+        if let Some(h) = &w.hint {
+            self.message(&format!("  hint: {h}"));
+        }
     }
 }

@@ -87,6 +87,7 @@ pub fn run(args: LockArgs) -> Result<()> {
         read_only: false,
         hub,
         pip_index_urls: super::build::pip_index_urls(),
+        pip_find_links: super::build::pip_find_links(),
         cache_dir,
     };
     let new = resolve::resolve(&spec, None, client.as_ref(), &opts, &Lines)?.to_lock(&spec);

@@ -94,6 +94,9 @@ pub fn scratch_config(p: &Platform) -> Value {
     v
 }
 
+/// The `PATH` docker gives a container whose image sets none.
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
 /// Merges `[config]` and the new layers into the base config, the way a Dockerfile would:
 /// a new entrypoint resets the base's cmd, env entries replace same-named ones, ports, volumes
 /// and labels merge.
@@ -152,6 +155,19 @@ pub fn build_config(
             }
         }
         c.insert("Env".into(), json!(env));
+    }
+    // Like docker, an image whose base sets no PATH gets docker's default one.
+    let has_path = c.get("Env").and_then(Value::as_array).is_some_and(|a| {
+        a.iter()
+            .filter_map(Value::as_str)
+            .any(|e| e.starts_with("PATH="))
+    });
+    if !has_path {
+        let mut env = vec![json!(format!("PATH={DEFAULT_PATH}"))];
+        if let Some(a) = c.get("Env").and_then(Value::as_array) {
+            env.extend(a.iter().cloned());
+        }
+        c.insert("Env".into(), Value::Array(env));
     }
     if let Some(w) = &settings.workdir {
         c.insert("WorkingDir".into(), json!(w));

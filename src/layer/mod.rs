@@ -222,8 +222,51 @@ impl<W: Write> Write for Sink<W> {
     }
 }
 
+/// Who owns a layer's entries: 0:0 unless a rule says otherwise (`[app] owner`, a weights
+/// entry's `owner`, `[config] writable`). Numeric ids only, no names; the rule with the longest
+/// path at or above an entry decides.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct Owners(pub Vec<OwnerRule>);
+
+/// Entries at or under `path` (relative to `/`; empty: every entry) belong to `uid:gid`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct OwnerRule {
+    pub path: String,
+    pub uid: u64,
+    pub gid: u64,
+}
+
+impl Owners {
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The owner of the entry at `path`.
+    pub fn of(&self, path: &str) -> (u64, u64) {
+        self.0
+            .iter()
+            .filter(|r| {
+                r.path.is_empty()
+                    || path == r.path
+                    || path
+                        .strip_prefix(r.path.as_str())
+                        .is_some_and(|rest| rest.starts_with('/'))
+            })
+            .max_by_key(|r| r.path.len())
+            .map_or((0, 0), |r| (r.uid, r.gid))
+    }
+
+    /// One line per rule, for the layer's selector.
+    pub fn fingerprint(&self) -> Vec<String> {
+        self.0
+            .iter()
+            .map(|r| format!("owner /{} {}:{}", r.path, r.uid, r.gid))
+            .collect()
+    }
+}
+
 /// Writes `entries` (as returned by [`finalize`]) as one layer blob into `out`.
-/// `mtime` is the single modification time every entry carries.
+/// `mtime` is the single modification time every entry carries; every owner is 0:0.
 pub fn write<W: Write>(
     entries: &[Entry],
     compression: Compression,
@@ -241,9 +284,49 @@ pub fn write<W: Write>(
     )
 }
 
+/// [`write`] with owners other than 0:0 where `owners` says so.
+pub fn write_owned<W: Write>(
+    entries: &[Entry],
+    owners: &Owners,
+    compression: Compression,
+    mtime: u64,
+    out: W,
+    progress: &dyn Fn(u64),
+) -> Result<LayerBlob, LayerError> {
+    write_all(
+        entries,
+        owners,
+        compression,
+        mtime,
+        out,
+        progress,
+        compression_threads(),
+    )
+}
+
 /// [`write`] with `threads` for the compressor (the bytes do not depend on it).
 fn write_threads<W: Write>(
     entries: &[Entry],
+    compression: Compression,
+    mtime: u64,
+    out: W,
+    progress: &dyn Fn(u64),
+    threads: usize,
+) -> Result<LayerBlob, LayerError> {
+    write_all(
+        entries,
+        &Owners::default(),
+        compression,
+        mtime,
+        out,
+        progress,
+        threads,
+    )
+}
+
+fn write_all<W: Write>(
+    entries: &[Entry],
+    owners: &Owners,
     compression: Compression,
     mtime: u64,
     out: W,
@@ -281,7 +364,15 @@ fn write_threads<W: Write>(
     let piece = CHUNK;
     let mut done = 0u64;
     for e in entries {
-        append(&mut tar, e, mtime, &mut zips, &mut buf, piece)?;
+        append(
+            &mut tar,
+            e,
+            owners.of(&e.path),
+            mtime,
+            &mut zips,
+            &mut buf,
+            piece,
+        )?;
         done += e.size();
         progress(done);
     }
@@ -310,14 +401,20 @@ fn finish_out<W: Write>(h: Out<W>) -> Result<(String, u64), LayerError> {
     Ok((digest, size))
 }
 
-fn header(kind: tar::EntryType, mode: u32, size: u64, mtime: u64) -> tar::Header {
+fn header(
+    kind: tar::EntryType,
+    mode: u32,
+    size: u64,
+    mtime: u64,
+    (uid, gid): (u64, u64),
+) -> tar::Header {
     let mut h = tar::Header::new_gnu();
     h.set_entry_type(kind);
     h.set_mode(mode);
     h.set_size(size);
     h.set_mtime(mtime);
-    h.set_uid(0);
-    h.set_gid(0);
+    h.set_uid(uid);
+    h.set_gid(gid);
     // new_gnu leaves user/group names empty and device numbers zero.
     h
 }
@@ -327,6 +424,7 @@ fn header(kind: tar::EntryType, mode: u32, size: u64, mtime: u64) -> tar::Header
 fn append<W: Write>(
     tar: &mut tar::Builder<W>,
     e: &Entry,
+    owner: (u64, u64),
     mtime: u64,
     zips: &mut HashMap<PathBuf, zip::ZipArchive<BufReader<File>>>,
     buf: &mut Vec<u8>,
@@ -334,17 +432,23 @@ fn append<W: Write>(
 ) -> Result<(), LayerError> {
     match &e.content {
         Content::Dir => {
-            let mut h = header(tar::EntryType::Directory, e.mode, 0, mtime);
+            let mut h = header(tar::EntryType::Directory, e.mode, 0, mtime, owner);
             tar.append_data(&mut h, format!("{}/", e.path), io::empty())
                 .map_err(LayerError::Write)
         }
         Content::Symlink(target) => {
-            let mut h = header(tar::EntryType::Symlink, 0o777, 0, mtime);
+            let mut h = header(tar::EntryType::Symlink, 0o777, 0, mtime, owner);
             tar.append_link(&mut h, &e.path, target)
                 .map_err(LayerError::Write)
         }
         Content::Inline(bytes) => {
-            let mut h = header(tar::EntryType::Regular, e.mode, bytes.len() as u64, mtime);
+            let mut h = header(
+                tar::EntryType::Regular,
+                e.mode,
+                bytes.len() as u64,
+                mtime,
+                owner,
+            );
             tar.append_data(&mut h, &e.path, &bytes[..])
                 .map_err(LayerError::Write)
         }
@@ -353,7 +457,7 @@ fn append<W: Write>(
                 file: path.clone(),
                 source,
             })?;
-            let mut h = header(tar::EntryType::Regular, e.mode, *size, mtime);
+            let mut h = header(tar::EntryType::Regular, e.mode, *size, mtime, owner);
             // The header (and a GNU long-name entry before it when the path needs one) goes
             // through tar, given no data; the file's bytes follow in reads of CHUNK bytes straight
             // into the hashing writer and on to the output (tar's own copy would go 8 KiB at a
@@ -428,7 +532,7 @@ fn append<W: Write>(
                 unreachable!("inserted above")
             };
             let member = z.by_name(name).map_err(zip_err)?;
-            let mut h = header(tar::EntryType::Regular, e.mode, *size, mtime);
+            let mut h = header(tar::EntryType::Regular, e.mode, *size, mtime, owner);
             let mut r = Counted {
                 inner: member.take(*size),
                 n: 0,
@@ -629,12 +733,12 @@ mod tests {
             for e in entries {
                 match &e.content {
                     Content::Dir => {
-                        let mut h = header(tar::EntryType::Directory, e.mode, 0, 5);
+                        let mut h = header(tar::EntryType::Directory, e.mode, 0, 5, (0, 0));
                         b.append_data(&mut h, format!("{}/", e.path), io::empty())
                             .unwrap();
                     }
                     Content::File { path, size } => {
-                        let mut h = header(tar::EntryType::Regular, e.mode, *size, 5);
+                        let mut h = header(tar::EntryType::Regular, e.mode, *size, 5, (0, 0));
                         let f = BufReader::with_capacity(BUF, File::open(path).unwrap());
                         b.append_data(&mut h, &e.path, f.take(*size)).unwrap();
                     }

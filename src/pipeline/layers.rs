@@ -292,8 +292,15 @@ fn write_one(
     let mut streamed = false;
     let (blob, stored, path) = if l.stores_bytes() {
         let tmp = cache.temp()?;
-        let blob = layer::write(&entries, l.compression, mtime, tmp.as_file(), &on_bytes)
-            .map_err(layer_err)?;
+        let blob = layer::write_owned(
+            &entries,
+            &l.owners,
+            l.compression,
+            mtime,
+            tmp.as_file(),
+            &on_bytes,
+        )
+        .map_err(layer_err)?;
         cache.commit(tmp, &blob.digest)?;
         let p = cache.blob_path(&blob.digest);
         (blob, true, Some(p))
@@ -308,8 +315,15 @@ fn write_one(
             .prefix(".layer-")
             .tempfile_in(dir)
             .map_err(io_layer_err)?;
-        let blob = layer::write(&entries, l.compression, mtime, tmp.as_file(), &on_bytes)
-            .map_err(layer_err)?;
+        let blob = layer::write_owned(
+            &entries,
+            &l.owners,
+            l.compression,
+            mtime,
+            tmp.as_file(),
+            &on_bytes,
+        )
+        .map_err(layer_err)?;
         let hex = blob.digest.trim_start_matches("sha256:");
         let dest = dir.join(hex);
         tmp.persist(&dest).map_err(|e| io_layer_err(e.error))?;
@@ -317,8 +331,15 @@ fn write_one(
     } else {
         // Uncompressed: the blob is the tar of the sources, so only its digest and size are
         // recorded; outputs regenerate the bytes (no copy of the weights in the cache).
-        let blob = layer::write(&entries, l.compression, mtime, io::sink(), &on_bytes)
-            .map_err(layer_err)?;
+        let blob = layer::write_owned(
+            &entries,
+            &l.owners,
+            l.compression,
+            mtime,
+            io::sink(),
+            &on_bytes,
+        )
+        .map_err(layer_err)?;
         (blob, false, None)
     };
     cache.put_selector(
@@ -349,8 +370,8 @@ fn stream_layer(
     progress: &dyn Progress,
 ) -> Option<LayerBlob> {
     let r = client.upload_streamed(target, |w| {
-        let blob =
-            layer::write(entries, l.compression, mtime, w, on_bytes).map_err(io::Error::other)?;
+        let blob = layer::write_owned(entries, &l.owners, l.compression, mtime, w, on_bytes)
+            .map_err(io::Error::other)?;
         Ok(crate::registry::Streamed {
             digest: blob.digest.clone(),
             size: blob.size,
@@ -407,9 +428,10 @@ pub(super) fn assemble(
     fetched: &Arc<Fetched>,
     cache: &Cache,
     mtime: u64,
+    created: u64,
     source: &super::git::SourceInfo,
 ) -> Result<ImageSet, BuildError> {
-    let created = image::rfc3339(mtime);
+    let created = image::rfc3339(created);
     let mut images = Vec::new();
     for (pp, rp) in plan.platforms.iter().zip(&resolved.platforms) {
         let mut layers = base_layers(&rp.base, cache);
@@ -602,7 +624,14 @@ fn generator(
         let entries = fetched.entries(&plan).map_err(io::Error::other)?;
         let (cache, selector) = (cache.clone(), plan.selector.clone());
         let stale = move |d: &str| cache.drop_selector(&selector, d);
-        let r = regenerate(entries, plan.compression, mtime, digest.clone(), stale)?;
+        let r = regenerate(
+            entries,
+            plan.owners.clone(),
+            plan.compression,
+            mtime,
+            digest.clone(),
+            stale,
+        )?;
         Ok(Box::new(r) as Box<dyn Read + Send>)
     })
 }
@@ -612,6 +641,7 @@ fn generator(
 /// the expected digest before the error is returned.
 fn regenerate(
     entries: Vec<layer::Entry>,
+    owners: layer::Owners,
     compression: layer::Compression,
     mtime: u64,
     digest: String,
@@ -651,7 +681,7 @@ fn regenerate(
     }
     let (reader, writer) = io::pipe()?;
     let worker = std::thread::spawn(move || {
-        layer::write(&entries, compression, mtime, writer, &|_| {})
+        layer::write_owned(&entries, &owners, compression, mtime, writer, &|_| {})
             .map(|b| b.digest)
             .map_err(|e| e.to_string())
     });

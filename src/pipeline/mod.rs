@@ -41,6 +41,8 @@ pub struct BuildOptions {
     /// Python package indexes after each set's own `index_url` (`PIP_INDEX_URL`, then
     /// `PIP_EXTRA_INDEX_URL`'s entries).
     pub pip_index_urls: Vec<String>,
+    /// Folders of wheels after each set's own `find_links` (`PIP_FIND_LINKS`).
+    pub pip_find_links: Vec<PathBuf>,
     /// Fail when mlimg.lock does not match the spec (like `cargo --locked`).
     pub locked: bool,
     /// Hugging Face Hub endpoint, token and cache (from HF_* variables); `None` = defaults.
@@ -60,6 +62,8 @@ pub struct BuildOptions {
     pub no_sbom: bool,
     /// Do not attach an in-toto / SLSA provenance statement (`--no-provenance`).
     pub no_provenance: bool,
+    /// Lints are errors (`--strict`): the build stops after planning when one fires.
+    pub strict: bool,
     /// Sign each pushed image with this PEM EC P-256 private key (`--sign-key`), in cosign's
     /// format.
     pub sign_key: Option<PathBuf>,
@@ -88,6 +92,11 @@ pub enum BuildError {
         spec.display()
     )]
     NoImageName { spec: PathBuf },
+    #[error(
+        "--push needs a tag: [image].tags in {} is empty and no --tag was given (mlimg does not push `latest` on its own)\n  hint: add tags = [\"1.0.0\"] to [image], or pass --tag 1.0.0",
+        spec.display()
+    )]
+    NoTags { spec: PathBuf },
     #[error(transparent)]
     Resolve(Box<resolve::ResolveError>),
     #[error(transparent)]
@@ -113,6 +122,9 @@ pub enum BuildError {
     Output(Box<SinkError>),
     #[error(transparent)]
     Registry(Box<crate::registry::RegistryError>),
+    /// `--strict` and at least one lint fired.
+    #[error("--strict: {} lint(s) failed: {}", lints.len(), lints.iter().map(|w| format!("[{}] {}", w.code, w.message)).collect::<Vec<_>>().join("; "))]
+    Lint { lints: Vec<Warning> },
 }
 
 impl BuildError {
@@ -134,7 +146,9 @@ impl BuildError {
             | BuildError::SharedCache(_)
             | BuildError::SignKey { .. }
             | BuildError::Platform { .. }
-            | BuildError::NoImageName { .. } => 2,
+            | BuildError::NoImageName { .. }
+            | BuildError::NoTags { .. }
+            | BuildError::Lint { .. } => 2,
             _ => 1,
         }
     }
@@ -154,7 +168,8 @@ impl BuildError {
             | BuildError::SharedCache(_)
             | BuildError::SignKey { .. }
             | BuildError::Platform { .. } => "usage",
-            BuildError::NoImageName { .. } => "spec",
+            BuildError::NoImageName { .. } | BuildError::NoTags { .. } => "spec",
+            BuildError::Lint { .. } => "lint",
             BuildError::Resolve(e) => match **e {
                 resolve::ResolveError::Locked { .. } | resolve::ResolveError::Lock(_) => "lock",
                 resolve::ResolveError::Hub { .. } => "hub",
@@ -208,6 +223,15 @@ pub fn build(opts: &BuildOptions, progress: &dyn Progress) -> Result<Outcome, Bu
     )?;
     let mtime = crate::layer::source_date_epoch(opts.source_date_epoch.as_deref())
         .map_err(BuildError::SourceDateEpoch)?;
+    // The image's `created`: SOURCE_DATE_EPOCH, else the last commit of the clean git
+    // checkout holding the spec, else 0. Layer entries keep `mtime`, so a new commit does not
+    // change every layer.
+    let created = match &opts.source_date_epoch {
+        Some(_) => mtime,
+        None => crate::sources::git::read(&spec.dir)
+            .filter(|g| g.clean)
+            .map_or(0, |g| g.commit_time),
+    };
     // `--provenance-times` records the clock, which SOURCE_DATE_EPOCH asks to keep out.
     if opts.provenance_times && opts.source_date_epoch.is_some() {
         return Err(BuildError::SourceDateEpoch(
@@ -236,6 +260,7 @@ pub fn build(opts: &BuildOptions, progress: &dyn Progress) -> Result<Outcome, Bu
         read_only: opts.dry_run,
         hub: hub_options(opts),
         pip_index_urls: opts.pip_index_urls.clone(),
+        pip_find_links: opts.pip_find_links.clone(),
         cache_dir: opts.cache_dir.clone(),
     };
     let resolved = resolve::resolve(
@@ -248,6 +273,22 @@ pub fn build(opts: &BuildOptions, progress: &dyn Progress) -> Result<Outcome, Bu
     let (plan, warnings) = crate::plan::plan(&spec, &resolved, mtime)?;
     for w in &warnings {
         progress.warning(w);
+    }
+    let lints = crate::lint::run(
+        &crate::lint::Inputs {
+            spec: &spec,
+            resolved: &resolved,
+            plan: &plan,
+            lock: lock.as_ref(),
+        },
+        client.as_ref(),
+        &opts.cache_dir,
+    );
+    for w in &lints {
+        progress.warning(w);
+    }
+    if opts.strict && !lints.is_empty() {
+        return Err(BuildError::Lint { lints });
     }
     if let Some(c) = &client {
         check_registry_limits(c, &targets, &plan)?;
@@ -347,7 +388,7 @@ pub fn build(opts: &BuildOptions, progress: &dyn Progress) -> Result<Outcome, Bu
         spec.image.revision.as_deref(),
     );
     let mut images = layers::assemble(
-        &spec, &resolved, &plan, &known, &written, &fetched, &cache, mtime, &source,
+        &spec, &resolved, &plan, &known, &written, &fetched, &cache, mtime, created, &source,
     )?;
     if spec.image.format == crate::spec::ImageFormat::Docker {
         images = crate::image::docker::convert(images)?;
@@ -359,7 +400,7 @@ pub fn build(opts: &BuildOptions, progress: &dyn Progress) -> Result<Outcome, Bu
         &images,
         &effective_tags(&spec, opts),
         &resolve_opts.hub.endpoint,
-        mtime,
+        created,
     )?;
     let images = images.with_artifacts(artifacts);
     let sbom_on = !opts.no_sbom && opts.sbom_formats != crate::provenance::SbomFormats::NONE;
@@ -369,7 +410,7 @@ pub fn build(opts: &BuildOptions, progress: &dyn Progress) -> Result<Outcome, Bu
         BTreeMap::new()
     };
     let images = with_provenance(
-        &spec, &resolved, &plan, images, opts, mtime, licenses, started, &source,
+        &spec, &resolved, &plan, images, opts, created, licenses, started, &source,
     )?;
 
     let mut outputs = Vec::new();
@@ -728,6 +769,11 @@ fn registry_targets(
     let parse = |r: &str| Reference::parse(r).map_err(|e| BuildError::Registry(Box::new(e)));
     let mut out = Vec::new();
     if opts.push {
+        if opts.tags.is_empty() && spec.image.tags.is_empty() {
+            return Err(BuildError::NoTags {
+                spec: spec.path.clone(),
+            });
+        }
         let name = spec
             .image
             .name

@@ -88,7 +88,11 @@ pub fn plan(
                 plan_hub_weights(w, snap, mtime)?
             }
         };
-        shared.extend(lps.into_iter().map(Arc::new));
+        let owners = owners(w.owner.map(|o| (w.dest.as_str(), o)).into_iter());
+        shared.extend(
+            lps.into_iter()
+                .map(|l| Arc::new(l.with_owners(owners.clone()))),
+        );
     }
     if let Some(app) = plan_app(spec, mtime)? {
         shared.push(Arc::new(app));
@@ -281,6 +285,7 @@ fn plan_deps(d: &DepsSpec, rp: &ResolvedPlatform, mtime: u64) -> Result<Vec<Laye
             target: target.clone(),
             wheels,
             bytecode: bytecode.clone(),
+            dpkg: rp.dpkg.clone(),
         }));
         Ok(lp)
     };
@@ -444,13 +449,78 @@ fn plan_hub_weights(
         .collect()
 }
 
-/// The app layer, leaving out sources of other layers that live inside the app folder.
+/// Owner rules for image paths (absolute): the entries at or under each belong to its ids.
+fn owners<'a>(rules: impl Iterator<Item = OwnerOf<'a>>) -> crate::layer::Owners {
+    crate::layer::Owners(
+        rules
+            .map(|(path, (uid, gid))| crate::layer::OwnerRule {
+                path: path.trim_matches('/').to_string(),
+                uid,
+                gid,
+            })
+            .collect(),
+    )
+}
+
+/// An image path and the `uid:gid` owning what is at or under it.
+type OwnerOf<'a> = (&'a str, (u64, u64));
+
+/// `[config] writable`: each folder, owned by the (numeric) user, in the app layer.
+fn writable(spec: &Spec) -> (Vec<Entry>, Vec<OwnerOf<'_>>) {
+    let Some(ids) = spec.config.user_ids else {
+        return (Vec::new(), Vec::new());
+    };
+    let entries = spec
+        .config
+        .writable
+        .iter()
+        .map(|p| Entry {
+            path: p.trim_matches('/').to_string(),
+            mode: 0o755,
+            content: Content::Dir,
+        })
+        .collect();
+    let rules = spec
+        .config
+        .writable
+        .iter()
+        .map(|p| (p.as_str(), ids))
+        .collect();
+    (entries, rules)
+}
+
+/// The app layer, leaving out sources of other layers that live inside the app folder, with
+/// the `[config] writable` folders (a layer of those alone without `[app]`).
 fn plan_app(spec: &Spec, mtime: u64) -> Result<Option<LayerPlan>, PlanError> {
+    let (dirs, mut rules) = writable(spec);
     let Some(app) = &spec.app else {
-        return Ok(None);
+        if dirs.is_empty() {
+            return Ok(None);
+        }
+        let role = LayerRole::App;
+        let fp = vec![format!("writable {:?}", spec.config.writable)];
+        let lp = LayerPlan::new(
+            role.clone(),
+            crate::layer::Compression::Gzip,
+            dirs,
+            &fp,
+            mtime,
+            "mlimg writable".into(),
+        )
+        .map_err(layer_err(&role))?;
+        return Ok(Some(lp.with_owners(owners(rules.into_iter()))));
     };
     let role = LayerRole::App;
-    let ignore = IgnoreRules::load(&app.src, &app.exclude).map_err(src_err(&role))?;
+    let mut ignore = IgnoreRules::load(&app.src, &app.exclude).map_err(src_err(&role))?;
+    // The spec's folder is the build context: its .dockerignore applies to the app layer as
+    // docker applies it, with paths relative to that folder.
+    if let (Ok(ctx), Ok(src)) = (spec.dir.canonicalize(), app.src.canonicalize())
+        && src != ctx
+        && let Ok(prefix) = src.strip_prefix(&ctx)
+    {
+        let prefix = prefix.to_string_lossy().replace('\\', "/");
+        ignore = IgnoreRules::under_context(&ctx, &prefix, ignore).map_err(src_err(&role))?;
+    }
     let mut skip: Vec<PathBuf> = spec
         .weights
         .iter()
@@ -478,16 +548,30 @@ fn plan_app(spec: &Spec, mtime: u64) -> Result<Option<LayerPlan>, PlanError> {
     let walked = walk(&src, &app.dest, &filter).map_err(src_err(&role))?;
     let mut fp = walked.fingerprint;
     fp.push(format!("exclude {:?}", app.exclude));
+    let mut entries = walked.entries;
+    if !dirs.is_empty() {
+        fp.push(format!("writable {:?}", spec.config.writable));
+        // a folder the app already has is only made writable
+        for d in dirs {
+            if !entries.iter().any(|e| e.path == d.path) {
+                entries.push(d);
+            }
+        }
+    }
     let lp = LayerPlan::new(
         role.clone(),
         app.compression,
-        walked.entries,
+        entries,
         &fp,
         mtime,
         "mlimg app".into(),
     )
     .map_err(layer_err(&role))?;
-    Ok(Some(lp))
+    if let Some(o) = app.owner {
+        // the app's own rule first: a writable folder inside it (a longer path) still wins
+        rules.insert(0, (app.dest.as_str(), o));
+    }
+    Ok(Some(lp.with_owners(owners(rules.into_iter()))))
 }
 
 #[cfg(test)]

@@ -21,6 +21,8 @@ pub struct WheelInstall {
     pub target: PythonTarget,
     /// Sorted by name.
     pub wheels: Vec<ResolvedWheel>,
+    /// The files the base's Debian packages own: installing over one is an error.
+    pub dpkg: Arc<crate::sources::python::detect::DpkgFiles>,
     /// Compile `.pyc` files for the installed sources (`None`: none are written).
     pub bytecode: Option<crate::sources::python::bytecode::Bytecode>,
 }
@@ -63,6 +65,8 @@ pub struct LayerPlan {
     /// (Hub snapshots), whose files may be gone by the next build; local trees are the user's
     /// own and are re-read instead of copied.
     pub store_bytes: bool,
+    /// Owners other than 0:0 (`owner`, `[config] writable`); empty for most layers.
+    pub owners: crate::layer::Owners,
 }
 
 impl LayerPlan {
@@ -112,7 +116,26 @@ impl LayerPlan {
             created_by,
             wheels: None,
             store_bytes: false,
+            owners: crate::layer::Owners::default(),
         })
+    }
+
+    /// The same layer with `owners`: they go into the selector (a layer without owners keeps
+    /// its selector, so its cache entries and bytes stay what they were).
+    pub fn with_owners(mut self, owners: crate::layer::Owners) -> LayerPlan {
+        use sha2::Digest as _;
+        if owners.is_empty() {
+            return self;
+        }
+        let mut h = sha2::Sha256::new();
+        h.update(self.selector.as_bytes());
+        for line in owners.fingerprint() {
+            h.update(b"\n");
+            h.update(line.as_bytes());
+        }
+        self.selector = hex::encode(h.finalize());
+        self.owners = owners;
+        self
     }
 
     pub fn size(&self) -> u64 {
@@ -187,12 +210,19 @@ impl BuildPlan {
                                 "filename": w.filename,
                                 "sha256": w.sha256,
                             })).collect::<Vec<_>>()),
-                            "entries": l.entries.iter().map(|e| serde_json::json!({
-                                "path": format!("/{}", e.path),
-                                "mode": format!("{:04o}", e.mode),
-                                "size": e.size(),
-                                "source": e.content.source(),
-                            })).collect::<Vec<_>>(),
+                            "entries": l.entries.iter().map(|e| {
+                                let mut v = serde_json::json!({
+                                    "path": format!("/{}", e.path),
+                                    "mode": format!("{:04o}", e.mode),
+                                    "size": e.size(),
+                                    "source": e.content.source(),
+                                });
+                                let (uid, gid) = l.owners.of(&e.path);
+                                if (uid, gid) != (0, 0) {
+                                    v["owner"] = format!("{uid}:{gid}").into();
+                                }
+                                v
+                            }).collect::<Vec<_>>(),
                         })
                     })
                     .collect();
@@ -259,7 +289,11 @@ impl fmt::Display for BuildPlan {
                 }
                 for e in &l.entries {
                     let src = e.content.source();
-                    writeln!(f, "    {:04o} /{} <- {src}", e.mode, e.path)?;
+                    let owner = match l.owners.of(&e.path) {
+                        (0, 0) => String::new(),
+                        (u, g) => format!(" {u}:{g}"),
+                    };
+                    writeln!(f, "    {:04o}{owner} /{} <- {src}", e.mode, e.path)?;
                 }
             }
             writeln!(f, "  config:")?;

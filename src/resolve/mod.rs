@@ -19,6 +19,7 @@ use std::path::{Path, PathBuf};
 pub use base::{BaseError, ResolvedBase};
 pub(crate) use hub::hub_events;
 pub use hub::hub_source;
+pub(crate) use python::open_base_layer;
 
 use crate::lock::{self, DepsLock, Lockfile, WeightsLock};
 use crate::platform::Platform;
@@ -41,6 +42,8 @@ pub struct ResolveOptions {
     pub hub: HubOptions,
     /// Indexes after each set's own `index_url` (`PIP_INDEX_URL`, `PIP_EXTRA_INDEX_URL`).
     pub pip_index_urls: Vec<String>,
+    /// Folders of wheels after each set's own `find_links` (`PIP_FIND_LINKS`).
+    pub pip_find_links: Vec<PathBuf>,
     /// The build cache, read only: registry base layers found there are not downloaded again.
     pub cache_dir: PathBuf,
 }
@@ -84,6 +87,8 @@ pub struct ResolvedPlatform {
     pub deps: Vec<(String, Vec<ResolvedWheel>)>,
     /// Per wheel set, the hash of its inputs (for the lock).
     inputs: Vec<String>,
+    /// The files the base's Debian packages own (read with the target; empty otherwise).
+    pub dpkg: std::sync::Arc<crate::sources::python::detect::DpkgFiles>,
     /// Who compiles the wheels' bytecode: `None` without wheel sets or with
     /// `compile_bytecode = false`, `Some(Err(why))` when no interpreter of the target's
     /// version was found on this machine. Not part of the lock (it is the build machine's).
@@ -203,6 +208,7 @@ pub fn resolve(
             explain: Vec::new(),
             deps: Vec::new(),
             inputs: Vec::new(),
+            dpkg: Default::default(),
             bytecode: None,
         });
     }

@@ -32,7 +32,8 @@ pub(super) fn resolve_platform(
     if sets.is_empty() {
         return Ok(());
     }
-    let (target, explain) = python_target(spec, rp, client, &opts.cache_dir)?;
+    let (target, explain, dpkg) = python_target(spec, rp, client, &opts.cache_dir)?;
+    rp.dpkg = std::sync::Arc::new(dpkg);
     let py_err = |set: &str, source: PythonError| ResolveError::Python {
         set: set.to_string(),
         platform: rp.platform.to_string(),
@@ -82,13 +83,25 @@ pub(super) fn resolve_platform(
                         _ => None,
                     },
                     index_urls,
-                    find_links: d.find_links.clone(),
+                    // the spec's folders first, then PIP_FIND_LINKS'
+                    find_links: d
+                        .find_links
+                        .iter()
+                        .chain(&opts.pip_find_links)
+                        .cloned()
+                        .collect(),
                 };
                 let r = python::resolve_with(&input, &target, Some(&opts.cache_dir.join("wheels")))
                     .map_err(|e| py_err(&d.name, e))?;
                 for w in r.warnings {
                     progress.warning(&Warning::new(
                         "wheel-origin-unknown",
+                        format!("deps {:?} ({}): {w}", d.name, rp.platform),
+                    ));
+                }
+                for w in r.yanked {
+                    progress.warning(&Warning::new(
+                        "wheel-yanked",
                         format!("deps {:?} ({}): {w}", d.name, rp.platform),
                     ));
                 }
@@ -167,7 +180,7 @@ fn python_target(
     rp: &ResolvedPlatform,
     client: Option<&RegistryClient>,
     cache_dir: &Path,
-) -> Result<(PythonTarget, Vec<String>), ResolveError> {
+) -> Result<(PythonTarget, Vec<String>, python::detect::DpkgFiles), ResolveError> {
     let base = &rp.base;
     let layers: Vec<(String, String)> = base
         .layers
@@ -179,45 +192,8 @@ fn python_target(
             )
         })
         .collect();
-    // A layout's file, a copy in the cache, or a stream from the registry: nothing is stored.
-    let open = |digest: &str| -> Option<std::io::Result<Box<dyn Read + '_>>> {
-        let l = base.layers.iter().find(|l| l.descriptor.digest == digest)?;
-        let cached = cache_dir
-            .join("blobs/sha256")
-            .join(l.descriptor.digest.hex());
-        let path: Option<PathBuf> = match &l.source {
-            BlobSource::File(p) => Some(p.clone()),
-            _ if cached.is_file() => Some(cached),
-            _ => None,
-        };
-        if let Some(p) = path {
-            return Some(std::fs::File::open(p).map(|f| Box::new(f) as Box<dyn Read>));
-        }
-        match (&l.source, client) {
-            (
-                BlobSource::Remote {
-                    registry,
-                    repository,
-                    ..
-                },
-                Some(c),
-            ) => {
-                let r = crate::registry::Reference {
-                    registry: registry.clone(),
-                    repository: repository.clone(),
-                    tag: None,
-                    digest: None,
-                };
-                Some(
-                    c.blob_reader(&r, digest, l.descriptor.size)
-                        .map(|b| Box::new(b) as Box<dyn Read>)
-                        .map_err(std::io::Error::other),
-                )
-            }
-            _ => None,
-        }
-    };
-    let (target, mut explain) = python::detect::detect_target_from(
+    let open = |digest: &str| open_base_layer(base, client, cache_dir, digest);
+    let (target, mut explain, dpkg) = python::detect::detect_target_dpkg(
         &base.config,
         &layers,
         &open,
@@ -233,5 +209,50 @@ fn python_target(
         line.insert_str(0, "  ");
     }
     explain.insert(0, format!("python target (base {}):", spec.image.base_name));
-    Ok((target, explain))
+    Ok((target, explain, dpkg))
+}
+
+/// One base layer's bytes by digest: a layout's file, a copy in the cache, or a stream from
+/// the registry (nothing is stored). `None` when none of these has it.
+pub(crate) fn open_base_layer<'a>(
+    base: &'a super::ResolvedBase,
+    client: Option<&'a RegistryClient>,
+    cache_dir: &Path,
+    digest: &str,
+) -> Option<std::io::Result<Box<dyn Read + 'a>>> {
+    let l = base.layers.iter().find(|l| l.descriptor.digest == digest)?;
+    let cached = cache_dir
+        .join("blobs/sha256")
+        .join(l.descriptor.digest.hex());
+    let path: Option<PathBuf> = match &l.source {
+        BlobSource::File(p) => Some(p.clone()),
+        _ if cached.is_file() => Some(cached),
+        _ => None,
+    };
+    if let Some(p) = path {
+        return Some(std::fs::File::open(p).map(|f| Box::new(f) as Box<dyn Read>));
+    }
+    match (&l.source, client) {
+        (
+            BlobSource::Remote {
+                registry,
+                repository,
+                ..
+            },
+            Some(c),
+        ) => {
+            let r = crate::registry::Reference {
+                registry: registry.clone(),
+                repository: repository.clone(),
+                tag: None,
+                digest: None,
+            };
+            Some(
+                c.blob_reader(&r, digest, l.descriptor.size)
+                    .map(|b| Box::new(b) as Box<dyn Read + 'a>)
+                    .map_err(std::io::Error::other),
+            )
+        }
+        _ => None,
+    }
 }

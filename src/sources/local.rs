@@ -120,7 +120,10 @@ impl Filter {
 /// Docker's `.dockerignore` semantics: patterns in order, `!` re-includes, the last match wins,
 /// a pattern matching a folder excludes everything below it, `**` spans folders.
 pub struct IgnoreRules {
-    rules: Vec<(GlobMatcher, bool)>,
+    /// (pattern, `!` rule, the folder the pattern's paths start from relative to the tree
+    /// walked: empty for the tree's own files, `app` for the build context's `.dockerignore`
+    /// when the tree is the context's `app` folder).
+    rules: Vec<(GlobMatcher, bool, String)>,
     has_negation: bool,
 }
 
@@ -149,12 +152,40 @@ impl IgnoreRules {
                     pattern: raw.clone(),
                     message: e.to_string(),
                 })?;
-            rules.push((glob.compile_matcher(), neg));
+            rules.push((glob.compile_matcher(), neg, String::new()));
         }
-        let has_negation = rules.iter().any(|(_, n)| *n);
+        let has_negation = rules.iter().any(|(_, n, _)| *n);
         Ok(IgnoreRules {
             rules,
             has_negation,
+        })
+    }
+
+    /// The build context's `.dockerignore` (at `context`, as docker reads it), for a tree at
+    /// `context/prefix`, followed by `rules`: the context's patterns match paths relative to
+    /// the context, and the tree's own rules come after them (the last match wins).
+    pub fn under_context(
+        context: &Path,
+        prefix: &str,
+        rules: IgnoreRules,
+    ) -> Result<IgnoreRules, SourceError> {
+        let p = context.join(".dockerignore");
+        let text = match fs::read_to_string(&p) {
+            Ok(t) => t,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(rules),
+            Err(source) => return Err(SourceError::Io { path: p, source }),
+        };
+        let pats: Vec<String> = text.lines().map(str::to_string).collect();
+        let outer = IgnoreRules::new(&pats, &p)?;
+        let mut all: Vec<(GlobMatcher, bool, String)> = outer
+            .rules
+            .into_iter()
+            .map(|(m, n, _)| (m, n, prefix.to_string()))
+            .collect();
+        all.extend(rules.rules);
+        Ok(IgnoreRules {
+            has_negation: all.iter().any(|(_, n, _)| *n),
+            rules: all,
         })
     }
 
@@ -176,8 +207,13 @@ impl IgnoreRules {
     /// Whether `rel` is excluded: the last rule matching it or one of its parents decides.
     pub fn excludes(&self, rel: &str) -> bool {
         let mut excluded = false;
-        for (m, neg) in &self.rules {
-            if matches_or_parent(m, rel) {
+        for (m, neg, prefix) in &self.rules {
+            let hit = if prefix.is_empty() {
+                matches_or_parent(m, rel)
+            } else {
+                matches_or_parent(m, &format!("{prefix}/{rel}"))
+            };
+            if hit {
                 excluded = !neg;
             }
         }

@@ -156,6 +156,8 @@ pub struct WeightsSpec {
     pub include: Vec<String>,
     pub exclude: Vec<String>,
     pub layering: Layering,
+    /// `owner = "UID:GID"`: the files (and `dest`) belong to it instead of 0:0.
+    pub owner: Option<(u64, u64)>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -224,6 +226,8 @@ pub struct AppSpec {
     pub dest: String,
     pub exclude: Vec<String>,
     pub compression: Compression,
+    /// `owner = "UID:GID"`: the files (and `dest`) belong to it instead of 0:0.
+    pub owner: Option<(u64, u64)>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -234,6 +238,10 @@ pub struct ConfigSpec {
     pub env: BTreeMap<String, String>,
     pub workdir: Option<String>,
     pub user: Option<String>,
+    /// Folders (image paths) created in the app layer and owned by `user` (numeric).
+    pub writable: Vec<String>,
+    /// `user` as numbers, when it is `UID[:GID]` (a missing GID is the UID).
+    pub user_ids: Option<(u64, u64)>,
     /// Normalized `PORT/proto`.
     pub ports: Vec<String>,
     pub volumes: Vec<String>,

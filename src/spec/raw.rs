@@ -144,6 +144,8 @@ pub struct RawWeights {
     pub exclude: Vec<S<String>>,
     #[serde(default)]
     pub layers: Option<S<String>>,
+    #[serde(default)]
+    pub owner: Option<S<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -157,6 +159,8 @@ pub struct RawApp {
     pub exclude: Vec<S<String>>,
     #[serde(default)]
     pub compression: Option<S<String>>,
+    #[serde(default)]
+    pub owner: Option<S<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -172,6 +176,8 @@ pub struct RawConfig {
     pub workdir: Option<S<String>>,
     #[serde(default)]
     pub user: Option<S<String>>,
+    #[serde(default)]
+    pub writable: Vec<S<String>>,
     #[serde(default)]
     pub ports: Vec<S<String>>,
     #[serde(default)]

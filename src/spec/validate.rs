@@ -55,6 +55,20 @@ impl Ctx<'_> {
         e
     }
 
+    /// `owner = "UID:GID"` (numbers: the writer records no names).
+    fn owner(&self, s: &S<String>, field: &str) -> Result<(u64, u64), SpecError> {
+        numeric_ids(s.get_ref())
+            .filter(|_| s.get_ref().contains(':'))
+            .ok_or_else(|| {
+                self.err_hint(
+                    s.span(),
+                    field,
+                    format!("{:?} is not UID:GID", s.get_ref()),
+                    "give numbers, e.g. owner = \"1000:1000\" (names would need the base's /etc/passwd)",
+                )
+            })
+    }
+
     fn resolve(&self, p: &str) -> PathBuf {
         let p = Path::new(p);
         if p.is_absolute() {
@@ -780,6 +794,11 @@ fn weights_entry(cx: &Ctx, i: usize, s: &S<raw::RawWeights>) -> Result<WeightsSp
         include: cx.globs(&r.include, &f("include"))?,
         exclude: cx.globs(&r.exclude, &f("exclude"))?,
         layering,
+        owner: r
+            .owner
+            .as_ref()
+            .map(|o| cx.owner(o, &f("owner")))
+            .transpose()?,
     })
 }
 
@@ -954,6 +973,19 @@ fn valid_param_size(s: &str) -> bool {
             || frac.len() == 1 && frac.chars().all(|c| c.is_ascii_digit()))
 }
 
+/// `UID[:GID]` as numbers (a missing GID is the UID).
+fn numeric_ids(s: &str) -> Option<(u64, u64)> {
+    let num = |v: &str| {
+        (!v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| v.parse::<u32>().ok().map(u64::from))
+            .flatten()
+    };
+    match s.split_once(':') {
+        Some((u, g)) => Some((num(u)?, num(g)?)),
+        None => num(s).map(|u| (u, u)),
+    }
+}
+
 fn app(cx: &Ctx, s: &S<raw::RawApp>) -> Result<AppSpec, SpecError> {
     let r = s.get_ref();
     let src = match &r.src {
@@ -984,6 +1016,11 @@ fn app(cx: &Ctx, s: &S<raw::RawApp>) -> Result<AppSpec, SpecError> {
         dest,
         exclude: r.exclude.iter().map(|e| e.get_ref().clone()).collect(),
         compression: cx.compression(&r.compression, "app.compression", Compression::Gzip)?,
+        owner: r
+            .owner
+            .as_ref()
+            .map(|o| cx.owner(o, "app.owner"))
+            .transpose()?,
     })
 }
 
@@ -1024,6 +1061,24 @@ fn config(cx: &Ctx, r: &raw::RawConfig, weights: &[WeightsSpec]) -> Result<Confi
         Some(u) => Some(u.get_ref().clone()),
         None => None,
     };
+    let user_ids = user.as_deref().and_then(numeric_ids);
+    let mut writable = Vec::new();
+    for (i, w) in r.writable.iter().enumerate() {
+        let field = format!("config.writable[{i}]");
+        let p = cx.image_path(w, &field)?;
+        if p == "/" {
+            return Err(cx.err(w.span(), field, "the root folder cannot be made writable"));
+        }
+        if user_ids.is_none() {
+            return Err(cx.err_hint(
+                w.span(),
+                field,
+                "writable folders belong to [config] user, which must then be numeric",
+                "set user = \"UID[:GID]\", e.g. user = \"1000:1000\"",
+            ));
+        }
+        writable.push(p);
+    }
     let mut ports = Vec::new();
     for (i, p) in r.ports.iter().enumerate() {
         ports.push(parse_port(p.get_ref()).map_err(|m| {
@@ -1073,6 +1128,8 @@ fn config(cx: &Ctx, r: &raw::RawConfig, weights: &[WeightsSpec]) -> Result<Confi
         env,
         workdir,
         user,
+        writable,
+        user_ids,
         ports,
         volumes,
         labels: r.labels.clone(),
@@ -1260,6 +1317,7 @@ mod tests {
             include: vec![],
             exclude: vec![],
             layering: Layering::One,
+            owner: None,
         }];
         assert_eq!(
             substitute("${weights.sst2.dest}/model", &w),

@@ -366,7 +366,7 @@ fn server_error_text_cannot_drive_the_terminal() {
             std::fs::write(
                 &spec,
                 format!(
-                    "[image]\nname = \"{}/acme/app\"\nbase = \"{base}\"\nplatforms = [\"linux/amd64\"]\n\n\
+                    "[image]\nname = \"{}/acme/app\"\ntags = [\"latest\"]\nbase = \"{base}\"\nplatforms = [\"linux/amd64\"]\n\n\
                      [app]\nsrc = \"app\"\ndest = \"/app\"\n",
                     server.host()
                 ),

@@ -37,7 +37,10 @@ impl HubProject {
     }
 
     pub fn write_spec_named(&self, weights: &str, name: Option<&str>) {
-        let name = name.map_or(String::new(), |n| format!("name = \"{n}\"\n"));
+        // --push needs a tag: the one docker would have used
+        let name = name.map_or(String::new(), |n| {
+            format!("name = \"{n}\"\ntags = [\"latest\"]\n")
+        });
         std::fs::write(
             &self.spec,
             format!(

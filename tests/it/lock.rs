@@ -168,7 +168,8 @@ impl WheelProject {
             "[image]\nbase = \"scratch\"\nplatforms = [\"linux/amd64\", \"linux/arm64\"]\n\n\
              [python]\nversion = \"3.11\"\nprefix = \"/usr/local\"\nlibc = \"glibc 2.36\"\n\n\
              [[deps]]\nname = \"web\"\nrequirements = \"web.txt\"\n\n\
-             [[deps]]\nname = \"util\"\nrequirements = \"util.txt\"\n",
+             [[deps]]\nname = \"util\"\nrequirements = \"util.txt\"\n\n\
+             [config]\nuser = \"1000:1000\"\nenv = { PYTHONUNBUFFERED = \"1\" }\n",
         )
         .expect("spec");
         let index = PyIndex::serve(&testdata_wheels(), &[]);

@@ -81,10 +81,11 @@ fn wheels_on_a_detected_debian_python_run_in_docker() {
     for want in [
         "found /usr/lib/python3.11/os.py",
         "glibc 2.36: package libc6 2.36",
-        "/usr/lib/python3/dist-packages",
+        // where pip puts packages on Debian, not Debian's own /usr/lib/python3/dist-packages
+        "packages go to /usr/local/lib/python3.11/dist-packages",
         "CPython 3.11 on linux x86_64 (glibc 2.36)",
         // the plan names each wheel chosen for the target (it opens none of them)
-        "into /usr/lib/python3/dist-packages for CPython 3.11",
+        "into /usr/local/lib/python3.11/dist-packages for CPython 3.11",
         "x86_64.whl sha256:",
         "py3-none-any.whl sha256:",
     ] {

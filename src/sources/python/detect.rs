@@ -48,6 +48,8 @@ struct Scan {
     /// Bytes of paths inserted into `paths` (never decreases; bounded by
     /// [`MAX_KEPT_PATH_BYTES`]).
     kept_bytes: usize,
+    /// Bytes of dpkg `.list` files read (bounded by [`MAX_DPKG_LISTS`]).
+    dpkg_bytes: u64,
 }
 
 impl Scan {
@@ -74,7 +76,19 @@ impl Scan {
 
 /// Whether detection looks at this path (normalized): everything [`find_pythons`] and
 /// [`find_libc`] test. Other paths are counted, not kept.
+/// `var/lib/dpkg/info/PACKAGE[:ARCH].list`: the files a Debian package installed.
+fn is_dpkg_list(p: &str) -> bool {
+    p.strip_prefix("var/lib/dpkg/info/")
+        .is_some_and(|n| n.ends_with(".list") && !n.contains('/'))
+}
+
+/// Most bytes of all dpkg `.list` files read (Debian's python3 base: ~2 MiB).
+pub const MAX_DPKG_LISTS: u64 = 64 << 20;
+
 fn wanted(p: &str) -> bool {
+    if is_dpkg_list(p) {
+        return true;
+    }
     if READ_FILES.contains(&p)
         || matches!(p, "usr/lib/python3/dist-packages" | "etc/debian_version")
     {
@@ -321,18 +335,24 @@ fn skip(r: &mut dyn Read, n: u64) -> std::io::Result<()> {
 /// A base layer's bytes, opened by digest (a local file, or a stream from the registry).
 pub type OpenLayer<'a> = dyn Fn(&str) -> Option<std::io::Result<Box<dyn Read + 'a>>> + 'a;
 
+/// A layer blob's tar stream: gzip and zstd are recognized by their magic bytes, anything
+/// else is read as a plain tar.
+pub(crate) fn tar_stream<'a>(raw: Box<dyn Read + 'a>) -> std::io::Result<Box<dyn Read + 'a>> {
+    let mut f = BufReader::new(raw);
+    let magic = f.fill_buf()?.to_vec();
+    Ok(if magic.starts_with(&[0x1f, 0x8b]) {
+        Box::new(flate2::read::MultiGzDecoder::new(f))
+    } else if magic.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+        Box::new(zstd::stream::read::Decoder::with_buffer(f)?)
+    } else {
+        Box::new(f)
+    })
+}
+
 fn scan_layer(label: &Path, raw: Box<dyn Read + '_>, scan: &mut Scan) -> Result<(), PythonError> {
     let path = label;
     let io = |e| PythonError::io(path, e);
-    let mut f = BufReader::new(raw);
-    let magic = f.fill_buf().map_err(io)?.to_vec();
-    let mut reader: Box<dyn Read> = if magic.starts_with(&[0x1f, 0x8b]) {
-        Box::new(flate2::read::MultiGzDecoder::new(f))
-    } else if magic.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
-        Box::new(zstd::stream::read::Decoder::with_buffer(f).map_err(io)?)
-    } else {
-        Box::new(f)
-    };
+    let mut reader = tar_stream(raw).map_err(io)?;
     // Whiteouts apply to lower layers only: collect this layer's additions separately.
     let mut added: Vec<String> = Vec::new();
     let mut files: BTreeMap<String, Vec<u8>> = BTreeMap::new();
@@ -368,9 +388,20 @@ fn scan_layer(label: &Path, raw: Box<dyn Read + '_>, scan: &mut Scan) -> Result<
             return Ok(());
         }
         // Regular file: `0`, old-style `\0`, contiguous `7`.
-        if READ_FILES.contains(&p.as_str()) && matches!(m.kind, b'0' | 0 | b'7') {
+        if (READ_FILES.contains(&p.as_str()) || is_dpkg_list(&p))
+            && matches!(m.kind, b'0' | 0 | b'7')
+        {
             let mut buf = Vec::new();
             m.data.take(MAX_META_FILE + 1).read_to_end(&mut buf)?;
+            if is_dpkg_list(&p) {
+                scan.dpkg_bytes += buf.len() as u64;
+                if scan.dpkg_bytes > MAX_DPKG_LISTS {
+                    return Err(bad(format!(
+                        "more than {} MiB of var/lib/dpkg/info/*.list files",
+                        MAX_DPKG_LISTS >> 20
+                    )));
+                }
+            }
             if buf.len() as u64 > MAX_META_FILE {
                 return Err(bad(format!(
                     "/{p} is larger than {} MiB, the most mlimg reads of it",
@@ -465,11 +496,13 @@ fn find_pythons(scan: &Scan, explain: &mut Vec<String>) -> Vec<Found> {
                 v.0, v.1, v.0, v.1
             ));
             let site_packages = if debian {
-                explain.push(
-                    "  Debian layout (dist-packages / dpkg database): packages go to /usr/lib/python3/dist-packages"
-                        .into(),
-                );
-                Some("/usr/lib/python3/dist-packages".to_string())
+                // where pip puts them on Debian and Ubuntu; /usr/lib/python3/dist-packages
+                // belongs to the Debian packages
+                let dir = format!("/usr/local/lib/python{}.{}/dist-packages", v.0, v.1);
+                explain.push(format!(
+                    "  Debian layout (dist-packages / dpkg database): packages go to {dir}, as pip installs them there"
+                ));
+                Some(dir)
             } else {
                 None
             };
@@ -592,6 +625,56 @@ pub fn detect_target_from(
     oci_arch: &str,
     spec: Option<&PythonSpec>,
 ) -> Result<(PythonTarget, Vec<String>), PythonError> {
+    detect_target_dpkg(config, layers, open, oci_arch, spec).map(|(t, e, _)| (t, e))
+}
+
+/// The files the base's Debian packages own (`/`-less image path → package), from
+/// `var/lib/dpkg/info/*.list`; folders are left out.
+pub type DpkgFiles = BTreeMap<String, String>;
+
+fn dpkg_files(scan: &Scan) -> DpkgFiles {
+    let mut dirs: BTreeSet<&str> = BTreeSet::new();
+    let mut out = DpkgFiles::new();
+    for (p, data) in &scan.files {
+        let Some(name) = p.strip_prefix("var/lib/dpkg/info/") else {
+            continue;
+        };
+        if !is_dpkg_list(p) {
+            continue;
+        }
+        let package = name.trim_end_matches(".list");
+        let package = package.split(':').next().unwrap_or(package);
+        for line in String::from_utf8_lossy(data).lines() {
+            let f = line.trim().trim_start_matches('/');
+            if !f.is_empty() && f != "." {
+                out.insert(f.to_string(), package.to_string());
+            }
+        }
+    }
+    // a path some package lists and another path lies under is a folder
+    let keys: Vec<&String> = out.keys().collect();
+    for w in keys.windows(2) {
+        if w[1]
+            .strip_prefix(w[0].as_str())
+            .is_some_and(|r| r.starts_with('/'))
+        {
+            dirs.insert(w[0]);
+        }
+    }
+    let dirs: BTreeSet<String> = dirs.into_iter().map(str::to_string).collect();
+    out.retain(|p, _| !dirs.contains(p));
+    out
+}
+
+/// [`detect_target_from`], also returning the files the base's Debian packages own (empty
+/// when the layers were not read).
+pub fn detect_target_dpkg(
+    config: &serde_json::Value,
+    layers: &[(String, String)],
+    open: &OpenLayer<'_>,
+    oci_arch: &str,
+    spec: Option<&PythonSpec>,
+) -> Result<(PythonTarget, Vec<String>, DpkgFiles), PythonError> {
     let arch = PythonTarget::arch_from_oci(oci_arch);
     let mut explain = Vec::new();
     let spec_libc = spec.and_then(|s| s.libc.as_ref()).map(|(k, a, b)| {
@@ -615,7 +698,7 @@ pub fn detect_target_from(
         };
         check_versions(&t, &explain)?;
         explain.push(format!("target: {t}, site-packages {}", t.site_packages()));
-        return Ok((t, explain));
+        return Ok((t, explain, DpkgFiles::new()));
     }
 
     let env_version = env_python_version(config);
@@ -752,7 +835,8 @@ pub fn detect_target_from(
         t.site_packages(),
         t.scripts_dir()
     ));
-    Ok((t, explain))
+    let dpkg = dpkg_files(&scan);
+    Ok((t, explain, dpkg))
 }
 
 /// Refuses absurd version numbers (a hostile base's `libc6 2.3000000` or `PYTHON_VERSION=3.4000000`
@@ -897,7 +981,7 @@ mod tests {
         let (t, why) = run(tmp.path(), serde_json::json!({}), &[l1, l2], None).unwrap();
         assert_eq!(t.version, (3, 9), "{why:?}");
         assert_eq!(t.prefix, "/usr");
-        assert_eq!(t.site_packages(), "/usr/lib/python3/dist-packages");
+        assert_eq!(t.site_packages(), "/usr/local/lib/python3.9/dist-packages");
         assert_eq!(t.interpreter(), "/usr/bin/python3.9");
         assert!(why.iter().any(|l| l.contains("Debian layout")), "{why:?}");
     }
@@ -964,7 +1048,7 @@ mod tests {
         .unwrap();
         assert_eq!(t.libc, Libc::Glibc(2, 31));
         assert_eq!(t.prefix, "/usr");
-        assert_eq!(t.site_packages(), "/usr/lib/python3/dist-packages");
+        assert_eq!(t.site_packages(), "/usr/local/lib/python3.11/dist-packages");
 
         let full = PythonSpec {
             version: (3, 10),

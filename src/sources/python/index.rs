@@ -19,13 +19,18 @@ use super::tags::{TagPriorities, WheelName};
 use super::{Origin, Pin, PythonError, PythonTarget, ResolvedWheel, normalize_name};
 
 /// A distribution file offered for a project.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct FileLink {
     pub filename: String,
     /// Absolute `http(s)://` / `file://` URL, or a local path. Never with credentials.
     pub url_or_path: String,
     /// sha256 published by the source (index fragment / JSON hashes / pylock), if any.
     pub sha256: Option<String>,
+    /// The Python versions the file supports, as the index states them (PEP 503
+    /// `data-requires-python`, PEP 691 `requires-python`).
+    pub requires_python: Option<String>,
+    /// PEP 592: the file is yanked (with the reason, possibly empty).
+    pub yanked: Option<String>,
 }
 
 const JSON_TYPE: &str = "application/vnd.pypi.simple.v1+json";
@@ -75,6 +80,7 @@ pub(crate) struct Finder {
     /// `--no-index` (where it was written): never ask an index.
     no_index: Option<Origin>,
     warnings: Mutex<Vec<String>>,
+    yanked: Mutex<Vec<String>>,
     client: Transport,
 }
 
@@ -91,7 +97,7 @@ impl Finder {
                         link: FileLink {
                             filename,
                             url_or_path: ent.path().to_string_lossy().into_owned(),
-                            sha256: None,
+                            ..FileLink::default()
                         },
                         size: None,
                         from: Source::FindLinks(dir.clone()),
@@ -108,6 +114,7 @@ impl Finder {
             cache: None,
             no_index: None,
             warnings: Mutex::new(Vec::new()),
+            yanked: Mutex::new(Vec::new()),
             client: http_client()?,
         })
     }
@@ -127,6 +134,11 @@ impl Finder {
     /// What the caller should be told (wheels taken from the cache with no known origin).
     pub fn take_warnings(&self) -> Vec<String> {
         std::mem::take(&mut *self.warnings.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// The yanked files chosen (PEP 592), one message each.
+    pub fn take_yanked(&self) -> Vec<String> {
+        std::mem::take(&mut *self.yanked.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
     fn local_for(&self, name: &str) -> Vec<Candidate> {
@@ -442,11 +454,46 @@ impl Finder {
         }) {
             wheels.retain(|(_, c)| allowed(&c.link));
         }
+        // The index's requires-python (PEP 503 / 691): files the target cannot run are out.
+        let mut unsupported: Vec<(String, String)> = Vec::new();
+        wheels.retain(|(_, c)| {
+            let Some(r) = c.link.requires_python.as_deref() else {
+                return true;
+            };
+            if super::markers::python_satisfies(r, target.version) == Some(false) {
+                unsupported.push((c.link.filename.clone(), r.to_string()));
+                return false;
+            }
+            true
+        });
+        if wheels.is_empty()
+            && let Some((filename, requires)) = unsupported.first()
+        {
+            return Err(PythonError::RequiresPython {
+                origin: pin.origin.clone(),
+                package: pin.name.clone(),
+                version: pin.version.as_str().into(),
+                filename: filename.as_str().into(),
+                requires: requires.as_str().into(),
+                python: format!("{}.{}", target.version.0, target.version.1).into(),
+            });
+        }
+        // PEP 592: a yanked file is taken only when nothing else fits. Every pin is exact
+        // (`==`), which is when pip takes a yanked file too, with a warning.
+        let usable = |c: &Candidate| {
+            c.link.yanked.is_none()
+                || !wheels
+                    .iter()
+                    .any(|(w, c)| c.link.yanked.is_none() && priorities.rank(w).is_some())
+        };
         // Best tag rank first; a higher build tag breaks ties.
         let mut best: Option<(usize, &WheelName, &Candidate)> = None;
         let mut seen = BTreeSet::new();
         for (w, c) in &wheels {
             seen.insert(w.tag_string());
+            if !usable(c) {
+                continue;
+            }
             let Some(rank) = priorities.rank(w) else {
                 continue;
             };
@@ -469,6 +516,23 @@ impl Finder {
             });
         };
         let sha256 = self.expected_hash(pin, c)?;
+        if let Some(reason) = &c.link.yanked {
+            self.yanked
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(format!(
+                    "{}: {} {} is yanked{}; using {} because the pin is exact (==)",
+                    pin.origin,
+                    pin.name,
+                    pin.version,
+                    if reason.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" ({reason})")
+                    },
+                    c.link.filename
+                ));
+        }
         Ok(ResolvedWheel {
             name: pin.name.clone(),
             version: w.version.clone(),
@@ -595,10 +659,21 @@ pub(crate) fn parse_html_page(body: &str, base: &reqwest::Url) -> Vec<FileLink> 
         let Some(filename) = filename_of(&url) else {
             continue;
         };
+        let lower_tag = tag.to_ascii_lowercase();
+        let yanked = lower_tag
+            .split(|c: char| c.is_ascii_whitespace())
+            .any(|a| a == "data-yanked" || a.starts_with("data-yanked="))
+            .then(|| {
+                attr(tag, "data-yanked")
+                    .map(|r| html_unescape(&r))
+                    .unwrap_or_default()
+            });
         out.push(FileLink {
             filename,
             url_or_path: url.to_string(),
             sha256,
+            requires_python: attr(tag, "data-requires-python").map(|r| html_unescape(&r)),
+            yanked,
         });
     }
     out
@@ -644,6 +719,11 @@ struct JsonFile {
     /// PEP 700 (API 1.1): the file's size in bytes.
     #[serde(default)]
     size: Option<u64>,
+    #[serde(default, rename = "requires-python")]
+    requires_python: Option<String>,
+    /// PEP 592 / 691: `false`, `true`, or the reason.
+    #[serde(default)]
+    yanked: Option<serde_json::Value>,
 }
 
 /// PEP 691 JSON project page.
@@ -672,6 +752,12 @@ fn parse_json_page_sized(
                     filename: f.filename,
                     url_or_path: url.to_string(),
                     sha256: f.hashes.get("sha256").map(|h| h.to_ascii_lowercase()),
+                    requires_python: f.requires_python.filter(|r| !r.trim().is_empty()),
+                    yanked: match f.yanked {
+                        Some(serde_json::Value::Bool(true)) => Some(String::new()),
+                        Some(serde_json::Value::String(r)) => Some(r),
+                        _ => None,
+                    },
                 },
                 f.size,
             ))

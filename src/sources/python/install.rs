@@ -146,6 +146,21 @@ impl Wheel {
         Ok(buf)
     }
 
+    /// The first `cap` bytes of a member (lossy UTF-8): enough for METADATA's headers, which
+    /// come before a description of any length.
+    fn read_head(&mut self, name: &str, cap: u64) -> Result<String, PythonError> {
+        let path = self.path.clone();
+        let f = self
+            .zip
+            .by_name(name)
+            .map_err(|e| invalid(&path, format!("{name}: {e}")))?;
+        let mut buf = Vec::new();
+        f.take(cap)
+            .read_to_end(&mut buf)
+            .map_err(|e| invalid(&path, format!("{name}: {e}")))?;
+        Ok(String::from_utf8_lossy(&buf).into_owned())
+    }
+
     fn read_text(&mut self, name: &str, cap: u64) -> Result<String, PythonError> {
         let b = self.read(name, cap)?;
         String::from_utf8(b).map_err(|_| invalid(&self.path, format!("{name} is not UTF-8")))
@@ -323,6 +338,22 @@ pub fn wheel_entries(wheel_path: &Path, target: &PythonTarget) -> Result<Vec<Ent
             wheel_path,
             format!("Wheel-Version `{wheel_version}` is not supported (1.x is)"),
         ));
+    }
+    // METADATA's Requires-Python (the index may not state it): the target must satisfy it.
+    let metadata = format!("{info_dir}/METADATA");
+    if members.iter().any(|m| m.name == metadata) {
+        let meta = wheel.read_head(&metadata, MAX_WHEEL_META)?;
+        if let Some(r) = header(&meta, "Requires-Python")
+            && super::markers::python_satisfies(&r, target.version) == Some(false)
+        {
+            return Err(invalid(
+                wheel_path,
+                format!(
+                    "METADATA says Requires-Python: {r}, the target is CPython {}.{}; pin a version that supports it",
+                    target.version.0, target.version.1
+                ),
+            ));
+        }
     }
     // pip names the headers folder after the project name as the wheel file spells it.
     let dist_name = file_name.split('-').next().unwrap_or(info_name).to_string();

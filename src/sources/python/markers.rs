@@ -401,6 +401,37 @@ impl Version {
     }
 }
 
+/// Whether CPython `X.Y` satisfies a `Requires-Python` specifier set (`>=3.8, !=3.9.*, <4`),
+/// as PEP 440 compares them. A clause about a patch release of `X.Y` itself (`>=3.11.2` for
+/// 3.11) cannot be decided from `X.Y` and counts as met. `None`: a clause does not parse.
+pub fn python_satisfies(spec: &str, xy: (u32, u32)) -> Option<bool> {
+    let have = Version {
+        release: vec![u64::from(xy.0), u64::from(xy.1)],
+        suffix: String::new(),
+        local: None,
+    };
+    for clause in spec.split(',').map(str::trim).filter(|c| !c.is_empty()) {
+        let op = ["===", "~=", "==", "!=", "<=", ">=", "<", ">"]
+            .into_iter()
+            .find(|op| clause.starts_with(op))?;
+        let rhs = clause[op.len()..].trim();
+        if op == "===" {
+            if rhs != format!("{}.{}", xy.0, xy.1) {
+                return Some(false);
+            }
+            continue;
+        }
+        let (v, wildcard) = Version::parse_spec(rhs)?;
+        if !wildcard && v.release.len() > 2 && v.release[..2] == have.release[..] {
+            continue;
+        }
+        if !version_cmp(&have, op, &v, wildcard) {
+            return Some(false);
+        }
+    }
+    Some(true)
+}
+
 fn version_cmp(l: &Version, op: &str, r: &Version, wildcard: bool) -> bool {
     if wildcard {
         let prefix =
@@ -444,6 +475,24 @@ fn version_cmp(l: &Version, op: &str, r: &Version, wildcard: bool) -> bool {
 mod tests {
     use super::*;
     use crate::sources::python::Libc;
+
+    #[test]
+    fn requires_python() {
+        let ok = |s: &str, minor: u32| python_satisfies(s, (3, minor));
+        assert_eq!(ok(">=3.8", 11), Some(true));
+        assert_eq!(ok(">=3.12", 11), Some(false));
+        assert_eq!(ok(">=3.8, !=3.11.*, <4", 11), Some(false));
+        assert_eq!(ok(">=3.8, !=3.10.*, <4", 11), Some(true));
+        assert_eq!(ok(">=2.7, !=3.0.*, !=3.1.*", 11), Some(true));
+        assert_eq!(ok("~=3.9", 11), Some(true));
+        assert_eq!(ok("~=3.12", 11), Some(false));
+        assert_eq!(ok("<3.11", 11), Some(false));
+        // the patch level of 3.11 is unknown: counts as met
+        assert_eq!(ok(">=3.11.2", 11), Some(true));
+        assert_eq!(ok("==3.*", 11), Some(true));
+        assert_eq!(ok("", 11), Some(true));
+        assert_eq!(ok(">=three", 11), None);
+    }
 
     fn env(minor: u32, arch: &str) -> Environment {
         Environment::for_target(&PythonTarget {

@@ -266,6 +266,17 @@ pub enum PythonError {
         sdist: String,
     },
     #[error(
+        "{origin}: package `{package}` {version}: {filename} requires Python {requires}, the target is CPython {python}; pin a version of `{package}` that supports {python}, or build on a base with a Python it supports"
+    )]
+    RequiresPython {
+        origin: Origin,
+        package: String,
+        version: Box<str>,
+        filename: Box<str>,
+        requires: Box<str>,
+        python: Box<str>,
+    },
+    #[error(
         "{origin}: package `{package}` {version} has no wheel compatible with {target} in {searched}; wheel tags seen: {seen}"
     )]
     NoCompatibleWheel {
@@ -415,6 +426,8 @@ pub struct Resolution {
     pub wheels: Vec<ResolvedWheel>,
     /// E.g. a wheel taken from the cache whose download URL was never recorded.
     pub warnings: Vec<String>,
+    /// Yanked files (PEP 592) that were chosen because the pin names their version exactly.
+    pub yanked: Vec<String>,
 }
 
 /// Like [`resolve`], looking in the wheel cache too (`wheel_cache` is the folder given to
@@ -457,6 +470,7 @@ pub fn resolve_with(
     Ok(Resolution {
         wheels: out,
         warnings: finder.take_warnings(),
+        yanked: finder.take_yanked(),
     })
 }
 

@@ -204,6 +204,7 @@ pub(crate) fn pins_for(path: &Path, env: &Environment) -> Result<Vec<Pin>, Pytho
                 filename,
                 url_or_path,
                 sha256: Some(sha.to_ascii_lowercase()),
+                ..FileLink::default()
             });
         }
         out.push(Pin {

@@ -61,7 +61,7 @@ pub use mlimg::sources::python::normalize_name as normalize;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Hit {
     pub path: String,
-    /// `json` (PEP 691), `html` (PEP 503), `file`, or `404`.
+    /// `json` (PEP 691), `html` (PEP 503), `file`, `401` or `404`.
     pub served: &'static str,
 }
 
@@ -86,10 +86,37 @@ struct Listing {
     sha256: String,
 }
 
+/// What a file's listing says besides its name and hash.
+#[derive(Debug, Clone, Default)]
+pub struct FileMeta {
+    /// PEP 503 `data-requires-python` / PEP 691 `requires-python`.
+    pub requires_python: Option<String>,
+    /// PEP 592: yanked, with this reason (may be empty).
+    pub yanked: Option<String>,
+}
+
+/// How [`PyIndex::serve_with`] behaves beyond serving files.
+#[derive(Debug, Clone, Default)]
+pub struct IndexConfig {
+    /// Per file name: requires-python and yanked.
+    pub meta: BTreeMap<String, FileMeta>,
+    /// Other files to list and serve (sdists): (file name, bytes).
+    pub extra_files: Vec<(String, Vec<u8>)>,
+    /// Answer 401 unless the request carries `Authorization: Basic` with these.
+    pub basic_auth: Option<(String, String)>,
+    /// PEP 503 HTML only, whatever the client accepts.
+    pub html_only: bool,
+}
+
 impl PyIndex {
     /// Serves `wheels`; `listed_only` file names appear on their project's page (with a zero
     /// sha256) but answer 404, for "no compatible wheel" cases.
     pub fn serve(wheels: &[PathBuf], listed_only: &[&str]) -> PyIndex {
+        PyIndex::serve_with(wheels, listed_only, &IndexConfig::default())
+    }
+
+    /// [`PyIndex::serve`] with listing metadata, extra files, basic auth or HTML only.
+    pub fn serve_with(wheels: &[PathBuf], listed_only: &[&str], config: &IndexConfig) -> PyIndex {
         let mut files: BTreeMap<String, Vec<u8>> = BTreeMap::new();
         let mut projects: BTreeMap<String, Vec<Listing>> = BTreeMap::new();
         let project_of = |name: &str| normalize(name.split('-').next().unwrap_or(""));
@@ -105,6 +132,14 @@ impl PyIndex {
                 });
             files.insert(name, bytes);
         }
+        for (name, bytes) in &config.extra_files {
+            use sha2::Digest as _;
+            projects.entry(project_of(name)).or_default().push(Listing {
+                filename: name.clone(),
+                sha256: hex::encode(sha2::Sha256::digest(bytes)),
+            });
+            files.insert(name.clone(), bytes.clone());
+        }
         for name in listed_only {
             projects.entry(project_of(name)).or_default().push(Listing {
                 filename: name.to_string(),
@@ -119,17 +154,41 @@ impl PyIndex {
             let mut html = format!("<!DOCTYPE html>\n<html><body><h1>Links for {project}</h1>\n");
             let mut json_files = Vec::new();
             for l in links {
+                let meta = config.meta.get(&l.filename).cloned().unwrap_or_default();
+                let mut attrs = String::new();
+                if let Some(r) = &meta.requires_python {
+                    attrs.push_str(&format!(
+                        " data-requires-python=\"{}\"",
+                        r.replace('&', "&amp;")
+                            .replace('<', "&lt;")
+                            .replace('>', "&gt;")
+                    ));
+                }
+                if let Some(y) = &meta.yanked {
+                    attrs.push_str(&format!(" data-yanked=\"{y}\""));
+                }
                 html.push_str(&format!(
-                    "<a href=\"../../files/{f}#sha256={h}\">{f}</a><br/>\n",
+                    "<a href=\"../../files/{f}#sha256={h}\"{attrs}>{f}</a><br/>\n",
                     f = l.filename,
                     h = l.sha256
                 ));
-                json_files.push(serde_json::json!({
+                let mut file = serde_json::json!({
                     "filename": l.filename,
                     // absolute, as PyPI's JSON points at another host
                     "url": format!("{base}/files/{}", l.filename),
                     "hashes": {"sha256": l.sha256},
-                }));
+                });
+                if let Some(r) = &meta.requires_python {
+                    file["requires-python"] = r.clone().into();
+                }
+                if let Some(y) = &meta.yanked {
+                    file["yanked"] = if y.is_empty() {
+                        true.into()
+                    } else {
+                        y.clone().into()
+                    };
+                }
+                json_files.push(file);
             }
             html.push_str("</body></html>\n");
             let json = serde_json::json!({
@@ -142,7 +201,15 @@ impl PyIndex {
         }
         let stop = Arc::new(AtomicBool::new(false));
         let hits: Arc<Mutex<Vec<Hit>>> = Arc::default();
-        let shared = Arc::new((pages, files));
+        let auth = config.basic_auth.as_ref().map(|(u, p)| {
+            use base64::Engine as _;
+            format!(
+                "basic {}",
+                base64::engine::general_purpose::STANDARD.encode(format!("{u}:{p}"))
+            )
+        });
+        let html_only = config.html_only;
+        let shared = Arc::new((pages, files, auth, html_only));
         let (stop2, hits2) = (stop.clone(), hits.clone());
         let thread = std::thread::spawn(move || {
             let mut workers = Vec::new();
@@ -153,7 +220,7 @@ impl PyIndex {
                 let Ok(conn) = conn else { continue };
                 let (shared, hits) = (shared.clone(), hits2.clone());
                 workers.push(std::thread::spawn(move || {
-                    let _ = answer(conn, &shared.0, &shared.1, &hits);
+                    let _ = answer(conn, &shared.0, &shared.1, &shared.2, shared.3, &hits);
                 }));
             }
             for w in workers {
@@ -191,6 +258,8 @@ fn answer(
     conn: TcpStream,
     pages: &BTreeMap<String, (String, String)>,
     files: &BTreeMap<String, Vec<u8>>,
+    auth: &Option<String>,
+    html_only: bool,
     hits: &Mutex<Vec<Hit>>,
 ) -> std::io::Result<()> {
     conn.set_read_timeout(Some(Duration::from_secs(10)))?;
@@ -202,21 +271,41 @@ fn answer(
         return Ok(());
     }
     let mut accept = String::new();
+    let mut authorization = String::new();
     loop {
         let mut l = String::new();
         if reader.read_line(&mut l)? == 0 || l.trim().is_empty() {
             break;
         }
-        if let Some(v) = l.to_ascii_lowercase().strip_prefix("accept:") {
+        let lower = l.to_ascii_lowercase();
+        if let Some(v) = lower.strip_prefix("accept:") {
             accept = v.trim().to_string();
         }
+        if lower.starts_with("authorization:") {
+            // the scheme's case does not matter, the credentials' does
+            let v = l["authorization:".len()..].trim();
+            authorization = match v.split_once(' ') {
+                Some((scheme, rest)) => format!("{} {rest}", scheme.to_ascii_lowercase()),
+                None => v.to_string(),
+            };
+        }
+    }
+    if html_only {
+        accept.clear();
     }
     let mut parts = first.split_whitespace();
     let method = parts.next().unwrap_or("").to_string();
     let raw = parts.next().unwrap_or("/");
     let path = raw.split(['?', '#']).next().unwrap_or("/").to_string();
     let (status, ctype, body, served): (&str, &str, Vec<u8>, &'static str) =
-        if let Some((html, json)) = pages.get(&path) {
+        if auth.as_ref().is_some_and(|a| *a != authorization) {
+            (
+                "401 Unauthorized\r\nWWW-Authenticate: Basic realm=\"index\"",
+                "text/plain",
+                b"unauthorized\n".to_vec(),
+                "401",
+            )
+        } else if let Some((html, json)) = pages.get(&path) {
             if accept.contains(JSON_TYPE) {
                 ("200 OK", JSON_TYPE, json.clone().into_bytes(), "json")
             } else {
