@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 
 use crate::layer::LayerBlob;
 
+pub mod facts;
 mod housekeeping;
 mod pushed;
 pub use housekeeping::{Entry, Kind, Listing, PruneOptions, PruneReport, Totals, parse_size};

@@ -321,6 +321,16 @@ pub(crate) fn pip_find_links() -> Vec<PathBuf> {
 
 fn parse_find_links(v: &str) -> Vec<PathBuf> {
     v.split_whitespace()
+        .filter(|s| {
+            let remote = s.starts_with("http://") || s.starts_with("https://");
+            if remote {
+                eprintln!(
+                    "warning: PIP_FIND_LINKS: {} is a URL; mlimg reads find-links folders only (put the wheels in a folder, or serve them as an index for PIP_EXTRA_INDEX_URL)",
+                    mlimg::transport::redact_url(s)
+                );
+            }
+            !remote
+        })
         .map(|s| {
             let p = s.strip_prefix("file://").unwrap_or(s);
             std::path::absolute(p).unwrap_or_else(|_| PathBuf::from(p))
@@ -442,5 +452,17 @@ impl Progress for Bars {
         if let Some(h) = &w.hint {
             self.message(&format!("  hint: {h}"));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn find_links_from_the_environment() {
+        let got = super::parse_find_links("/w1  file:///w2 https://host/links rel");
+        assert_eq!(got[0], std::path::PathBuf::from("/w1"));
+        assert_eq!(got[1], std::path::PathBuf::from("/w2"));
+        assert_eq!(got.len(), 3, "{got:?}");
+        assert!(got[2].is_absolute() && got[2].ends_with("rel"), "{got:?}");
     }
 }

@@ -32,7 +32,7 @@ impl Wants {
 }
 
 /// What was read of one platform's base.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct BaseFacts {
     /// Every layer was read: absent files are absent (else checks that need the base skip).
     pub complete: bool,
@@ -64,8 +64,37 @@ fn at_or_under(p: &str, want: &str) -> bool {
     want.is_empty() || p == want || p.strip_prefix(want).is_some_and(|r| r.starts_with('/'))
 }
 
-/// Reads what `wants` asks of `base` (nothing when it asks nothing).
+/// Reads what `wants` asks of `base` (nothing when it asks nothing), or takes it from the
+/// cache's record of an earlier read of the same layers (`record`: keep a complete read).
 pub fn read(
+    base: &ResolvedBase,
+    client: Option<&RegistryClient>,
+    cache_dir: &Path,
+    wants: &Wants,
+    record: bool,
+) -> BaseFacts {
+    let key = format!(
+        "v1\n{}\n{wants:?}\n{}",
+        serde_json::to_string(&base.config).unwrap_or_default(),
+        base.layers
+            .iter()
+            .map(|l| l.descriptor.digest.to_string())
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    if wants.any()
+        && let Some(hit) = crate::cache::facts::get::<BaseFacts>(cache_dir, "base-facts", &key)
+    {
+        return hit;
+    }
+    let facts = read_layers(base, client, cache_dir, wants);
+    if record && wants.any() && facts.complete {
+        crate::cache::facts::put(cache_dir, "base-facts", &key, &facts);
+    }
+    facts
+}
+
+fn read_layers(
     base: &ResolvedBase,
     client: Option<&RegistryClient>,
     cache_dir: &Path,

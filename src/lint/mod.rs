@@ -118,18 +118,20 @@ pub struct Inputs<'a> {
 }
 
 /// Reads what the checks need (the base's layers only when a check needs them) and runs every
-/// check. Failing to read a base layer is not a lint: that check is skipped.
+/// check. Failing to read a base layer is not a lint: that check is skipped. `record`: keep
+/// what was read of the base in the cache (not in a dry run).
 pub fn run(
     inputs: &Inputs,
     client: Option<&RegistryClient>,
     cache_dir: &std::path::Path,
+    record: bool,
 ) -> Vec<Warning> {
     let wants = checks::base_wants(inputs);
     let bases = inputs
         .resolved
         .platforms
         .iter()
-        .map(|rp| base::read(&rp.base, client, cache_dir, &wants))
+        .map(|rp| base::read(&rp.base, client, cache_dir, &wants, record))
         .collect();
     let facts = Facts {
         bases,

@@ -285,6 +285,7 @@ pub fn build(opts: &BuildOptions, progress: &dyn Progress) -> Result<Outcome, Bu
         },
         client.as_ref(),
         &opts.cache_dir,
+        !opts.dry_run,
     );
     for w in &lints {
         progress.warning(w);

@@ -32,7 +32,8 @@ pub(super) fn resolve_platform(
     if sets.is_empty() {
         return Ok(());
     }
-    let (target, explain, dpkg) = python_target(spec, rp, client, &opts.cache_dir)?;
+    let (target, explain, dpkg) =
+        python_target(spec, rp, client, &opts.cache_dir, !opts.read_only)?;
     rp.dpkg = std::sync::Arc::new(dpkg);
     let py_err = |set: &str, source: PythonError| ResolveError::Python {
         set: set.to_string(),
@@ -43,7 +44,20 @@ pub(super) fn resolve_platform(
         // Index credentials (`https://user:token@…`) are kept by origin, out of every URL
         // that is printed or locked; wheels downloaded from a lock need them too.
         let mut index_urls: Vec<String> = d.index_url.iter().cloned().collect();
-        index_urls.extend(opts.pip_index_urls.iter().cloned());
+        // The spec and the requirements file win over the environment, as in pip: a file's
+        // own `--index-url` replaces PIP_INDEX_URL (the first of `pip_index_urls`).
+        let file_index = match &d.source {
+            DepsSource::Requirements(p) => {
+                requirements::parse_file(p).is_ok_and(|r| r.sets_index_url)
+            }
+            _ => false,
+        };
+        let env = if file_index {
+            opts.pip_index_urls.get(1..).unwrap_or(&[])
+        } else {
+            &opts.pip_index_urls[..]
+        };
+        index_urls.extend(env.iter().cloned());
         let index_urls = python::remember_index_credentials(&index_urls);
         let inputs = inputs_hash(spec, d).map_err(|e| py_err(&d.name, e))?;
         let locked = lock.and_then(|l| l.deps(&d.name, &rp.platform));
@@ -180,8 +194,25 @@ fn python_target(
     rp: &ResolvedPlatform,
     client: Option<&RegistryClient>,
     cache_dir: &Path,
+    record: bool,
 ) -> Result<(PythonTarget, Vec<String>, python::detect::DpkgFiles), ResolveError> {
     let base = &rp.base;
+    // what decides the answer: the base's config and layers, the platform, `[python]`
+    let key = format!(
+        "v1\n{}\n{}\n{:?}\n{}",
+        serde_json::to_string(&base.config).unwrap_or_default(),
+        rp.platform,
+        spec.python,
+        base.layers
+            .iter()
+            .map(|l| l.descriptor.digest.to_string())
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    type Answer = (PythonTarget, Vec<String>, python::detect::DpkgFiles);
+    if let Some(hit) = crate::cache::facts::get::<Answer>(cache_dir, "python-target", &key) {
+        return Ok(hit);
+    }
     let layers: Vec<(String, String)> = base
         .layers
         .iter()
@@ -209,7 +240,11 @@ fn python_target(
         line.insert_str(0, "  ");
     }
     explain.insert(0, format!("python target (base {}):", spec.image.base_name));
-    Ok((target, explain, dpkg))
+    let answer = (target, explain, dpkg);
+    if record {
+        crate::cache::facts::put(cache_dir, "python-target", &key, &answer);
+    }
+    Ok(answer)
 }
 
 /// One base layer's bytes by digest: a layout's file, a copy in the cache, or a stream from

@@ -123,6 +123,32 @@ fn podman_keeps_the_healthcheck_of_a_docker_format_image() {
     }
 
     let image = format!("{}/iris-service:docker", reg.host());
+    // Docker takes the Docker-format image too, uncompressed weights layer included.
+    crate::service_e2e::docker(&["pull", "-q", &image]);
+    let _pulled = crate::service_e2e::ImageGuard(image.clone());
+    let hc = crate::service_e2e::docker(&[
+        "image",
+        "inspect",
+        &image,
+        "--format",
+        "{{json .Config.Healthcheck.Test}}",
+    ]);
+    assert!(hc.contains("urllib.request"), "{hc}");
+    let size = crate::service_e2e::docker(&[
+        "run",
+        "--rm",
+        "--entrypoint",
+        "python3",
+        &image,
+        "-c",
+        "import os, numpy; print(os.path.getsize('/models/iris/iris.safetensors'))",
+    ]);
+    let want = std::fs::metadata(
+        crate::common::repo_root().join("specs/iris-service/model/iris.safetensors"),
+    )
+    .expect("model")
+    .len();
+    assert_eq!(size, want.to_string());
     let p = Podman::new();
     p.ok(&["pull", "-q", "--tls-verify=false", &image]);
     let hc = p.ok(&[

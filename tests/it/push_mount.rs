@@ -97,3 +97,79 @@ fn a_no_op_rebuild_and_push_sends_no_blob_request_and_no_put() {
         assert_eq!(layer(&again, role)["push"], "skipped", "{role}: {again}");
     }
 }
+
+/// What the build reads of a registry base to find its Python (and what the lints need) is
+/// read once: a rebuild on the same base asks for none of its layers.
+#[test]
+fn a_rebuild_on_the_same_python_base_reads_none_of_its_layers() {
+    use std::fs;
+    let cx = TestContext::new();
+    let reg = TestRegistry::start();
+    let base_dir = cx.path().join("pybase");
+    let root = base_dir.join("root");
+    fs::create_dir_all(root.join("usr/local/lib/python3.11")).unwrap();
+    fs::create_dir_all(root.join("var/lib/dpkg")).unwrap();
+    fs::write(root.join("usr/local/lib/python3.11/os.py"), "# os\n").unwrap();
+    fs::write(
+        root.join("var/lib/dpkg/status"),
+        "Package: libc6\nStatus: install ok installed\nArchitecture: amd64\nVersion: 2.36-9\n\n",
+    )
+    .unwrap();
+    fs::write(
+        base_dir.join("mlimg.toml"),
+        format!(
+            "[image]\nname = \"{}/acme/pybase\"\ntags = [\"1\"]\nbase = \"scratch\"\n\n\
+             [[deps]]\nname = \"root\"\ndir = \"root\"\ndest = \"/\"\n",
+            reg.host()
+        ),
+    )
+    .unwrap();
+    // pushed from another cache, as a base team would: this build's cache has none of it
+    TestContext::new().build_json(&base_dir.join("mlimg.toml"), &["--push"]);
+
+    let proj = cx.path().join("proj");
+    fs::create_dir_all(proj.join("wheels")).unwrap();
+    let six = "six-1.16.0-py2.py3-none-any.whl";
+    fs::copy(
+        repo_root().join("testdata/wheels").join(six),
+        proj.join("wheels").join(six),
+    )
+    .unwrap();
+    fs::write(
+        proj.join("requirements.txt"),
+        "six==1.16.0 --hash=sha256:8abb2f1d86890a2dfb989f9a77cfcfd3e47c2a354b01111771326f8aa26e0254\n",
+    )
+    .unwrap();
+    let spec = proj.join("mlimg.toml");
+    fs::write(
+        &spec,
+        format!(
+            "[image]\nname = \"{h}/acme/svc\"\ntags = [\"1\"]\nbase = \"{h}/acme/pybase:1\"\n\n\
+             [[deps]]\nname = \"py\"\nrequirements = \"requirements.txt\"\nfind_links = [\"wheels\"]\n\n\
+             [config]\nentrypoint = [\"python3\"]\nuser = \"app\"\n",
+            h = reg.host()
+        ),
+    )
+    .unwrap();
+    let base_blob_reads = |reqs: &[String]| {
+        reqs.iter()
+            .filter(|r| r.starts_with("GET /v2/acme/pybase/blobs/"))
+            .count()
+    };
+    let before = reg.requests().len();
+    cx.build_json(&spec, &["--push"]);
+    let first = reg.requests()[before..].to_vec();
+    assert!(
+        base_blob_reads(&first) >= 2,
+        "the first build reads the base (config and layer): {first:#?}"
+    );
+    let before = reg.requests().len();
+    let again = cx.build_json(&spec, &["--push"]);
+    let second = reg.requests()[before..].to_vec();
+    assert_eq!(base_blob_reads(&second), 0, "{second:#?}");
+    // the lint that needs the base's /etc/passwd still knows it lacks the user `app`
+    assert!(
+        again["warnings"].to_string().contains("user-unknown"),
+        "{again}"
+    );
+}

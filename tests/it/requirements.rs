@@ -319,3 +319,25 @@ fn a_package_with_only_an_sdist_says_how_to_provide_a_wheel() {
     );
     assert!(t.contains("requirements.txt:1"), "names the line: {t}");
 }
+
+#[test]
+fn the_requirements_files_index_url_replaces_pip_index_url() {
+    let cx = TestContext::new();
+    let index = PyIndex::serve(&[testdata_wheel("six-")], &[]);
+    let spec = project(
+        &cx,
+        &format!("--index-url {}\n{}", index.url, six_requirements()),
+    );
+    // PIP_INDEX_URL points at a closed port: asking it would fail the build
+    let out = run(&cx, &spec, "http://127.0.0.1:9/simple", &["--dry-run"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains(SIX), "{}", text(&out));
+    // --extra-index-url adds an index: PIP_INDEX_URL is still asked (and fails here)
+    let spec = project(
+        &cx,
+        &format!("--extra-index-url {}\n{}", index.url, six_requirements()),
+    );
+    let out = run(&cx, &spec, "http://127.0.0.1:9/simple", &["--dry-run"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("127.0.0.1:9"), "{}", text(&out));
+}

@@ -480,3 +480,28 @@ fn count_layer_pycs(layout: &Path) -> (usize, usize) {
     }
     best
 }
+
+/// `[python]` alone may set `compile_bytecode`; `prefix`, `libc` or `site_packages` still need
+/// a `version`.
+#[test]
+fn python_table_options_without_a_version() {
+    let cx = TestContext::new();
+    let dir = cx.path().join("s");
+    fs::create_dir_all(&dir).expect("mkdir");
+    let spec = dir.join("mlimg.toml");
+    fs::write(&spec, "[image]\n\n[python]\ncompile_bytecode = false\n").expect("write");
+    run_ok(cx.mlimg().args(["build", "--dry-run", "-f"]).arg(&spec));
+    fs::write(&spec, "[image]\n\n[python]\nprefix = \"/usr\"\n").expect("write");
+    let out = cx
+        .mlimg()
+        .args(["build", "--dry-run", "-f"])
+        .arg(&spec)
+        .output()
+        .expect("run");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("mlimg.toml:3:1: python.version") && err.contains("need its version"),
+        "{err}"
+    );
+}

@@ -489,6 +489,31 @@ mod tests {
         let Content::Inline(data) = &pyc.content else {
             panic!()
         };
+        // byte for byte what py_compile writes (pip's compileall calls it) for that source,
+        // mtime and dfile
+        let tmp = tempfile::tempdir().unwrap();
+        let srcf = tmp.path().join("src.py");
+        std::fs::write(&srcf, src).unwrap();
+        std::fs::File::options()
+            .write(true)
+            .open(&srcf)
+            .unwrap()
+            .set_modified(std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000))
+            .unwrap();
+        let refc = tmp.path().join("ref.pyc");
+        let st = Command::new(&bc.compiler.path)
+            .args([
+                "-c",
+                "import py_compile, sys; py_compile.compile(sys.argv[1], cfile=sys.argv[2], dfile=sys.argv[3], invalidation_mode=py_compile.PycInvalidationMode.TIMESTAMP, doraise=True)",
+            ])
+            .arg(&srcf)
+            .arg(&refc)
+            .arg(format!("/{sp}/pkg/__init__.py"))
+            .env("PYTHONHASHSEED", "0")
+            .status()
+            .unwrap();
+        assert!(st.success());
+        assert_eq!(&std::fs::read(&refc).unwrap()[..], &data[..]);
         assert_eq!(&data[..4], &[0xa7, 0x0d, 0x0d, 0x0a]);
         assert_eq!(&data[4..8], &[0, 0, 0, 0], "timestamp-based");
         assert_eq!(&data[8..12], &1_700_000_000u32.to_le_bytes());

@@ -31,7 +31,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use crate::layer::Entry;
 
 /// The interpreter a dependency set is installed for.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct PythonTarget {
     /// CPython `(major, minor)`, e.g. `(3, 11)`.
     pub version: (u32, u32),
@@ -46,7 +46,7 @@ pub struct PythonTarget {
 }
 
 /// The C library of the target, with its version (decides manylinux / musllinux tags).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum Libc {
     Glibc(u32, u32),
     Musl(u32, u32),

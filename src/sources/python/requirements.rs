@@ -35,6 +35,9 @@ pub struct RequirementsFile {
     pub find_links: Vec<PathBuf>,
     /// Where `--no-index` was given, if anywhere: then no index may be asked.
     pub no_index: Option<Origin>,
+    /// The file names its main index (`-i` / `--index-url`): as in pip, that replaces
+    /// `PIP_INDEX_URL` (`PIP_EXTRA_INDEX_URL` still adds its indexes).
+    pub sets_index_url: bool,
 }
 
 /// Deepest `-r` include chain accepted (pip has no limit; real locks use one or two levels).
@@ -281,6 +284,9 @@ fn parse_option(
         }
         "-i" | "--index-url" | "--extra-index-url" => {
             out.index_urls.push(value()?);
+            if opt != "--extra-index-url" {
+                out.sets_index_url = true;
+            }
             Ok(())
         }
         "-f" | "--find-links" => {
