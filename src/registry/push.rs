@@ -207,6 +207,21 @@ fn upload_retryable(e: &RegistryError) -> bool {
     }
 }
 
+/// The bytes a blob's source yielded hash to the blob's digest (else nothing is committed).
+fn check_sent_digest(ctx: &Ctx, b: &PushBlob, src: &Source) -> Result<()> {
+    let actual = format!("sha256:{}", hex::encode(src.hasher.clone().finalize()));
+    if actual != b.digest {
+        return Err(RegistryError::DigestMismatch {
+            direction: Direction::Push,
+            host: ctx.reference.registry.clone(),
+            repository: ctx.reference.repository.clone(),
+            digest: b.digest.clone(),
+            actual,
+        });
+    }
+    Ok(())
+}
+
 impl RegistryClient {
     /// Push blobs, then manifests by digest, then tags. See the module docs for the rules.
     pub fn push(
@@ -778,16 +793,7 @@ impl RegistryClient {
         }
         let src = src.lock().unwrap_or_else(|p| p.into_inner());
         if verify {
-            let actual = format!("sha256:{}", hex::encode(src.hasher.clone().finalize()));
-            if actual != b.digest {
-                return Err(RegistryError::DigestMismatch {
-                    direction: Direction::Push,
-                    host: ctx.reference.registry.clone(),
-                    repository: ctx.reference.repository.clone(),
-                    digest: b.digest.clone(),
-                    actual,
-                });
-            }
+            check_sent_digest(ctx, b, &src)?;
         }
         drop(src);
         let mut put = location.clone();
@@ -842,16 +848,7 @@ impl RegistryClient {
             });
         }
         if verify {
-            let actual = format!("sha256:{}", hex::encode(src.hasher.clone().finalize()));
-            if actual != b.digest {
-                return Err(RegistryError::DigestMismatch {
-                    direction: Direction::Push,
-                    host: ctx.reference.registry.clone(),
-                    repository: ctx.reference.repository.clone(),
-                    digest: b.digest.clone(),
-                    actual,
-                });
-            }
+            check_sent_digest(ctx, b, &src)?;
         }
         drop(src);
         self.expect(ctx, "PUT", &what, resp?, &[201, 204])?;
