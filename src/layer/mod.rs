@@ -274,8 +274,9 @@ pub fn write<W: Write>(
     out: W,
     progress: &dyn Fn(u64),
 ) -> Result<LayerBlob, LayerError> {
-    write_threads(
+    write_with(
         entries,
+        &Owners::default(),
         compression,
         mtime,
         out,
@@ -293,7 +294,7 @@ pub fn write_owned<W: Write>(
     out: W,
     progress: &dyn Fn(u64),
 ) -> Result<LayerBlob, LayerError> {
-    write_all(
+    write_with(
         entries,
         owners,
         compression,
@@ -304,27 +305,9 @@ pub fn write_owned<W: Write>(
     )
 }
 
-/// [`write`] with `threads` for the compressor (the bytes do not depend on it).
-fn write_threads<W: Write>(
-    entries: &[Entry],
-    compression: Compression,
-    mtime: u64,
-    out: W,
-    progress: &dyn Fn(u64),
-    threads: usize,
-) -> Result<LayerBlob, LayerError> {
-    write_all(
-        entries,
-        &Owners::default(),
-        compression,
-        mtime,
-        out,
-        progress,
-        threads,
-    )
-}
-
-fn write_all<W: Write>(
+/// The writer itself: `owners` over 0:0, `threads` for the compressor (the bytes do not depend
+/// on it).
+fn write_with<W: Write>(
     entries: &[Entry],
     owners: &Owners,
     compression: Compression,
@@ -855,10 +838,11 @@ mod tests {
         let entries = finalize(raw).unwrap();
         for c in [Compression::Gzip, Compression::Zstd] {
             let mut one = Vec::new();
-            let b1 = write_threads(&entries, c, 9, &mut one, &|_| {}, 1).unwrap();
+            let b1 = write_with(&entries, &Owners::default(), c, 9, &mut one, &|_| {}, 1).unwrap();
             for t in [2, 3] {
                 let mut many = Vec::new();
-                let bt = write_threads(&entries, c, 9, &mut many, &|_| {}, t).unwrap();
+                let bt =
+                    write_with(&entries, &Owners::default(), c, 9, &mut many, &|_| {}, t).unwrap();
                 assert_eq!(bt, b1, "{c:?} with {t} threads");
                 assert!(many == one, "{c:?}: bytes differ with {t} threads");
             }
