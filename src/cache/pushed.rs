@@ -12,11 +12,16 @@ use crate::registry::{BlobMemory, ContentStore};
 /// Places remembered per blob.
 const KEEP: usize = 16;
 
+/// The hex of a well-formed `sha256:<64 hex>` digest (names from a registry never become paths
+/// otherwise).
+fn sha256_hex(digest: &str) -> Option<&str> {
+    let hex = digest.strip_prefix("sha256:")?;
+    (hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit())).then_some(hex)
+}
+
 impl Cache {
     fn pushed_path(&self, digest: &str) -> Option<std::path::PathBuf> {
-        let hex = digest.strip_prefix("sha256:")?;
-        (hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()))
-            .then(|| self.root.join("pushed").join(hex))
+        sha256_hex(digest).map(|hex| self.root.join("pushed").join(hex))
     }
 
     fn pushed_lines(&self, digest: &str) -> Vec<(String, String)> {
@@ -78,7 +83,7 @@ impl BlobMemory for Cache {
 /// Manifests and configs by digest, in the blob store (`blobs/sha256/<hex>`).
 impl ContentStore for Cache {
     fn get(&self, digest: &str) -> Option<Vec<u8>> {
-        self.pushed_path(digest)?; // a well-formed sha256 digest
+        sha256_hex(digest)?;
         self.read_bytes(digest).ok()
     }
 
