@@ -1,0 +1,1357 @@
+//! Dependency resolution of requested Debian packages against an index and the base's dpkg
+//! database, choosing the way apt does for the plain cases.
+//!
+//! - Candidate: the highest version of a name for the target architecture (or `all`); a pinned
+//!   request (`tini=0.19.0-1`) takes exactly that version.
+//! - `Pre-Depends` and `Depends` are followed recursively; `Recommends` and `Suggests` are not
+//!   (like `apt-get install --no-install-recommends`).
+//! - A requirement already met by an installed package (dpkg status `install|hold ok installed`)
+//!   or by a package already chosen needs nothing. For `a | b`, an alternative that is already met
+//!   wins; otherwise the first alternative that can be chosen.
+//! - Virtual names (`Provides`, versioned provides too): a real package of that name is preferred;
+//!   else the single provider; several providers are an error that lists them (unless one is
+//!   already installed or chosen, which meets the requirement).
+//! - Multi-Arch: `foo:any` is met by a `Multi-Arch: allowed` package; a plain requirement by a
+//!   package of the target architecture, `all`, or `Multi-Arch: foreign`.
+//! - An installed package too old for a versioned requirement is upgraded to its candidate
+//!   (listed in [`Resolution::upgrades`]); installed packages whose own requirements an upgrade
+//!   breaks are upgraded too, or the resolution fails. `Conflicts` / `Breaks` between chosen and
+//!   installed packages are errors, except that an installed package broken by a chosen one is
+//!   upgraded when its candidate is no longer broken.
+//! - No backtracking: once chosen, a package stays chosen. Cycles (libc6 ↔ libgcc-s1) are fine.
+//! - Deterministic: requests in order, requirements in field order, candidates by version then
+//!   name; [`Resolution::packages`] is a depth-first post-order (dependencies first) from the
+//!   chosen packages sorted by name.
+
+use std::cmp::Ordering;
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::packages::{Alternatives, Dep, InstalledPackage, MultiArch, PackageRecord, Provide};
+use super::version::compare;
+
+/// One requested package: `name` or `name=version`, with its spec line when known.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    pub name: String,
+    pub version: Option<String>,
+    pub line: Option<usize>,
+}
+
+impl Request {
+    /// Parses `name` or `name=version`.
+    pub fn parse(text: &str, line: Option<usize>) -> Request {
+        let (name, version) = match text.split_once('=') {
+            Some((n, v)) => (n.trim(), Some(v.trim().to_string())),
+            None => (text.trim(), None),
+        };
+        Request {
+            name: name.to_string(),
+            version,
+            line,
+        }
+    }
+}
+
+/// The packages of one or more `Packages` indexes (e.g. `main` and `contrib`, or a suite and its
+/// updates), by name and by provided name.
+#[derive(Debug, Clone, Default)]
+pub struct Index {
+    records: Vec<PackageRecord>,
+    by_name: BTreeMap<String, Vec<usize>>,
+    providers: BTreeMap<String, Vec<usize>>,
+}
+
+impl Index {
+    /// Builds an index; a record repeated with the same name, version and architecture is kept
+    /// once (the first one).
+    pub fn new(lists: impl IntoIterator<Item = Vec<PackageRecord>>) -> Index {
+        let mut index = Index::default();
+        let mut seen = BTreeSet::new();
+        for list in lists {
+            for r in list {
+                let key = (r.name.clone(), r.version.clone(), r.architecture.clone());
+                if !seen.insert(key) {
+                    continue;
+                }
+                let i = index.records.len();
+                index.by_name.entry(r.name.clone()).or_default().push(i);
+                for p in &r.provides {
+                    index.providers.entry(p.name.clone()).or_default().push(i);
+                }
+                index.records.push(r);
+            }
+        }
+        index
+    }
+
+    pub fn len(&self) -> usize {
+        self.records.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty()
+    }
+
+    /// Every version of `name` in the index.
+    pub fn versions(&self, name: &str) -> impl Iterator<Item = &PackageRecord> {
+        self.by_name
+            .get(name)
+            .into_iter()
+            .flatten()
+            .map(|&i| &self.records[i])
+    }
+}
+
+/// What to install.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resolution {
+    /// Packages to install, dependencies first, ties by name.
+    pub packages: Vec<PackageRecord>,
+    /// Names of installed (base) packages replaced by another version.
+    pub upgrades: Vec<String>,
+    pub warnings: Vec<String>,
+}
+
+fn at_line(line: &Option<usize>) -> String {
+    line.map(|l| format!("line {l}: ")).unwrap_or_default()
+}
+
+fn did_you_mean(s: &[String]) -> String {
+    if s.is_empty() {
+        String::new()
+    } else {
+        format!(" (did you mean {}?)", s.join(", "))
+    }
+}
+
+/// Why a resolution failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ResolveError {
+    #[error(
+        "{}unknown package {name:?}: not in the index for {arch}{}",
+        at_line(line),
+        did_you_mean(suggestions)
+    )]
+    UnknownPackage {
+        name: String,
+        arch: String,
+        line: Option<usize>,
+        suggestions: Vec<String>,
+    },
+    #[error("{}package {name:?} has no version {version:?}; available: {}", at_line(line), available.join(", "))]
+    VersionNotFound {
+        name: String,
+        version: String,
+        available: Vec<String>,
+        line: Option<usize>,
+    },
+    #[error(
+        "{}{needed_by} depends on {dep}, which cannot be met: {reason}",
+        at_line(line)
+    )]
+    Unsatisfiable {
+        needed_by: String,
+        dep: String,
+        reason: String,
+        line: Option<usize>,
+    },
+    #[error("{}{needed_by} depends on the virtual package {name:?}, provided by several packages: {}; request one of them", at_line(line), providers.join(", "))]
+    AmbiguousVirtual {
+        name: String,
+        providers: Vec<String>,
+        needed_by: String,
+        line: Option<usize>,
+    },
+    #[error("{}{package} {kind} {relation}, matched by {other} ({})", at_line(line), if *other_installed { "installed in the base" } else { "also chosen" })]
+    Conflict {
+        package: String,
+        kind: &'static str,
+        relation: String,
+        other: String,
+        other_installed: bool,
+        line: Option<usize>,
+    },
+    #[error(
+        "{}{needed_by} needs {wanted}, but {chosen} is already chosen",
+        at_line(line)
+    )]
+    VersionClash {
+        needed_by: String,
+        wanted: String,
+        chosen: String,
+        line: Option<usize>,
+    },
+    #[error(
+        "upgrading {upgraded} breaks the installed {package}, which depends on {dep} and has no newer version that fits"
+    )]
+    BrokenInstalled {
+        package: String,
+        dep: String,
+        upgraded: String,
+    },
+}
+
+/// A package as the rules see it, installed or from the index.
+struct View<'a> {
+    name: &'a str,
+    version: &'a str,
+    arch: &'a str,
+    multi_arch: MultiArch,
+    provides: &'a [Provide],
+}
+
+impl<'a> View<'a> {
+    fn of_record(r: &'a PackageRecord) -> Self {
+        View {
+            name: &r.name,
+            version: &r.version,
+            arch: &r.architecture,
+            multi_arch: r.multi_arch,
+            provides: &r.provides,
+        }
+    }
+    fn of_installed(p: &'a InstalledPackage) -> Self {
+        View {
+            name: &p.name,
+            version: &p.version,
+            arch: &p.architecture,
+            multi_arch: p.multi_arch,
+            provides: &p.provides,
+        }
+    }
+}
+
+/// dpkg's `archsatisfied` for a native depender on `arch`; `conflict` relations match any arch.
+fn arch_ok(v: &View, dep: &Dep, arch: &str, conflict: bool) -> bool {
+    if conflict {
+        return true;
+    }
+    let pkg_arch = if v.arch == "all" { arch } else { v.arch };
+    match dep.arch_qualifier.as_deref() {
+        None => v.multi_arch == MultiArch::Foreign || pkg_arch == arch,
+        Some("any") => v.multi_arch == MultiArch::Allowed,
+        Some("native") => pkg_arch == arch,
+        Some(a) => pkg_arch == a,
+    }
+}
+
+/// Whether the package meets `dep` by its own name and version.
+fn meets_real(v: &View, dep: &Dep, arch: &str, conflict: bool) -> bool {
+    v.name == dep.name
+        && arch_ok(v, dep, arch, conflict)
+        && dep
+            .relation
+            .as_ref()
+            .is_none_or(|(r, want)| r.holds(v.version, want))
+}
+
+/// Whether the package meets `dep` through `Provides` (a versioned `dep` needs a versioned one).
+fn meets_provided(v: &View, dep: &Dep, arch: &str, conflict: bool) -> bool {
+    arch_ok(v, dep, arch, conflict)
+        && v.provides.iter().any(|p| {
+            p.name == dep.name
+                && match (&dep.relation, &p.version) {
+                    (None, _) => true,
+                    (Some((r, want)), Some(have)) => r.holds(have, want),
+                    (Some(_), None) => false,
+                }
+        })
+}
+
+fn meets(v: &View, dep: &Dep, arch: &str, conflict: bool) -> bool {
+    meets_real(v, dep, arch, conflict) || meets_provided(v, dep, arch, conflict)
+}
+
+fn label(r: &PackageRecord) -> String {
+    format!("{} {}", r.name, r.version)
+}
+
+struct Solver<'a> {
+    index: &'a Index,
+    arch: &'a str,
+    installed: Vec<&'a InstalledPackage>,
+    /// Installed entries (indices into `installed`) replaced by a chosen version.
+    shadowed: BTreeSet<usize>,
+    /// Chosen record per (name, architecture).
+    chosen: BTreeMap<(String, String), usize>,
+    /// The request line that pulled each chosen record in.
+    origin: BTreeMap<usize, Option<usize>>,
+    queue: Vec<usize>,
+    upgrades: BTreeSet<String>,
+    warnings: Vec<String>,
+}
+
+enum Met {
+    Installed,
+    Chosen,
+}
+
+impl<'a> Solver<'a> {
+    fn live_installed(&self) -> impl Iterator<Item = (usize, &'a InstalledPackage)> + '_ {
+        self.installed
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !self.shadowed.contains(i))
+            .map(|(i, p)| (i, *p))
+    }
+
+    fn met(&self, dep: &Dep) -> Option<Met> {
+        if self.chosen.values().any(|&r| {
+            meets(
+                &View::of_record(&self.index.records[r]),
+                dep,
+                self.arch,
+                false,
+            )
+        }) {
+            return Some(Met::Chosen);
+        }
+        if self
+            .live_installed()
+            .any(|(_, p)| meets(&View::of_installed(p), dep, self.arch, false))
+        {
+            return Some(Met::Installed);
+        }
+        None
+    }
+
+    /// The candidate (highest version) of a real name for `dep`'s architecture rules.
+    fn candidate(&self, name: &str, dep: &Dep) -> Option<usize> {
+        let idx = self.index.by_name.get(name)?;
+        idx.iter()
+            .copied()
+            .filter(|&i| {
+                let probe = Dep {
+                    name: name.to_string(),
+                    arch_qualifier: dep.arch_qualifier.clone(),
+                    relation: None,
+                };
+                arch_ok(
+                    &View::of_record(&self.index.records[i]),
+                    &probe,
+                    self.arch,
+                    false,
+                )
+            })
+            .max_by(|&a, &b| {
+                let (ra, rb) = (&self.index.records[a], &self.index.records[b]);
+                compare(&ra.version, &rb.version)
+                    // Same version twice (e.g. arch and all): prefer the target architecture.
+                    .then_with(|| {
+                        (ra.architecture == self.arch).cmp(&(rb.architecture == self.arch))
+                    })
+                    .then_with(|| b.cmp(&a))
+            })
+    }
+
+    /// The package to choose for `dep`, which nothing meets yet.
+    fn pick(&self, dep: &Dep, needed_by: &str, line: Option<usize>) -> Result<usize, ResolveError> {
+        let unsatisfiable = |reason: String| ResolveError::Unsatisfiable {
+            needed_by: needed_by.to_string(),
+            dep: dep.to_string(),
+            reason,
+            line,
+        };
+        let mut reason = None;
+        if let Some(c) = self.candidate(&dep.name, dep) {
+            let r = &self.index.records[c];
+            if meets_real(&View::of_record(r), dep, self.arch, false) {
+                return Ok(c);
+            }
+            reason = Some(format!("the candidate is {} {}", r.name, r.version));
+        }
+        // Providers: only candidate versions count, as in apt.
+        let mut providers: Vec<usize> = Vec::new();
+        for &i in self.index.providers.get(&dep.name).into_iter().flatten() {
+            let r = &self.index.records[i];
+            let plain = Dep {
+                name: r.name.clone(),
+                arch_qualifier: None,
+                relation: None,
+            };
+            if self.candidate(&r.name, &plain) == Some(i)
+                && meets_provided(&View::of_record(r), dep, self.arch, false)
+                && !providers.contains(&i)
+            {
+                providers.push(i);
+            }
+        }
+        match providers.len() {
+            1 => Ok(providers[0]),
+            0 => Err(unsatisfiable(reason.unwrap_or_else(|| {
+                if self.index.providers.contains_key(&dep.name) {
+                    "no provider fits the version or architecture".to_string()
+                } else {
+                    format!("no package of that name for {}", self.arch)
+                }
+            }))),
+            _ => {
+                let mut names: Vec<String> = providers
+                    .iter()
+                    .map(|&i| self.index.records[i].name.clone())
+                    .collect();
+                names.sort();
+                names.dedup();
+                Err(ResolveError::AmbiguousVirtual {
+                    name: dep.name.clone(),
+                    providers: names,
+                    needed_by: needed_by.to_string(),
+                    line,
+                })
+            }
+        }
+    }
+
+    /// Adds a record to the chosen set; an installed entry of the same name and architecture is
+    /// replaced (an upgrade, or a downgrade with a warning).
+    fn install(
+        &mut self,
+        r: usize,
+        needed_by: &str,
+        line: Option<usize>,
+    ) -> Result<(), ResolveError> {
+        let rec = &self.index.records[r];
+        let key = (rec.name.clone(), rec.architecture.clone());
+        if let Some(&have) = self.chosen.get(&key) {
+            if have == r {
+                return Ok(());
+            }
+            return Err(ResolveError::VersionClash {
+                needed_by: needed_by.to_string(),
+                wanted: label(rec),
+                chosen: label(&self.index.records[have]),
+                line,
+            });
+        }
+        let replaced: Vec<(usize, &InstalledPackage)> = self
+            .live_installed()
+            .filter(|(_, p)| {
+                p.name == rec.name
+                    && (p.architecture == rec.architecture
+                        || p.architecture == "all"
+                        || rec.architecture == "all")
+            })
+            .collect();
+        for (i, p) in replaced {
+            self.shadowed.insert(i);
+            self.upgrades.insert(p.name.clone());
+            if compare(&rec.version, &p.version) == Ordering::Less {
+                self.warnings.push(format!(
+                    "{} is downgraded from {} (base) to {}",
+                    p.name, p.version, rec.version
+                ));
+            }
+        }
+        self.chosen.insert(key, r);
+        self.origin.entry(r).or_insert(line);
+        self.queue.push(r);
+        Ok(())
+    }
+
+    fn satisfy(
+        &mut self,
+        group: &Alternatives,
+        needed_by: &str,
+        line: Option<usize>,
+    ) -> Result<(), ResolveError> {
+        if group.iter().any(|d| self.met(d).is_some()) {
+            return Ok(());
+        }
+        let mut first_err = None;
+        for d in group {
+            match self.pick(d, needed_by, line) {
+                Ok(r) => return self.install(r, needed_by, line),
+                Err(e) => {
+                    first_err.get_or_insert(e);
+                }
+            }
+        }
+        match first_err {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// Follows the requirements of everything queued.
+    fn drain(&mut self) -> Result<(), ResolveError> {
+        while let Some(r) = self.queue.pop() {
+            let rec = &self.index.records[r];
+            let line = self.origin.get(&r).copied().flatten();
+            let who = label(rec);
+            for group in rec.pre_depends.iter().chain(&rec.depends) {
+                self.satisfy(group, &who, line)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn request(&mut self, req: &Request) -> Result<(), ResolveError> {
+        let line = req.line;
+        let who = format!("request {:?}", req.name);
+        let plain = Dep {
+            name: req.name.clone(),
+            arch_qualifier: None,
+            relation: None,
+        };
+        let reals: Vec<usize> = self
+            .index
+            .by_name
+            .get(&req.name)
+            .into_iter()
+            .flatten()
+            .copied()
+            .filter(|&i| {
+                arch_ok(
+                    &View::of_record(&self.index.records[i]),
+                    &plain,
+                    self.arch,
+                    false,
+                )
+            })
+            .collect();
+        if reals.is_empty() {
+            if self.index.providers.contains_key(&req.name) && req.version.is_none() {
+                if self.met(&plain).is_some() {
+                    self.warnings
+                        .push(format!("{}: already provided", req.name));
+                    return Ok(());
+                }
+                let r = self.pick(&plain, &who, line)?;
+                self.warnings.push(format!(
+                    "{} is a virtual package; installing {}",
+                    req.name,
+                    label(&self.index.records[r])
+                ));
+                return self.install(r, &who, line);
+            }
+            return Err(ResolveError::UnknownPackage {
+                name: req.name.clone(),
+                arch: self.arch.to_string(),
+                line,
+                suggestions: self.suggestions(&req.name),
+            });
+        }
+        let r = match &req.version {
+            Some(v) => match reals
+                .iter()
+                .copied()
+                .find(|&i| compare(&self.index.records[i].version, v) == Ordering::Equal)
+            {
+                Some(r) => r,
+                None => {
+                    let mut available: Vec<String> = reals
+                        .iter()
+                        .map(|&i| self.index.records[i].version.clone())
+                        .collect();
+                    available.sort_by(|a, b| compare(b, a));
+                    available.dedup();
+                    return Err(ResolveError::VersionNotFound {
+                        name: req.name.clone(),
+                        version: v.clone(),
+                        available,
+                        line,
+                    });
+                }
+            },
+            None => self.candidate(&req.name, &plain).unwrap_or(reals[0]),
+        };
+        let rec = &self.index.records[r];
+        let same = self.live_installed().any(|(_, p)| {
+            p.name == rec.name && compare(&p.version, &rec.version) == Ordering::Equal
+        });
+        if same {
+            self.warnings.push(format!(
+                "{} {} is already installed in the base",
+                rec.name, rec.version
+            ));
+            return Ok(());
+        }
+        self.install(r, &who, line)
+    }
+
+    /// Up to three names close to `name`: same prefix, or at most two edits away.
+    fn suggestions(&self, name: &str) -> Vec<String> {
+        let mut scored: Vec<(usize, &String)> = self
+            .index
+            .by_name
+            .keys()
+            .chain(self.index.providers.keys())
+            .filter_map(|n| {
+                if n.len().abs_diff(name.len()) > 3 && !n.starts_with(name) {
+                    return None;
+                }
+                let d = levenshtein(name, n);
+                if d <= 2 {
+                    Some((d, n))
+                } else if n.starts_with(name) {
+                    Some((3, n))
+                } else {
+                    None
+                }
+            })
+            .collect();
+        scored.sort();
+        scored.dedup_by(|a, b| a.1 == b.1);
+        scored.into_iter().take(3).map(|(_, n)| n.clone()).collect()
+    }
+
+    fn line_of(&self, r: usize) -> Option<usize> {
+        self.origin.get(&r).copied().flatten()
+    }
+
+    /// Installed packages whose requirements an upgrade broke: upgrade them too, or fail.
+    fn fix_installed(&mut self) -> Result<bool, ResolveError> {
+        let upgraded: BTreeSet<String> = self.upgrades.clone();
+        let mut broken = Vec::new();
+        for (_, p) in self.live_installed() {
+            for group in p.pre_depends.iter().chain(&p.depends) {
+                if group.iter().any(|d| upgraded.contains(&d.name))
+                    && !group.iter().any(|d| self.met(d).is_some())
+                {
+                    let names: Vec<String> = group.iter().map(Dep::to_string).collect();
+                    let culprit = group
+                        .iter()
+                        .find(|d| upgraded.contains(&d.name))
+                        .map(|d| d.name.clone())
+                        .unwrap_or_default();
+                    broken.push((p, names.join(" | "), culprit));
+                    break;
+                }
+            }
+        }
+        let mut changed = false;
+        for (p, dep, culprit) in broken {
+            let plain = Dep {
+                name: p.name.clone(),
+                arch_qualifier: None,
+                relation: None,
+            };
+            match self.candidate(&p.name, &plain) {
+                Some(c)
+                    if compare(&self.index.records[c].version, &p.version) == Ordering::Greater =>
+                {
+                    let line = self.chosen_line_for(&culprit);
+                    self.install(c, &format!("{} {} (base)", p.name, p.version), line)?;
+                    changed = true;
+                }
+                _ => {
+                    return Err(ResolveError::BrokenInstalled {
+                        package: format!("{} {}", p.name, p.version),
+                        dep,
+                        upgraded: culprit,
+                    });
+                }
+            }
+        }
+        Ok(changed)
+    }
+
+    fn chosen_line_for(&self, name: &str) -> Option<usize> {
+        self.chosen
+            .iter()
+            .find(|((n, _), _)| n == name)
+            .and_then(|(_, &r)| self.line_of(r))
+    }
+
+    /// `Conflicts` / `Breaks` in both directions; an installed package a chosen one breaks is
+    /// upgraded when its candidate is not broken.
+    fn check_conflicts(&mut self) -> Result<bool, ResolveError> {
+        let chosen: Vec<usize> = self.chosen.values().copied().collect();
+        for &r in &chosen {
+            let rec = &self.index.records[r];
+            let rels = rec
+                .conflicts
+                .iter()
+                .map(|d| ("conflicts with", d))
+                .chain(rec.breaks.iter().map(|d| ("breaks", d)));
+            for (kind, dep) in rels {
+                for &o in &chosen {
+                    let other = &self.index.records[o];
+                    if o != r
+                        && other.name != rec.name
+                        && meets(&View::of_record(other), dep, self.arch, true)
+                    {
+                        return Err(ResolveError::Conflict {
+                            package: label(rec),
+                            kind,
+                            relation: dep.to_string(),
+                            other: label(other),
+                            other_installed: false,
+                            line: self.line_of(r).or(self.line_of(o)),
+                        });
+                    }
+                }
+                let hit = self
+                    .live_installed()
+                    .find(|(_, p)| {
+                        p.name != rec.name && meets(&View::of_installed(p), dep, self.arch, true)
+                    })
+                    .map(|(_, p)| p);
+                if let Some(p) = hit {
+                    let plain = Dep {
+                        name: p.name.clone(),
+                        arch_qualifier: None,
+                        relation: None,
+                    };
+                    if let Some(c) = self.candidate(&p.name, &plain)
+                        && compare(&self.index.records[c].version, &p.version) == Ordering::Greater
+                        && !meets(
+                            &View::of_record(&self.index.records[c]),
+                            dep,
+                            self.arch,
+                            true,
+                        )
+                    {
+                        let line = self.line_of(r);
+                        self.install(c, &label(rec), line)?;
+                        return Ok(true);
+                    }
+                    return Err(ResolveError::Conflict {
+                        package: label(rec),
+                        kind,
+                        relation: dep.to_string(),
+                        other: format!("{} {}", p.name, p.version),
+                        other_installed: true,
+                        line: self.line_of(r),
+                    });
+                }
+            }
+        }
+        for (_, p) in self.live_installed() {
+            let rels = p
+                .conflicts
+                .iter()
+                .map(|d| ("conflicts with", d))
+                .chain(p.breaks.iter().map(|d| ("breaks", d)));
+            for (kind, dep) in rels {
+                for &o in &chosen {
+                    let other = &self.index.records[o];
+                    if other.name != p.name && meets(&View::of_record(other), dep, self.arch, true)
+                    {
+                        return Err(ResolveError::Conflict {
+                            package: format!("{} {} (base)", p.name, p.version),
+                            kind,
+                            relation: dep.to_string(),
+                            other: label(other),
+                            other_installed: false,
+                            line: self.line_of(o),
+                        });
+                    }
+                }
+            }
+        }
+        Ok(false)
+    }
+
+    /// Dependencies first: depth-first post-order from the chosen packages by name.
+    fn order(&self) -> Vec<usize> {
+        let chosen: Vec<usize> = self.chosen.values().copied().collect();
+        let name_of = |r: usize| {
+            let rec = &self.index.records[r];
+            (rec.name.clone(), rec.architecture.clone())
+        };
+        let edges = |r: usize| -> Vec<usize> {
+            let rec = &self.index.records[r];
+            let mut out: Vec<usize> = Vec::new();
+            for groups in [&rec.pre_depends, &rec.depends] {
+                let mut level: Vec<usize> = Vec::new();
+                for group in groups {
+                    for d in group {
+                        for &o in &chosen {
+                            if o != r
+                                && meets(
+                                    &View::of_record(&self.index.records[o]),
+                                    d,
+                                    self.arch,
+                                    false,
+                                )
+                                && !level.contains(&o)
+                            {
+                                level.push(o);
+                            }
+                        }
+                    }
+                }
+                level.sort_by_key(|&o| name_of(o));
+                for o in level {
+                    if !out.contains(&o) {
+                        out.push(o);
+                    }
+                }
+            }
+            out
+        };
+        let mut roots = chosen.clone();
+        roots.sort_by_key(|&r| name_of(r));
+        let mut done = BTreeSet::new();
+        let mut out = Vec::new();
+        for root in roots {
+            if done.contains(&root) {
+                continue;
+            }
+            // Iterative DFS: (node, its children, next child).
+            done.insert(root);
+            let mut stack = vec![(root, edges(root), 0usize)];
+            while let Some((node, children, next)) = stack.last_mut() {
+                if *next < children.len() {
+                    let c = children[*next];
+                    *next += 1;
+                    if done.insert(c) {
+                        let e = edges(c);
+                        stack.push((c, e, 0));
+                    }
+                } else {
+                    out.push(*node);
+                    stack.pop();
+                }
+            }
+        }
+        out
+    }
+}
+
+/// Resolves `requests` for `arch` against `index` and what the base has `installed`.
+pub fn resolve(
+    requests: &[Request],
+    index: &Index,
+    installed: &[InstalledPackage],
+    arch: &str,
+) -> Result<Resolution, ResolveError> {
+    let mut s = Solver {
+        index,
+        arch,
+        installed: installed.iter().filter(|p| p.status_ok).collect(),
+        shadowed: BTreeSet::new(),
+        chosen: BTreeMap::new(),
+        origin: BTreeMap::new(),
+        queue: Vec::new(),
+        upgrades: BTreeSet::new(),
+        warnings: Vec::new(),
+    };
+    for req in requests {
+        s.request(req)?;
+        s.drain()?;
+    }
+    // Each round adds at least one package, so this ends within the index's size.
+    for _ in 0..=index.len() {
+        let mut changed = s.fix_installed()?;
+        s.drain()?;
+        changed |= s.check_conflicts()?;
+        s.drain()?;
+        if !changed {
+            break;
+        }
+    }
+    let order = s.order();
+    Ok(Resolution {
+        packages: order.iter().map(|&r| index.records[r].clone()).collect(),
+        upgrades: s.upgrades.into_iter().collect(),
+        warnings: s.warnings,
+    })
+}
+
+/// Edit distance with a two-row table (names are short).
+fn levenshtein(a: &str, b: &str) -> usize {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    let mut cur = vec![0; b.len() + 1];
+    for (i, &ca) in a.iter().enumerate() {
+        cur[0] = i + 1;
+        for (j, &cb) in b.iter().enumerate() {
+            cur[j + 1] = (prev[j] + usize::from(ca != cb))
+                .min(prev[j + 1] + 1)
+                .min(cur[j] + 1);
+        }
+        std::mem::swap(&mut prev, &mut cur);
+    }
+    prev[b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sources::debian::packages::{parse_packages, parse_status};
+
+    const SHA: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+    /// A `Packages` stanza: `spec` is `name version [arch]`, `extra` more fields.
+    fn st(spec: &str, extra: &str) -> String {
+        let mut f = spec.split(' ');
+        let (n, v) = (f.next().unwrap(), f.next().unwrap());
+        let a = f.next().unwrap_or("amd64");
+        format!(
+            "Package: {n}\nVersion: {v}\nArchitecture: {a}\n{extra}Filename: pool/{n}_{v}_{a}.deb\nSize: 1\nSHA256: {SHA}\n\n"
+        )
+    }
+
+    fn index(stanzas: &[String]) -> Index {
+        Index::new([parse_packages(&stanzas.concat()).unwrap()])
+    }
+
+    /// A status stanza: `spec` is `name version [arch]`.
+    fn inst(spec: &str, extra: &str) -> String {
+        let mut f = spec.split(' ');
+        let (n, v) = (f.next().unwrap(), f.next().unwrap());
+        let a = f.next().unwrap_or("amd64");
+        format!(
+            "Package: {n}\nStatus: install ok installed\nVersion: {v}\nArchitecture: {a}\n{extra}\n"
+        )
+    }
+
+    fn status(stanzas: &[String]) -> Vec<InstalledPackage> {
+        parse_status(&stanzas.concat()).unwrap()
+    }
+
+    fn req(s: &str) -> Request {
+        Request::parse(s, None)
+    }
+
+    fn names(r: &Resolution) -> Vec<String> {
+        r.packages
+            .iter()
+            .map(|p| format!("{} {}", p.name, p.version))
+            .collect()
+    }
+
+    fn run(
+        reqs: &[&str],
+        idx: &Index,
+        installed: &[InstalledPackage],
+    ) -> Result<Resolution, ResolveError> {
+        let reqs: Vec<Request> = reqs
+            .iter()
+            .enumerate()
+            .map(|(i, s)| Request::parse(s, Some(i + 10)))
+            .collect();
+        resolve(&reqs, idx, installed, "amd64")
+    }
+
+    #[test]
+    fn candidate_is_the_highest_version_or_the_pinned_one() {
+        let idx = index(&[
+            st("foo 1.0-1", ""),
+            st("foo 1.0-2~bpo1", ""),
+            st("foo 1.0-10", ""),
+            st("foo 2.0 arm64", ""),
+        ]);
+        assert_eq!(names(&run(&["foo"], &idx, &[]).unwrap()), ["foo 1.0-10"]);
+        assert_eq!(
+            names(&run(&["foo=1.0-1"], &idx, &[]).unwrap()),
+            ["foo 1.0-1"]
+        );
+        let e = run(&["foo=3"], &idx, &[]).unwrap_err();
+        assert_eq!(
+            e,
+            ResolveError::VersionNotFound {
+                name: "foo".into(),
+                version: "3".into(),
+                available: vec!["1.0-10".into(), "1.0-2~bpo1".into(), "1.0-1".into()],
+                line: Some(10)
+            }
+        );
+        assert!(e.to_string().starts_with("line 10: "), "{e}");
+        assert_eq!(req("tini=0.19.0-1").version.as_deref(), Some("0.19.0-1"));
+    }
+
+    #[test]
+    fn depends_and_pre_depends_are_followed_recommends_are_not() {
+        let idx = index(&[
+            st(
+                "a 1",
+                "Pre-Depends: c\nDepends: b (>= 1)\nRecommends: d\nSuggests: e\n",
+            ),
+            st("b 1", "Depends: c\n"),
+            st("c 1 all", ""),
+            st("d 1", ""),
+            st("e 1", ""),
+        ]);
+        let r = run(&["a"], &idx, &[]).unwrap();
+        assert_eq!(names(&r), ["c 1", "b 1", "a 1"]);
+        assert!(r.upgrades.is_empty() && r.warnings.is_empty(), "{r:?}");
+    }
+
+    #[test]
+    fn installed_or_chosen_packages_meet_requirements() {
+        let idx = index(&[
+            st("a 1", "Depends: libc6 (>= 2.30), b\n"),
+            st("b 1", "Depends: a\n"),
+            st("libc6 2.38", ""),
+        ]);
+        let base = status(&[inst("libc6 2.36", "")]);
+        let r = run(&["a"], &idx, &base).unwrap();
+        assert_eq!(names(&r), ["b 1", "a 1"]);
+        assert!(r.upgrades.is_empty());
+        // A package not fully installed in the base does not count.
+        let half = parse_status(
+            "Package: libc6\nStatus: install ok unpacked\nVersion: 2.36\nArchitecture: amd64\n",
+        )
+        .unwrap();
+        assert_eq!(
+            names(&run(&["a"], &idx, &half).unwrap()),
+            ["b 1", "libc6 2.38", "a 1"]
+        );
+    }
+
+    #[test]
+    fn too_old_installed_package_is_upgraded_or_refused() {
+        let idx = index(&[
+            st("a 1", "Depends: libc6 (>= 2.37)\n"),
+            st("libc6 2.38", ""),
+        ]);
+        let base = status(&[inst("libc6 2.36", "")]);
+        let r = run(&["a"], &idx, &base).unwrap();
+        assert_eq!(names(&r), ["libc6 2.38", "a 1"]);
+        assert_eq!(r.upgrades, ["libc6"]);
+        let idx = index(&[
+            st("a 1", "Depends: libc6 (>= 2.37)\n"),
+            st("libc6 2.36", ""),
+        ]);
+        let e = run(&["a"], &idx, &base).unwrap_err();
+        let msg = e.to_string();
+        assert!(
+            matches!(&e, ResolveError::Unsatisfiable { needed_by, dep, line: Some(10), .. } if needed_by == "a 1" && dep == "libc6 (>= 2.37)"),
+            "{msg}"
+        );
+        assert!(msg.contains("candidate is libc6 2.36"), "{msg}");
+    }
+
+    #[test]
+    fn upgrade_that_breaks_an_installed_package_upgrades_it_too() {
+        let idx = index(&[
+            st("a 1", "Depends: libc6 (>= 2.37)\n"),
+            st("libc6 2.37-2", ""),
+            st(
+                "libc-bin 2.37-2",
+                "Depends: libc6 (>> 2.37), libc6 (<< 2.38)\n",
+            ),
+        ]);
+        let base = status(&[
+            inst("libc6 2.36-1", ""),
+            inst(
+                "libc-bin 2.36-1",
+                "Depends: libc6 (>> 2.36), libc6 (<< 2.37)\n",
+            ),
+        ]);
+        let r = run(&["a"], &idx, &base).unwrap();
+        assert_eq!(names(&r), ["libc6 2.37-2", "a 1", "libc-bin 2.37-2"]);
+        assert_eq!(r.upgrades, ["libc-bin", "libc6"]);
+        let idx = index(&[
+            st("a 1", "Depends: libc6 (>= 2.37)\n"),
+            st("libc6 2.37-2", ""),
+        ]);
+        let e = run(&["a"], &idx, &base).unwrap_err();
+        assert!(
+            matches!(&e, ResolveError::BrokenInstalled { package, upgraded, .. } if package == "libc-bin 2.36-1" && upgraded == "libc6"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn alternatives() {
+        let stanzas = [st("a 1", "Depends: x | y\n"), st("x 1", ""), st("y 1", "")];
+        let idx = index(&stanzas);
+        // Neither is there: the first one.
+        assert_eq!(names(&run(&["a"], &idx, &[]).unwrap()), ["x 1", "a 1"]);
+        // The second is installed: it meets the requirement.
+        let base = status(&[inst("y 1", "")]);
+        assert_eq!(names(&run(&["a"], &idx, &base).unwrap()), ["a 1"]);
+        // The second is chosen by an earlier request.
+        assert_eq!(names(&run(&["y", "a"], &idx, &[]).unwrap()), ["y 1", "a 1"]);
+        // The first does not exist: the next that can be chosen.
+        let idx = index(&[st("a 1", "Depends: x | y\n"), st("y 1", "")]);
+        assert_eq!(names(&run(&["a"], &idx, &[]).unwrap()), ["y 1", "a 1"]);
+        // None can: the first alternative's reason.
+        let idx = index(&[st("a 1", "Depends: x | y\n")]);
+        let e = run(&["a"], &idx, &[]).unwrap_err();
+        assert!(
+            matches!(&e, ResolveError::Unsatisfiable { dep, .. } if dep == "x"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn virtual_packages() {
+        let one = index(&[st("a 1", "Depends: mta\n"), st("exim 4", "Provides: mta\n")]);
+        assert_eq!(names(&run(&["a"], &one, &[]).unwrap()), ["exim 4", "a 1"]);
+        let two = index(&[
+            st("a 1", "Depends: mta\n"),
+            st("postfix 3", "Provides: mta\n"),
+            st("exim 4", "Provides: mta\n"),
+        ]);
+        let e = run(&["a"], &two, &[]).unwrap_err();
+        assert_eq!(
+            e,
+            ResolveError::AmbiguousVirtual {
+                name: "mta".into(),
+                providers: vec!["exim".into(), "postfix".into()],
+                needed_by: "a 1".into(),
+                line: Some(10)
+            }
+        );
+        // One of them installed or chosen: no question.
+        let base = status(&[inst("postfix 2", "Provides: mta\n")]);
+        assert_eq!(names(&run(&["a"], &two, &base).unwrap()), ["a 1"]);
+        assert_eq!(
+            names(&run(&["exim", "a"], &two, &[]).unwrap()),
+            ["exim 4", "a 1"]
+        );
+        // A real package of the name wins over providers.
+        let real = index(&[
+            st("a 1", "Depends: mta\n"),
+            st("exim 4", "Provides: mta\n"),
+            st("mta 1", ""),
+        ]);
+        assert_eq!(names(&run(&["a"], &real, &[]).unwrap()), ["mta 1", "a 1"]);
+        // Versioned provides: only a provider whose version fits; unversioned ones never do.
+        let ver = index(&[
+            st("a 1", "Depends: libv (>= 2)\n"),
+            st("p1 1", "Provides: libv (= 1)\n"),
+            st("p2 1", "Provides: libv (= 2.1)\n"),
+            st("p3 1", "Provides: libv\n"),
+        ]);
+        assert_eq!(names(&run(&["a"], &ver, &[]).unwrap()), ["p2 1", "a 1"]);
+        // Requesting a virtual name with one provider installs it, with a warning.
+        let r = run(&["mta"], &one, &[]).unwrap();
+        assert_eq!(names(&r), ["exim 4"]);
+        assert!(r.warnings[0].contains("virtual"), "{:?}", r.warnings);
+    }
+
+    #[test]
+    fn multi_arch_rules() {
+        let allowed = index(&[
+            st("a 1", "Depends: python3:any\n"),
+            st("python3 3.11", "Multi-Arch: allowed\n"),
+        ]);
+        assert_eq!(
+            names(&run(&["a"], &allowed, &[]).unwrap()),
+            ["python3 3.11", "a 1"]
+        );
+        let plain = index(&[st("a 1", "Depends: python3:any\n"), st("python3 3.11", "")]);
+        assert!(matches!(
+            run(&["a"], &plain, &[]),
+            Err(ResolveError::Unsatisfiable { .. })
+        ));
+        // A foreign package of another architecture meets a plain requirement; others do not.
+        let foreign = index(&[
+            st("a 1", "Depends: tool\n"),
+            st("tool 1 i386", "Multi-Arch: foreign\n"),
+        ]);
+        assert_eq!(
+            names(&run(&["a"], &foreign, &[]).unwrap()),
+            ["tool 1", "a 1"]
+        );
+        let other = index(&[st("a 1", "Depends: tool\n"), st("tool 1 i386", "")]);
+        assert!(run(&["a"], &other, &[]).is_err());
+        assert!(matches!(
+            run(&["tool"], &other, &[]),
+            Err(ResolveError::UnknownPackage { .. })
+        ));
+        // `all` packages and an installed python3:any.
+        let base = status(&[inst("python3 3.11 amd64", "Multi-Arch: allowed\n")]);
+        assert_eq!(names(&run(&["a"], &plain, &base).unwrap()), ["a 1"]);
+        let all = index(&[st("a 1 all", "Depends: b\n"), st("b 1 all", "")]);
+        assert_eq!(names(&run(&["a"], &all, &[]).unwrap()), ["b 1", "a 1"]);
+    }
+
+    #[test]
+    fn conflicts_and_breaks() {
+        let base = status(&[inst("b 1", "")]);
+        let idx = index(&[st("a 1", "Conflicts: b\n"), st("b 2", "")]);
+        let e = run(&["a"], &idx, &base).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "line 10: a 1 conflicts with b, matched by b 1 (installed in the base)"
+        );
+        // Breaks an old installed version: upgraded when the candidate is not broken.
+        let idx = index(&[st("a 1", "Breaks: b (<< 2)\n"), st("b 2", "")]);
+        let r = run(&["a"], &idx, &base).unwrap();
+        assert_eq!(names(&r), ["a 1", "b 2"]);
+        assert_eq!(r.upgrades, ["b"]);
+        let idx = index(&[st("a 1", "Breaks: b (<< 2)\n"), st("b 1", "")]);
+        assert!(matches!(
+            run(&["a"], &idx, &base),
+            Err(ResolveError::Conflict {
+                other_installed: true,
+                ..
+            })
+        ));
+        // Between two chosen packages, naming the request's line.
+        let idx = index(&[
+            st("a 1", ""),
+            st("c 1", "Depends: d\n"),
+            st("d 1", "Conflicts: a\n"),
+        ]);
+        let e = run(&["a", "c"], &idx, &[]).unwrap_err();
+        assert!(
+            matches!(&e, ResolveError::Conflict { package, other, other_installed: false, line: Some(11), .. } if package == "d 1" && other == "a 1"),
+            "{e}"
+        );
+        // An installed package's own Conflicts, through a provided name.
+        let base = status(&[inst("q 1", "Conflicts: mta\n")]);
+        let idx = index(&[st("exim 4", "Provides: mta\n")]);
+        let e = run(&["exim"], &idx, &base).unwrap_err();
+        assert!(
+            matches!(&e, ResolveError::Conflict { package, other, .. } if package == "q 1 (base)" && other == "exim 4"),
+            "{e}"
+        );
+        // A package that conflicts with what it provides (a common pattern) is fine.
+        let idx = index(&[st(
+            "exim 4",
+            "Provides: mta\nConflicts: mta\nReplaces: mta\n",
+        )]);
+        assert_eq!(names(&run(&["exim"], &idx, &[]).unwrap()), ["exim 4"]);
+    }
+
+    #[test]
+    fn unknown_names_suggest_close_ones() {
+        let idx = index(&[st("curl 7", ""), st("libgomp1 12", ""), st("tini 0.19", "")]);
+        let e = run(&["tini", "libgomp"], &idx, &[]).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "line 11: unknown package \"libgomp\": not in the index for amd64 (did you mean libgomp1?)"
+        );
+        let e = run(&["crul"], &idx, &[]).unwrap_err();
+        assert!(
+            matches!(&e, ResolveError::UnknownPackage { suggestions, line: Some(10), .. } if suggestions == &vec!["curl".to_string()]),
+            "{e}"
+        );
+        let e = run(&["zzzzzz"], &idx, &[]).unwrap_err();
+        assert!(!e.to_string().contains("did you mean"), "{e}");
+    }
+
+    #[test]
+    fn cycles_are_not_errors_and_order_is_deterministic() {
+        let stanzas = vec![
+            st("libc6 2.36", "Depends: libgcc-s1\n"),
+            st(
+                "libgcc-s1 12",
+                "Depends: gcc-12-base (= 12), libc6 (>= 2.35)\n",
+            ),
+            st("gcc-12-base 12", ""),
+            st("app 1", "Depends: libc6, zlib1g\n"),
+            st("zlib1g 1", "Depends: libc6\n"),
+        ];
+        let r = run(&["app"], &index(&stanzas), &[]).unwrap();
+        assert_eq!(
+            names(&r),
+            [
+                "gcc-12-base 12",
+                "libgcc-s1 12",
+                "libc6 2.36",
+                "zlib1g 1",
+                "app 1"
+            ]
+        );
+        let mut rev = stanzas.clone();
+        rev.reverse();
+        let again = run(&["app"], &index(&rev), &[]).unwrap();
+        assert_eq!(names(&again), names(&r));
+    }
+
+    #[test]
+    fn installed_request_is_a_warning() {
+        let idx = index(&[st("curl 7", "")]);
+        let base = status(&[inst("curl 7", "")]);
+        let r = run(&["curl"], &idx, &base).unwrap();
+        assert!(r.packages.is_empty());
+        assert_eq!(r.warnings, ["curl 7 is already installed in the base"]);
+    }
+
+    #[test]
+    fn two_pins_of_one_package_clash() {
+        let idx = index(&[
+            st("a 1", "Depends: b (= 1)\n"),
+            st("b 1", ""),
+            st("b 2", ""),
+        ]);
+        let e = run(&["b", "a"], &idx, &[]).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                ResolveError::Unsatisfiable { .. } | ResolveError::VersionClash { .. }
+            ),
+            "{e}"
+        );
+    }
+
+    /// Every chosen package's requirements are met by the result plus the base, and each one
+    /// comes after the packages meeting its requirements unless they form a cycle.
+    fn check_closed(r: &Resolution, base: &[InstalledPackage]) {
+        let pos = |name: &str| r.packages.iter().position(|p| p.name == name);
+        for (i, p) in r.packages.iter().enumerate() {
+            for group in p.pre_depends.iter().chain(&p.depends) {
+                let chosen = r.packages.iter().find(|q| {
+                    group
+                        .iter()
+                        .any(|d| meets(&View::of_record(q), d, "amd64", false))
+                });
+                let installed = base.iter().any(|q| {
+                    !r.upgrades.contains(&q.name)
+                        && group
+                            .iter()
+                            .any(|d| meets(&View::of_installed(q), d, "amd64", false))
+                });
+                assert!(chosen.is_some() || installed, "{} {group:?} unmet", p.name);
+                if let Some(q) = chosen
+                    && !installed
+                {
+                    let j = pos(&q.name).unwrap();
+                    let back = q.depends.iter().flatten().any(|d| d.name == p.name);
+                    assert!(j < i || back, "{} before its dependency {}", p.name, q.name);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn real_bookworm_excerpt_curl_tini_libgomp1() {
+        let text = include_str!("../../../testdata/debian/Packages.curl");
+        let idx = Index::new([parse_packages(text).unwrap()]);
+        assert_eq!(idx.len(), 34);
+        let version = |n: &str| idx.versions(n).next().unwrap().version.clone();
+        let base = status(&[
+            inst(
+                &format!("libc6 {}", version("libc6")),
+                "Multi-Arch: same\nDepends: libgcc-s1\n",
+            ),
+            inst(
+                &format!("libgcc-s1 {}", version("libgcc-s1")),
+                "Multi-Arch: same\n",
+            ),
+            inst(
+                &format!("gcc-12-base {}", version("gcc-12-base")),
+                "Multi-Arch: same\n",
+            ),
+            inst("zlib1g 1:1.2.13.dfsg-1", "Multi-Arch: same\n"),
+        ]);
+        let r = run(&["curl", "tini", "libgomp1"], &idx, &base).unwrap();
+        check_closed(&r, &base);
+        let got: Vec<&str> = r.packages.iter().map(|p| p.name.as_str()).collect();
+        for want in [
+            "curl",
+            "libcurl4",
+            "libssl3",
+            "libnghttp2-14",
+            "libkrb5-3",
+            "tini",
+            "libgomp1",
+        ] {
+            assert!(got.contains(&want), "{want} missing from {got:?}");
+        }
+        for base_pkg in ["libc6", "libgcc-s1", "gcc-12-base", "zlib1g"] {
+            assert!(!got.contains(&base_pkg), "{base_pkg} is installed: {got:?}");
+        }
+        // Everything in the excerpt except the base's four packages.
+        assert_eq!(got.len(), 30, "{got:?}");
+        assert!(r.upgrades.is_empty(), "{:?}", r.upgrades);
+        assert_eq!(got.last(), Some(&"tini"));
+        // Same again from a fresh index: same order.
+        let idx2 = Index::new([parse_packages(text).unwrap()]);
+        let again = run(&["curl", "tini", "libgomp1"], &idx2, &base).unwrap();
+        assert_eq!(names(&again), names(&r));
+        // Without a base: libc6 and friends come in, libc6's cycle with libgcc-s1 included.
+        let r = run(&["curl"], &idx, &[]).unwrap();
+        check_closed(&r, &[]);
+        assert!(r.packages.iter().any(|p| p.name == "libc6"));
+    }
+}
