@@ -1,4 +1,5 @@
 //! Where layer contents come from: local trees, the Hugging Face Hub, Python wheels.
+pub mod debian;
 pub mod git;
 pub mod hf;
 pub mod local;

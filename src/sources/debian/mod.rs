@@ -1,0 +1,2 @@
+pub mod deb;
+pub mod dpkg;
