@@ -38,8 +38,8 @@ pub use scripts::{
 pub enum DpkgError {
     #[error("control file line {line}: {reason}")]
     Control { line: usize, reason: String },
-    #[error("conffile {path}: {source}")]
-    Conffile { path: PathBuf, source: io::Error },
+    #[error("{}: {source}", path.display())]
+    Hash { path: PathBuf, source: io::Error },
     #[error(
         "{path:?} is shipped by both {first} and {second} (a package may not overwrite another's files)"
     )]
@@ -225,28 +225,46 @@ pub fn conffile_md5s(
 ) -> Result<Vec<(String, String)>, DpkgError> {
     let mut out = Vec::new();
     for path in control.conffile_paths() {
-        let full = root.join(&path);
-        let err = |source| DpkgError::Conffile {
-            path: full.clone(),
-            source,
-        };
-        let meta = fs::symlink_metadata(&full).map_err(err)?;
-        if !meta.is_file() {
-            return Err(err(io::Error::other("a conffile must be a regular file")));
-        }
-        let mut file = fs::File::open(&full).map_err(err)?;
-        let mut hasher = md5::Md5::new();
-        let mut buf = vec![0u8; 64 * 1024];
-        loop {
-            let n = file.read(&mut buf).map_err(err)?;
-            if n == 0 {
-                break;
-            }
-            hasher.update(&buf[..n]);
-        }
-        out.push((format!("/{path}"), hex::encode(hasher.finalize())));
+        let md5 = md5_file(&root.join(&path))?;
+        out.push((format!("/{path}"), md5));
     }
     Ok(out)
+}
+
+/// The `md5sums` dpkg writes for a package that ships none: `<md5>  <path>` for every regular
+/// file and hard link, in archive order, from the tree extracted at `root`. Set it as
+/// [`DebControl::md5sums`] before [`info_files`].
+pub fn generate_md5sums(entries: &[DataEntry], root: &Path) -> Result<String, DpkgError> {
+    let mut out = String::new();
+    for e in entries {
+        if matches!(e.kind, DataKind::File { .. } | DataKind::Hardlink(_)) {
+            let md5 = md5_file(&root.join(&e.path))?;
+            out.push_str(&format!("{md5}  {}\n", e.path));
+        }
+    }
+    Ok(out)
+}
+
+fn md5_file(path: &Path) -> Result<String, DpkgError> {
+    let err = |source| DpkgError::Hash {
+        path: path.to_path_buf(),
+        source,
+    };
+    let meta = fs::symlink_metadata(path).map_err(err)?;
+    if !meta.is_file() {
+        return Err(err(io::Error::other("not a regular file")));
+    }
+    let mut file = fs::File::open(path).map_err(err)?;
+    let mut hasher = md5::Md5::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = file.read(&mut buf).map_err(err)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(hex::encode(hasher.finalize()))
 }
 
 /// The status stanza of an installed package (ending in one `\n`, no blank line), from its
