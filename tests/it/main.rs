@@ -7,6 +7,7 @@ mod cli_snapshots;
 mod common;
 mod completions;
 mod compression;
+mod debian_deb;
 mod deps_layers;
 mod diff;
 mod hardening;

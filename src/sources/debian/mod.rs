@@ -1,4 +1,4 @@
-//! Debian system packages without apt: the index side.
+//! Debian system packages without apt.
 //!
 //! The flow, as apt does it for the plain case: `InRelease` is verified against the base image's
 //! archive keyring ([`release::verify_inrelease`], or `Release` + `Release.gpg` with
@@ -8,12 +8,18 @@
 //! dpkg `status` ([`packages::parse_status`]) by [`resolve::resolve`], which returns the packages
 //! to install, dependencies first. No network and no disk here: callers fetch and verify bytes.
 //!
+//! [`archive`] fetches those bytes (verified, cached by sha256), [`deb`] reads a `.deb`
+//! (`ar` + `control.tar` / `data.tar`), [`dpkg`] writes what dpkg's database needs and
+//! classifies maintainer scripts, [`install`] turns unpacked packages into layer entries.
+//!
 //! Modules: [`control`] (deb822 paragraphs), [`version`] (dpkg's version order and relations),
 //! [`release`] (OpenPGP with the `pgp` crate; `Release`), [`packages`] (`Packages` and `status`
 //! records, dependency fields, decompression), [`resolve`] (dependency resolution).
 //! Each module's documentation says which crate it uses or why it is hand-written.
 
 pub mod control;
+pub mod deb;
+pub mod dpkg;
 pub mod packages;
 pub mod release;
 pub mod resolve;
