@@ -38,6 +38,13 @@ pub enum FetchError {
         path: String,
         package: String,
     },
+    #[error("system: {0}")]
+    System(String),
+    #[error("system: {source}")]
+    Install {
+        #[from]
+        source: crate::sources::debian::install::InstallError,
+    },
     #[error("base layer {digest}: {source}")]
     Base {
         digest: String,
@@ -51,6 +58,8 @@ pub struct Fetched {
     files: BTreeMap<String, PathBuf>,
     /// Hub bytes downloaded (0: all from caches).
     pub hub_bytes: u64,
+    /// Debian packages unpacked in the cache, by sha256.
+    debs: BTreeMap<String, std::sync::Arc<crate::sources::debian::install::Unpacked>>,
 }
 
 impl Fetched {
@@ -63,6 +72,27 @@ impl Fetched {
     /// files, a wheel set is installed (its entries listed from the wheels).
     pub fn entries(&self, l: &LayerPlan) -> Result<Vec<Entry>, FetchError> {
         let role = l.role.to_string();
+        if let Some(sys) = &l.system {
+            let unpacked = sys
+                .packages
+                .iter()
+                .map(|p| {
+                    self.debs
+                        .get(&p.sha256)
+                        .cloned()
+                        .ok_or_else(|| FetchError::Layer {
+                            role: role.clone(),
+                            source: LayerError::NotFetched {
+                                path: p.url.clone(),
+                                sha256: p.sha256.clone(),
+                            },
+                        })
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            let installed = crate::sources::debian::install::layer_entries(sys, &unpacked)?;
+            return layer::finalize(installed.entries)
+                .map_err(|source| FetchError::Layer { role, source });
+        }
         if let Some(w) = &l.wheels {
             let files = w
                 .wheels
@@ -191,6 +221,7 @@ pub fn fetch(
         }
     }
     out.hub_bytes = downloaded.into_inner();
+    fetch_debs(layers, cache, &mut out, progress)?;
     // Wheels, once each, into the wheel cache; an error names the set of the wheel.
     for l in layers {
         let Some(w) = &l.wheels else { continue };
@@ -217,6 +248,61 @@ pub fn fetch(
         }
     }
     Ok(out)
+}
+
+/// Downloads (verified by sha256, cached by it) and unpacks the Debian packages of the
+/// system layers; warns about maintainer scripts whose work is not done.
+fn fetch_debs(
+    layers: &[&LayerPlan],
+    cache: &Cache,
+    out: &mut Fetched,
+    progress: &dyn Progress,
+) -> Result<(), FetchError> {
+    use crate::sources::debian::{archive, install};
+    let mut transport = None;
+    for l in layers {
+        let Some(sys) = &l.system else { continue };
+        let mut unhandled = Vec::new();
+        for p in &sys.packages {
+            if out.debs.contains_key(&p.sha256) {
+                continue;
+            }
+            let t = match &transport {
+                Some(t) => t,
+                None => transport.insert(
+                    crate::transport::Transport::from_defaults()
+                        .map_err(|e| FetchError::System(e.to_string()))?,
+                ),
+            };
+            progress.message(&format!("system: {} {}", p.name, p.version));
+            let deb = archive::fetch_verified(
+                t,
+                &p.url,
+                p.size,
+                &p.sha256,
+                &cache.root().join("debian/debs"),
+                ".deb",
+            )
+            .map_err(|e| FetchError::System(format!("{} {}: {e}", p.name, p.version)))?;
+            let u = install::unpack_cached(&deb, &p.sha256, &cache.root().join("debian/unpacked"))?;
+            let actions =
+                crate::sources::debian::dpkg::script_actions(&p.name, &u.control, &u.entries);
+            if !actions.unhandled.is_empty() {
+                unhandled.push(format!("{} ({})", p.name, actions.unhandled.join("; ")));
+            }
+            out.debs.insert(p.sha256.clone(), u);
+        }
+        if !unhandled.is_empty() {
+            progress.warning(&crate::progress::Warning::new(
+                "system-scripts",
+                format!(
+                    "maintainer scripts are not run; what these packages' scripts do was not done: {}",
+                    unhandled.join(", ")
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 pub(crate) fn wheel_cache(cache: &Cache) -> PathBuf {

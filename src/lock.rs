@@ -53,6 +53,38 @@ pub struct Lockfile {
     /// The wheels of each dependency set per platform, sorted by set name and platform.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub deps: Vec<DepsLock>,
+    /// The Debian packages of `[system]` per platform, sorted by platform.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub system: Vec<SystemLock>,
+}
+
+/// The Debian packages `[system]` installs on one platform.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SystemLock {
+    /// `os/arch[/variant]`.
+    pub platform: String,
+    /// sha256 over what `[system]` asks for and where it looks (packages, suite, mirror,
+    /// components) and the base it installs into: when it changes, the entry is stale.
+    pub inputs: String,
+    /// dpkg's architecture (`amd64`, `arm64`).
+    pub architecture: String,
+    /// Every package installed (requested and dependencies), sorted by name.
+    pub packages: Vec<DebLock>,
+}
+
+/// One Debian package: what apt's index said about it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DebLock {
+    pub name: String,
+    pub version: String,
+    /// `amd64`, `arm64` or `all`.
+    pub architecture: String,
+    pub size: u64,
+    pub sha256: String,
+    /// Where the .deb is downloaded from (the archive's URL + the index's `Filename`).
+    pub url: String,
 }
 
 /// The wheels chosen for one dependency set on one platform.
@@ -221,6 +253,18 @@ impl Lockfile {
         for d in &mut self.deps {
             d.wheels.sort_by(|a, b| a.name.cmp(&b.name));
         }
+        self.system.sort_by(|a, b| a.platform.cmp(&b.platform));
+        for s in &mut self.system {
+            s.packages
+                .sort_by(|a, b| (&a.name, &a.architecture).cmp(&(&b.name, &b.architecture)));
+        }
+    }
+
+    /// The locked Debian packages of `platform`.
+    pub fn system(&self, platform: &Platform) -> Option<&SystemLock> {
+        self.system.iter().find(|s| {
+            Platform::parse(&s.platform).is_ok_and(|p| platform.matches(&p) || p.matches(platform))
+        })
     }
 
     /// The locked wheels of set `name` on `platform`.
@@ -337,6 +381,12 @@ impl Lockfile {
                 ));
             }
         }
+        match (&spec.system, self.system.is_empty()) {
+            (Some(_), true) => out.push("system: [system] is not in the lock".into()),
+            (None, false) => out.push("system: locked, but the spec has no [system]".into()),
+            // the packages, sources and base are compared by the `inputs` hash when resolving
+            _ => {}
+        }
         out
     }
 }
@@ -360,6 +410,7 @@ mod tests {
             version: LOCK_VERSION,
             base: None,
             deps: vec![],
+            system: vec![],
             weights: vec![WeightsLock {
                 name: "m".into(),
                 repo: "acme/m".into(),

@@ -123,6 +123,16 @@ pub fn run(args: LockArgs) -> Result<()> {
             d.python
         );
     }
+    for s in &new.system {
+        let size: u64 = s.packages.iter().map(|p| p.size).sum();
+        eprintln!(
+            "system {}: {} Debian packages ({}, {:.1} MiB of .debs)",
+            s.platform,
+            s.packages.len(),
+            s.architecture,
+            size as f64 / (1u64 << 20) as f64
+        );
+    }
     if old.as_ref() == Some(&new) {
         eprintln!("{} is up to date", path.display());
     } else {

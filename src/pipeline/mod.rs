@@ -179,6 +179,8 @@ impl BuildError {
                     "deps"
                 }
                 resolve::ResolveError::Base(_) | resolve::ResolveError::NoClient { .. } => "base",
+                resolve::ResolveError::System { .. }
+                | resolve::ResolveError::SystemPackages { .. } => "system",
             },
             BuildError::Plan(_) => "source",
             BuildError::Fetch(_) => "fetch",

@@ -102,6 +102,9 @@ pub fn plan(
     let mut warnings = Vec::new();
     for rp in &resolved.platforms {
         let mut layers: Vec<Arc<LayerPlan>> = Vec::new();
+        if let (Some(sys), Some(rs)) = (&spec.system, &rp.system) {
+            layers.push(Arc::new(plan_system(sys, rs, mtime)?));
+        }
         for d in &spec.deps {
             layers.extend(plan_deps(d, rp, mtime)?.into_iter().map(Arc::new));
         }
@@ -216,6 +219,48 @@ pub fn run_settings<'a>(spec: &'a Spec, rp: &ResolvedPlatform) -> std::borrow::C
 
 /// One deps set for one platform: a copied tree, or the resolved wheels for the target (one
 /// layer, or several as `layers` asks).
+/// The `[system]` layer: its selector is the locked package list (names, versions, sha256),
+/// the platform's architecture and the base's dpkg database it extends, so an unchanged list
+/// is never re-read.
+fn plan_system(
+    sys: &crate::spec::system::SystemSpec,
+    rs: &crate::resolve::system::ResolvedSystem,
+    mtime: u64,
+) -> Result<LayerPlan, PlanError> {
+    use sha2::Digest as _;
+    let role = LayerRole::System;
+    let mut fp = vec![
+        format!("system v1 {}", rs.architecture),
+        format!(
+            "base status sha256:{}",
+            hex::encode(sha2::Sha256::digest(rs.base.status.as_bytes()))
+        ),
+        format!("base links {:?}", rs.base.links),
+    ];
+    fp.extend(rs.packages.iter().map(|p| {
+        format!(
+            "deb {} {} {} sha256:{}",
+            p.name, p.version, p.architecture, p.sha256
+        )
+    }));
+    let names: Vec<String> = sys.packages.iter().map(ToString::to_string).collect();
+    let mut lp = LayerPlan::new(
+        role.clone(),
+        sys.compression,
+        Vec::new(),
+        &fp,
+        mtime,
+        format!("mlimg system {}", names.join(" ")),
+    )
+    .map_err(layer_err(&role))?;
+    lp.system = Some(Arc::new(crate::plan::SystemInstall {
+        architecture: rs.architecture.clone(),
+        packages: rs.packages.clone(),
+        base: rs.base.clone(),
+    }));
+    Ok(lp)
+}
+
 fn plan_deps(d: &DepsSpec, rp: &ResolvedPlatform, mtime: u64) -> Result<Vec<LayerPlan>, PlanError> {
     let role = LayerRole::Deps(d.name.clone());
     let created_by = format!("mlimg deps {}", d.name);

@@ -27,11 +27,24 @@ pub struct WheelInstall {
     pub bytecode: Option<crate::sources::python::bytecode::Bytecode>,
 }
 
+/// The Debian packages a system layer installs, and into which base.
+#[derive(Debug, Clone)]
+pub struct SystemInstall {
+    /// dpkg's architecture.
+    pub architecture: String,
+    /// Sorted by name.
+    pub packages: Vec<crate::lock::DebLock>,
+    /// The base's dpkg database, sources and merged-/usr links.
+    pub base: Arc<crate::resolve::system::DebianBase>,
+}
+
 /// What a layer is for; named in the image history and the `--json` report.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize)]
 #[serde(tag = "kind", content = "name", rename_all = "lowercase")]
 pub enum LayerRole {
     Base,
+    /// `[system]`: Debian packages.
+    System,
     Deps(String),
     Weights(String),
     App,
@@ -41,6 +54,7 @@ impl fmt::Display for LayerRole {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             LayerRole::Base => write!(f, "base"),
+            LayerRole::System => write!(f, "system"),
             LayerRole::Deps(n) => write!(f, "deps {n}"),
             LayerRole::Weights(n) => write!(f, "weights {n}"),
             LayerRole::App => write!(f, "app"),
@@ -61,6 +75,8 @@ pub struct LayerPlan {
     pub created_by: String,
     /// For a wheel set: the wheels to install (the entries are empty until they are fetched).
     pub wheels: Option<Arc<WheelInstall>>,
+    /// For `[system]`: the Debian packages to install (entries empty until fetched).
+    pub system: Option<Arc<SystemInstall>>,
     /// Keep the blob's bytes in the cache even when uncompressed. Set for downloaded sources
     /// (Hub snapshots), whose files may be gone by the next build; local trees are the user's
     /// own and are re-read instead of copied.
@@ -115,6 +131,7 @@ impl LayerPlan {
             selector: hex::encode(h.finalize()),
             created_by,
             wheels: None,
+            system: None,
             store_bytes: false,
             owners: crate::layer::Owners::default(),
         })

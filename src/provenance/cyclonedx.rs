@@ -106,6 +106,24 @@ pub fn cyclonedx(inp: &Inputs, t: &Target) -> Value {
         components.push(c);
     }
 
+    if let Some(sys) = &t.resolved.system {
+        for d in &sys.packages {
+            let mut c = json!({
+                "type": "library",
+                "bom-ref": format!("deb:{}:{}@{}", d.name, d.architecture, d.version),
+                "name": d.name,
+                "version": d.version,
+                "purl": super::sbom::deb_purl(d, sys.base.os_id.as_deref()),
+                "hashes": sha256(&d.sha256),
+                "properties": props(&[("system", d.architecture.clone())]),
+            });
+            if spdx_url(&d.url) {
+                c["externalReferences"] = json!([{"type": "distribution", "url": d.url}]);
+            }
+            components.push(c);
+        }
+    }
+
     for (set, wheels) in &t.resolved.deps {
         for w in wheels {
             let purl = format!("pkg:pypi/{}@{}", w.name, w.version);

@@ -69,6 +69,22 @@ fn sha256(hex: &str) -> Value {
     json!([{"algorithm": "SHA256", "checksumValue": hex}])
 }
 
+/// `pkg:deb/debian/curl@7.88.1-10%2Bdeb12u12?arch=amd64` (the purl spec's deb type).
+pub(crate) fn deb_purl(d: &crate::lock::DebLock, os_id: Option<&str>) -> String {
+    let enc = |s: &str| {
+        s.replace('%', "%25")
+            .replace('+', "%2B")
+            .replace(':', "%3A")
+    };
+    format!(
+        "pkg:deb/{}/{}@{}?arch={}",
+        os_id.unwrap_or("debian"),
+        d.name,
+        enc(&d.version),
+        d.architecture
+    )
+}
+
 fn purl(p: &str) -> Value {
     json!([{"referenceCategory": "PACKAGE-MANAGER", "referenceType": "purl", "referenceLocator": p}])
 }
@@ -162,6 +178,23 @@ pub fn spdx(inp: &Inputs, t: &Target) -> Value {
                 p["licenseDeclared"] = json!(l);
             }
             p["comment"] = json!(format!("installed from wheel {} (deps {set})", w.filename));
+            packages.push(p);
+            rels.push(rel("SPDXRef-Image", "CONTAINS", &id));
+        }
+    }
+
+    // Debian packages of `[system]`
+    if let Some(sys) = &t.resolved.system {
+        for d in &sys.packages {
+            let id = spdx_id(&["Deb", &d.name, &d.architecture]);
+            let mut p = package(&id, &d.name, "LIBRARY");
+            p["versionInfo"] = json!(d.version);
+            p["checksums"] = sha256(&d.sha256);
+            p["externalRefs"] = purl(&deb_purl(d, sys.base.os_id.as_deref()));
+            if spdx_url(&d.url) {
+                p["downloadLocation"] = json!(d.url);
+            }
+            p["comment"] = json!(format!("Debian package ({}), [system]", d.architecture));
             packages.push(p);
             rels.push(rel("SPDXRef-Image", "CONTAINS", &id));
         }

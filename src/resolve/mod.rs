@@ -11,8 +11,10 @@
 //! index, Hub or registry tag is asked anything (only content-addressed blobs are read).
 
 pub mod base;
+pub mod basefs;
 mod hub;
 mod python;
+pub mod system;
 
 use std::path::{Path, PathBuf};
 
@@ -72,6 +74,14 @@ pub enum ResolveError {
     Lock(#[from] lock::LockError),
     #[error("base {reference}: a registry base needs a registry client")]
     NoClient { reference: String },
+    #[error("[system] for {platform}: {message}")]
+    System { platform: String, message: String },
+    #[error("{}: [system] for {platform}: {source}", spec.display())]
+    SystemPackages {
+        spec: PathBuf,
+        platform: String,
+        source: Box<crate::sources::debian::resolve::ResolveError>,
+    },
 }
 
 /// The resolved inputs of one platform's image.
@@ -93,6 +103,8 @@ pub struct ResolvedPlatform {
     /// `compile_bytecode = false`, `Some(Err(why))` when no interpreter of the target's
     /// version was found on this machine. Not part of the lock (it is the build machine's).
     pub bytecode: Option<Result<crate::sources::python::bytecode::Compiler, String>>,
+    /// `[system]`'s Debian packages (`None` without `[system]`).
+    pub system: Option<std::sync::Arc<system::ResolvedSystem>>,
 }
 
 /// Everything the plan needs that does not come from local files.
@@ -139,11 +151,25 @@ impl Resolved {
                 });
             }
         }
+        let system = self
+            .platforms
+            .iter()
+            .filter_map(|p| {
+                let s = p.system.as_ref()?;
+                Some(lock::SystemLock {
+                    platform: p.platform.to_string(),
+                    inputs: s.inputs.clone(),
+                    architecture: s.architecture.clone(),
+                    packages: s.packages.clone(),
+                })
+            })
+            .collect();
         let mut l = Lockfile {
             version: lock::LOCK_VERSION,
             base,
             weights: self.weights.clone(),
             deps,
+            system,
         };
         l.normalize();
         l
@@ -210,10 +236,12 @@ pub fn resolve(
             inputs: Vec::new(),
             dpkg: Default::default(),
             bytecode: None,
+            system: None,
         });
     }
     let mut compilers = std::collections::BTreeMap::new();
     for rp in &mut platforms {
+        system::resolve_platform(spec, rp, client, lock, opts, &lock_path, progress)?;
         python::resolve_platform(spec, rp, client, lock, opts, &lock_path, progress)?;
         if let Some(t) = &rp.python
             && spec.compile_bytecode

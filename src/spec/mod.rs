@@ -5,6 +5,7 @@
 
 pub mod gpu;
 mod raw;
+pub mod system;
 mod validate;
 
 use std::collections::BTreeMap;
@@ -36,6 +37,8 @@ pub struct Spec {
     pub config: ConfigSpec,
     /// `[model]`: the weights also as a ModelPack artifact and/or a weights-only image.
     pub model: Option<ModelSpec>,
+    /// `[system]`: Debian packages installed into a layer of their own.
+    pub system: Option<system::SystemSpec>,
 }
 
 #[derive(Debug, Clone)]

@@ -26,6 +26,8 @@ pub struct RawSpec {
     pub model: Option<S<RawModel>>,
     #[serde(default)]
     pub gpu: Option<S<super::gpu::RawGpu>>,
+    #[serde(default)]
+    pub system: Option<S<super::system::RawSystem>>,
 }
 
 /// `[model]`: the weights as artifacts of their own (ModelPack, weights-only image).

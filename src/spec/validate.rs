@@ -334,6 +334,11 @@ pub(super) fn parse(file: &Path, text: &str, opts: &LoadOptions) -> Result<Spec,
         .as_ref()
         .map(|m| model(&cx, m, &weights))
         .transpose()?;
+    let system = super::system::validate(
+        raw.system.as_ref(),
+        &|span, field, message| cx.err(span, field, message),
+        &|offset| cx.pos(offset).0,
+    )?;
     Ok(Spec {
         path: file.to_path_buf(),
         dir,
@@ -346,6 +351,7 @@ pub(super) fn parse(file: &Path, text: &str, opts: &LoadOptions) -> Result<Spec,
         app,
         config,
         model,
+        system,
     })
 }
 

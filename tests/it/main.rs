@@ -39,5 +39,6 @@ mod signing;
 mod snippet;
 mod spec_errors;
 mod spec_features;
+mod system;
 mod transport;
 mod two_platform;

@@ -71,13 +71,19 @@ static ROOTFS: Mutex<()> = Mutex::new(());
 /// A Debian bookworm Python 3.11 root file system for `arch` (a Debian architecture), made
 /// once per test run in target/mlimg-test/python-rootfs-ARCH by scripts/make-python-rootfs.
 pub(crate) fn python_rootfs(arch: &str) -> PathBuf {
+    made_rootfs("make-python-rootfs", "python-rootfs", arch)
+}
+
+/// The root file system `scripts/SCRIPT DIR ARCH` makes, made once per test run in
+/// target/mlimg-test/NAME-ARCH.
+pub(crate) fn made_rootfs(script: &str, name: &str, arch: &str) -> PathBuf {
     let _one = ROOTFS.lock().unwrap_or_else(|e| e.into_inner());
-    let dir = repo_root().join(format!("target/mlimg-test/python-rootfs-{arch}"));
+    let dir = repo_root().join(format!("target/mlimg-test/{name}-{arch}"));
     let stamp = dir.with_extension("done");
     let made_now = fs::read_to_string(&stamp).ok() == Some(std::process::id().to_string());
     if !made_now {
         run_ok(
-            Command::new(repo_root().join("scripts/make-python-rootfs"))
+            Command::new(repo_root().join("scripts").join(script))
                 .arg(&dir)
                 .arg(arch),
         );
@@ -93,10 +99,22 @@ pub(crate) fn push_python_base(
     reg: &TestRegistry,
     arches: &[&str],
 ) -> Vec<String> {
+    push_rootfs_base(cx, reg, arches, "mlimg-python", &python_rootfs)
+}
+
+/// Builds specs/python-base with the root file system `rootfs(arch)` for each Debian
+/// architecture in `arches` and pushes it to `reg` as `REPO:3.11-ARCH`.
+pub(crate) fn push_rootfs_base(
+    cx: &TestContext,
+    reg: &TestRegistry,
+    arches: &[&str],
+    repo: &str,
+    rootfs: &dyn Fn(&str) -> PathBuf,
+) -> Vec<String> {
     let mut refs = Vec::new();
     for arch in arches {
-        let rootfs = python_rootfs(arch);
-        let dir = cx.path().join(format!("python-base-{arch}"));
+        let rootfs = rootfs(arch);
+        let dir = cx.path().join(format!("{repo}-base-{arch}"));
         fs::create_dir_all(&dir).expect("mkdir");
         let text = fs::read_to_string(repo_root().join("specs/python-base/mlimg.toml"))
             .expect("base spec")
@@ -109,7 +127,7 @@ pub(crate) fn push_python_base(
                 &format!("dir = \"{}\"", rootfs.display()),
             );
         fs::write(dir.join("mlimg.toml"), text).expect("write base spec");
-        let r = format!("{}/mlimg-python:3.11-{arch}", reg.host());
+        let r = format!("{}/{repo}:3.11-{arch}", reg.host());
         run_ok(
             cx.mlimg()
                 .args(["build", "--allow-outside-context", "-f"])

@@ -50,7 +50,7 @@ fn reg_http(
 }
 
 /// Tags an OCI index over the single-platform manifests `refs` (same repository) as `tag`.
-fn push_index(reg: &TestRegistry, repo: &str, tag: &str, refs: &[(String, &str)]) {
+pub(crate) fn push_index(reg: &TestRegistry, repo: &str, tag: &str, refs: &[(String, &str)]) {
     let mut manifests = Vec::new();
     for (r, arch) in refs {
         let t = r.rsplit(':').next().expect("tag");

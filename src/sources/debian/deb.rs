@@ -53,7 +53,7 @@ pub enum DebError {
 }
 
 /// The control archive of a package.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct DebControl {
     /// The `control` file's text.
     pub control: String,
@@ -82,7 +82,7 @@ impl DebControl {
 }
 
 /// What a data entry is.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum DataKind {
     File {
         size: u64,
@@ -95,7 +95,7 @@ pub enum DataKind {
 }
 
 /// One entry of a package's data tree, in archive order.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct DataEntry {
     /// Normalized: no leading `./` or `/`, no trailing `/`, never empty.
     pub path: String,

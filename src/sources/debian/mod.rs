@@ -17,9 +17,11 @@
 //! records, dependency fields, decompression), [`resolve`] (dependency resolution).
 //! Each module's documentation says which crate it uses or why it is hand-written.
 
+pub mod archive;
 pub mod control;
 pub mod deb;
 pub mod dpkg;
+pub mod install;
 pub mod packages;
 pub mod release;
 pub mod resolve;

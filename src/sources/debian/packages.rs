@@ -111,7 +111,9 @@ pub struct PackageRecord {
     pub sha256: String,
     /// `Installed-Size` in KiB.
     pub installed_size: Option<u64>,
-    pub paragraph: Paragraph,
+    /// 1-based line of the stanza in the index (the stanza's text is not kept: a full
+    /// `Packages` index holds ~60 000 of them).
+    pub line: usize,
 }
 
 /// One package of dpkg's `status` file.
@@ -334,7 +336,7 @@ fn package_name(p: &Paragraph) -> Result<&str, PackagesError> {
 
 impl PackageRecord {
     /// Builds a record from one `Packages` stanza.
-    pub fn from_paragraph(p: Paragraph) -> Result<PackageRecord, PackagesError> {
+    pub fn from_paragraph(p: &Paragraph) -> Result<PackageRecord, PackagesError> {
         let name = package_name(&p)?.to_string();
         let f = Fields { p: &p, name: &name };
         let sha256 = f.required("SHA256")?;
@@ -366,7 +368,7 @@ impl PackageRecord {
             sha256: sha256.to_ascii_lowercase(),
             installed_size: f.number("Installed-Size")?,
             name,
-            paragraph: p,
+            line: p.line(),
         })
     }
 }
@@ -379,7 +381,7 @@ pub fn parse_packages(text: &str) -> Result<Vec<PackageRecord>, PackagesError> {
 /// Parses a `Packages` index from a stream (e.g. [`decompress_index`]'s reader), stanza by stanza.
 pub fn read_packages(reader: impl BufRead) -> Result<Vec<PackageRecord>, PackagesError> {
     ParagraphReader::new(reader)
-        .map(|p| PackageRecord::from_paragraph(p?))
+        .map(|p| PackageRecord::from_paragraph(&p?))
         .collect()
 }
 
@@ -526,7 +528,7 @@ mod tests {
         assert_eq!(p.conflicts[0].name, "old");
         assert_eq!(p.breaks[0].relation, Some((Relation::Lt, "2".into())));
         assert_eq!(p.replaces.len(), 1);
-        assert_eq!(p.paragraph.raw(), text);
+        assert_eq!(p.line, 1);
         assert_eq!(r[1].multi_arch, MultiArch::No);
         assert!(!r[1].essential);
     }

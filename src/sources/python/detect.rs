@@ -121,6 +121,8 @@ pub(crate) struct TarMember<'a> {
     pub path: String,
     /// The typeflag byte (`b'0'` regular file, `b'5'` folder, ...).
     pub kind: u8,
+    /// A link's target (symbolic `b'2'` or hard `b'1'`; GNU long link names applied), else "".
+    pub link: String,
     /// The member's data, limited to its size.
     pub data: &'a mut dyn Read,
 }
@@ -224,6 +226,7 @@ pub(crate) fn walk_tar(
     visit: &mut dyn FnMut(TarMember) -> std::io::Result<()>,
 ) -> std::io::Result<()> {
     let mut long_name: Option<String> = None;
+    let mut long_link: Option<String> = None;
     let mut pax: (Option<String>, Option<u64>) = (None, None);
     let mut h = [0u8; 512];
     loop {
@@ -269,8 +272,14 @@ pub(crate) fn walk_tar(
                 skip(r, padding(header_size))?;
                 continue;
             }
-            b'K' | b'g' => {
-                // Long link names and global pax headers: not needed, skipped unread.
+            b'K' => {
+                let name = read_small(r, header_size, MAX_PATH, "GNU long link name")?;
+                long_link = Some(String::from_utf8_lossy(field(&name)).into_owned());
+                skip(r, padding(header_size))?;
+                continue;
+            }
+            b'g' => {
+                // Global pax headers: not needed, skipped unread.
                 skip(r, header_size)?;
                 skip(r, padding(header_size))?;
                 continue;
@@ -306,10 +315,14 @@ pub(crate) fn walk_tar(
                 p
             }
         };
+        let link = long_link
+            .take()
+            .unwrap_or_else(|| String::from_utf8_lossy(field(&h[157..257])).into_owned());
         let mut data = (&mut *r).take(size);
         visit(TarMember {
             path,
             kind,
+            link,
             data: &mut data,
         })?;
         let left = data.limit();

@@ -1,0 +1,261 @@
+//! Installing Debian packages into a layer without dpkg: each verified `.deb`'s `data.tar` is
+//! unpacked once into the cache (by sha256), and the layer lists its entries — paths moved
+//! through the base's merged-/usr links, as dpkg would follow them — plus what dpkg's database
+//! needs to know them: the base's `status` with the new stanzas, `info/<pkg>.list`,
+//! `.md5sums`, `.conffiles` and the maintainer scripts. Maintainer scripts are never run;
+//! [`dpkg::script_actions`] says which common cases are done for them (alternatives) and which
+//! are not (a warning lists them).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use super::deb::{self, DataEntry, DataKind, DebControl};
+use super::dpkg;
+use crate::layer::{Content, Entry};
+use crate::plan::SystemInstall;
+
+#[derive(Debug, thiserror::Error)]
+pub enum InstallError {
+    #[error("{}: {source}", deb.display())]
+    Deb { deb: PathBuf, source: deb::DebError },
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "{package} {version} would overwrite /{path}, which {owner} owns\n  hint: the two packages conflict; drop one of them from [system]"
+    )]
+    Overwrite {
+        package: String,
+        version: String,
+        path: String,
+        owner: String,
+    },
+    #[error("{0}")]
+    Other(String),
+}
+
+/// One package unpacked in the cache.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct Unpacked {
+    /// The folder holding the package's files.
+    pub root: PathBuf,
+    pub entries: Vec<DataEntry>,
+    pub control: DebControl,
+}
+
+/// The package in `deb` (verified by the caller) unpacked under `dir/<sha256>/`: reused when a
+/// complete earlier unpacking is there (its `entries.json` is written last, after a rename of
+/// the whole folder into place).
+pub fn unpack_cached(
+    deb_path: &Path,
+    sha256: &str,
+    dir: &Path,
+) -> Result<Arc<Unpacked>, InstallError> {
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| InstallError::Io { path, source }
+    };
+    let done = dir.join(sha256);
+    let index = done.join("entries.json");
+    if let Ok(bytes) = std::fs::read(&index)
+        && let Ok(u) = serde_json::from_slice::<Unpacked>(&bytes)
+    {
+        return Ok(Arc::new(Unpacked {
+            root: done.join("root"),
+            ..u
+        }));
+    }
+    std::fs::create_dir_all(dir).map_err(io(dir))?;
+    let tmp = tempfile::Builder::new()
+        .prefix(".unpack-")
+        .tempdir_in(dir)
+        .map_err(io(dir))?;
+    let root = tmp.path().join("root");
+    std::fs::create_dir(&root).map_err(io(&root))?;
+    let deb_err = |source| InstallError::Deb {
+        deb: deb_path.to_path_buf(),
+        source,
+    };
+    let control = deb::read_control(deb_path).map_err(deb_err)?;
+    let entries = deb::extract_data(deb_path, &root).map_err(deb_err)?;
+    let u = Unpacked {
+        root: done.join("root"),
+        entries,
+        control,
+    };
+    let json = serde_json::to_vec(&u).map_err(|e| InstallError::Other(e.to_string()))?;
+    std::fs::write(tmp.path().join("entries.json"), json).map_err(io(tmp.path()))?;
+    if done.exists() {
+        // an incomplete earlier try (no entries.json): replace it
+        std::fs::remove_dir_all(&done).map_err(io(&done))?;
+    }
+    let kept = tmp.keep();
+    std::fs::rename(&kept, &done).map_err(io(&done))?;
+    Ok(Arc::new(u))
+}
+
+/// What installing the packages adds besides their files.
+#[derive(Debug, Default)]
+pub struct Installed {
+    pub entries: Vec<Entry>,
+    /// Maintainer-script work that was not done, one line per package.
+    pub unhandled: Vec<String>,
+}
+
+fn multi_arch_same(control: &str) -> bool {
+    control.lines().any(|l| {
+        l.split_once(':')
+            .is_some_and(|(k, v)| k.eq_ignore_ascii_case("Multi-Arch") && v.trim() == "same")
+    })
+}
+
+/// The layer's entries for `install`, given each package unpacked (same order as
+/// `install.packages`): the packages' files at their canonical paths, dpkg's info files, the
+/// alternatives' links and records, and the merged status file. A file that a base package or
+/// another new package owns is an error naming both (folders are shared, and so is a symlink
+/// two new packages ship alike).
+pub fn layer_entries(
+    install: &SystemInstall,
+    unpacked: &[Arc<Unpacked>],
+) -> Result<Installed, InstallError> {
+    let base = &install.base;
+    let names: BTreeSet<&str> = install.packages.iter().map(|p| p.name.as_str()).collect();
+    let mut out = Installed::default();
+    // every non-folder path → (the new package that ships it, a symlink's target)
+    let mut shipped: BTreeMap<String, (String, Option<String>)> = BTreeMap::new();
+    let mut stanzas: Vec<(String, String, String)> = Vec::new();
+    let mut alternatives = Vec::new();
+    for (p, u) in install.packages.iter().zip(unpacked) {
+        for e in &u.entries {
+            let path = base.canonical(&e.path);
+            if path.is_empty() {
+                continue;
+            }
+            let mode = e.mode & 0o7777;
+            let content = match &e.kind {
+                DataKind::Dir => {
+                    out.entries.push(Entry {
+                        path,
+                        mode,
+                        content: Content::Dir,
+                    });
+                    continue;
+                }
+                DataKind::Symlink(t) => Content::Symlink(t.clone()),
+                DataKind::File { size } => Content::File {
+                    path: u.root.join(&e.path),
+                    size: *size,
+                },
+                DataKind::Hardlink(target) => {
+                    let src = u.root.join(target);
+                    let size = std::fs::metadata(&src)
+                        .map_err(|source| InstallError::Io {
+                            path: src.clone(),
+                            source,
+                        })?
+                        .len();
+                    Content::File { path: src, size }
+                }
+            };
+            if let Some(owner) = base.owned.get(&path)
+                && !names.contains(owner.as_str())
+            {
+                return Err(InstallError::Overwrite {
+                    package: p.name.clone(),
+                    version: p.version.clone(),
+                    path,
+                    owner: format!("the base's package {owner}"),
+                });
+            }
+            let link = match &e.kind {
+                DataKind::Symlink(t) => Some(t.clone()),
+                _ => None,
+            };
+            if let Some((other, other_link)) = shipped.get(&path)
+                && other != &p.name
+            {
+                if link.is_some() && other_link == &link {
+                    continue; // the same symlink from two packages
+                }
+                return Err(InstallError::Overwrite {
+                    package: p.name.clone(),
+                    version: p.version.clone(),
+                    path,
+                    owner: format!("{other} (also installed by [system])"),
+                });
+            }
+            shipped.insert(path.clone(), (p.name.clone(), link));
+            out.entries.push(Entry {
+                path,
+                mode,
+                content,
+            });
+        }
+        let mut control = u.control.clone();
+        if control.md5sums.is_none() {
+            control.md5sums = Some(dpkg::generate_md5sums(&u.entries, &u.root).map_err(other)?);
+        }
+        let same = multi_arch_same(&control.control) && base.multiarch_db;
+        for (path, bytes, mode) in
+            dpkg::info_files(&p.name, &p.architecture, same, &control, &u.entries)
+        {
+            out.entries.push(Entry {
+                path,
+                mode,
+                content: Content::Inline(bytes.into()),
+            });
+        }
+        let actions = dpkg::script_actions(&p.name, &control, &u.entries);
+        alternatives.extend(actions.alternatives);
+        if !actions.unhandled.is_empty() {
+            out.unhandled
+                .push(format!("{}: {}", p.name, actions.unhandled.join("; ")));
+        }
+        let conffiles = dpkg::conffile_md5s(&control, &u.root).map_err(other)?;
+        stanzas.push((
+            p.name.clone(),
+            p.architecture.clone(),
+            dpkg::status_stanza(&control.control, &conffiles).map_err(other)?,
+        ));
+    }
+    let exists = |abs: &str| {
+        let p = base.canonical(abs.trim_start_matches('/'));
+        shipped.contains_key(&p) || base.owned.contains_key(&p)
+    };
+    let alts = dpkg::alternative_links(&base.alternatives, &alternatives, &exists);
+    for (link, target) in alts.symlinks {
+        out.entries.push(Entry {
+            path: base.canonical(&link),
+            mode: 0o777,
+            content: Content::Symlink(target),
+        });
+    }
+    for (path, bytes) in alts.files {
+        out.entries.push(Entry {
+            path,
+            mode: 0o644,
+            content: Content::Inline(bytes.into()),
+        });
+    }
+    out.unhandled.extend(alts.unhandled);
+    out.entries.push(Entry {
+        path: "var/lib/dpkg/status".into(),
+        mode: 0o644,
+        content: Content::Inline(
+            dpkg::merge_status(&base.status, &stanzas)
+                .into_bytes()
+                .into(),
+        ),
+    });
+    // Folders shipped by several packages appear once (the first one's mode wins).
+    let mut seen = BTreeSet::new();
+    out.entries.retain(|e| seen.insert(e.path.clone()));
+    Ok(out)
+}
+
+fn other(e: impl std::fmt::Display) -> InstallError {
+    InstallError::Other(e.to_string())
+}
