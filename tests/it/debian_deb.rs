@@ -340,7 +340,12 @@ fn dpkg_install(root: &Path, deb: &Path) {
 }
 
 /// What our code records for a package: its status stanza and info files.
-fn our_records(deb: &Path, scratch: &Path) -> (String, String, Vec<(String, Vec<u8>, u32)>) {
+/// An info file (image path, bytes, mode).
+type InfoFile = (String, Vec<u8>, u32);
+/// ("package\tarch", status stanza, info files).
+type Record = (String, String, Vec<InfoFile>);
+
+fn our_records(deb: &Path, scratch: &Path) -> Record {
     let mut control = deb::read_control(deb).unwrap();
     fs::create_dir_all(scratch).unwrap();
     let entries = deb::extract_data(deb, scratch).unwrap();
@@ -391,7 +396,7 @@ fn readable(files: &[(String, Vec<u8>, u32)]) -> Vec<(String, String, String)> {
         .collect()
 }
 
-fn merged(base: &str, records: &[(String, String, Vec<(String, Vec<u8>, u32)>)]) -> String {
+fn merged(base: &str, records: &[Record]) -> String {
     let new: Vec<(String, String, String)> = records
         .iter()
         .map(|(key, stanza, _)| {
