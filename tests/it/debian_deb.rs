@@ -885,6 +885,24 @@ fn maintainer_scripts_are_classified() {
     );
     assert_eq!(a.unhandled.len(), 1, "{a:?}");
     assert!(a.unhandled[0].contains("/opt/vendor/lib"), "{a:?}");
+    // libc6's own: the loader in /lib64 and the multiarch ld.so.conf.d file need nothing; a
+    // conf file that adds folders does.
+    let libc = [
+        entry("lib64/ld-linux-x86-64.so.2", DataKind::Symlink("x".into())),
+        entry(
+            "etc/ld.so.conf.d/x86_64-linux-gnu.conf",
+            DataKind::File { size: 1 },
+        ),
+    ];
+    let trig = control_with(&[("triggers", "activate-noawait ldconfig\n")]);
+    let a = dpkg::script_actions("libc6", &trig, &libc);
+    assert!(a.ldconfig && a.unhandled.is_empty(), "{a:?}");
+    let fake = [entry(
+        "etc/ld.so.conf.d/fakeroot-x86_64-linux-gnu.conf",
+        DataKind::File { size: 1 },
+    )];
+    let a = dpkg::script_actions("libfakeroot", &trig, &fake);
+    assert_eq!(a.unhandled.len(), 1, "{a:?}");
     // Debconf, invoke-rc.d, maintscript helper: nothing.
     let quiet = "#!/bin/sh\nset -e\n. /usr/share/debconf/confmodule\ndb_get foo/bar || true\n\
         dpkg-maintscript-helper rm_conffile /etc/old 1.0~ -- \"$@\"\n\
@@ -1044,4 +1062,31 @@ fn status_stanza_follows_dpkg_and_merge_keeps_the_base() {
         out,
         "merging twice changes nothing"
     );
+}
+
+#[test]
+fn merged_usr_paths_follow_the_base_links() {
+    let links: HashMap<String, String> = [
+        ("lib", "usr/lib"),
+        ("bin", "usr/bin"),
+        ("usr/lib/odd", "opt/odd"),
+        ("loop-a", "loop-b"),
+        ("loop-b", "loop-a"),
+    ]
+    .into_iter()
+    .map(|(a, b)| (a.to_string(), b.to_string()))
+    .collect();
+    let f = |p: &str, dir: bool| dpkg::through_dir_links(p, dir, &links);
+    assert_eq!(
+        f("lib/x86_64-linux-gnu/libz.so.1", false),
+        "usr/lib/x86_64-linux-gnu/libz.so.1"
+    );
+    assert_eq!(f("lib", true), "usr/lib");
+    assert_eq!(f("lib", false), "lib");
+    assert_eq!(f("bin/sh", false), "usr/bin/sh");
+    assert_eq!(f("lib/odd/x", false), "opt/odd/x");
+    assert_eq!(f("usr/share/doc/x", false), "usr/share/doc/x");
+    assert_eq!(f("binary/x", false), "binary/x");
+    // A cycle ends instead of looping.
+    assert!(["loop-a/x", "loop-b/x"].contains(&f("loop-a/x", false).as_str()));
 }

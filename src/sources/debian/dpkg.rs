@@ -450,6 +450,38 @@ pub fn list_paths(list: &str) -> Vec<String> {
         .collect()
 }
 
+/// A package path as it lands in an image whose base has symlinks to folders (merged `/usr`:
+/// `lib -> usr/lib`, `bin -> usr/bin`...): dpkg follows such symlinks when it unpacks, so a
+/// layer must too, or its `lib/` folder would hide the base's `lib` symlink. `dir_links` maps
+/// each such symlink (normalized path) to its folder (normalized, resolved from the image root:
+/// `lib` → `usr/lib`). The last component is followed only for folders (a package's folder
+/// `lib` is the base's `usr/lib`); a file or symlink at a linked path keeps its own path, which
+/// [`check_overwrites`] or the layer writer then sees. Chains are followed up to 40 links.
+pub fn through_dir_links(path: &str, is_dir: bool, dir_links: &HashMap<String, String>) -> String {
+    let mut current = path.to_string();
+    let mut hops = 0;
+    'restart: while hops < 40 {
+        let parts: Vec<&str> = current.split('/').collect();
+        let last = if is_dir { parts.len() } else { parts.len() - 1 };
+        for i in 1..=last {
+            let prefix = parts[..i].join("/");
+            if let Some(target) = dir_links.get(&prefix) {
+                let rest = &parts[i..];
+                let mut next = target.clone();
+                for r in rest {
+                    next.push('/');
+                    next.push_str(r);
+                }
+                current = next.trim_start_matches('/').to_string();
+                hops += 1;
+                continue 'restart;
+            }
+        }
+        break;
+    }
+    current
+}
+
 /// One package's files for [`check_overwrites`].
 #[derive(Debug, Clone, Copy)]
 pub struct PackageFiles<'a> {

@@ -155,7 +155,14 @@ pub fn script_actions(package: &str, control: &DebControl, entries: &[DataEntry]
 fn ldconfig_check(entries: &[DataEntry], out: &mut ScriptActions) {
     let mut dirs = BTreeSet::new();
     for e in entries {
-        if e.path.starts_with("etc/ld.so.conf.d/") && e.kind != DataKind::Dir {
+        if let Some(conf) = e.path.strip_prefix("etc/ld.so.conf.d/")
+            && e.kind != DataKind::Dir
+        {
+            // libc6's `<triplet>.conf` lists the multiarch folders, which are defaults anyway.
+            let parts: Vec<&str> = conf.trim_end_matches(".conf").split('-').collect();
+            if parts.len() == 3 && parts[1] == "linux" {
+                continue;
+            }
             out.unhandled.push(format!(
                 "ldconfig: /{} adds library folders that need ld.so's cache",
                 e.path
@@ -163,8 +170,10 @@ fn ldconfig_check(entries: &[DataEntry], out: &mut ScriptActions) {
             continue;
         }
         let (dir, name) = e.path.rsplit_once('/').unwrap_or(("", &e.path));
-        let versioned_lib = name.contains(".so.") || name.ends_with(".so");
-        if !versioned_lib || !name.contains(".so.") || e.kind == DataKind::Dir {
+        // Versioned libraries only (plugins are unversioned `.so` files loaded by path), and not
+        // the dynamic loader itself (`/lib64/ld-linux-x86-64.so.2`).
+        let loader = name.starts_with("ld-linux") || name.starts_with("ld64.so");
+        if !name.contains(".so.") || loader || e.kind == DataKind::Dir {
             continue;
         }
         if !default_lib_dir(dir) {
