@@ -1062,6 +1062,28 @@ fn status_stanza_follows_dpkg_and_merge_keeps_the_base() {
         out,
         "merging twice changes nothing"
     );
+    // A package that changed architecture replaces its old stanza; Multi-Arch: same packages of
+    // two architectures stand side by side.
+    let base = "Package: foo\nArchitecture: all\n\n\
+                Package: libx\nArchitecture: i386\nMulti-Arch: same\n\n";
+    let new = vec![
+        (
+            "foo".to_string(),
+            "amd64".to_string(),
+            "Package: foo\nArchitecture: amd64\n".to_string(),
+        ),
+        (
+            "libx".to_string(),
+            "amd64".to_string(),
+            "Package: libx\nArchitecture: amd64\nMulti-Arch: same\n".to_string(),
+        ),
+    ];
+    assert_eq!(
+        dpkg::merge_status(base, &new),
+        "Package: foo\nArchitecture: amd64\n\n\
+         Package: libx\nArchitecture: amd64\nMulti-Arch: same\n\n\
+         Package: libx\nArchitecture: i386\nMulti-Arch: same\n\n"
+    );
 }
 
 #[test]

@@ -16,7 +16,7 @@
 //!   `symbols`, `templates`, maintainer scripts with mode 0755); `<pkg>:<arch>.*` for
 //!   `Multi-Arch: same` packages.
 //! - [`check_overwrites`]: a path shipped by two packages is an error naming both.
-//! - Maintainer scripts: see [`scripts`].
+//! - Maintainer scripts: see [`scripts`] and [`alternatives`].
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs;
@@ -27,12 +27,11 @@ use md5::Digest;
 
 use super::deb::{DataEntry, DataKind, DebControl};
 
+pub mod alternatives;
 pub mod scripts;
 
-pub use scripts::{
-    Alternative, AlternativeLinks, AlternativeSlave, ScriptActions, alternative_links,
-    script_actions,
-};
+pub use alternatives::{Alternative, AlternativeLinks, AlternativeSlave, alternative_links};
+pub use scripts::{ScriptActions, script_actions};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DpkgError {
@@ -357,14 +356,27 @@ fn stanza_key(stanza: &str) -> (String, String) {
     (package, arch)
 }
 
+fn multi_arch_same(stanza: &str) -> bool {
+    stanza.lines().any(|l| {
+        l.split_once(':').is_some_and(|(n, v)| {
+            n.eq_ignore_ascii_case("Multi-Arch") && v.trim().eq_ignore_ascii_case("same")
+        })
+    })
+}
+
 /// The base's status text with the stanzas of `new` (package, architecture, stanza) replacing
-/// the same (package, architecture) and inserted otherwise, sorted by name then architecture as
+/// the same package (of the same architecture when both are `Multi-Arch: same`, which dpkg
+/// installs once per architecture) and inserted otherwise, sorted by name then architecture as
 /// dpkg writes the file. Each stanza is followed by a blank line.
 pub fn merge_status(base: &str, new: &[(String, String, String)]) -> String {
     let mut all: Vec<((String, String), String)> = Vec::new();
     for s in stanzas(base) {
         let key = stanza_key(s);
-        if new.iter().any(|(p, a, _)| (p, a) == (&key.0, &key.1)) {
+        // A package has one instance per name, except `Multi-Arch: same` ones (one per arch).
+        let replaced = new.iter().any(|(p, a, stanza)| {
+            *p == key.0 && (*a == key.1 || !(multi_arch_same(s) && multi_arch_same(stanza)))
+        });
+        if replaced {
             continue;
         }
         let mut text = s.to_string();
