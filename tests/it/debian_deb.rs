@@ -1112,3 +1112,75 @@ fn merged_usr_paths_follow_the_base_links() {
     // A cycle ends instead of looping.
     assert!(["loop-a/x", "loop-b/x"].contains(&f("loop-a/x", false).as_str()));
 }
+
+/// The members of an `ar` archive, in order.
+fn ar_members(deb: &Path) -> Vec<(String, Vec<u8>)> {
+    use std::io::Read;
+    let mut archive = ::ar::Archive::new(fs::File::open(deb).unwrap());
+    let mut out = Vec::new();
+    while let Some(entry) = archive.next_entry() {
+        let mut entry = entry.unwrap();
+        let name = String::from_utf8(entry.header().identifier().to_vec()).unwrap();
+        let mut bytes = Vec::new();
+        entry.read_to_end(&mut bytes).unwrap();
+        out.push((name, bytes));
+    }
+    out
+}
+
+#[test]
+fn bzip2_and_lzma_data_members_are_read() {
+    use std::io::{Read, Write};
+    let tmp = tempfile::tempdir().unwrap();
+    // dpkg-deb no longer writes these compressors: recompress its xz data member.
+    let deb = build_deb(tmp.path(), "demo", "xz", |p| {
+        demo_tree(p, DEMO_CONTROL, None)
+    });
+    let members = ar_members(&deb);
+    let names: Vec<&str> = members.iter().map(|m| m.0.as_str()).collect();
+    assert_eq!(names, ["debian-binary", "control.tar.xz", "data.tar.xz"]);
+    let mut tar = Vec::new();
+    liblzma::read::XzDecoder::new(&members[2].1[..])
+        .read_to_end(&mut tar)
+        .unwrap();
+    let bz2 = {
+        let mut e = bzip2::write::BzEncoder::new(Vec::new(), bzip2::Compression::default());
+        e.write_all(&tar).unwrap();
+        e.finish().unwrap()
+    };
+    let lzma = {
+        let opts = liblzma::stream::LzmaOptions::new_preset(6).unwrap();
+        let stream = liblzma::stream::Stream::new_lzma_encoder(&opts).unwrap();
+        let mut e = liblzma::write::XzEncoder::new_stream(Vec::new(), stream);
+        e.write_all(&tar).unwrap();
+        e.finish().unwrap()
+    };
+    let reference_dir = tmp.path().join("reference");
+    fs::create_dir(&reference_dir).unwrap();
+    let reference = deb::extract_data(&deb, &reference_dir).unwrap();
+    for (member, data) in [
+        ("data.tar.bz2", bz2),
+        ("data.tar.lzma", lzma),
+        ("data.tar", tar),
+    ] {
+        let path = tmp.path().join(format!("{member}.deb"));
+        fs::write(
+            &path,
+            ar(&[
+                ("debian-binary", members[0].1.clone()),
+                ("control.tar.xz", members[1].1.clone()),
+                (member, data),
+            ]),
+        )
+        .unwrap();
+        let dest = tmp.path().join(member);
+        fs::create_dir(&dest).unwrap();
+        let entries = deb::extract_data(&path, &dest).unwrap();
+        assert_eq!(entries, reference, "{member}");
+        assert_eq!(snapshot(&dest), snapshot(&reference_dir), "{member}");
+        assert_eq!(
+            deb::read_control(&path).unwrap(),
+            deb::read_control(&deb).unwrap()
+        );
+    }
+}
