@@ -640,6 +640,7 @@ enum Raw<'a> {
     Symlink(&'a str, &'a str),
     Hardlink(&'a str, &'a str),
     Fifo(&'a str),
+    Dir(&'a str, u32),
 }
 
 /// A tar with names written raw (the `tar` crate's path setters refuse `..`).
@@ -667,11 +668,18 @@ fn raw_tar(entries: &[Raw<'_>]) -> Vec<u8> {
                 h.set_entry_type(tar::EntryType::Fifo);
                 (n, b"")
             }
+            Raw::Dir(n, _) => {
+                h.set_entry_type(tar::EntryType::Directory);
+                (n, b"")
+            }
         };
         let bytes = name.as_bytes();
         h.as_old_mut().name[..bytes.len()].copy_from_slice(bytes);
         h.set_size(data.len() as u64);
-        h.set_mode(0o644);
+        h.set_mode(match e {
+            Raw::Dir(_, mode) => *mode,
+            _ => 0o644,
+        });
         h.set_uid(0);
         h.set_gid(0);
         h.set_mtime(0);
@@ -789,6 +797,26 @@ fn hostile_debs_are_refused_without_writing_outside() {
     fs::create_dir(&dest).unwrap();
     let entries = deb::extract_data(&deb, &dest).unwrap();
     assert_eq!(entries.len(), 2);
+    // A folder listed after its contents is recorded, with its mode.
+    let late = hostile_deb(
+        tmp.path(),
+        "late-dir",
+        &[
+            Raw::File("./opt/x", b"x"),
+            Raw::Dir("./opt/", 0o750),
+            Raw::Dir("./opt/", 0o700),
+        ],
+    );
+    let late_dest = tmp.path().join("dest-late");
+    fs::create_dir(&late_dest).unwrap();
+    let late_entries = deb::extract_data(&late, &late_dest).unwrap();
+    let paths: Vec<_> = late_entries
+        .iter()
+        .map(|e| (e.path.as_str(), e.mode))
+        .collect();
+    assert_eq!(paths, [("opt/x", 0o644), ("opt", 0o700)]);
+    let mode = fs::metadata(late_dest.join("opt")).unwrap().mode() & 0o7777;
+    assert_eq!(mode, 0o700, "the last listing's mode wins");
     assert_eq!(entries[1].kind, DataKind::Hardlink("usr/x".to_string()));
     assert_eq!(fs::read(dest.join("usr/y")).unwrap(), b"x");
     assert_eq!(
