@@ -54,10 +54,10 @@ Pre-Depends: dpkg (>= 1.15)
 Recommends: r1,
  r2
 Replaces: old
-Description: a demo package
- Its long description.
+Description: a demo package 
+ Its long description.\t
  .
- More of it.
+ More of it.  
 ";
 
 const ALT_POSTINST: &str = "#!/bin/sh

@@ -50,7 +50,8 @@ pub enum DpkgError {
 }
 
 /// One field of a control file: its name as written and its value (the first line without its
-/// leading blanks, continuation lines kept verbatim, joined by `\n`).
+/// leading blanks, continuation lines kept verbatim, joined by `\n`, blanks at the very end
+/// trimmed).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Field {
     pub name: String,
@@ -83,7 +84,7 @@ pub fn parse_control(control: &str) -> Result<Vec<Field>, DpkgError> {
                 });
             };
             last.value.push('\n');
-            last.value.push_str(line.trim_end());
+            last.value.push_str(line);
             continue;
         }
         if line.starts_with('#') {
@@ -103,8 +104,13 @@ pub fn parse_control(control: &str) -> Result<Vec<Field>, DpkgError> {
         }
         fields.push(Field {
             name: name.to_string(),
-            value: value.trim().to_string(),
+            value: value.trim_start_matches([' ', '\t']).to_string(),
         });
+    }
+    // As dpkg: blanks are trimmed at the end of a value, not at the end of its inner lines.
+    for f in &mut fields {
+        let end = f.value.trim_end().len();
+        f.value.truncate(end);
     }
     if !fields
         .iter()
