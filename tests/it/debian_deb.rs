@@ -54,10 +54,10 @@ Pre-Depends: dpkg (>= 1.15)
 Recommends: r1,
  r2
 Replaces: old
-Description: a demo package
- Its long description.
+Description: a demo package 
+ Its long description.\t
  .
- More of it.
+ More of it.  
 ";
 
 const ALT_POSTINST: &str = "#!/bin/sh
@@ -340,7 +340,12 @@ fn dpkg_install(root: &Path, deb: &Path) {
 }
 
 /// What our code records for a package: its status stanza and info files.
-fn our_records(deb: &Path, scratch: &Path) -> (String, String, Vec<(String, Vec<u8>, u32)>) {
+/// An info file (image path, bytes, mode).
+type InfoFile = (String, Vec<u8>, u32);
+/// ("package\tarch", status stanza, info files).
+type Record = (String, String, Vec<InfoFile>);
+
+fn our_records(deb: &Path, scratch: &Path) -> Record {
     let mut control = deb::read_control(deb).unwrap();
     fs::create_dir_all(scratch).unwrap();
     let entries = deb::extract_data(deb, scratch).unwrap();
@@ -391,7 +396,7 @@ fn readable(files: &[(String, Vec<u8>, u32)]) -> Vec<(String, String, String)> {
         .collect()
 }
 
-fn merged(base: &str, records: &[(String, String, Vec<(String, Vec<u8>, u32)>)]) -> String {
+fn merged(base: &str, records: &[Record]) -> String {
     let new: Vec<(String, String, String)> = records
         .iter()
         .map(|(key, stanza, _)| {
@@ -635,6 +640,7 @@ enum Raw<'a> {
     Symlink(&'a str, &'a str),
     Hardlink(&'a str, &'a str),
     Fifo(&'a str),
+    Dir(&'a str, u32),
 }
 
 /// A tar with names written raw (the `tar` crate's path setters refuse `..`).
@@ -662,11 +668,18 @@ fn raw_tar(entries: &[Raw<'_>]) -> Vec<u8> {
                 h.set_entry_type(tar::EntryType::Fifo);
                 (n, b"")
             }
+            Raw::Dir(n, _) => {
+                h.set_entry_type(tar::EntryType::Directory);
+                (n, b"")
+            }
         };
         let bytes = name.as_bytes();
         h.as_old_mut().name[..bytes.len()].copy_from_slice(bytes);
         h.set_size(data.len() as u64);
-        h.set_mode(0o644);
+        h.set_mode(match e {
+            Raw::Dir(_, mode) => *mode,
+            _ => 0o644,
+        });
         h.set_uid(0);
         h.set_gid(0);
         h.set_mtime(0);
@@ -784,6 +797,26 @@ fn hostile_debs_are_refused_without_writing_outside() {
     fs::create_dir(&dest).unwrap();
     let entries = deb::extract_data(&deb, &dest).unwrap();
     assert_eq!(entries.len(), 2);
+    // A folder listed after its contents is recorded, with its mode.
+    let late = hostile_deb(
+        tmp.path(),
+        "late-dir",
+        &[
+            Raw::File("./opt/x", b"x"),
+            Raw::Dir("./opt/", 0o750),
+            Raw::Dir("./opt/", 0o700),
+        ],
+    );
+    let late_dest = tmp.path().join("dest-late");
+    fs::create_dir(&late_dest).unwrap();
+    let late_entries = deb::extract_data(&late, &late_dest).unwrap();
+    let paths: Vec<_> = late_entries
+        .iter()
+        .map(|e| (e.path.as_str(), e.mode))
+        .collect();
+    assert_eq!(paths, [("opt/x", 0o644), ("opt", 0o700)]);
+    let mode = fs::metadata(late_dest.join("opt")).unwrap().mode() & 0o7777;
+    assert_eq!(mode, 0o700, "the last listing's mode wins");
     assert_eq!(entries[1].kind, DataKind::Hardlink("usr/x".to_string()));
     assert_eq!(fs::read(dest.join("usr/y")).unwrap(), b"x");
     assert_eq!(
@@ -880,6 +913,24 @@ fn maintainer_scripts_are_classified() {
     );
     assert_eq!(a.unhandled.len(), 1, "{a:?}");
     assert!(a.unhandled[0].contains("/opt/vendor/lib"), "{a:?}");
+    // libc6's own: the loader in /lib64 and the multiarch ld.so.conf.d file need nothing; a
+    // conf file that adds folders does.
+    let libc = [
+        entry("lib64/ld-linux-x86-64.so.2", DataKind::Symlink("x".into())),
+        entry(
+            "etc/ld.so.conf.d/x86_64-linux-gnu.conf",
+            DataKind::File { size: 1 },
+        ),
+    ];
+    let trig = control_with(&[("triggers", "activate-noawait ldconfig\n")]);
+    let a = dpkg::script_actions("libc6", &trig, &libc);
+    assert!(a.ldconfig && a.unhandled.is_empty(), "{a:?}");
+    let fake = [entry(
+        "etc/ld.so.conf.d/fakeroot-x86_64-linux-gnu.conf",
+        DataKind::File { size: 1 },
+    )];
+    let a = dpkg::script_actions("libfakeroot", &trig, &fake);
+    assert_eq!(a.unhandled.len(), 1, "{a:?}");
     // Debconf, invoke-rc.d, maintscript helper: nothing.
     let quiet = "#!/bin/sh\nset -e\n. /usr/share/debconf/confmodule\ndb_get foo/bar || true\n\
         dpkg-maintscript-helper rm_conffile /etc/old 1.0~ -- \"$@\"\n\
@@ -1039,4 +1090,125 @@ fn status_stanza_follows_dpkg_and_merge_keeps_the_base() {
         out,
         "merging twice changes nothing"
     );
+    // A package that changed architecture replaces its old stanza; Multi-Arch: same packages of
+    // two architectures stand side by side.
+    let base = "Package: foo\nArchitecture: all\n\n\
+                Package: libx\nArchitecture: i386\nMulti-Arch: same\n\n";
+    let new = vec![
+        (
+            "foo".to_string(),
+            "amd64".to_string(),
+            "Package: foo\nArchitecture: amd64\n".to_string(),
+        ),
+        (
+            "libx".to_string(),
+            "amd64".to_string(),
+            "Package: libx\nArchitecture: amd64\nMulti-Arch: same\n".to_string(),
+        ),
+    ];
+    assert_eq!(
+        dpkg::merge_status(base, &new),
+        "Package: foo\nArchitecture: amd64\n\n\
+         Package: libx\nArchitecture: amd64\nMulti-Arch: same\n\n\
+         Package: libx\nArchitecture: i386\nMulti-Arch: same\n\n"
+    );
+}
+
+#[test]
+fn merged_usr_paths_follow_the_base_links() {
+    let links: HashMap<String, String> = [
+        ("lib", "usr/lib"),
+        ("bin", "usr/bin"),
+        ("usr/lib/odd", "opt/odd"),
+        ("loop-a", "loop-b"),
+        ("loop-b", "loop-a"),
+    ]
+    .into_iter()
+    .map(|(a, b)| (a.to_string(), b.to_string()))
+    .collect();
+    let f = |p: &str, dir: bool| dpkg::through_dir_links(p, dir, &links);
+    assert_eq!(
+        f("lib/x86_64-linux-gnu/libz.so.1", false),
+        "usr/lib/x86_64-linux-gnu/libz.so.1"
+    );
+    assert_eq!(f("lib", true), "usr/lib");
+    assert_eq!(f("lib", false), "lib");
+    assert_eq!(f("bin/sh", false), "usr/bin/sh");
+    assert_eq!(f("lib/odd/x", false), "opt/odd/x");
+    assert_eq!(f("usr/share/doc/x", false), "usr/share/doc/x");
+    assert_eq!(f("binary/x", false), "binary/x");
+    // A cycle ends instead of looping.
+    assert!(["loop-a/x", "loop-b/x"].contains(&f("loop-a/x", false).as_str()));
+}
+
+/// The members of an `ar` archive, in order.
+fn ar_members(deb: &Path) -> Vec<(String, Vec<u8>)> {
+    use std::io::Read;
+    let mut archive = ::ar::Archive::new(fs::File::open(deb).unwrap());
+    let mut out = Vec::new();
+    while let Some(entry) = archive.next_entry() {
+        let mut entry = entry.unwrap();
+        let name = String::from_utf8(entry.header().identifier().to_vec()).unwrap();
+        let mut bytes = Vec::new();
+        entry.read_to_end(&mut bytes).unwrap();
+        out.push((name, bytes));
+    }
+    out
+}
+
+#[test]
+fn bzip2_and_lzma_data_members_are_read() {
+    use std::io::{Read, Write};
+    let tmp = tempfile::tempdir().unwrap();
+    // dpkg-deb no longer writes these compressors: recompress its xz data member.
+    let deb = build_deb(tmp.path(), "demo", "xz", |p| {
+        demo_tree(p, DEMO_CONTROL, None)
+    });
+    let members = ar_members(&deb);
+    let names: Vec<&str> = members.iter().map(|m| m.0.as_str()).collect();
+    assert_eq!(names, ["debian-binary", "control.tar.xz", "data.tar.xz"]);
+    let mut tar = Vec::new();
+    liblzma::read::XzDecoder::new(&members[2].1[..])
+        .read_to_end(&mut tar)
+        .unwrap();
+    let bz2 = {
+        let mut e = bzip2::write::BzEncoder::new(Vec::new(), bzip2::Compression::default());
+        e.write_all(&tar).unwrap();
+        e.finish().unwrap()
+    };
+    let lzma = {
+        let opts = liblzma::stream::LzmaOptions::new_preset(6).unwrap();
+        let stream = liblzma::stream::Stream::new_lzma_encoder(&opts).unwrap();
+        let mut e = liblzma::write::XzEncoder::new_stream(Vec::new(), stream);
+        e.write_all(&tar).unwrap();
+        e.finish().unwrap()
+    };
+    let reference_dir = tmp.path().join("reference");
+    fs::create_dir(&reference_dir).unwrap();
+    let reference = deb::extract_data(&deb, &reference_dir).unwrap();
+    for (member, data) in [
+        ("data.tar.bz2", bz2),
+        ("data.tar.lzma", lzma),
+        ("data.tar", tar),
+    ] {
+        let path = tmp.path().join(format!("{member}.deb"));
+        fs::write(
+            &path,
+            ar(&[
+                ("debian-binary", members[0].1.clone()),
+                ("control.tar.xz", members[1].1.clone()),
+                (member, data),
+            ]),
+        )
+        .unwrap();
+        let dest = tmp.path().join(member);
+        fs::create_dir(&dest).unwrap();
+        let entries = deb::extract_data(&path, &dest).unwrap();
+        assert_eq!(entries, reference, "{member}");
+        assert_eq!(snapshot(&dest), snapshot(&reference_dir), "{member}");
+        assert_eq!(
+            deb::read_control(&path).unwrap(),
+            deb::read_control(&deb).unwrap()
+        );
+    }
 }

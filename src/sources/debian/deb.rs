@@ -358,6 +358,7 @@ pub fn extract_data(deb: &Path, dest: &Path) -> Result<Vec<DataEntry>, DebError>
             dest,
             dirs: HashSet::new(),
             kinds: HashMap::new(),
+            listed_dirs: HashMap::new(),
             dir_modes: Vec::new(),
             entries: Vec::new(),
         };
@@ -388,6 +389,9 @@ struct Extractor<'a> {
     dirs: HashSet<String>,
     /// What each extracted path is: true for regular files (hard link targets).
     kinds: HashMap<String, bool>,
+    /// Folders listed by the archive: their index in `dir_modes` and in `entries` (a repeated
+    /// folder is one entry, with the last mode).
+    listed_dirs: HashMap<String, (usize, usize)>,
     dir_modes: Vec<(String, PathBuf, u32)>,
     entries: Vec<DataEntry>,
 }
@@ -480,11 +484,13 @@ impl Extractor<'_> {
         if kind.is_dir() {
             match existing {
                 Some(m) if m.is_dir() => {
-                    // A repeated folder: its last mode wins, as with tar.
-                    if let Some(d) = self.dir_modes.iter_mut().find(|d| d.0 == path) {
-                        d.2 = mode;
+                    // A repeated folder: its last mode wins, as with tar. A folder made earlier
+                    // as a parent is listed now.
+                    if let Some(&(i, j)) = self.listed_dirs.get(&path) {
+                        self.dir_modes[i].2 = mode;
+                        self.entries[j].mode = mode;
+                        return Ok(());
                     }
-                    return Ok(());
                 }
                 Some(_) => {
                     return Err(self.entry_err(&path, "a folder replaces an earlier entry"));
@@ -492,6 +498,8 @@ impl Extractor<'_> {
                 None => fs::create_dir(&target).map_err(|e| self.write_err(&path, &target, e))?,
             }
             self.dirs.insert(path.clone());
+            self.listed_dirs
+                .insert(path.clone(), (self.dir_modes.len(), self.entries.len()));
             self.dir_modes.push((path.clone(), target, mode));
             self.push(path, DataKind::Dir, mode, uid, gid, false);
             return Ok(());

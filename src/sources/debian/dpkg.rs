@@ -16,7 +16,7 @@
 //!   `symbols`, `templates`, maintainer scripts with mode 0755); `<pkg>:<arch>.*` for
 //!   `Multi-Arch: same` packages.
 //! - [`check_overwrites`]: a path shipped by two packages is an error naming both.
-//! - Maintainer scripts: see [`scripts`].
+//! - Maintainer scripts: see [`scripts`] and [`alternatives`].
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs;
@@ -27,12 +27,11 @@ use md5::Digest;
 
 use super::deb::{DataEntry, DataKind, DebControl};
 
+pub mod alternatives;
 pub mod scripts;
 
-pub use scripts::{
-    Alternative, AlternativeLinks, AlternativeSlave, ScriptActions, alternative_links,
-    script_actions,
-};
+pub use alternatives::{Alternative, AlternativeLinks, AlternativeSlave, alternative_links};
+pub use scripts::{ScriptActions, script_actions};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DpkgError {
@@ -51,7 +50,8 @@ pub enum DpkgError {
 }
 
 /// One field of a control file: its name as written and its value (the first line without its
-/// leading blanks, continuation lines kept verbatim, joined by `\n`).
+/// leading blanks, continuation lines kept verbatim, joined by `\n`, blanks at the very end
+/// trimmed).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Field {
     pub name: String,
@@ -84,7 +84,7 @@ pub fn parse_control(control: &str) -> Result<Vec<Field>, DpkgError> {
                 });
             };
             last.value.push('\n');
-            last.value.push_str(line.trim_end());
+            last.value.push_str(line);
             continue;
         }
         if line.starts_with('#') {
@@ -104,8 +104,13 @@ pub fn parse_control(control: &str) -> Result<Vec<Field>, DpkgError> {
         }
         fields.push(Field {
             name: name.to_string(),
-            value: value.trim().to_string(),
+            value: value.trim_start_matches([' ', '\t']).to_string(),
         });
+    }
+    // As dpkg: blanks are trimmed at the end of a value, not at the end of its inner lines.
+    for f in &mut fields {
+        let end = f.value.trim_end().len();
+        f.value.truncate(end);
     }
     if !fields
         .iter()
@@ -357,14 +362,27 @@ fn stanza_key(stanza: &str) -> (String, String) {
     (package, arch)
 }
 
+fn multi_arch_same(stanza: &str) -> bool {
+    stanza.lines().any(|l| {
+        l.split_once(':').is_some_and(|(n, v)| {
+            n.eq_ignore_ascii_case("Multi-Arch") && v.trim().eq_ignore_ascii_case("same")
+        })
+    })
+}
+
 /// The base's status text with the stanzas of `new` (package, architecture, stanza) replacing
-/// the same (package, architecture) and inserted otherwise, sorted by name then architecture as
+/// the same package (of the same architecture when both are `Multi-Arch: same`, which dpkg
+/// installs once per architecture) and inserted otherwise, sorted by name then architecture as
 /// dpkg writes the file. Each stanza is followed by a blank line.
 pub fn merge_status(base: &str, new: &[(String, String, String)]) -> String {
     let mut all: Vec<((String, String), String)> = Vec::new();
     for s in stanzas(base) {
         let key = stanza_key(s);
-        if new.iter().any(|(p, a, _)| (p, a) == (&key.0, &key.1)) {
+        // A package has one instance per name, except `Multi-Arch: same` ones (one per arch).
+        let replaced = new.iter().any(|(p, a, stanza)| {
+            *p == key.0 && (*a == key.1 || !(multi_arch_same(s) && multi_arch_same(stanza)))
+        });
+        if replaced {
             continue;
         }
         let mut text = s.to_string();
@@ -448,6 +466,38 @@ pub fn list_paths(list: &str) -> Vec<String> {
         .filter_map(|l| super::deb::normalize_path(l.as_bytes()).ok())
         .filter(|p| !p.is_empty())
         .collect()
+}
+
+/// A package path as it lands in an image whose base has symlinks to folders (merged `/usr`:
+/// `lib -> usr/lib`, `bin -> usr/bin`...): dpkg follows such symlinks when it unpacks, so a
+/// layer must too, or its `lib/` folder would hide the base's `lib` symlink. `dir_links` maps
+/// each such symlink (normalized path) to its folder (normalized, resolved from the image root:
+/// `lib` → `usr/lib`). The last component is followed only for folders (a package's folder
+/// `lib` is the base's `usr/lib`); a file or symlink at a linked path keeps its own path, which
+/// [`check_overwrites`] or the layer writer then sees. Chains are followed up to 40 links.
+pub fn through_dir_links(path: &str, is_dir: bool, dir_links: &HashMap<String, String>) -> String {
+    let mut current = path.to_string();
+    let mut hops = 0;
+    'restart: while hops < 40 {
+        let parts: Vec<&str> = current.split('/').collect();
+        let last = if is_dir { parts.len() } else { parts.len() - 1 };
+        for i in 1..=last {
+            let prefix = parts[..i].join("/");
+            if let Some(target) = dir_links.get(&prefix) {
+                let rest = &parts[i..];
+                let mut next = target.clone();
+                for r in rest {
+                    next.push('/');
+                    next.push_str(r);
+                }
+                current = next.trim_start_matches('/').to_string();
+                hops += 1;
+                continue 'restart;
+            }
+        }
+        break;
+    }
+    current
 }
 
 /// One package's files for [`check_overwrites`].
