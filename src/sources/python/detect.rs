@@ -121,6 +121,9 @@ pub(crate) struct TarMember<'a> {
     pub path: String,
     /// The typeflag byte (`b'0'` regular file, `b'5'` folder, ...).
     pub kind: u8,
+    /// A link's target as the header's 100-byte field holds it (GNU long and pax link names
+    /// are not read: empty then).
+    pub link: String,
     /// The member's data, limited to its size.
     pub data: &'a mut dyn Read,
 }
@@ -310,6 +313,7 @@ pub(crate) fn walk_tar(
         visit(TarMember {
             path,
             kind,
+            link: String::from_utf8_lossy(field(&h[157..257])).into_owned(),
             data: &mut data,
         })?;
         let left = data.limit();
