@@ -402,4 +402,123 @@ mod tests {
             .expect("dynamic");
         assert!(d.needed.iter().any(|n| n.starts_with("libc.so")), "{d:?}");
     }
+
+    /// Compiles `code` into a shared object with `gcc` and the extra link arguments.
+    fn gcc_so(dir: &std::path::Path, name: &str, code: &str, args: &[&str]) -> Vec<u8> {
+        let c = dir.join(format!("{name}.c"));
+        std::fs::write(&c, code).unwrap();
+        let out = dir.join(name);
+        let st = std::process::Command::new("gcc")
+            .args(["-shared", "-fPIC", "-o"])
+            .arg(&out)
+            .arg(&c)
+            .args(args)
+            .status()
+            .expect("gcc");
+        assert!(st.success());
+        std::fs::read(out).unwrap()
+    }
+
+    fn deflated_zip(members: &[(&str, &[u8])]) -> Vec<u8> {
+        use std::io::Write;
+        let mut zw = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+        let opts = zip::write::SimpleFileOptions::default()
+            .compression_method(zip::CompressionMethod::Deflated);
+        for (n, b) in members {
+            zw.start_file(*n, opts).unwrap();
+            zw.write_all(b).unwrap();
+        }
+        zw.finish().unwrap().into_inner()
+    }
+
+    /// Real shared objects from gcc, streamed from deflated zip members: the needed names and
+    /// the run path come out; an object whose dynamic segment lies 8 MiB in (after a big
+    /// constant) is read in two passes, and never held whole.
+    #[test]
+    fn reads_gcc_shared_objects_from_a_zip() {
+        let d = tempfile::tempdir().unwrap();
+        let small = gcc_so(
+            d.path(),
+            "lib_small.so",
+            "int f(void) { return 1; }\n",
+            &[
+                "-Wl,--no-as-needed",
+                "-lgomp",
+                "-lm",
+                "-Wl,-rpath,$ORIGIN/../pkg.libs",
+                "-Wl,--enable-new-dtags",
+            ],
+        );
+        let big = gcc_so(
+            d.path(),
+            "lib_big.so",
+            "const char big[8 << 20] = {1};\nint g(void) { return big[5]; }\n",
+            &["-Wl,--no-as-needed", "-lgomp", "-Wl,-soname,libbig.so.1"],
+        );
+        assert!(big.len() > 8 << 20);
+        let zip = deflated_zip(&[("pkg/lib_small.so", &small), ("pkg/lib_big.so", &big)]);
+        let mut archive = zip::ZipArchive::new(std::io::Cursor::new(zip)).unwrap();
+
+        let mut src = ZipSource {
+            archive: &mut archive,
+            name: "pkg/lib_small.so",
+        };
+        let dy = read_dynamic(&mut src).unwrap().expect("dynamic");
+        assert!(dy.needed.contains(&"libgomp.so.1".to_string()), "{dy:?}");
+        assert!(dy.needed.contains(&"libm.so.6".to_string()), "{dy:?}");
+        assert_eq!(dy.runpath, ["$ORIGIN/../pkg.libs"]);
+        assert!(dy.rpath.is_empty());
+        assert_eq!(dy.search(), ["$ORIGIN/../pkg.libs"]);
+
+        /// Counts the opens of a zip member.
+        struct Counting<'a, R: Read + io::Seek> {
+            inner: ZipSource<'a, R>,
+            opens: usize,
+        }
+        impl<R: Read + io::Seek> Source for Counting<'_, R> {
+            fn open(&mut self) -> io::Result<Box<dyn Read + '_>> {
+                self.opens += 1;
+                self.inner.open()
+            }
+        }
+        let mut src = Counting {
+            inner: ZipSource {
+                archive: &mut archive,
+                name: "pkg/lib_big.so",
+            },
+            opens: 0,
+        };
+        let dy = read_dynamic(&mut src).unwrap().expect("dynamic");
+        assert_eq!(dy.needed.iter().filter(|n| *n == "libgomp.so.1").count(), 1);
+        assert_eq!(dy.soname.as_deref(), Some("libbig.so.1"));
+        assert!(dy.runpath.is_empty() && dy.rpath.is_empty());
+        assert_eq!(src.opens, 1, "the strings lie in the first 64 KiB: one pass");
+
+        // 4000 exported functions push .dynstr past the first 64 KiB: a second pass
+        let mut code = String::from("const char big[8 << 20] = {1};\n");
+        for i in 0..4000 {
+            code.push_str(&format!(
+                "int exported_function_with_a_long_name_{i:05}(void) {{ return {i}; }}\n"
+            ));
+        }
+        let many = gcc_so(
+            d.path(),
+            "lib_many.so",
+            &code,
+            &["-Wl,--no-as-needed", "-lgomp", "-Wl,-rpath,/opt/x/lib"],
+        );
+        let zip = deflated_zip(&[("pkg/lib_many.so", &many)]);
+        let mut archive = zip::ZipArchive::new(std::io::Cursor::new(zip)).unwrap();
+        let mut src = Counting {
+            inner: ZipSource {
+                archive: &mut archive,
+                name: "pkg/lib_many.so",
+            },
+            opens: 0,
+        };
+        let dy = read_dynamic(&mut src).unwrap().expect("dynamic");
+        assert!(dy.needed.contains(&"libgomp.so.1".to_string()), "{dy:?}");
+        assert_eq!(dy.search(), ["/opt/x/lib"]);
+        assert_eq!(src.opens, 2, "strings behind the dynamic segment: a second pass");
+    }
 }
