@@ -492,7 +492,10 @@ mod tests {
         assert_eq!(dy.needed.iter().filter(|n| *n == "libgomp.so.1").count(), 1);
         assert_eq!(dy.soname.as_deref(), Some("libbig.so.1"));
         assert!(dy.runpath.is_empty() && dy.rpath.is_empty());
-        assert_eq!(src.opens, 1, "the strings lie in the first 64 KiB: one pass");
+        assert_eq!(
+            src.opens, 1,
+            "the strings lie in the first 64 KiB: one pass"
+        );
 
         // 4000 exported functions push .dynstr past the first 64 KiB: a second pass
         let mut code = String::from("const char big[8 << 20] = {1};\n");
@@ -519,6 +522,9 @@ mod tests {
         let dy = read_dynamic(&mut src).unwrap().expect("dynamic");
         assert!(dy.needed.contains(&"libgomp.so.1".to_string()), "{dy:?}");
         assert_eq!(dy.search(), ["/opt/x/lib"]);
-        assert_eq!(src.opens, 2, "strings behind the dynamic segment: a second pass");
+        assert_eq!(
+            src.opens, 2,
+            "strings behind the dynamic segment: a second pass"
+        );
     }
 }

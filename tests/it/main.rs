@@ -34,6 +34,7 @@ mod registry_limits;
 mod requirements;
 mod service_e2e;
 mod shared_cache;
+mod shared_libs;
 mod signing;
 mod snippet;
 mod spec_errors;
