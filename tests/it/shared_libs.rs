@@ -428,3 +428,69 @@ fn a_downloaded_wheel_is_checked_after_the_fetch() {
         "{e}"
     );
 }
+
+/// On the Python test base (`scripts/make-python-rootfs`: Debian's CPython and the libraries
+/// it needs, without libgomp1), MarkupSafe's extension (it needs only glibc) is found and
+/// lintgomp's libgomp.so.1 is not: the base's real library folders are read.
+#[test]
+fn the_python_test_base_lacks_libgomp_only() {
+    let cx = TestContext::new();
+    let base = cx.path().join("python-base");
+    copy_tree(&repo_root().join("specs/python-base"), &base);
+    let arch = platform().rsplit('/').next().unwrap().to_string();
+    run_ok(
+        Command::new(repo_root().join("scripts/make-python-rootfs"))
+            .arg(base.join("rootfs"))
+            .arg(&arch),
+    );
+    let spec = base.join("mlimg.toml");
+    let text = fs::read_to_string(&spec)
+        .unwrap()
+        .replace("linux/amd64", platform());
+    fs::write(&spec, text).unwrap();
+    run_ok(
+        cx.mlimg()
+            .args(["build", "--no-sbom", "--no-provenance", "-f"])
+            .arg(&spec)
+            .arg("-o")
+            .arg(format!("oci:{}", base.join("out").display())),
+    );
+
+    let dir = fixture(&cx, "python-base");
+    let markupsafe = crate::common::pyindex::testdata_wheel(&format!(
+        "MarkupSafe-2.1.5-cp311-cp311-manylinux_2_17_{}",
+        host_machine()
+    ));
+    fs::copy(
+        &markupsafe,
+        dir.join("wheels")
+            .join(crate::common::pyindex::file_name(&markupsafe)),
+    )
+    .unwrap();
+    let sha = hex::encode(Sha256::digest(fs::read(&markupsafe).unwrap()));
+    let mut req = fs::read_to_string(dir.join("requirements.txt")).unwrap();
+    req.push_str(&format!("markupsafe==2.1.5 --hash=sha256:{sha}\n"));
+    fs::write(dir.join("requirements.txt"), req).unwrap();
+    let spec = dir.join("mlimg.toml");
+    let text = fs::read_to_string(&spec).unwrap().replace(
+        "base = \"oci:base/out\"",
+        &format!("base = \"oci:{}\"", base.join("out").display()),
+    );
+    fs::write(&spec, text).unwrap();
+    let out = dry_run(&cx, &dir, false);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let m = messages(&json(&out));
+    assert_eq!(m.len(), 1, "{m:?}");
+    assert!(
+        m[0].contains("lintgomp-1.0-")
+            && m[0].contains("needs libgomp.so.1 (from lintgomp/_native.so), which the image lacks; add \"libgomp1\"")
+            && !m[0].contains("libc.so.6")
+            && !m[0].contains("libm.so.6"),
+        "{}",
+        m[0]
+    );
+}
