@@ -194,7 +194,13 @@ pub fn run(
     cache_dir: &std::path::Path,
     record: bool,
 ) -> Vec<Warning> {
-    let wants = checks::base_wants(inputs);
+    let wheels = read_wheels(inputs.plan, cache_dir, record, &|_| None);
+    let mut wants = checks::base_wants(inputs);
+    // a build reads the base's libraries now, for `run_fetched` to find them in the cache; a
+    // dry run (no `run_fetched`) only when it has a wheel to check
+    if !record && wheels.is_empty() {
+        wants.libs = false;
+    }
     let bases = inputs
         .resolved
         .platforms
@@ -204,7 +210,7 @@ pub fn run(
     let facts = Facts {
         bases,
         local: local::read(inputs.plan),
-        wheels: read_wheels(inputs.plan, cache_dir, record, &|_| None),
+        wheels,
     };
     checks::check(inputs, &facts)
 }

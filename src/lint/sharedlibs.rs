@@ -301,10 +301,8 @@ impl Image<'_> {
         }
         let origin = path.rsplit_once('/').map_or("", |(d, _)| d);
         let expanded = search.iter().map(|d| {
-            let d = d
-                .replace("${ORIGIN}", &format!("/{origin}"))
-                .replace("$ORIGIN", &format!("/{origin}"));
-            d
+            d.replace("${ORIGIN}", &format!("/{origin}"))
+                .replace("$ORIGIN", &format!("/{origin}"))
         });
         expanded
             .chain(self.ld_library_path.iter().cloned())
