@@ -269,14 +269,38 @@ pub struct Image<'a> {
     pub system: &'a SystemLibs,
 }
 
+/// Where the loader finds a library.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Found {
+    /// A file of the image (relative to `/`): one of ours or the base's.
+    At(String),
+    /// Provided without a file the image shows: glibc's names on a glibc base, the NVIDIA
+    /// runtime's, the build's system packages, a path in `DT_NEEDED`.
+    Elsewhere,
+}
+
+/// `dirs` with `$ORIGIN` (and `${ORIGIN}`) expanded to the folder of the object at `path`.
+fn expand(path: &str, dirs: &[String]) -> Vec<String> {
+    let origin = format!("/{}", path.rsplit_once('/').map_or("", |(d, _)| d));
+    dirs.iter()
+        .map(|d| d.replace("${ORIGIN}", &origin).replace("$ORIGIN", &origin))
+        .collect()
+}
+
 impl Image<'_> {
-    fn has(&self, dir: &str, name: &str) -> bool {
+    /// The image path of library `name` in `dir`, when the image has one there.
+    fn at(&self, dir: &str, name: &str) -> Option<String> {
         let dir = clean(dir);
-        self.files.contains(&format!("{dir}/{name}"))
-            || self
-                .files
-                .contains(&format!("{}/{name}", self.base.resolve(&dir)))
-            || self.base.has(&dir, name)
+        let resolved = self.base.resolve(&dir);
+        [&dir, &resolved]
+            .into_iter()
+            .map(|d| format!("{d}/{name}"))
+            .find(|p| self.files.contains(p))
+            .or_else(|| {
+                self.base
+                    .has(&dir, name)
+                    .then(|| format!("{resolved}/{name}"))
+            })
     }
 
     fn glibc(&self) -> bool {
@@ -284,31 +308,98 @@ impl Image<'_> {
             .search
             .iter()
             .chain(&self.ld_library_path)
-            .any(|d| self.has(d, "libc.so.6"))
+            .any(|d| self.at(d, "libc.so.6").is_some())
     }
 
-    /// Whether the loader finds `soname` for the object at `path` with run path `search`.
-    pub fn finds(&self, path: &str, search: &[String], soname: &str) -> bool {
-        if soname.contains('/') {
-            return true; // a path, not a name: not searched
-        }
-        if self.system.sonames.contains(soname)
+    /// Where the loader finds `soname` searching first `first` (the object's run path, or
+    /// the `DT_RPATH`s it inherits, `$ORIGIN` expanded), then `LD_LIBRARY_PATH` and the
+    /// default folders.
+    pub fn locate(&self, first: &[String], soname: &str) -> Option<Found> {
+        if soname.contains('/')
+            || self.system.sonames.contains(soname)
             || debian_package(soname).is_some_and(|p| self.system.packages.contains(p))
             || (self.gpu && is_nvidia_driver(soname))
             || (is_glibc(soname) && self.glibc())
         {
-            return true;
+            return Some(Found::Elsewhere);
         }
-        let origin = path.rsplit_once('/').map_or("", |(d, _)| d);
-        let expanded = search.iter().map(|d| {
-            d.replace("${ORIGIN}", &format!("/{origin}"))
-                .replace("$ORIGIN", &format!("/{origin}"))
-        });
-        expanded
-            .chain(self.ld_library_path.iter().cloned())
-            .chain(self.base.search.iter().cloned())
-            .any(|d| self.has(&d, soname))
+        first
+            .iter()
+            .chain(&self.ld_library_path)
+            .chain(&self.base.search)
+            .find_map(|d| self.at(d, soname))
+            .map(Found::At)
     }
+
+    /// Whether the loader finds `soname` for an object at `path` with run path `search` and
+    /// nothing inherited.
+    #[cfg(test)]
+    fn finds(&self, path: &str, search: &[String], soname: &str) -> bool {
+        self.locate(&expand(path, search), soname).is_some()
+    }
+}
+
+/// Most objects visited again while `DT_RPATH`s are passed down (a bound on the fixpoint).
+const MAX_VISITS: usize = 1_000_000;
+
+/// The folders the loader searches first for each object's `DT_NEEDED`, as glibc does: an
+/// object with `DT_RUNPATH` gets only that; one without gets its own `DT_RPATH` and then the
+/// `DT_RPATH`s of the objects that loaded it, up the chain (auditwheel's vendored libraries in
+/// `<pkg>.libs/` often have no run path and are found through their loader's). Each object
+/// inherits from every object of the image that loads it (an approximation: at run time the
+/// first loader wins).
+fn first_dirs<'a>(
+    image: &Image,
+    objects: &BTreeMap<&'a str, &'a SharedObject>,
+) -> BTreeMap<&'a str, Vec<String>> {
+    // the DT_RPATH chain each object passes to what it loads
+    let own_rpath = |o: &SharedObject| {
+        if o.dynamic.runpath.is_empty() {
+            expand(&o.path, &o.dynamic.rpath)
+        } else {
+            Vec::new()
+        }
+    };
+    let mut inherited: BTreeMap<&str, BTreeSet<String>> = BTreeMap::new();
+    let first = |o: &SharedObject, inh: Option<&BTreeSet<String>>| -> Vec<String> {
+        if o.dynamic.runpath.is_empty() {
+            let mut v = own_rpath(o);
+            v.extend(inh.into_iter().flatten().cloned());
+            v
+        } else {
+            expand(&o.path, &o.dynamic.runpath)
+        }
+    };
+    let mut queue: Vec<&str> = objects.keys().copied().collect();
+    let mut visits = 0;
+    while let Some(p) = queue.pop() {
+        visits += 1;
+        if visits > MAX_VISITS {
+            break;
+        }
+        let o = objects[p];
+        let dirs = first(o, inherited.get(p));
+        let mut chain: Vec<String> = own_rpath(o);
+        chain.extend(inherited.get(p).into_iter().flatten().cloned());
+        for n in &o.dynamic.needed {
+            let Some(Found::At(q)) = image.locate(&dirs, n) else {
+                continue;
+            };
+            let Some((&q, _)) = objects.get_key_value(q.as_str()) else {
+                continue;
+            };
+            let set = inherited.entry(q).or_default();
+            let before = set.len();
+            set.extend(chain.iter().cloned());
+            if set.len() > before {
+                queue.push(q);
+            }
+        }
+    }
+    objects
+        .iter()
+        .map(|(p, o)| (*p, first(o, inherited.get(p))))
+        .collect()
 }
 
 /// The image's `LD_LIBRARY_PATH` folders.
@@ -338,13 +429,20 @@ const SHOWN: usize = 5;
 /// The warnings for one platform: `wheels` are the read wheel sets (layer role, wheel, what
 /// it installs).
 pub fn check(image: &Image, wheels: &[(String, &ResolvedWheel, &WheelLibs)]) -> Vec<Warning> {
+    let objects: BTreeMap<&str, &SharedObject> = wheels
+        .iter()
+        .flat_map(|(_, _, l)| &l.objects)
+        .map(|o| (o.path.as_str(), o))
+        .collect();
+    let first = first_dirs(image, &objects);
     let mut out = Vec::new();
     for (role, wheel, libs) in wheels {
         // needed name → the objects that need it
         let mut missing: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
         for o in &libs.objects {
+            let dirs = first.get(o.path.as_str()).map_or(&[][..], Vec::as_slice);
             for n in &o.dynamic.needed {
-                if !image.finds(&o.path, o.dynamic.search(), n) {
+                if image.locate(dirs, n).is_none() {
                     missing.entry(n).or_default().push(&o.member);
                 }
             }
@@ -479,6 +577,81 @@ mod tests {
         assert!(!img.finds(&so, &[], "libx.so.1"));
         img.ld_library_path = vec!["/opt/x/lib".into()];
         assert!(img.finds(&so, &[], "libx.so.1"));
+    }
+
+    fn object(path: &str, needed: &[&str], rpath: &[&str], runpath: &[&str]) -> SharedObject {
+        let v = |x: &[&str]| x.iter().map(|s| s.to_string()).collect();
+        SharedObject {
+            path: format!("{SP}/{path}"),
+            member: path.into(),
+            dynamic: Dynamic {
+                needed: v(needed),
+                rpath: v(rpath),
+                runpath: v(runpath),
+                soname: None,
+            },
+        }
+    }
+
+    fn wheel() -> ResolvedWheel {
+        ResolvedWheel {
+            name: "numpy".into(),
+            version: "1.26.4".into(),
+            filename: "numpy-1.26.4-cp311-cp311-manylinux_2_17_x86_64.whl".into(),
+            sha256: String::new(),
+            url_or_path: String::new(),
+            size: None,
+        }
+    }
+
+    /// numpy's layout: the extension has DT_RPATH $ORIGIN/../../numpy.libs, the vendored
+    /// openblas has no run path and needs the vendored gfortran, found through the
+    /// extension's DT_RPATH (inherited); with DT_RUNPATH instead nothing is inherited.
+    #[test]
+    fn rpath_is_inherited_runpath_is_not() {
+        let b = base();
+        let sys = SystemLibs::default();
+        let mut img = image(&b, &sys);
+        let blas = "numpy.libs/libopenblas64_p-r0.so";
+        let fortran = "numpy.libs/libgfortran-040039e1.so.5.0.0";
+        let libs = |ext_rpath: &[&str], ext_runpath: &[&str]| WheelLibs {
+            files: [blas, fortran]
+                .iter()
+                .map(|f| format!("{SP}/{f}"))
+                .collect(),
+            objects: vec![
+                object(
+                    "numpy/core/_multiarray_umath.so",
+                    &["libopenblas64_p-r0.so", "libc.so.6"],
+                    ext_rpath,
+                    ext_runpath,
+                ),
+                object(
+                    blas,
+                    &["libgfortran-040039e1.so.5.0.0", "libm.so.6"],
+                    &[],
+                    &[],
+                ),
+                object(fortran, &["libz.so.1"], &[], &[]),
+            ],
+            unreadable: Vec::new(),
+        };
+        let w = wheel();
+        let rpath = libs(&["$ORIGIN/../../numpy.libs"], &[]);
+        img.files = rpath.files.iter().cloned().collect();
+        let found = check(&img, &[("deps ml".into(), &w, &rpath)]);
+        assert!(found.is_empty(), "{found:?}");
+
+        let runpath = libs(&[], &["$ORIGIN/../../numpy.libs"]);
+        let found = check(&img, &[("deps ml".into(), &w, &runpath)]);
+        assert_eq!(found.len(), 1, "{found:?}");
+        let m = &found[0].message;
+        assert!(
+            m.contains(
+                "needs libgfortran-040039e1.so.5.0.0 (from numpy.libs/libopenblas64_p-r0.so)"
+            ) && !m.contains("libopenblas64_p-r0.so (from"),
+            "{m}"
+        );
     }
 
     #[test]
