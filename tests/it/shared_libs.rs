@@ -341,6 +341,63 @@ fn a_library_vendored_behind_origin_is_no_warning() {
         "{}",
         m[0]
     );
+
+    // numpy's layout: the module's DT_RPATH (old tags) reaches the vendored openblas stand-in,
+    // which has no run path and needs the vendored gfortran stand-in: found through the
+    // module's DT_RPATH, passed down; with DT_RUNPATH (new tags) it is not
+    let chain = |tags: &'static str| {
+        [
+            Object {
+                path: "lintgomp.libs/libgfortran-040039e1.so.5",
+                code: "int gf(void) { return 1; }\n",
+                args: &["-Wl,-soname,libgfortran-040039e1.so.5"],
+            },
+            Object {
+                path: "lintgomp.libs/libblas-0cf96a72.so",
+                code: "int blas(void) { return 2; }\n",
+                args: &[
+                    "-Wl,-soname,libblas-0cf96a72.so",
+                    "-Wl,--no-as-needed",
+                    "-L.",
+                    "-l:libgfortran-040039e1.so.5",
+                ],
+            },
+            Object {
+                path: "lintgomp/_native.so",
+                code: NATIVE_C,
+                args: if tags == "old" {
+                    &[
+                        "-Wl,--no-as-needed",
+                        "-L.",
+                        "-l:libblas-0cf96a72.so",
+                        "-Wl,--disable-new-dtags",
+                        "-Wl,-rpath,$ORIGIN/../lintgomp.libs",
+                    ]
+                } else {
+                    &[
+                        "-Wl,--no-as-needed",
+                        "-L.",
+                        "-l:libblas-0cf96a72.so",
+                        "-Wl,--enable-new-dtags",
+                        "-Wl,-rpath,$ORIGIN/../lintgomp.libs",
+                    ]
+                },
+            },
+        ]
+    };
+    replace_wheel(&dir, &chain("old"));
+    let v = json(&dry_run(&cx, &dir, false));
+    assert_eq!(messages(&v), Vec::<String>::new(), "{v}");
+    replace_wheel(&dir, &chain("new"));
+    let v = json(&dry_run(&cx, &dir, false));
+    let m = messages(&v);
+    assert_eq!(m.len(), 1, "{v}");
+    assert!(
+        m[0].contains("needs libgfortran-040039e1.so.5 (from lintgomp.libs/libblas-0cf96a72.so)")
+            && !m[0].contains("libblas-0cf96a72.so (from lintgomp/_native.so)"),
+        "{}",
+        m[0]
+    );
 }
 
 #[test]
