@@ -260,12 +260,14 @@ pub fn shared_libs(inputs: &Inputs, facts: &Facts) -> Vec<Warning> {
                 wheels.push((l.role.to_string(), w, wl));
             }
         }
+        let system = inputs.system.unwrap_or(&none);
+        files.extend(system.paths.iter().cloned());
         let image = Image {
             base: libs,
             files,
             ld_library_path: sharedlibs::ld_library_path(&pp.settings),
             gpu: inputs.spec.config.gpu.is_some(),
-            system: inputs.system.unwrap_or(&none),
+            system,
         };
         for w in sharedlibs::check(&image, &wheels) {
             if !out.contains(&w) {

@@ -21,10 +21,14 @@ use crate::plan::PlatformPlan;
 use crate::progress::Warning;
 use crate::sources::python::{PythonTarget, ResolvedWheel};
 
-/// The libraries the build's own system packages (`[system]`) will add: sonames the `.deb`s
-/// hold, or package names (a needed library whose Debian package is listed counts as there).
+/// The libraries the build's own system packages (`[system]`) will add, in whichever form is
+/// at hand: the image paths of the library files their `.deb`s install (looked up like the
+/// base's, in the loader's folders), sonames (there wherever they are), or package names (a
+/// needed library whose Debian package in the table is listed counts as there).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SystemLibs {
+    /// Image paths (relative to `/`, e.g. `usr/lib/x86_64-linux-gnu/libgomp.so.1`).
+    pub paths: BTreeSet<String>,
     pub sonames: BTreeSet<String>,
     pub packages: BTreeSet<String>,
 }
@@ -670,13 +674,27 @@ mod tests {
     fn system_packages_count() {
         let b = base();
         let sys = SystemLibs {
+            paths: [
+                "usr/lib/x86_64-linux-gnu/libGL.so.1".to_string(),
+                "opt/elsewhere/libEGL.so.1".to_string(),
+            ]
+            .into(),
             sonames: ["libsndfile.so.1".to_string()].into(),
             packages: ["libgomp1".to_string()].into(),
         };
-        let img = image(&b, &sys);
+        let mut img = image(&b, &sys);
+        img.files.extend(sys.paths.iter().cloned());
         assert!(img.finds("x/a.so", &[], "libgomp.so.1"));
         assert!(img.finds("x/a.so", &[], "libsndfile.so.1"));
-        assert!(!img.finds("x/a.so", &[], "libGL.so.1"));
+        assert!(
+            img.finds("x/a.so", &[], "libGL.so.1"),
+            "in a searched folder"
+        );
+        assert!(
+            !img.finds("x/a.so", &[], "libEGL.so.1"),
+            "not in a searched folder"
+        );
+        assert!(!img.finds("x/a.so", &[], "libX11.so.6"));
     }
 
     #[test]

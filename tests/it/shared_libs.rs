@@ -551,3 +551,56 @@ fn the_python_test_base_lacks_libgomp_only() {
         m[0]
     );
 }
+
+/// The NVIDIA driver's `libcuda.so.1` is no Debian package: without `[config] gpu` the message
+/// says to set it; with it, the container runtime provides the library.
+#[test]
+fn libcuda_comes_from_the_nvidia_runtime() {
+    let cx = TestContext::new();
+    let dir = fixture(&cx, "gpu");
+    build_base(&cx, &dir);
+    // a stand-in driver library to link against (not shipped in the wheel)
+    let stub = tempfile::tempdir().unwrap();
+    fs::write(
+        stub.path().join("cuda.c"),
+        "int cuInit(int f) { return f; }\n",
+    )
+    .unwrap();
+    run_ok(
+        Command::new("gcc")
+            .current_dir(stub.path())
+            .args(["-shared", "-fPIC", "-o", "libcuda.so.1", "cuda.c"])
+            .arg("-Wl,-soname,libcuda.so.1"),
+    );
+    let link = format!("-L{}", stub.path().display());
+    replace_wheel(
+        &dir,
+        &[Object {
+            path: "lintgomp/_native.so",
+            code: NATIVE_C,
+            args: &["-Wl,--no-as-needed", &link, "-l:libcuda.so.1"],
+        }],
+    );
+    let v = json(&dry_run(&cx, &dir, false));
+    let m = messages(&v);
+    assert_eq!(m.len(), 1, "{v}");
+    assert!(
+        m[0].contains("needs libcuda.so.1 (from lintgomp/_native.so)")
+            && m[0].contains("libcuda.so.1 comes with the NVIDIA driver: set [config] gpu = true"),
+        "{}",
+        m[0]
+    );
+    let spec = dir.join("mlimg.toml");
+    let text = fs::read_to_string(&spec)
+        .unwrap()
+        .replace("[config]\n", "[config]\ngpu = true\n");
+    fs::write(&spec, text).unwrap();
+    let out = dry_run(&cx, &dir, false);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v = json(&out);
+    assert_eq!(messages(&v), Vec::<String>::new(), "{v}");
+}
