@@ -63,10 +63,12 @@ pub fn is_native(filename: &str) -> bool {
 }
 
 /// The wheel's file, if it is on this machine already: a local path (`find_links`, a path
-/// in the lock) or the wheel cache (`<cache>/wheels/<sha256>/<filename>`). Nothing is
-/// downloaded here.
+/// in the lock) or the wheel cache. Nothing is downloaded here.
 pub fn local_wheel(w: &ResolvedWheel, cache_dir: &Path) -> Option<PathBuf> {
+    // the fetch stage's wheel cache (`fetch::wheel_cache`) is `<cache>/wheels`, in which the
+    // python module's `WheelCache` keeps `wheels/<sha256>/<filename>`
     let cached = cache_dir
+        .join("wheels")
         .join("wheels")
         .join(w.sha256.to_ascii_lowercase())
         .join(&w.filename);

@@ -466,6 +466,22 @@ fn a_downloaded_wheel_is_checked_after_the_fetch() {
         assert_eq!(m.len(), 1, "{m:?}");
         assert!(m[0].contains("add \"libgomp1\""), "{}", m[0]);
     }
+    // a dry run reads the wheel from the wheel cache (the facts it left are dropped first)
+    fs::remove_dir_all(cx.cache.join("facts")).unwrap();
+    let out = cx
+        .mlimg()
+        .env("PIP_INDEX_URL", &index.url)
+        .env_remove("PIP_EXTRA_INDEX_URL")
+        .args(["build", "--dry-run", "--json", "-f"])
+        .arg(&spec)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(messages(&json(&out)).len(), 1);
     // --strict on a cold cache: stops after the download, nothing written
     fs::remove_dir_all(&cx.cache).unwrap();
     let out = build("strict", true);
