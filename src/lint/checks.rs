@@ -162,6 +162,9 @@ pub fn base_wants(inputs: &Inputs) -> Wants {
         .iter()
         .flat_map(|p| p.deps.iter().flat_map(|(_, w)| w));
     let cuda = wheels.clone().any(|w| cuda_wheel(w) || cpu_wheel(w));
+    let libs = wheels
+        .clone()
+        .any(|w| super::sharedlibs::is_native(&w.filename));
     let paths = model_paths(inputs, &pp.settings)
         .into_iter()
         .filter(|(_, _, p)| !provided_by_layers(pp, p))
@@ -171,6 +174,7 @@ pub fn base_wants(inputs: &Inputs) -> Wants {
         accounts,
         cuda,
         paths,
+        libs,
     }
 }
 
@@ -218,11 +222,59 @@ pub fn check(inputs: &Inputs, facts: &Facts) -> Vec<Warning> {
             .map(|l| l.as_ref())
             .collect()
     };
+    shared_libs(inputs, facts).into_iter().for_each(&mut push);
     stray_weights(inputs, &layers, facts)
         .into_iter()
         .for_each(&mut push);
     app_junk(&layers).into_iter().for_each(&mut push);
     secrets(&layers, facts).into_iter().for_each(&mut push);
+    out
+}
+
+/// `shared-lib-missing` on every platform whose base was read in full and whose native wheels
+/// were all read (a wheel not read could be the one that provides a library).
+pub fn shared_libs(inputs: &Inputs, facts: &Facts) -> Vec<Warning> {
+    use super::sharedlibs::{self, Image, SystemLibs};
+    let none = SystemLibs::default();
+    let mut out: Vec<Warning> = Vec::new();
+    'platforms: for (i, pp) in inputs.plan.platforms.iter().enumerate() {
+        let Some(base) = facts.bases.get(i) else {
+            continue;
+        };
+        let Some(libs) = base.libs.as_ref().filter(|l| base.complete && !l.truncated) else {
+            continue;
+        };
+        let mut files: BTreeSet<String> = sharedlibs::layer_files(pp).collect();
+        let mut wheels = Vec::new();
+        for l in &pp.layers {
+            let Some(wi) = &l.wheels else { continue };
+            for w in wi
+                .wheels
+                .iter()
+                .filter(|w| sharedlibs::is_native(&w.filename))
+            {
+                let Some(wl) = facts.wheels.get(&super::wheel_key(w, &wi.target)) else {
+                    continue 'platforms;
+                };
+                files.extend(wl.files.iter().cloned());
+                wheels.push((l.role.to_string(), w, wl));
+            }
+        }
+        let system = inputs.system.unwrap_or(&none);
+        files.extend(system.paths.iter().cloned());
+        let image = Image {
+            base: libs,
+            files,
+            ld_library_path: sharedlibs::ld_library_path(&pp.settings),
+            gpu: inputs.spec.config.gpu.is_some(),
+            system,
+        };
+        for w in sharedlibs::check(&image, &wheels) {
+            if !out.contains(&w) {
+                out.push(w);
+            }
+        }
+    }
     out
 }
 

@@ -11,17 +11,25 @@
 
 mod base;
 mod checks;
+mod elf;
 mod local;
+mod sharedlibs;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 
 use crate::lock::Lockfile;
 use crate::plan::BuildPlan;
 use crate::progress::Warning;
 use crate::registry::RegistryClient;
 use crate::resolve::Resolved;
+use crate::sources::python::{PythonTarget, ResolvedWheel};
 use crate::spec::Spec;
 
-pub use base::BaseFacts;
+pub use base::{BaseFacts, BaseLibs};
+pub use elf::{Dynamic, FileSource, Source, read_dynamic};
 pub use local::LocalFacts;
+pub use sharedlibs::{SystemLibs, WheelLibs, debian_package};
 
 /// One lint: its code (stable, for CI and `docs/lints.md`), what it means in one line, and
 /// how to fix it.
@@ -89,6 +97,11 @@ pub const LINTS: &[Lint] = &[
         summary: "CUDA-built wheels (+cu121, nvidia-*) on a base without CUDA libraries, or CPU-only wheels (+cpu) on a CUDA base",
         hint: "build CUDA wheels on a CUDA base (e.g. nvidia/cuda:12.1.1-runtime-ubuntu22.04), or use the CPU wheels (e.g. torch +cpu from https://download.pytorch.org/whl/cpu) on a plain base",
     },
+    Lint {
+        code: "shared-lib-missing",
+        summary: "a wheel's native code needs a shared library (DT_NEEDED) that neither the base, the image's other wheels nor its system packages provide: the import fails at run time",
+        hint: "add the named Debian package to [system] packages (as `RUN apt-get install -y libgomp1` would), or build on a base that has the library",
+    },
 ];
 
 /// The lint with this code.
@@ -102,11 +115,13 @@ fn warning(code: &'static str, message: String) -> Warning {
     Warning::new(code, message).with_hint(hint)
 }
 
-/// What the checks read: per platform of the plan, the base's facts; and the local files'.
+/// What the checks read: per platform of the plan, the base's facts; the local files'; and
+/// the shared objects of the native wheels whose files were at hand, by [`wheel_key`].
 #[derive(Debug, Default)]
 pub struct Facts {
     pub bases: Vec<BaseFacts>,
     pub local: LocalFacts,
+    pub wheels: BTreeMap<String, WheelLibs>,
 }
 
 /// The values a lint run looks at.
@@ -115,6 +130,59 @@ pub struct Inputs<'a> {
     pub resolved: &'a Resolved,
     pub plan: &'a BuildPlan,
     pub lock: Option<&'a Lockfile>,
+    /// What the build's own system packages (`[system]`) add, for `shared-lib-missing`
+    /// (`None`: nothing).
+    pub system: Option<&'a SystemLibs>,
+}
+
+/// A wheel as installed for one target: what [`Facts::wheels`] and the facts cache key by.
+pub fn wheel_key(w: &ResolvedWheel, target: &PythonTarget) -> String {
+    format!("v1\n{}\n{target:?}", w.sha256.to_ascii_lowercase())
+}
+
+/// Reads the shared objects of the plan's native wheels whose files are at hand (`fetched`,
+/// else local or in the wheel cache: nothing is downloaded), from the facts cache when an
+/// earlier build read them (`record`: keep what is read here).
+fn read_wheels(
+    plan: &BuildPlan,
+    cache_dir: &Path,
+    record: bool,
+    fetched: &dyn Fn(&ResolvedWheel) -> Option<PathBuf>,
+) -> BTreeMap<String, WheelLibs> {
+    let mut out = BTreeMap::new();
+    let installs = plan
+        .platforms
+        .iter()
+        .flat_map(|p| &p.layers)
+        .filter_map(|l| l.wheels.as_ref());
+    for wi in installs {
+        for w in wi
+            .wheels
+            .iter()
+            .filter(|w| sharedlibs::is_native(&w.filename))
+        {
+            let key = wheel_key(w, &wi.target);
+            if out.contains_key(&key) {
+                continue;
+            }
+            if let Some(hit) = crate::cache::facts::get::<WheelLibs>(cache_dir, "wheel-libs", &key)
+            {
+                out.insert(key, hit);
+                continue;
+            }
+            let Some(path) = fetched(w).or_else(|| sharedlibs::local_wheel(w, cache_dir)) else {
+                continue;
+            };
+            // an unreadable wheel fails the build's install step, which says why
+            if let Ok(libs) = sharedlibs::scan_wheel(&path, &wi.target) {
+                if record {
+                    crate::cache::facts::put(cache_dir, "wheel-libs", &key, &libs);
+                }
+                out.insert(key, libs);
+            }
+        }
+    }
+    out
 }
 
 /// Reads what the checks need (the base's layers only when a check needs them) and runs every
@@ -126,7 +194,13 @@ pub fn run(
     cache_dir: &std::path::Path,
     record: bool,
 ) -> Vec<Warning> {
-    let wants = checks::base_wants(inputs);
+    let wheels = read_wheels(inputs.plan, cache_dir, record, &|_| None);
+    let mut wants = checks::base_wants(inputs);
+    // a build reads the base's libraries now, for `run_fetched` to find them in the cache; a
+    // dry run (no `run_fetched`) only when it has a wheel to check
+    if !record && wheels.is_empty() {
+        wants.libs = false;
+    }
     let bases = inputs
         .resolved
         .platforms
@@ -136,6 +210,40 @@ pub fn run(
     let facts = Facts {
         bases,
         local: local::read(inputs.plan),
+        wheels,
     };
     checks::check(inputs, &facts)
+}
+
+/// After the fetch stage: `shared-lib-missing` for the wheels [`run`] could not read yet
+/// (downloaded by this build; `fetched` gives a wheel's file). Returns only the warnings that
+/// `earlier` (what [`run`] returned) does not hold.
+pub fn run_fetched(
+    inputs: &Inputs,
+    fetched: &dyn Fn(&ResolvedWheel) -> Option<PathBuf>,
+    client: Option<&RegistryClient>,
+    cache_dir: &Path,
+    record: bool,
+    earlier: &[Warning],
+) -> Vec<Warning> {
+    // the same wants as `run`'s: the base's facts come from the cache record it left
+    let wants = checks::base_wants(inputs);
+    if !wants.libs {
+        return Vec::new();
+    }
+    let bases = inputs
+        .resolved
+        .platforms
+        .iter()
+        .map(|rp| base::read(&rp.base, client, cache_dir, &wants, record))
+        .collect();
+    let facts = Facts {
+        bases,
+        local: LocalFacts::default(),
+        wheels: read_wheels(inputs.plan, cache_dir, record, fetched),
+    };
+    checks::shared_libs(inputs, &facts)
+        .into_iter()
+        .filter(|w| !earlier.contains(w))
+        .collect()
 }

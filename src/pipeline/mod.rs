@@ -278,13 +278,25 @@ pub fn build(opts: &BuildOptions, progress: &dyn Progress) -> Result<Outcome, Bu
     for w in &warnings {
         progress.warning(w);
     }
+    // what `[system]` installs counts as there for the shared-library lint
+    let system_libs = crate::lint::SystemLibs {
+        packages: resolved
+            .platforms
+            .iter()
+            .filter_map(|p| p.system.as_ref())
+            .flat_map(|s| s.packages.iter().map(|d| d.name.clone()))
+            .collect(),
+        ..Default::default()
+    };
+    let lint_inputs = crate::lint::Inputs {
+        spec: &spec,
+        resolved: &resolved,
+        plan: &plan,
+        lock: lock.as_ref(),
+        system: Some(&system_libs),
+    };
     let lints = crate::lint::run(
-        &crate::lint::Inputs {
-            spec: &spec,
-            resolved: &resolved,
-            plan: &plan,
-            lock: lock.as_ref(),
-        },
+        &lint_inputs,
         client.as_ref(),
         &opts.cache_dir,
         !opts.dry_run,
@@ -364,6 +376,21 @@ pub fn build(opts: &BuildOptions, progress: &dyn Progress) -> Result<Outcome, Bu
         &cache,
         progress,
     )?);
+    // the wheels downloaded just now: the shared libraries their native code needs
+    let late = crate::lint::run_fetched(
+        &lint_inputs,
+        &|w| fetched.file(&w.sha256).map(Into::into),
+        client.as_ref(),
+        &opts.cache_dir,
+        true,
+        &lints,
+    );
+    for w in &late {
+        progress.warning(w);
+    }
+    if opts.strict && !late.is_empty() {
+        return Err(BuildError::Lint { lints: late });
+    }
     // The first output with a blob folder of its own takes the new layers' bytes directly;
     // it is written last, after the sinks that read them from there.
     let spool = sinks

@@ -52,6 +52,7 @@ fn json(out: &Output) -> serde_json::Value {
 fn prepare(cx: &TestContext, code: &str, reg: &TestRegistry) -> PathBuf {
     let dir = cx.path().join(code);
     copy_tree(&repo_root().join("tests/lints").join(code), &dir);
+    crate::shared_libs::prepare_fixture(&dir);
     if let Ok(list) = fs::read_to_string(dir.join("sparse")) {
         for line in list.lines().filter(|l| !l.trim().is_empty()) {
             let (path, size) = line.split_once(' ').expect("`path size` lines");

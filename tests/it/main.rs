@@ -35,6 +35,7 @@ mod registry_limits;
 mod requirements;
 mod service_e2e;
 mod shared_cache;
+mod shared_libs;
 mod signing;
 mod snippet;
 mod spec_errors;
