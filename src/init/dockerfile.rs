@@ -234,6 +234,26 @@ fn pip_install(part: &str) -> Option<(Vec<String>, Vec<String>)> {
     Some((reqs, pkgs))
 }
 
+/// The packages of `apt-get install …` / `apt install …` (options and `-y` left out); `None`
+/// for any other command. `pkg=version` is kept as written (`[system]` takes it).
+fn apt_install(part: &str) -> Option<Vec<String>> {
+    let w = words(part);
+    let (cmd, rest) = w.split_first()?;
+    if !["apt-get", "apt"].contains(&cmd.as_str()) {
+        return None;
+    }
+    let mut it = rest.iter().skip_while(|a| a.starts_with('-'));
+    if it.next().map(String::as_str) != Some("install") {
+        return None;
+    }
+    Some(
+        it.filter(|a| !a.starts_with('-'))
+            .filter(|a| crate::spec::system::valid_name(a.split('=').next().unwrap_or(a)))
+            .cloned()
+            .collect(),
+    )
+}
+
 /// What to do instead of a RUN step that is not a pip install.
 fn run_advice(part: &str) -> &'static str {
     let w = words(part);
@@ -395,6 +415,11 @@ impl Cx<'_> {
         let text = command_text(cmd).replace("\\\n", " ");
         let mut rest = Vec::new();
         let mut advice = None;
+        let installs_apt = stage.is_empty()
+            && text
+                .split("&&")
+                .flat_map(|p| p.split(';'))
+                .any(|p| apt_install(p.trim()).is_some_and(|p| !p.is_empty()));
         for part in text
             .split("&&")
             .flat_map(|p| p.split(';'))
@@ -452,6 +477,32 @@ impl Cx<'_> {
                             "packages named on the command line: put them in a requirements file pinned with hashes (pip-compile --generate-hashes) and add it as [[deps]]",
                         );
                     }
+                }
+                // only the final stage's packages end up in the image
+                None if stage.is_empty() && apt_install(part).is_some_and(|p| !p.is_empty()) => {
+                    let pkgs = apt_install(part).unwrap_or_default();
+                    let why = format!(
+                        "{}: `{}`: Debian packages resolved against the base's archive and keyring, locked, installed into their own layer without running apt",
+                        self.at(pos),
+                        part
+                    );
+                    let sys = self.draft.system.get_or_insert(Why {
+                        value: Vec::new(),
+                        why,
+                    });
+                    for p in pkgs {
+                        if !sys.value.contains(&p) {
+                            sys.value.push(p);
+                        }
+                    }
+                }
+                None if installs_apt
+                    && (["apt-get update", "apt update", "apt-get clean", "apt clean"]
+                        .iter()
+                        .any(|c| part.starts_with(c))
+                        || part.contains("/var/lib/apt/lists")) =>
+                {
+                    // apt's own housekeeping around an install: [system] needs none of it
                 }
                 None => {
                     advice.get_or_insert(run_advice(part));
@@ -1154,6 +1205,12 @@ mod tests {
             (vec!["req.txt".into()], vec!["torch==2.1".into()])
         );
         assert!(pip_install("apt-get install -y curl").is_none());
+        assert_eq!(
+            apt_install("apt-get install -y --no-install-recommends libgomp1 tini=0.19.0-1"),
+            Some(vec!["libgomp1".to_string(), "tini=0.19.0-1".to_string()])
+        );
+        assert_eq!(apt_install("apt-get -q update"), None);
+        assert_eq!(apt_install("pip install x"), None);
         assert_eq!(image_path("/app", "./src/../x"), "/app/x");
     }
 }

@@ -78,6 +78,8 @@ pub struct Draft {
     pub base: Option<Why<String>>,
     pub platforms: Vec<String>,
     pub deps: Vec<DraftDeps>,
+    /// `apt-get install` packages: `[system] packages`, with why.
+    pub system: Option<Why<Vec<String>>>,
     pub weights: Vec<DraftWeights>,
     pub app: Option<DraftApp>,
     pub entrypoint: Option<Why<Vec<String>>>,
@@ -161,6 +163,11 @@ impl Draft {
         }
         if !self.platforms.is_empty() {
             let _ = writeln!(o, "platforms = {}", list(&self.platforms));
+        }
+        if let Some(s) = &self.system {
+            o.push('\n');
+            comment(&mut o, &s.why);
+            let _ = writeln!(o, "[system]\npackages = {}", list(&s.value));
         }
         for d in &self.deps {
             o.push('\n');
