@@ -337,7 +337,16 @@ fn a_locked_build_asks_no_index_page() {
         .collect();
     want.sort();
     assert_eq!(files, want, "each locked wheel downloaded once");
-    assert_eq!(report["warnings"], serde_json::json!([]), "{report}");
+    // no lock-stale (or any other) warning; the base is scratch, so the shared-library lint
+    // rightly says MarkupSafe's extension needs a libc the image lacks
+    let codes: Vec<&str> = report["warnings"]
+        .as_array()
+        .expect("warnings")
+        .iter()
+        .filter_map(|w| w["code"].as_str())
+        .filter(|c| *c != "shared-lib-missing")
+        .collect();
+    assert!(codes.is_empty(), "{report}");
     let platforms = report["platforms"].as_array().expect("platforms");
     assert_eq!(platforms.len(), 2);
     for pl in platforms {
