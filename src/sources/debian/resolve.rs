@@ -66,15 +66,17 @@ impl Index {
     /// once (the first one).
     pub fn new(lists: impl IntoIterator<Item = Vec<PackageRecord>>) -> Index {
         let mut index = Index::default();
-        let mut seen = BTreeSet::new();
         for list in lists {
             for r in list {
-                let key = (r.name.clone(), r.version.clone(), r.architecture.clone());
-                if !seen.insert(key) {
+                let i = index.records.len();
+                let same = index.by_name.entry(r.name.clone()).or_default();
+                if same.iter().any(|&j| {
+                    let o = &index.records[j];
+                    o.version == r.version && o.architecture == r.architecture
+                }) {
                     continue;
                 }
-                let i = index.records.len();
-                index.by_name.entry(r.name.clone()).or_default().push(i);
+                same.push(i);
                 for p in &r.provides {
                     index.providers.entry(p.name.clone()).or_default().push(i);
                 }
