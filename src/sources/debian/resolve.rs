@@ -148,7 +148,7 @@ pub enum ResolveError {
         line: Option<usize>,
     },
     #[error(
-        "{}{needed_by} depends on {dep}, which cannot be met: {reason}",
+        "{}{needed_by} needs {dep}, which cannot be met: {reason}",
         at_line(line)
     )]
     Unsatisfiable {
@@ -157,7 +157,7 @@ pub enum ResolveError {
         reason: String,
         line: Option<usize>,
     },
-    #[error("{}{needed_by} depends on the virtual package {name:?}, provided by several packages: {}; request one of them", at_line(line), providers.join(", "))]
+    #[error("{}{needed_by} needs the virtual package {name:?}, provided by several packages: {}; request one of them", at_line(line), providers.join(", "))]
     AmbiguousVirtual {
         name: String,
         providers: Vec<String>,
@@ -181,6 +181,17 @@ pub enum ResolveError {
         needed_by: String,
         wanted: String,
         chosen: String,
+        line: Option<usize>,
+    },
+    #[error(
+        "{}{needed_by} needs {package} {installed} of the base downgraded to {candidate}, which apt would not do (pin the version to force it)",
+        at_line(line)
+    )]
+    WouldDowngrade {
+        needed_by: String,
+        package: String,
+        installed: String,
+        candidate: String,
         line: Option<usize>,
     },
     #[error(
@@ -405,12 +416,14 @@ impl<'a> Solver<'a> {
     }
 
     /// Adds a record to the chosen set; an installed entry of the same name and architecture is
-    /// replaced (an upgrade, or a downgrade with a warning).
+    /// replaced: an upgrade, or a downgrade — only for a pinned request (with a warning), as apt
+    /// never downgrades on its own.
     fn install(
         &mut self,
         r: usize,
         needed_by: &str,
         line: Option<usize>,
+        allow_downgrade: bool,
     ) -> Result<(), ResolveError> {
         let rec = &self.index.records[r];
         let key = (rec.name.clone(), rec.architecture.clone());
@@ -434,6 +447,19 @@ impl<'a> Solver<'a> {
                         || rec.architecture == "all")
             })
             .collect();
+        if !allow_downgrade
+            && let Some((_, p)) = replaced
+                .iter()
+                .find(|(_, p)| compare(&rec.version, &p.version) == Ordering::Less)
+        {
+            return Err(ResolveError::WouldDowngrade {
+                needed_by: needed_by.to_string(),
+                package: p.name.clone(),
+                installed: p.version.clone(),
+                candidate: rec.version.clone(),
+                line,
+            });
+        }
         for (i, p) in replaced {
             self.shadowed.insert(i);
             self.upgrades.insert(p.name.clone());
@@ -462,7 +488,7 @@ impl<'a> Solver<'a> {
         let mut first_err = None;
         for d in group {
             match self.pick(d, needed_by, line) {
-                Ok(r) => return self.install(r, needed_by, line),
+                Ok(r) => return self.install(r, needed_by, line, false),
                 Err(e) => {
                     first_err.get_or_insert(e);
                 }
@@ -524,7 +550,7 @@ impl<'a> Solver<'a> {
                     req.name,
                     label(&self.index.records[r])
                 ));
-                return self.install(r, &who, line);
+                return self.install(r, &who, line, false);
             }
             return Err(ResolveError::UnknownPackage {
                 name: req.name.clone(),
@@ -558,17 +584,25 @@ impl<'a> Solver<'a> {
             None => self.candidate(&req.name, &plain).unwrap_or(reals[0]),
         };
         let rec = &self.index.records[r];
-        let same = self.live_installed().any(|(_, p)| {
-            p.name == rec.name && compare(&p.version, &rec.version) == Ordering::Equal
+        let pinned = req.version.is_some();
+        // Unpinned: the base's version is kept when it is the candidate or newer (apt's
+        // "already the newest version"); pinned: only when it is that version.
+        let kept = self.live_installed().find(|(_, p)| {
+            p.name == rec.name
+                && match compare(&p.version, &rec.version) {
+                    Ordering::Equal => true,
+                    Ordering::Greater => !pinned,
+                    Ordering::Less => false,
+                }
         });
-        if same {
+        if let Some((_, p)) = kept {
             self.warnings.push(format!(
                 "{} {} is already installed in the base",
-                rec.name, rec.version
+                p.name, p.version
             ));
             return Ok(());
         }
-        self.install(r, &who, line)
+        self.install(r, &who, line, pinned)
     }
 
     /// Up to three names close to `name`: same prefix, or at most two edits away.
@@ -633,7 +667,7 @@ impl<'a> Solver<'a> {
                     if compare(&self.index.records[c].version, &p.version) == Ordering::Greater =>
                 {
                     let line = self.chosen_line_for(&culprit);
-                    self.install(c, &format!("{} {} (base)", p.name, p.version), line)?;
+                    self.install(c, &format!("{} {} (base)", p.name, p.version), line, false)?;
                     changed = true;
                 }
                 _ => {
@@ -705,7 +739,7 @@ impl<'a> Solver<'a> {
                         )
                     {
                         let line = self.line_of(r);
-                        self.install(c, &label(rec), line)?;
+                        self.install(c, &label(rec), line, false)?;
                         return Ok(true);
                     }
                     return Err(ResolveError::Conflict {
@@ -1257,6 +1291,28 @@ mod tests {
         let r = run(&["curl"], &idx, &base).unwrap();
         assert!(r.packages.is_empty());
         assert_eq!(r.warnings, ["curl 7 is already installed in the base"]);
+    }
+
+    #[test]
+    fn the_base_is_never_downgraded_unless_pinned() {
+        let idx = index(&[
+            st("a 1", "Depends: b (<< 3)\n"),
+            st("b 2", ""),
+            st("c 1", ""),
+        ]);
+        let base = status(&[inst("b 3", ""), inst("c 2", "")]);
+        let e = run(&["a"], &idx, &base).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "line 10: a 1 needs b 3 of the base downgraded to 2, which apt would not do (pin the version to force it)"
+        );
+        let r = run(&["c"], &idx, &base).unwrap();
+        assert!(r.packages.is_empty());
+        assert_eq!(r.warnings, ["c 2 is already installed in the base"]);
+        let r = run(&["c=1"], &idx, &base).unwrap();
+        assert_eq!(names(&r), ["c 1"]);
+        assert_eq!(r.upgrades, ["c"]);
+        assert_eq!(r.warnings, ["c is downgraded from 2 (base) to 1"]);
     }
 
     #[test]
