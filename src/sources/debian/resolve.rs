@@ -607,7 +607,13 @@ impl<'a> Solver<'a> {
 
     /// Up to three names close to `name`: same prefix, or at most two edits away.
     fn suggestions(&self, name: &str) -> Vec<String> {
-        let mut scored: Vec<(usize, &String)> = self
+        let common = |n: &str| {
+            n.bytes()
+                .zip(name.bytes())
+                .take_while(|(a, b)| a == b)
+                .count()
+        };
+        let mut scored: Vec<(usize, std::cmp::Reverse<usize>, &String)> = self
             .index
             .by_name
             .keys()
@@ -616,19 +622,25 @@ impl<'a> Solver<'a> {
                 if n.len().abs_diff(name.len()) > 3 && !n.starts_with(name) {
                     return None;
                 }
-                let d = levenshtein(name, n);
-                if d <= 2 {
-                    Some((d, n))
+                let d = edit_distance(name, n);
+                let d = if d <= 2 {
+                    d
                 } else if n.starts_with(name) {
-                    Some((3, n))
+                    3
                 } else {
-                    None
-                }
+                    return None;
+                };
+                Some((d, std::cmp::Reverse(common(n)), n))
             })
             .collect();
+        // Closest first, then the longest shared prefix, then by name.
         scored.sort();
-        scored.dedup_by(|a, b| a.1 == b.1);
-        scored.into_iter().take(3).map(|(_, n)| n.clone()).collect()
+        scored.dedup_by(|a, b| a.2 == b.2);
+        scored
+            .into_iter()
+            .take(3)
+            .map(|(_, _, n)| n.clone())
+            .collect()
     }
 
     fn line_of(&self, r: usize) -> Option<usize> {
@@ -886,21 +898,27 @@ pub fn resolve(
     })
 }
 
-/// Edit distance with a two-row table (names are short).
-fn levenshtein(a: &str, b: &str) -> usize {
+/// Edit distance counting a swap of two neighbours as one edit (optimal string alignment):
+/// `crul` is one edit from `curl`. Names are short, so a full table is fine.
+fn edit_distance(a: &str, b: &str) -> usize {
     let (a, b) = (a.as_bytes(), b.as_bytes());
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    let mut cur = vec![0; b.len() + 1];
-    for (i, &ca) in a.iter().enumerate() {
-        cur[0] = i + 1;
-        for (j, &cb) in b.iter().enumerate() {
-            cur[j + 1] = (prev[j] + usize::from(ca != cb))
-                .min(prev[j + 1] + 1)
-                .min(cur[j] + 1);
+    let w = b.len() + 1;
+    let mut d = vec![0usize; (a.len() + 1) * w];
+    for i in 0..=a.len() {
+        for j in 0..=b.len() {
+            d[i * w + j] = if i == 0 || j == 0 {
+                i + j
+            } else {
+                let sub = d[(i - 1) * w + j - 1] + usize::from(a[i - 1] != b[j - 1]);
+                let mut best = sub.min(d[(i - 1) * w + j] + 1).min(d[i * w + j - 1] + 1);
+                if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                    best = best.min(d[(i - 2) * w + j - 2] + 1);
+                }
+                best
+            };
         }
-        std::mem::swap(&mut prev, &mut cur);
     }
-    prev[b.len()]
+    d[a.len() * w + b.len()]
 }
 
 #[cfg(test)]
@@ -1251,6 +1269,9 @@ mod tests {
             matches!(&e, ResolveError::UnknownPackage { suggestions, line: Some(10), .. } if suggestions == &vec!["curl".to_string()]),
             "{e}"
         );
+        assert_eq!(edit_distance("crul", "curl"), 1);
+        assert_eq!(edit_distance("kitten", "sitting"), 3);
+        assert_eq!(edit_distance("", "abc"), 3);
         let e = run(&["zzzzzz"], &idx, &[]).unwrap_err();
         assert!(!e.to_string().contains("did you mean"), "{e}");
     }
