@@ -18,6 +18,8 @@
 //!   breaks are upgraded too, or the resolution fails. `Conflicts` / `Breaks` between chosen and
 //!   installed packages are errors, except that an installed package broken by a chosen one is
 //!   upgraded when its candidate is no longer broken.
+//! - Upgrading an installed package also upgrades the base's other packages of the same source
+//!   package to the same source version (apt's `Upgrade-By-Source-Package`).
 //! - No backtracking: once chosen, a package stays chosen. Cycles (libc6 ↔ libgcc-s1) are fine.
 //! - Deterministic: requests in order, requirements in field order, candidates by version then
 //!   name; [`Resolution::packages`] is a depth-first post-order (dependencies first) from the
@@ -292,6 +294,8 @@ struct Solver<'a> {
     queue: Vec<usize>,
     upgrades: BTreeSet<String>,
     warnings: Vec<String>,
+    /// Installed packages (indices into `installed`) by their candidate's source package name.
+    by_source: BTreeMap<String, Vec<usize>>,
 }
 
 enum Met {
@@ -473,6 +477,45 @@ impl<'a> Solver<'a> {
         self.chosen.insert(key, r);
         self.origin.entry(r).or_insert(line);
         self.queue.push(r);
+        self.upgrade_siblings(r, line)?;
+        Ok(())
+    }
+
+    /// apt's `APT::Get::Upgrade-By-Source-Package` (on by default): when a package is installed
+    /// or upgraded, the base's other packages whose candidate is built from the same source
+    /// version are upgraded to it (libc6 brings libc-bin along; a new libpcre2-16-0 brings the
+    /// base's libpcre2-8-0). The candidate's `Source` decides, as the status may lack the field.
+    fn upgrade_siblings(&mut self, r: usize, line: Option<usize>) -> Result<(), ResolveError> {
+        let rec = &self.index.records[r];
+        let (source, source_version) = rec.source();
+        let Some(group) = self.by_source.get(&source) else {
+            return Ok(());
+        };
+        let siblings: Vec<usize> = group
+            .iter()
+            .filter(|&&i| !self.shadowed.contains(&i))
+            .map(|&i| self.installed[i])
+            .filter(|p| p.name != rec.name)
+            .filter_map(|p| {
+                let plain = Dep {
+                    name: p.name.clone(),
+                    arch_qualifier: None,
+                    relation: None,
+                };
+                let c = self.candidate(&p.name, &plain)?;
+                let cand = &self.index.records[c];
+                let newer = compare(&cand.version, &p.version) == Ordering::Greater;
+                let same_build = cand.source() == (source.clone(), source_version.clone());
+                let free = !self
+                    .chosen
+                    .contains_key(&(cand.name.clone(), cand.architecture.clone()));
+                (newer && same_build && free).then_some(c)
+            })
+            .collect();
+        let who = label(rec);
+        for c in siblings {
+            self.install(c, &who, line, false)?;
+        }
         Ok(())
     }
 
@@ -875,7 +918,19 @@ pub fn resolve(
         queue: Vec::new(),
         upgrades: BTreeSet::new(),
         warnings: Vec::new(),
+        by_source: BTreeMap::new(),
     };
+    for (i, p) in s.installed.iter().enumerate() {
+        let plain = Dep {
+            name: p.name.clone(),
+            arch_qualifier: None,
+            relation: None,
+        };
+        if let Some(c) = s.candidate(&p.name, &plain) {
+            let source = index.records[c].source().0;
+            s.by_source.entry(source).or_default().push(i);
+        }
+    }
     for req in requests {
         s.request(req)?;
         s.drain()?;

@@ -177,6 +177,41 @@ fn upgrade_that_breaks_an_installed_package_upgrades_it_too() {
 }
 
 #[test]
+fn upgrading_a_package_upgrades_its_source_siblings() {
+    let idx = index(&[
+        st("a 1", "Depends: libc6 (>= 2.37)\n"),
+        st("libc6 2.37-2", "Source: glibc\n"),
+        st(
+            "libc-bin 2.37-2",
+            "Source: glibc\nDepends: libc6 (>> 2.37)\n",
+        ),
+        st("libc-l10n 2.37-3 all", "Source: glibc (2.37-3)\n"),
+        st("other 2", "Source: glibc-extra\n"),
+    ]);
+    let base = status(&[
+        inst("libc6 2.36-1", "Source: glibc\n"),
+        // No `Source` in the status: the candidate's decides.
+        inst("libc-bin 2.36-1", "Depends: libc6 (>> 2.36)\n"),
+        inst("libc-l10n 2.36-1 all", "Source: glibc\n"),
+        inst("other 1", "Source: glibc-extra\n"),
+    ]);
+    let r = run(&["a"], &idx, &base).unwrap();
+    // libc-bin comes along (same source version); libc-l10n's candidate is another build of the
+    // source, and `other` another source: both stay.
+    assert_eq!(names(&r), ["libc6 2.37-2", "a 1", "libc-bin 2.37-2"]);
+    assert_eq!(r.upgrades, ["libc-bin", "libc6"]);
+    // A new package of a source brings the base's packages of that source to its version.
+    let idx = index(&[
+        st("libpcre2-16-0 10.42-2", "Source: pcre2\n"),
+        st("libpcre2-8-0 10.42-2", "Source: pcre2\n"),
+    ]);
+    let base = status(&[inst("libpcre2-8-0 10.42-1", "")]);
+    let r = run(&["libpcre2-16-0"], &idx, &base).unwrap();
+    assert_eq!(names(&r), ["libpcre2-16-0 10.42-2", "libpcre2-8-0 10.42-2"]);
+    assert_eq!(r.upgrades, ["libpcre2-8-0"]);
+}
+
+#[test]
 fn alternatives() {
     let stanzas = [st("a 1", "Depends: x | y\n"), st("x 1", ""), st("y 1", "")];
     let idx = index(&stanzas);
