@@ -11,7 +11,6 @@
 //! [`BufRead`] (a decompressing stream), never holding more than one stanza's lines in flight.
 
 use std::io::BufRead;
-use std::ops::Range;
 
 /// Largest stanza accepted (dpkg's biggest real stanzas are a few tens of KiB).
 pub const MAX_PARAGRAPH_BYTES: usize = 8 << 20;
@@ -43,12 +42,24 @@ pub enum ControlError {
     },
 }
 
-/// One field: offsets into the paragraph's text.
+/// One field: offsets into the paragraph's text (u32: a paragraph is at most 8 MiB), and its
+/// line relative to the paragraph's first line. Small, since a whole index is kept.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Field {
-    name: Range<usize>,
-    value: Range<usize>,
-    line: usize,
+    name_start: u32,
+    name_end: u32,
+    value_start: u32,
+    value_end: u32,
+    line: u32,
+}
+
+impl Field {
+    fn name<'a>(&self, raw: &'a str) -> &'a str {
+        &raw[self.name_start as usize..self.name_end as usize]
+    }
+    fn value<'a>(&self, raw: &'a str) -> &'a str {
+        &raw[self.value_start as usize..self.value_end as usize]
+    }
 }
 
 /// One deb822 stanza: its text and its fields in order.
@@ -68,23 +79,23 @@ impl Paragraph {
     pub fn get(&self, name: &str) -> Option<&str> {
         self.fields
             .iter()
-            .find(|f| self.raw[f.name.clone()].eq_ignore_ascii_case(name))
-            .map(|f| &self.raw[f.value.clone()])
+            .find(|f| f.name(&self.raw).eq_ignore_ascii_case(name))
+            .map(|f| f.value(&self.raw))
     }
 
     /// The 1-based line (in the whole input) where field `name` starts.
     pub fn field_line(&self, name: &str) -> Option<usize> {
         self.fields
             .iter()
-            .find(|f| self.raw[f.name.clone()].eq_ignore_ascii_case(name))
-            .map(|f| f.line)
+            .find(|f| f.name(&self.raw).eq_ignore_ascii_case(name))
+            .map(|f| self.line + f.line as usize)
     }
 
     /// Fields in their order, names as written.
     pub fn fields(&self) -> impl Iterator<Item = (&str, &str)> {
         self.fields
             .iter()
-            .map(|f| (&self.raw[f.name.clone()], &self.raw[f.value.clone()]))
+            .map(|f| (f.name(&self.raw), f.value(&self.raw)))
     }
 
     /// The stanza's text as read (comment lines dropped), each line ending in `\n`, no blank line.
@@ -190,13 +201,12 @@ impl<R: BufRead> ParagraphReader<R> {
                 let Some(last) = p.fields.last_mut() else {
                     return Err(ControlError::ContinuationFirst { line: line_no });
                 };
-                let trimmed = line.trim_end();
-                if last.value.is_empty() {
+                let end = (start + line.trim_end().len()) as u32;
+                if last.value_start == last.value_end {
                     // `Field:` alone on its line: the value starts with this line.
-                    last.value = start..start + trimmed.len();
-                } else {
-                    last.value.end = start + trimmed.len();
+                    last.value_start = start as u32;
                 }
+                last.value_end = end;
                 continue;
             }
             let Some(colon) = line.find(':') else {
@@ -215,11 +225,11 @@ impl<R: BufRead> ParagraphReader<R> {
             if let Some(first) = p
                 .fields
                 .iter()
-                .find(|f| p.raw[f.name.clone()].eq_ignore_ascii_case(name))
+                .find(|f| f.name(&p.raw).eq_ignore_ascii_case(name))
             {
                 return Err(ControlError::Duplicate {
                     line: line_no,
-                    first: first.line,
+                    first: p.line + first.line as usize,
                     name: name.to_string(),
                 });
             }
@@ -230,12 +240,18 @@ impl<R: BufRead> ParagraphReader<R> {
             if p.fields.is_empty() {
                 p.line = line_no;
             }
+            // Offsets fit in u32: the paragraph is at most MAX_PARAGRAPH_BYTES.
             p.fields.push(Field {
-                name: start..start + colon,
-                value: vstart..vend.max(vstart),
-                line: line_no,
+                name_start: start as u32,
+                name_end: (start + colon) as u32,
+                value_start: vstart as u32,
+                value_end: vend.max(vstart) as u32,
+                line: (line_no - p.line) as u32,
             });
         }
+        // A whole index stays in memory: give back what the line-by-line growth reserved.
+        p.raw.shrink_to_fit();
+        p.fields.shrink_to_fit();
         Ok((!p.fields.is_empty()).then_some(p))
     }
 }

@@ -14,7 +14,7 @@
 //!
 //! Modules: [`control`] (deb822 paragraphs), [`version`] (dpkg's version order and relations),
 //! [`release`] (OpenPGP with the `pgp` crate; `Release`), [`packages`] (`Packages` and `status`
-//! records, dependency fields, decompression), [`resolve`] (dependency resolution).
+//! records, dependency fields, decompression), [`mod@resolve`] (dependency resolution).
 //! Each module's documentation says which crate it uses or why it is hand-written.
 
 pub mod archive;

@@ -131,6 +131,8 @@ pub struct InstalledPackage {
     pub breaks: Vec<Dep>,
     /// `Status` is `install ok installed` or `hold ok installed`: the package's files are there.
     pub status_ok: bool,
+    /// The source package's name (`Source`, without its version; else the package's name).
+    pub source: String,
 }
 
 /// Parses a dependency field (`Depends`, `Pre-Depends`, …) into requirements of alternatives.
@@ -318,6 +320,28 @@ impl Fields<'_> {
     }
 }
 
+/// The source package's name and version of a binary stanza: `Source: glibc (2.36-9)` →
+/// (`glibc`, `2.36-9`); `Source: glibc` → (`glibc`, the binary's version); none → the binary's.
+pub fn source_of(p: &Paragraph, name: &str, version: &str) -> (String, String) {
+    match p.get("Source").map(str::trim).filter(|s| !s.is_empty()) {
+        None => (name.to_string(), version.to_string()),
+        Some(s) => match s.split_once('(') {
+            Some((n, v)) => (
+                n.trim().to_string(),
+                v.trim_end_matches(')').trim().to_string(),
+            ),
+            None => (s.to_string(), version.to_string()),
+        },
+    }
+}
+
+impl PackageRecord {
+    /// The source package's name and version (see [`source_of`]).
+    pub fn source(&self) -> (String, String) {
+        source_of(&self.paragraph, &self.name, &self.version)
+    }
+}
+
 fn package_name(p: &Paragraph) -> Result<&str, PackagesError> {
     let name = p
         .get("Package")
@@ -409,6 +433,7 @@ impl InstalledPackage {
             conflicts: f.relations("Conflicts")?,
             breaks: f.relations("Breaks")?,
             status_ok,
+            source: source_of(p, &name, "").0,
             name,
         })
     }
@@ -531,6 +556,11 @@ mod tests {
         assert_eq!(p.line, 1);
         assert_eq!(r[1].multi_arch, MultiArch::No);
         assert!(!r[1].essential);
+        assert_eq!(r[0].source(), ("foo".to_string(), "1.0-1".to_string()));
+        let r = parse_packages(&stanza("Source: bar (1:2.0-1)\n")).unwrap();
+        assert_eq!(r[0].source(), ("bar".to_string(), "1:2.0-1".to_string()));
+        let r = parse_packages(&stanza("Source: bar\n")).unwrap();
+        assert_eq!(r[0].source(), ("bar".to_string(), "1.0-1".to_string()));
     }
 
     #[test]
@@ -593,7 +623,7 @@ mod tests {
 
     #[test]
     fn status_file() {
-        let text = "Package: libc6\nStatus: install ok installed\nArchitecture: amd64\nMulti-Arch: same\nVersion: 2.36-9+deb12u9\nDepends: libgcc-s1\n\nPackage: gone\nStatus: deinstall ok config-files\nArchitecture: amd64\n\nPackage: held\nStatus: hold ok installed\nArchitecture: all\nVersion: 1\nProvides: x\n\nPackage: half\nStatus: install ok half-configured\nArchitecture: amd64\nVersion: 1\n";
+        let text = "Package: libc6\nStatus: install ok installed\nArchitecture: amd64\nMulti-Arch: same\nSource: glibc (2.36-9+deb12u9)\nVersion: 2.36-9+deb12u9\nDepends: libgcc-s1\n\nPackage: gone\nStatus: deinstall ok config-files\nArchitecture: amd64\n\nPackage: held\nStatus: hold ok installed\nArchitecture: all\nVersion: 1\nProvides: x\n\nPackage: half\nStatus: install ok half-configured\nArchitecture: amd64\nVersion: 1\n";
         let s = parse_status(text).unwrap();
         assert_eq!(s.len(), 4);
         assert!(s[0].status_ok);
@@ -604,6 +634,8 @@ mod tests {
         assert_eq!(s[1].version, "");
         assert!(s[2].status_ok);
         assert_eq!(s[2].provides[0].name, "x");
+        assert_eq!(s[0].source, "glibc");
+        assert_eq!(s[2].source, "held");
         assert!(!s[3].status_ok);
         let e = parse_status("Package: x\nVersion: 1\n").unwrap_err();
         assert!(

@@ -9,8 +9,10 @@
 //! Rules, the ones apt applies through gpgv/sqv for the plain case: a message is accepted when at
 //! least one of its signatures verifies with a key or signing subkey held by the keyrings (a
 //! subkey only with a valid binding signature from its primary key), made with a hash stronger
-//! than SHA-1, by a key not expired at the signature's time. Only the signed text is returned, so
-//! nothing outside the signature can reach the `Release` parser.
+//! than SHA-1, by a key not expired at the signature's time (the primary key's expiry) and not
+//! revoked (a revocation signature present in the keyring — the keyring is trusted as a whole, so
+//! it is not checked further). Only the signed text is returned, so nothing outside the signature
+//! can reach the `Release` parser.
 
 use std::collections::BTreeMap;
 use std::io::Cursor;
@@ -20,7 +22,7 @@ use pgp::composed::{
     CleartextSignedMessage, Deserializable, DetachedSignature, SignedPublicKey, SignedPublicSubKey,
 };
 use pgp::crypto::hash::HashAlgorithm;
-use pgp::packet::Signature;
+use pgp::packet::{Signature, SignatureType};
 use pgp::types::{KeyDetails, KeyId};
 
 use super::control::{ControlError, parse_paragraphs, value_lines};
@@ -49,6 +51,8 @@ pub enum ReleaseError {
     WeakHash { key_id: String, hash: String },
     #[error("signature by key {key_id} was made after the key expired")]
     KeyExpired { key_id: String },
+    #[error("key {key_id} is revoked in the keyring")]
+    KeyRevoked { key_id: String },
     #[error("the signed text is not UTF-8")]
     NotUtf8,
     #[error("Release: {0}")]
@@ -416,6 +420,20 @@ fn verify_any(
                 });
                 continue;
             }
+            let revoked = match c {
+                Candidate::Primary(k) => !k.details.revocation_signatures.is_empty(),
+                Candidate::Subkey(k, sk) => {
+                    !k.details.revocation_signatures.is_empty()
+                        || sk
+                            .signatures
+                            .iter()
+                            .any(|s| s.typ() == Some(SignatureType::SubkeyRevocation))
+                }
+            };
+            if revoked {
+                failure.get_or_insert(ReleaseError::KeyRevoked { key_id: id });
+                continue;
+            }
             let result = match c {
                 Candidate::Primary(k) => sig.verify(&k.primary_key, data),
                 Candidate::Subkey(k, sk) => match sk.verify_bindings(&k.primary_key) {
@@ -616,6 +634,87 @@ mod tests {
             verify_detached(b"Origin: Evil\n", &sig, &[binary]),
             Err(ReleaseError::BadSignature { .. })
         ));
+    }
+
+    #[test]
+    fn signing_subkeys_need_their_binding_and_no_revocation() {
+        use pgp::composed::{EncryptionCaps, SubkeyParamsBuilder};
+        use pgp::ser::Serialize;
+        let sub = SubkeyParamsBuilder::default()
+            .key_type(KeyType::Ed25519Legacy)
+            .can_sign(true)
+            .can_encrypt(EncryptionCaps::None)
+            .build()
+            .unwrap();
+        let key = SecretKeyParamsBuilder::default()
+            .key_type(KeyType::Ed25519Legacy)
+            .can_certify(true)
+            .can_sign(false)
+            .primary_user_id("Sub Signer <sub@example.org>".into())
+            .subkeys(vec![sub])
+            .build()
+            .unwrap()
+            .generate(rand::thread_rng())
+            .unwrap();
+        let signer = &key.secret_subkeys[0].key;
+        let text = "Origin: Sub\nSHA256:\n";
+        let msg =
+            CleartextSignedMessage::sign(rand::thread_rng(), text, signer, &Password::empty())
+                .unwrap()
+                .to_armored_bytes(None.into())
+                .unwrap();
+        let public = SignedPublicKey::from(key.clone());
+        let ok = verify_inrelease(&msg, &[public.to_bytes().unwrap()]).unwrap();
+        assert_eq!(ok, text.as_bytes());
+        // Without a binding signature the parser drops the subkey: unknown.
+        let mut unbound = public.clone();
+        unbound.public_subkeys[0].signatures.clear();
+        let e = verify_inrelease(&msg, &[unbound.to_bytes().unwrap()]).unwrap_err();
+        assert!(matches!(e, ReleaseError::UnknownKey { .. }), "{e}");
+        // With a binding signature that is not the primary key's (taken from another key's
+        // subkey): the subkey is present but refused.
+        let other = SecretKeyParamsBuilder::default()
+            .key_type(KeyType::Ed25519Legacy)
+            .can_certify(true)
+            .primary_user_id("Other <other@example.org>".into())
+            .subkeys(vec![
+                SubkeyParamsBuilder::default()
+                    .key_type(KeyType::Ed25519Legacy)
+                    .can_sign(true)
+                    .can_encrypt(EncryptionCaps::None)
+                    .build()
+                    .unwrap(),
+            ])
+            .build()
+            .unwrap()
+            .generate(rand::thread_rng())
+            .unwrap();
+        let foreign = SignedPublicKey::from(other).public_subkeys[0].signatures[0].clone();
+        let mut misbound = public.clone();
+        misbound.public_subkeys[0].signatures = vec![foreign];
+        let e = verify_inrelease(&msg, &[misbound.to_bytes().unwrap()]).unwrap_err();
+        assert!(matches!(e, ReleaseError::BadSignature { .. }), "{e}");
+        // A revocation in the keyring: refused, naming the subkey. (The check only looks for a
+        // revocation signature's presence, so a stand-in signature object is enough; it is
+        // built in memory because the parser files a stand-in elsewhere.)
+        let mut revoked = public.clone();
+        let binding = revoked.public_subkeys[0].signatures[0].clone();
+        revoked.details.revocation_signatures.push(binding);
+        let (parsed, _) =
+            CleartextSignedMessage::from_string(std::str::from_utf8(&msg).unwrap()).unwrap();
+        let signed = parsed.signed_text();
+        verify_any(
+            parsed.signatures(),
+            signed.as_bytes(),
+            std::slice::from_ref(&public),
+        )
+        .unwrap();
+        let e = verify_any(parsed.signatures(), signed.as_bytes(), &[revoked]).unwrap_err();
+        let fp = format!("{:X}", signer.fingerprint());
+        assert!(
+            matches!(&e, ReleaseError::KeyRevoked { key_id } if *key_id == fp),
+            "{e}"
+        );
     }
 
     #[test]

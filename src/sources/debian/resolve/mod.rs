@@ -18,6 +18,8 @@
 //!   breaks are upgraded too, or the resolution fails. `Conflicts` / `Breaks` between chosen and
 //!   installed packages are errors, except that an installed package broken by a chosen one is
 //!   upgraded when its candidate is no longer broken.
+//! - Upgrading an installed package also upgrades the base's other packages of the same source
+//!   package to the same source version (apt's `Upgrade-By-Source-Package`).
 //! - No backtracking: once chosen, a package stays chosen. Cycles (libc6 ↔ libgcc-s1) are fine.
 //! - Deterministic: requests in order, requirements in field order, candidates by version then
 //!   name; [`Resolution::packages`] is a depth-first post-order (dependencies first) from the
@@ -66,15 +68,17 @@ impl Index {
     /// once (the first one).
     pub fn new(lists: impl IntoIterator<Item = Vec<PackageRecord>>) -> Index {
         let mut index = Index::default();
-        let mut seen = BTreeSet::new();
         for list in lists {
             for r in list {
-                let key = (r.name.clone(), r.version.clone(), r.architecture.clone());
-                if !seen.insert(key) {
+                let i = index.records.len();
+                let same = index.by_name.entry(r.name.clone()).or_default();
+                if same.iter().any(|&j| {
+                    let o = &index.records[j];
+                    o.version == r.version && o.architecture == r.architecture
+                }) {
                     continue;
                 }
-                let i = index.records.len();
-                index.by_name.entry(r.name.clone()).or_default().push(i);
+                same.push(i);
                 for p in &r.provides {
                     index.providers.entry(p.name.clone()).or_default().push(i);
                 }
@@ -146,7 +150,7 @@ pub enum ResolveError {
         line: Option<usize>,
     },
     #[error(
-        "{}{needed_by} depends on {dep}, which cannot be met: {reason}",
+        "{}{needed_by} needs {dep}, which cannot be met: {reason}",
         at_line(line)
     )]
     Unsatisfiable {
@@ -155,7 +159,7 @@ pub enum ResolveError {
         reason: String,
         line: Option<usize>,
     },
-    #[error("{}{needed_by} depends on the virtual package {name:?}, provided by several packages: {}; request one of them", at_line(line), providers.join(", "))]
+    #[error("{}{needed_by} needs the virtual package {name:?}, provided by several packages: {}; request one of them", at_line(line), providers.join(", "))]
     AmbiguousVirtual {
         name: String,
         providers: Vec<String>,
@@ -179,6 +183,17 @@ pub enum ResolveError {
         needed_by: String,
         wanted: String,
         chosen: String,
+        line: Option<usize>,
+    },
+    #[error(
+        "{}{needed_by} needs {package} {installed} of the base downgraded to {candidate}, which apt would not do (pin the version to force it)",
+        at_line(line)
+    )]
+    WouldDowngrade {
+        needed_by: String,
+        package: String,
+        installed: String,
+        candidate: String,
         line: Option<usize>,
     },
     #[error(
@@ -279,6 +294,8 @@ struct Solver<'a> {
     queue: Vec<usize>,
     upgrades: BTreeSet<String>,
     warnings: Vec<String>,
+    /// Installed packages (indices into `installed`) by their candidate's source package name.
+    by_source: BTreeMap<String, Vec<usize>>,
 }
 
 enum Met {
@@ -403,12 +420,14 @@ impl<'a> Solver<'a> {
     }
 
     /// Adds a record to the chosen set; an installed entry of the same name and architecture is
-    /// replaced (an upgrade, or a downgrade with a warning).
+    /// replaced: an upgrade, or a downgrade — only for a pinned request (with a warning), as apt
+    /// never downgrades on its own.
     fn install(
         &mut self,
         r: usize,
         needed_by: &str,
         line: Option<usize>,
+        allow_downgrade: bool,
     ) -> Result<(), ResolveError> {
         let rec = &self.index.records[r];
         let key = (rec.name.clone(), rec.architecture.clone());
@@ -432,6 +451,19 @@ impl<'a> Solver<'a> {
                         || rec.architecture == "all")
             })
             .collect();
+        if !allow_downgrade
+            && let Some((_, p)) = replaced
+                .iter()
+                .find(|(_, p)| compare(&rec.version, &p.version) == Ordering::Less)
+        {
+            return Err(ResolveError::WouldDowngrade {
+                needed_by: needed_by.to_string(),
+                package: p.name.clone(),
+                installed: p.version.clone(),
+                candidate: rec.version.clone(),
+                line,
+            });
+        }
         for (i, p) in replaced {
             self.shadowed.insert(i);
             self.upgrades.insert(p.name.clone());
@@ -445,6 +477,45 @@ impl<'a> Solver<'a> {
         self.chosen.insert(key, r);
         self.origin.entry(r).or_insert(line);
         self.queue.push(r);
+        self.upgrade_siblings(r, line)?;
+        Ok(())
+    }
+
+    /// apt's `APT::Get::Upgrade-By-Source-Package` (on by default): when a package is installed
+    /// or upgraded, the base's other packages whose candidate is built from the same source
+    /// version are upgraded to it (libc6 brings libc-bin along; a new libpcre2-16-0 brings the
+    /// base's libpcre2-8-0). The candidate's `Source` decides, as the status may lack the field.
+    fn upgrade_siblings(&mut self, r: usize, line: Option<usize>) -> Result<(), ResolveError> {
+        let rec = &self.index.records[r];
+        let (source, source_version) = rec.source();
+        let Some(group) = self.by_source.get(&source) else {
+            return Ok(());
+        };
+        let siblings: Vec<usize> = group
+            .iter()
+            .filter(|&&i| !self.shadowed.contains(&i))
+            .map(|&i| self.installed[i])
+            .filter(|p| p.name != rec.name)
+            .filter_map(|p| {
+                let plain = Dep {
+                    name: p.name.clone(),
+                    arch_qualifier: None,
+                    relation: None,
+                };
+                let c = self.candidate(&p.name, &plain)?;
+                let cand = &self.index.records[c];
+                let newer = compare(&cand.version, &p.version) == Ordering::Greater;
+                let same_build = cand.source() == (source.clone(), source_version.clone());
+                let free = !self
+                    .chosen
+                    .contains_key(&(cand.name.clone(), cand.architecture.clone()));
+                (newer && same_build && free).then_some(c)
+            })
+            .collect();
+        let who = label(rec);
+        for c in siblings {
+            self.install(c, &who, line, false)?;
+        }
         Ok(())
     }
 
@@ -460,7 +531,7 @@ impl<'a> Solver<'a> {
         let mut first_err = None;
         for d in group {
             match self.pick(d, needed_by, line) {
-                Ok(r) => return self.install(r, needed_by, line),
+                Ok(r) => return self.install(r, needed_by, line, false),
                 Err(e) => {
                     first_err.get_or_insert(e);
                 }
@@ -522,7 +593,7 @@ impl<'a> Solver<'a> {
                     req.name,
                     label(&self.index.records[r])
                 ));
-                return self.install(r, &who, line);
+                return self.install(r, &who, line, false);
             }
             return Err(ResolveError::UnknownPackage {
                 name: req.name.clone(),
@@ -556,22 +627,36 @@ impl<'a> Solver<'a> {
             None => self.candidate(&req.name, &plain).unwrap_or(reals[0]),
         };
         let rec = &self.index.records[r];
-        let same = self.live_installed().any(|(_, p)| {
-            p.name == rec.name && compare(&p.version, &rec.version) == Ordering::Equal
+        let pinned = req.version.is_some();
+        // Unpinned: the base's version is kept when it is the candidate or newer (apt's
+        // "already the newest version"); pinned: only when it is that version.
+        let kept = self.live_installed().find(|(_, p)| {
+            p.name == rec.name
+                && match compare(&p.version, &rec.version) {
+                    Ordering::Equal => true,
+                    Ordering::Greater => !pinned,
+                    Ordering::Less => false,
+                }
         });
-        if same {
+        if let Some((_, p)) = kept {
             self.warnings.push(format!(
                 "{} {} is already installed in the base",
-                rec.name, rec.version
+                p.name, p.version
             ));
             return Ok(());
         }
-        self.install(r, &who, line)
+        self.install(r, &who, line, pinned)
     }
 
     /// Up to three names close to `name`: same prefix, or at most two edits away.
     fn suggestions(&self, name: &str) -> Vec<String> {
-        let mut scored: Vec<(usize, &String)> = self
+        let common = |n: &str| {
+            n.bytes()
+                .zip(name.bytes())
+                .take_while(|(a, b)| a == b)
+                .count()
+        };
+        let mut scored: Vec<(usize, std::cmp::Reverse<usize>, &String)> = self
             .index
             .by_name
             .keys()
@@ -580,19 +665,25 @@ impl<'a> Solver<'a> {
                 if n.len().abs_diff(name.len()) > 3 && !n.starts_with(name) {
                     return None;
                 }
-                let d = levenshtein(name, n);
-                if d <= 2 {
-                    Some((d, n))
+                let d = edit_distance(name, n);
+                let d = if d <= 2 {
+                    d
                 } else if n.starts_with(name) {
-                    Some((3, n))
+                    3
                 } else {
-                    None
-                }
+                    return None;
+                };
+                Some((d, std::cmp::Reverse(common(n)), n))
             })
             .collect();
+        // Closest first, then the longest shared prefix, then by name.
         scored.sort();
-        scored.dedup_by(|a, b| a.1 == b.1);
-        scored.into_iter().take(3).map(|(_, n)| n.clone()).collect()
+        scored.dedup_by(|a, b| a.2 == b.2);
+        scored
+            .into_iter()
+            .take(3)
+            .map(|(_, _, n)| n.clone())
+            .collect()
     }
 
     fn line_of(&self, r: usize) -> Option<usize> {
@@ -631,7 +722,7 @@ impl<'a> Solver<'a> {
                     if compare(&self.index.records[c].version, &p.version) == Ordering::Greater =>
                 {
                     let line = self.chosen_line_for(&culprit);
-                    self.install(c, &format!("{} {} (base)", p.name, p.version), line)?;
+                    self.install(c, &format!("{} {} (base)", p.name, p.version), line, false)?;
                     changed = true;
                 }
                 _ => {
@@ -703,7 +794,7 @@ impl<'a> Solver<'a> {
                         )
                     {
                         let line = self.line_of(r);
-                        self.install(c, &label(rec), line)?;
+                        self.install(c, &label(rec), line, false)?;
                         return Ok(true);
                     }
                     return Err(ResolveError::Conflict {
@@ -827,7 +918,19 @@ pub fn resolve(
         queue: Vec::new(),
         upgrades: BTreeSet::new(),
         warnings: Vec::new(),
+        by_source: BTreeMap::new(),
     };
+    for (i, p) in s.installed.iter().enumerate() {
+        let plain = Dep {
+            name: p.name.clone(),
+            arch_qualifier: None,
+            relation: None,
+        };
+        if let Some(c) = s.candidate(&p.name, &plain) {
+            let source = index.records[c].source().0;
+            s.by_source.entry(source).or_default().push(i);
+        }
+    }
     for req in requests {
         s.request(req)?;
         s.drain()?;
@@ -850,508 +953,28 @@ pub fn resolve(
     })
 }
 
-/// Edit distance with a two-row table (names are short).
-fn levenshtein(a: &str, b: &str) -> usize {
+/// Edit distance counting a swap of two neighbours as one edit (optimal string alignment):
+/// `crul` is one edit from `curl`. Names are short, so a full table is fine.
+fn edit_distance(a: &str, b: &str) -> usize {
     let (a, b) = (a.as_bytes(), b.as_bytes());
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    let mut cur = vec![0; b.len() + 1];
-    for (i, &ca) in a.iter().enumerate() {
-        cur[0] = i + 1;
-        for (j, &cb) in b.iter().enumerate() {
-            cur[j + 1] = (prev[j] + usize::from(ca != cb))
-                .min(prev[j + 1] + 1)
-                .min(cur[j] + 1);
+    let w = b.len() + 1;
+    let mut d = vec![0usize; (a.len() + 1) * w];
+    for i in 0..=a.len() {
+        for j in 0..=b.len() {
+            d[i * w + j] = if i == 0 || j == 0 {
+                i + j
+            } else {
+                let sub = d[(i - 1) * w + j - 1] + usize::from(a[i - 1] != b[j - 1]);
+                let mut best = sub.min(d[(i - 1) * w + j] + 1).min(d[i * w + j - 1] + 1);
+                if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                    best = best.min(d[(i - 2) * w + j - 2] + 1);
+                }
+                best
+            };
         }
-        std::mem::swap(&mut prev, &mut cur);
     }
-    prev[b.len()]
+    d[a.len() * w + b.len()]
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::sources::debian::packages::{parse_packages, parse_status};
-
-    const SHA: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
-
-    /// A `Packages` stanza: `spec` is `name version [arch]`, `extra` more fields.
-    fn st(spec: &str, extra: &str) -> String {
-        let mut f = spec.split(' ');
-        let (n, v) = (f.next().unwrap(), f.next().unwrap());
-        let a = f.next().unwrap_or("amd64");
-        format!(
-            "Package: {n}\nVersion: {v}\nArchitecture: {a}\n{extra}Filename: pool/{n}_{v}_{a}.deb\nSize: 1\nSHA256: {SHA}\n\n"
-        )
-    }
-
-    fn index(stanzas: &[String]) -> Index {
-        Index::new([parse_packages(&stanzas.concat()).unwrap()])
-    }
-
-    /// A status stanza: `spec` is `name version [arch]`.
-    fn inst(spec: &str, extra: &str) -> String {
-        let mut f = spec.split(' ');
-        let (n, v) = (f.next().unwrap(), f.next().unwrap());
-        let a = f.next().unwrap_or("amd64");
-        format!(
-            "Package: {n}\nStatus: install ok installed\nVersion: {v}\nArchitecture: {a}\n{extra}\n"
-        )
-    }
-
-    fn status(stanzas: &[String]) -> Vec<InstalledPackage> {
-        parse_status(&stanzas.concat()).unwrap()
-    }
-
-    fn req(s: &str) -> Request {
-        Request::parse(s, None)
-    }
-
-    fn names(r: &Resolution) -> Vec<String> {
-        r.packages
-            .iter()
-            .map(|p| format!("{} {}", p.name, p.version))
-            .collect()
-    }
-
-    fn run(
-        reqs: &[&str],
-        idx: &Index,
-        installed: &[InstalledPackage],
-    ) -> Result<Resolution, ResolveError> {
-        let reqs: Vec<Request> = reqs
-            .iter()
-            .enumerate()
-            .map(|(i, s)| Request::parse(s, Some(i + 10)))
-            .collect();
-        resolve(&reqs, idx, installed, "amd64")
-    }
-
-    #[test]
-    fn candidate_is_the_highest_version_or_the_pinned_one() {
-        let idx = index(&[
-            st("foo 1.0-1", ""),
-            st("foo 1.0-2~bpo1", ""),
-            st("foo 1.0-10", ""),
-            st("foo 2.0 arm64", ""),
-        ]);
-        assert_eq!(names(&run(&["foo"], &idx, &[]).unwrap()), ["foo 1.0-10"]);
-        assert_eq!(
-            names(&run(&["foo=1.0-1"], &idx, &[]).unwrap()),
-            ["foo 1.0-1"]
-        );
-        let e = run(&["foo=3"], &idx, &[]).unwrap_err();
-        assert_eq!(
-            e,
-            ResolveError::VersionNotFound {
-                name: "foo".into(),
-                version: "3".into(),
-                available: vec!["1.0-10".into(), "1.0-2~bpo1".into(), "1.0-1".into()],
-                line: Some(10)
-            }
-        );
-        assert!(e.to_string().starts_with("line 10: "), "{e}");
-        assert_eq!(req("tini=0.19.0-1").version.as_deref(), Some("0.19.0-1"));
-    }
-
-    #[test]
-    fn depends_and_pre_depends_are_followed_recommends_are_not() {
-        let idx = index(&[
-            st(
-                "a 1",
-                "Pre-Depends: c\nDepends: b (>= 1)\nRecommends: d\nSuggests: e\n",
-            ),
-            st("b 1", "Depends: c\n"),
-            st("c 1 all", ""),
-            st("d 1", ""),
-            st("e 1", ""),
-        ]);
-        let r = run(&["a"], &idx, &[]).unwrap();
-        assert_eq!(names(&r), ["c 1", "b 1", "a 1"]);
-        assert!(r.upgrades.is_empty() && r.warnings.is_empty(), "{r:?}");
-    }
-
-    #[test]
-    fn installed_or_chosen_packages_meet_requirements() {
-        let idx = index(&[
-            st("a 1", "Depends: libc6 (>= 2.30), b\n"),
-            st("b 1", "Depends: a\n"),
-            st("libc6 2.38", ""),
-        ]);
-        let base = status(&[inst("libc6 2.36", "")]);
-        let r = run(&["a"], &idx, &base).unwrap();
-        assert_eq!(names(&r), ["b 1", "a 1"]);
-        assert!(r.upgrades.is_empty());
-        // A package not fully installed in the base does not count.
-        let half = parse_status(
-            "Package: libc6\nStatus: install ok unpacked\nVersion: 2.36\nArchitecture: amd64\n",
-        )
-        .unwrap();
-        assert_eq!(
-            names(&run(&["a"], &idx, &half).unwrap()),
-            ["b 1", "libc6 2.38", "a 1"]
-        );
-    }
-
-    #[test]
-    fn too_old_installed_package_is_upgraded_or_refused() {
-        let idx = index(&[
-            st("a 1", "Depends: libc6 (>= 2.37)\n"),
-            st("libc6 2.38", ""),
-        ]);
-        let base = status(&[inst("libc6 2.36", "")]);
-        let r = run(&["a"], &idx, &base).unwrap();
-        assert_eq!(names(&r), ["libc6 2.38", "a 1"]);
-        assert_eq!(r.upgrades, ["libc6"]);
-        let idx = index(&[
-            st("a 1", "Depends: libc6 (>= 2.37)\n"),
-            st("libc6 2.36", ""),
-        ]);
-        let e = run(&["a"], &idx, &base).unwrap_err();
-        let msg = e.to_string();
-        assert!(
-            matches!(&e, ResolveError::Unsatisfiable { needed_by, dep, line: Some(10), .. } if needed_by == "a 1" && dep == "libc6 (>= 2.37)"),
-            "{msg}"
-        );
-        assert!(msg.contains("candidate is libc6 2.36"), "{msg}");
-    }
-
-    #[test]
-    fn upgrade_that_breaks_an_installed_package_upgrades_it_too() {
-        let idx = index(&[
-            st("a 1", "Depends: libc6 (>= 2.37)\n"),
-            st("libc6 2.37-2", ""),
-            st(
-                "libc-bin 2.37-2",
-                "Depends: libc6 (>> 2.37), libc6 (<< 2.38)\n",
-            ),
-        ]);
-        let base = status(&[
-            inst("libc6 2.36-1", ""),
-            inst(
-                "libc-bin 2.36-1",
-                "Depends: libc6 (>> 2.36), libc6 (<< 2.37)\n",
-            ),
-        ]);
-        let r = run(&["a"], &idx, &base).unwrap();
-        assert_eq!(names(&r), ["libc6 2.37-2", "a 1", "libc-bin 2.37-2"]);
-        assert_eq!(r.upgrades, ["libc-bin", "libc6"]);
-        let idx = index(&[
-            st("a 1", "Depends: libc6 (>= 2.37)\n"),
-            st("libc6 2.37-2", ""),
-        ]);
-        let e = run(&["a"], &idx, &base).unwrap_err();
-        assert!(
-            matches!(&e, ResolveError::BrokenInstalled { package, upgraded, .. } if package == "libc-bin 2.36-1" && upgraded == "libc6"),
-            "{e}"
-        );
-    }
-
-    #[test]
-    fn alternatives() {
-        let stanzas = [st("a 1", "Depends: x | y\n"), st("x 1", ""), st("y 1", "")];
-        let idx = index(&stanzas);
-        // Neither is there: the first one.
-        assert_eq!(names(&run(&["a"], &idx, &[]).unwrap()), ["x 1", "a 1"]);
-        // The second is installed: it meets the requirement.
-        let base = status(&[inst("y 1", "")]);
-        assert_eq!(names(&run(&["a"], &idx, &base).unwrap()), ["a 1"]);
-        // The second is chosen by an earlier request.
-        assert_eq!(names(&run(&["y", "a"], &idx, &[]).unwrap()), ["y 1", "a 1"]);
-        // The first does not exist: the next that can be chosen.
-        let idx = index(&[st("a 1", "Depends: x | y\n"), st("y 1", "")]);
-        assert_eq!(names(&run(&["a"], &idx, &[]).unwrap()), ["y 1", "a 1"]);
-        // None can: the first alternative's reason.
-        let idx = index(&[st("a 1", "Depends: x | y\n")]);
-        let e = run(&["a"], &idx, &[]).unwrap_err();
-        assert!(
-            matches!(&e, ResolveError::Unsatisfiable { dep, .. } if dep == "x"),
-            "{e}"
-        );
-    }
-
-    #[test]
-    fn virtual_packages() {
-        let one = index(&[st("a 1", "Depends: mta\n"), st("exim 4", "Provides: mta\n")]);
-        assert_eq!(names(&run(&["a"], &one, &[]).unwrap()), ["exim 4", "a 1"]);
-        let two = index(&[
-            st("a 1", "Depends: mta\n"),
-            st("postfix 3", "Provides: mta\n"),
-            st("exim 4", "Provides: mta\n"),
-        ]);
-        let e = run(&["a"], &two, &[]).unwrap_err();
-        assert_eq!(
-            e,
-            ResolveError::AmbiguousVirtual {
-                name: "mta".into(),
-                providers: vec!["exim".into(), "postfix".into()],
-                needed_by: "a 1".into(),
-                line: Some(10)
-            }
-        );
-        // One of them installed or chosen: no question.
-        let base = status(&[inst("postfix 2", "Provides: mta\n")]);
-        assert_eq!(names(&run(&["a"], &two, &base).unwrap()), ["a 1"]);
-        assert_eq!(
-            names(&run(&["exim", "a"], &two, &[]).unwrap()),
-            ["exim 4", "a 1"]
-        );
-        // A real package of the name wins over providers.
-        let real = index(&[
-            st("a 1", "Depends: mta\n"),
-            st("exim 4", "Provides: mta\n"),
-            st("mta 1", ""),
-        ]);
-        assert_eq!(names(&run(&["a"], &real, &[]).unwrap()), ["mta 1", "a 1"]);
-        // Versioned provides: only a provider whose version fits; unversioned ones never do.
-        let ver = index(&[
-            st("a 1", "Depends: libv (>= 2)\n"),
-            st("p1 1", "Provides: libv (= 1)\n"),
-            st("p2 1", "Provides: libv (= 2.1)\n"),
-            st("p3 1", "Provides: libv\n"),
-        ]);
-        assert_eq!(names(&run(&["a"], &ver, &[]).unwrap()), ["p2 1", "a 1"]);
-        // Requesting a virtual name with one provider installs it, with a warning.
-        let r = run(&["mta"], &one, &[]).unwrap();
-        assert_eq!(names(&r), ["exim 4"]);
-        assert!(r.warnings[0].contains("virtual"), "{:?}", r.warnings);
-    }
-
-    #[test]
-    fn multi_arch_rules() {
-        let allowed = index(&[
-            st("a 1", "Depends: python3:any\n"),
-            st("python3 3.11", "Multi-Arch: allowed\n"),
-        ]);
-        assert_eq!(
-            names(&run(&["a"], &allowed, &[]).unwrap()),
-            ["python3 3.11", "a 1"]
-        );
-        let plain = index(&[st("a 1", "Depends: python3:any\n"), st("python3 3.11", "")]);
-        assert!(matches!(
-            run(&["a"], &plain, &[]),
-            Err(ResolveError::Unsatisfiable { .. })
-        ));
-        // A foreign package of another architecture meets a plain requirement; others do not.
-        let foreign = index(&[
-            st("a 1", "Depends: tool\n"),
-            st("tool 1 i386", "Multi-Arch: foreign\n"),
-        ]);
-        assert_eq!(
-            names(&run(&["a"], &foreign, &[]).unwrap()),
-            ["tool 1", "a 1"]
-        );
-        let other = index(&[st("a 1", "Depends: tool\n"), st("tool 1 i386", "")]);
-        assert!(run(&["a"], &other, &[]).is_err());
-        assert!(matches!(
-            run(&["tool"], &other, &[]),
-            Err(ResolveError::UnknownPackage { .. })
-        ));
-        // `all` packages and an installed python3:any.
-        let base = status(&[inst("python3 3.11 amd64", "Multi-Arch: allowed\n")]);
-        assert_eq!(names(&run(&["a"], &plain, &base).unwrap()), ["a 1"]);
-        let all = index(&[st("a 1 all", "Depends: b\n"), st("b 1 all", "")]);
-        assert_eq!(names(&run(&["a"], &all, &[]).unwrap()), ["b 1", "a 1"]);
-    }
-
-    #[test]
-    fn conflicts_and_breaks() {
-        let base = status(&[inst("b 1", "")]);
-        let idx = index(&[st("a 1", "Conflicts: b\n"), st("b 2", "")]);
-        let e = run(&["a"], &idx, &base).unwrap_err();
-        assert_eq!(
-            e.to_string(),
-            "line 10: a 1 conflicts with b, matched by b 1 (installed in the base)"
-        );
-        // Breaks an old installed version: upgraded when the candidate is not broken.
-        let idx = index(&[st("a 1", "Breaks: b (<< 2)\n"), st("b 2", "")]);
-        let r = run(&["a"], &idx, &base).unwrap();
-        assert_eq!(names(&r), ["a 1", "b 2"]);
-        assert_eq!(r.upgrades, ["b"]);
-        let idx = index(&[st("a 1", "Breaks: b (<< 2)\n"), st("b 1", "")]);
-        assert!(matches!(
-            run(&["a"], &idx, &base),
-            Err(ResolveError::Conflict {
-                other_installed: true,
-                ..
-            })
-        ));
-        // Between two chosen packages, naming the request's line.
-        let idx = index(&[
-            st("a 1", ""),
-            st("c 1", "Depends: d\n"),
-            st("d 1", "Conflicts: a\n"),
-        ]);
-        let e = run(&["a", "c"], &idx, &[]).unwrap_err();
-        assert!(
-            matches!(&e, ResolveError::Conflict { package, other, other_installed: false, line: Some(11), .. } if package == "d 1" && other == "a 1"),
-            "{e}"
-        );
-        // An installed package's own Conflicts, through a provided name.
-        let base = status(&[inst("q 1", "Conflicts: mta\n")]);
-        let idx = index(&[st("exim 4", "Provides: mta\n")]);
-        let e = run(&["exim"], &idx, &base).unwrap_err();
-        assert!(
-            matches!(&e, ResolveError::Conflict { package, other, .. } if package == "q 1 (base)" && other == "exim 4"),
-            "{e}"
-        );
-        // A package that conflicts with what it provides (a common pattern) is fine.
-        let idx = index(&[st(
-            "exim 4",
-            "Provides: mta\nConflicts: mta\nReplaces: mta\n",
-        )]);
-        assert_eq!(names(&run(&["exim"], &idx, &[]).unwrap()), ["exim 4"]);
-    }
-
-    #[test]
-    fn unknown_names_suggest_close_ones() {
-        let idx = index(&[st("curl 7", ""), st("libgomp1 12", ""), st("tini 0.19", "")]);
-        let e = run(&["tini", "libgomp"], &idx, &[]).unwrap_err();
-        assert_eq!(
-            e.to_string(),
-            "line 11: unknown package \"libgomp\": not in the index for amd64 (did you mean libgomp1?)"
-        );
-        let e = run(&["crul"], &idx, &[]).unwrap_err();
-        assert!(
-            matches!(&e, ResolveError::UnknownPackage { suggestions, line: Some(10), .. } if suggestions == &vec!["curl".to_string()]),
-            "{e}"
-        );
-        let e = run(&["zzzzzz"], &idx, &[]).unwrap_err();
-        assert!(!e.to_string().contains("did you mean"), "{e}");
-    }
-
-    #[test]
-    fn cycles_are_not_errors_and_order_is_deterministic() {
-        let stanzas = vec![
-            st("libc6 2.36", "Depends: libgcc-s1\n"),
-            st(
-                "libgcc-s1 12",
-                "Depends: gcc-12-base (= 12), libc6 (>= 2.35)\n",
-            ),
-            st("gcc-12-base 12", ""),
-            st("app 1", "Depends: libc6, zlib1g\n"),
-            st("zlib1g 1", "Depends: libc6\n"),
-        ];
-        let r = run(&["app"], &index(&stanzas), &[]).unwrap();
-        assert_eq!(
-            names(&r),
-            [
-                "gcc-12-base 12",
-                "libgcc-s1 12",
-                "libc6 2.36",
-                "zlib1g 1",
-                "app 1"
-            ]
-        );
-        let mut rev = stanzas.clone();
-        rev.reverse();
-        let again = run(&["app"], &index(&rev), &[]).unwrap();
-        assert_eq!(names(&again), names(&r));
-    }
-
-    #[test]
-    fn installed_request_is_a_warning() {
-        let idx = index(&[st("curl 7", "")]);
-        let base = status(&[inst("curl 7", "")]);
-        let r = run(&["curl"], &idx, &base).unwrap();
-        assert!(r.packages.is_empty());
-        assert_eq!(r.warnings, ["curl 7 is already installed in the base"]);
-    }
-
-    #[test]
-    fn two_pins_of_one_package_clash() {
-        let idx = index(&[
-            st("a 1", "Depends: b (= 1)\n"),
-            st("b 1", ""),
-            st("b 2", ""),
-        ]);
-        let e = run(&["b", "a"], &idx, &[]).unwrap_err();
-        assert!(
-            matches!(
-                e,
-                ResolveError::Unsatisfiable { .. } | ResolveError::VersionClash { .. }
-            ),
-            "{e}"
-        );
-    }
-
-    /// Every chosen package's requirements are met by the result plus the base, and each one
-    /// comes after the packages meeting its requirements unless they form a cycle.
-    fn check_closed(r: &Resolution, base: &[InstalledPackage]) {
-        let pos = |name: &str| r.packages.iter().position(|p| p.name == name);
-        for (i, p) in r.packages.iter().enumerate() {
-            for group in p.pre_depends.iter().chain(&p.depends) {
-                let chosen = r.packages.iter().find(|q| {
-                    group
-                        .iter()
-                        .any(|d| meets(&View::of_record(q), d, "amd64", false))
-                });
-                let installed = base.iter().any(|q| {
-                    !r.upgrades.contains(&q.name)
-                        && group
-                            .iter()
-                            .any(|d| meets(&View::of_installed(q), d, "amd64", false))
-                });
-                assert!(chosen.is_some() || installed, "{} {group:?} unmet", p.name);
-                if let Some(q) = chosen
-                    && !installed
-                {
-                    let j = pos(&q.name).unwrap();
-                    let back = q.depends.iter().flatten().any(|d| d.name == p.name);
-                    assert!(j < i || back, "{} before its dependency {}", p.name, q.name);
-                }
-            }
-        }
-    }
-
-    #[test]
-    fn real_bookworm_excerpt_curl_tini_libgomp1() {
-        let text = include_str!("../../../testdata/debian/Packages.curl");
-        let idx = Index::new([parse_packages(text).unwrap()]);
-        assert_eq!(idx.len(), 34);
-        let version = |n: &str| idx.versions(n).next().unwrap().version.clone();
-        let base = status(&[
-            inst(
-                &format!("libc6 {}", version("libc6")),
-                "Multi-Arch: same\nDepends: libgcc-s1\n",
-            ),
-            inst(
-                &format!("libgcc-s1 {}", version("libgcc-s1")),
-                "Multi-Arch: same\n",
-            ),
-            inst(
-                &format!("gcc-12-base {}", version("gcc-12-base")),
-                "Multi-Arch: same\n",
-            ),
-            inst("zlib1g 1:1.2.13.dfsg-1", "Multi-Arch: same\n"),
-        ]);
-        let r = run(&["curl", "tini", "libgomp1"], &idx, &base).unwrap();
-        check_closed(&r, &base);
-        let got: Vec<&str> = r.packages.iter().map(|p| p.name.as_str()).collect();
-        for want in [
-            "curl",
-            "libcurl4",
-            "libssl3",
-            "libnghttp2-14",
-            "libkrb5-3",
-            "tini",
-            "libgomp1",
-        ] {
-            assert!(got.contains(&want), "{want} missing from {got:?}");
-        }
-        for base_pkg in ["libc6", "libgcc-s1", "gcc-12-base", "zlib1g"] {
-            assert!(!got.contains(&base_pkg), "{base_pkg} is installed: {got:?}");
-        }
-        // Everything in the excerpt except the base's four packages.
-        assert_eq!(got.len(), 30, "{got:?}");
-        assert!(r.upgrades.is_empty(), "{:?}", r.upgrades);
-        assert_eq!(got.last(), Some(&"tini"));
-        // Same again from a fresh index: same order.
-        let idx2 = Index::new([parse_packages(text).unwrap()]);
-        let again = run(&["curl", "tini", "libgomp1"], &idx2, &base).unwrap();
-        assert_eq!(names(&again), names(&r));
-        // Without a base: libc6 and friends come in, libc6's cycle with libgcc-s1 included.
-        let r = run(&["curl"], &idx, &[]).unwrap();
-        check_closed(&r, &[]);
-        assert!(r.packages.iter().any(|p| p.name == "libc6"));
-    }
-}
+mod tests;
