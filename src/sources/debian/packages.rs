@@ -114,6 +114,8 @@ pub struct PackageRecord {
     /// 1-based line of the stanza in the index (the stanza's text is not kept: a full
     /// `Packages` index holds ~60 000 of them).
     pub line: usize,
+    /// The `Source` field as written (`curl`, `gcc-12 (12.2.0-14)`), when there is one.
+    pub source_field: Option<String>,
 }
 
 /// One package of dpkg's `status` file.
@@ -322,8 +324,8 @@ impl Fields<'_> {
 
 /// The source package's name and version of a binary stanza: `Source: glibc (2.36-9)` →
 /// (`glibc`, `2.36-9`); `Source: glibc` → (`glibc`, the binary's version); none → the binary's.
-pub fn source_of(p: &Paragraph, name: &str, version: &str) -> (String, String) {
-    match p.get("Source").map(str::trim).filter(|s| !s.is_empty()) {
+pub fn source_of(source: Option<&str>, name: &str, version: &str) -> (String, String) {
+    match source.map(str::trim).filter(|s| !s.is_empty()) {
         None => (name.to_string(), version.to_string()),
         Some(s) => match s.split_once('(') {
             Some((n, v)) => (
@@ -338,7 +340,7 @@ pub fn source_of(p: &Paragraph, name: &str, version: &str) -> (String, String) {
 impl PackageRecord {
     /// The source package's name and version (see [`source_of`]).
     pub fn source(&self) -> (String, String) {
-        source_of(&self.paragraph, &self.name, &self.version)
+        source_of(self.source_field.as_deref(), &self.name, &self.version)
     }
 }
 
@@ -393,6 +395,7 @@ impl PackageRecord {
             installed_size: f.number("Installed-Size")?,
             name,
             line: p.line(),
+            source_field: p.get("Source").map(str::to_string),
         })
     }
 }
@@ -433,7 +436,7 @@ impl InstalledPackage {
             conflicts: f.relations("Conflicts")?,
             breaks: f.relations("Breaks")?,
             status_ok,
-            source: source_of(p, &name, "").0,
+            source: source_of(p.get("Source"), &name, "").0,
             name,
         })
     }
