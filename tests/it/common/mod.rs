@@ -7,6 +7,7 @@
 pub mod faultproxy;
 pub mod hostile;
 pub mod hub;
+pub mod hub_bench;
 pub mod image;
 pub mod limitproxy;
 pub mod oci;
