@@ -227,6 +227,20 @@ fn curl_tini_libgomp_installed_without_apt_run_in_docker_and_reproducible() {
         pkgs.keys()
     );
 
+    // an unchanged list with the same cache: a selector hit, no .deb downloaded or read again
+    let before = mirror.paths().len();
+    let again = cx.build_json(
+        &spec,
+        &["-o", &format!("oci:{}", cx.path().join("again").display())],
+    );
+    assert!(crate::common::layer_cached(&again, "system"), "{again}");
+    assert_eq!(
+        mirror.paths().len(),
+        before,
+        "{:?}",
+        &mirror.paths()[before..]
+    );
+
     // docker runs them; dpkg knows them
     let image = format!("{}/tools:1", reg.host());
     docker(&["pull", "-q", &image]);
@@ -579,4 +593,51 @@ fn arm64_packages_for_a_two_platform_build() {
         assert_eq!(&head[..4], b"\x7fELF");
         assert_eq!(u16::from_le_bytes([head[18], head[19]]), machine, "{arch}");
     }
+}
+
+/// The reason most ML images have an apt line: LightGBM's wheel links libgomp (and libstdc++),
+/// which a slim base lacks. With `[system]` the import works, and the shared-library lint,
+/// which knows what `[system]` installs, stays quiet.
+#[test]
+fn lightgbm_imports_with_libgomp_from_system() {
+    let cx = TestContext::new();
+    let reg = TestRegistry::start();
+    let base = push_debian_base(&cx, &reg, &["amd64"]).remove(0);
+    let mirror = Mirror::start(untouched());
+    let spec = system_spec(
+        &cx,
+        "lgbm",
+        &base,
+        "[\"libgomp1\", \"libstdc++6\"]",
+        &format!(
+            "mirror = \"{}\"\nsuite = \"bookworm\"\n\n[[deps]]\nname = \"ml\"\nrequirements = \"requirements.txt\"",
+            mirror.url()
+        ),
+    );
+    fs::write(
+        spec.with_file_name("requirements.txt"),
+        "lightgbm==4.3.0 \\\n    --hash=sha256:104496a3404cb2452d3412cbddcfbfadbef9c372ea91e3a9b8794bcc5183bf07\n\
+         numpy==1.26.4 \\\n    --hash=sha256:666dbfb6ec68962c033a450943ded891bed2d54e6755e35e5835d63f4f6931d5\n\
+         scipy==1.13.1 \\\n    --hash=sha256:a78b4b3345f1b6f68a763c6e25c0c9a23a9fd0f39f5f3d200efe8feda560a5fa\n",
+    )
+    .expect("requirements");
+    seed(&cx.cache, &["index", "debs"]);
+    crate::service_e2e::seed_wheels(&cx.cache);
+    let report = cx.build_json(&spec, &["--push"]);
+    crate::service_e2e::keep_wheels(&cx.cache);
+    keep(&cx.cache);
+    let warnings = report["warnings"].to_string();
+    assert!(!warnings.contains("shared-lib-missing"), "{warnings}");
+    let image = format!("{}/lgbm:1", reg.host());
+    docker(&["pull", "-q", &image]);
+    let out = docker(&[
+        "run",
+        "--rm",
+        "--entrypoint",
+        "python3",
+        &image,
+        "-c",
+        "import lightgbm, numpy; print(lightgbm.__version__, numpy.__version__)",
+    ]);
+    assert_eq!(out, "4.3.0 1.26.4");
 }

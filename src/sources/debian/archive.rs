@@ -37,6 +37,10 @@ pub enum ArchiveError {
         expected: String,
         got: String,
     },
+    #[error(
+        "{url}: the signed Release file expired ({valid_until}): refused (a stale or replayed mirror)"
+    )]
+    Expired { url: String, valid_until: String },
     #[error("{url}: {got} bytes, the signed Release file says {expected}: refused")]
     Size {
         url: String,
@@ -102,10 +106,24 @@ pub fn fetch_release(
         }
     };
     let text = String::from_utf8_lossy(&text);
-    release::parse_release(&text).map_err(|source| ArchiveError::Release {
+    let rel = release::parse_release(&text).map_err(|source| ArchiveError::Release {
         url: redact_url(&inrelease),
         source,
-    })
+    })?;
+    // a correctly signed but stale Release (replayed by a mirror) is refused, as apt does
+    let expired = rel
+        .expired(std::time::SystemTime::now())
+        .map_err(|source| ArchiveError::Release {
+            url: redact_url(&inrelease),
+            source,
+        })?;
+    if expired {
+        return Err(ArchiveError::Expired {
+            url: redact_url(&inrelease),
+            valid_until: rel.valid_until.clone().unwrap_or_default(),
+        });
+    }
+    Ok(rel)
 }
 
 /// A small document, `None` on 404.
@@ -143,14 +161,14 @@ pub fn fetch_verified(
         &crate::transport::describe("GET", url),
         || download_once(t, url, size, &sha256, dir, &dest),
         |r| match r {
-            Err((_, retry)) => retry.clone(),
+            Err(f) => f.1.clone(),
             Ok(_) => None,
         },
     )
-    .map_err(|(e, _)| e)
+    .map_err(|f| f.0)
 }
 
-type Attempt = Result<PathBuf, (ArchiveError, Option<Retry>)>;
+type Attempt = Result<PathBuf, Box<(ArchiveError, Option<Retry>)>>;
 
 fn download_once(
     t: &Transport,
@@ -160,7 +178,7 @@ fn download_once(
     dir: &Path,
     dest: &Path,
 ) -> Attempt {
-    let fail = |e: ArchiveError| (e, None);
+    let fail = |e: ArchiveError| Box::new((e, None));
     let resp = match t.send_once(t.client().get(url).build().map_err(|e| {
         fail(ArchiveError::Http {
             url: redact_url(url),
@@ -171,19 +189,19 @@ fn download_once(
         Ok(r) => r,
         Err(e) => {
             let retry = e.retry();
-            return Err((e.into(), retry));
+            return Err(Box::new((e.into(), retry)));
         }
     };
     let status = resp.status();
     if !status.is_success() {
-        return Err((
+        return Err(Box::new((
             ArchiveError::Http {
                 url: redact_url(url),
                 status: status.as_u16(),
                 hint: String::new(),
             },
             Retry::for_status(status, resp.headers()),
-        ));
+        )));
     }
     let mut tmp = tempfile::Builder::new()
         .prefix(".partial-")
@@ -201,7 +219,7 @@ fn download_once(
             Err(e) => {
                 let e = TransportError::body(url, &e);
                 let retry = e.retry();
-                return Err((e.into(), retry));
+                return Err(Box::new((e.into(), retry)));
             }
         };
         h.update(&buf[..k]);

@@ -259,3 +259,191 @@ pub fn layer_entries(
 fn other(e: impl std::fmt::Display) -> InstallError {
     InstallError::Other(e.to_string())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lock::DebLock;
+    use crate::resolve::system::DebianBase;
+
+    fn deb(name: &str) -> DebLock {
+        DebLock {
+            name: name.into(),
+            version: "1.0-1".into(),
+            architecture: "amd64".into(),
+            size: 1,
+            sha256: "0".repeat(64),
+            url: format!("http://mirror/pool/{name}.deb"),
+        }
+    }
+
+    fn unpacked(root: &Path, name: &str, files: &[(&str, DataKind)]) -> Arc<Unpacked> {
+        let mut entries = Vec::new();
+        for (p, k) in files {
+            if let DataKind::File { size } = k {
+                let f = root.join(p);
+                std::fs::create_dir_all(f.parent().unwrap()).unwrap();
+                std::fs::write(&f, vec![b'x'; *size as usize]).unwrap();
+            }
+            entries.push(DataEntry {
+                path: p.to_string(),
+                kind: k.clone(),
+                mode: if matches!(k, DataKind::Dir) {
+                    0o755
+                } else {
+                    0o644
+                },
+                uid: 0,
+                gid: 0,
+            });
+        }
+        Arc::new(Unpacked {
+            root: root.to_path_buf(),
+            entries,
+            control: DebControl {
+                control: format!(
+                    "Package: {name}\nVersion: 1.0-1\nArchitecture: amd64\nMaintainer: t <t@example.invalid>\nDescription: test\n"
+                ),
+                ..Default::default()
+            },
+        })
+    }
+
+    fn install(base: DebianBase, names: &[&str]) -> SystemInstall {
+        SystemInstall {
+            architecture: "amd64".into(),
+            packages: names.iter().map(|n| deb(n)).collect(),
+            base: Arc::new(base),
+        }
+    }
+
+    fn base() -> DebianBase {
+        let mut b = DebianBase {
+            status: "Package: libc6\nStatus: install ok installed\nVersion: 2.36-9\nArchitecture: amd64\n\n"
+                .into(),
+            multiarch_db: true,
+            ..Default::default()
+        };
+        b.links.insert("lib".into(), "usr/lib".into());
+        b.owned
+            .insert("usr/lib/x86_64-linux-gnu/libc.so.6".into(), "libc6".into());
+        b
+    }
+
+    #[test]
+    fn paths_follow_the_bases_merged_usr_and_dpkg_learns_the_package() {
+        let d = tempfile::tempdir().unwrap();
+        let u = unpacked(
+            d.path(),
+            "libfoo1",
+            &[
+                ("lib", DataKind::Dir),
+                ("lib/x86_64-linux-gnu", DataKind::Dir),
+                (
+                    "lib/x86_64-linux-gnu/libfoo.so.1",
+                    DataKind::File { size: 3 },
+                ),
+            ],
+        );
+        let out = layer_entries(&install(base(), &["libfoo1"]), &[u]).unwrap();
+        let paths: Vec<&str> = out.entries.iter().map(|e| e.path.as_str()).collect();
+        assert!(
+            paths.contains(&"usr/lib/x86_64-linux-gnu/libfoo.so.1"),
+            "{paths:?}"
+        );
+        // never a folder where the base has its lib -> usr/lib link
+        assert!(
+            !paths.contains(&"lib") && !paths.iter().any(|p| p.starts_with("lib/")),
+            "{paths:?}"
+        );
+        let status = out
+            .entries
+            .iter()
+            .find(|e| e.path == "var/lib/dpkg/status")
+            .unwrap();
+        let Content::Inline(text) = &status.content else {
+            panic!("inline status")
+        };
+        let text = String::from_utf8_lossy(text);
+        assert!(
+            text.contains("Package: libc6\n")
+                && text.contains("Package: libfoo1\nStatus: install ok installed\n"),
+            "{text}"
+        );
+        // dpkg's list keeps the path as the package ships it
+        let list = out
+            .entries
+            .iter()
+            .find(|e| e.path == "var/lib/dpkg/info/libfoo1.list")
+            .unwrap();
+        let Content::Inline(list) = &list.content else {
+            panic!("inline list")
+        };
+        assert!(String::from_utf8_lossy(list).contains("/lib/x86_64-linux-gnu/libfoo.so.1\n"));
+    }
+
+    #[test]
+    fn overwriting_a_base_file_or_another_packages_file_names_both() {
+        let d = tempfile::tempdir().unwrap();
+        let evil = unpacked(
+            d.path(),
+            "evil",
+            &[("lib/x86_64-linux-gnu/libc.so.6", DataKind::File { size: 1 })],
+        );
+        let err = layer_entries(&install(base(), &["evil"]), &[evil])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("evil")
+                && err.contains("libc6")
+                && err.contains("/usr/lib/x86_64-linux-gnu/libc.so.6"),
+            "{err}"
+        );
+
+        let a = unpacked(
+            &d.path().join("a"),
+            "a",
+            &[("usr/bin/tool", DataKind::File { size: 1 })],
+        );
+        let b = unpacked(
+            &d.path().join("b"),
+            "b",
+            &[("usr/bin/tool", DataKind::File { size: 2 })],
+        );
+        let err = layer_entries(&install(base(), &["a", "b"]), &[a, b])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("b 1.0-1") && err.contains("a (also installed by [system])"),
+            "{err}"
+        );
+
+        // the same symlink from two packages is fine
+        let link = DataKind::Symlink("tool".into());
+        let a = unpacked(&d.path().join("c"), "a", &[("usr/bin/t", link.clone())]);
+        let b = unpacked(&d.path().join("e"), "b", &[("usr/bin/t", link)]);
+        assert!(layer_entries(&install(base(), &["a", "b"]), &[a, b]).is_ok());
+    }
+
+    #[test]
+    fn an_upgraded_base_package_may_replace_its_own_files() {
+        let d = tempfile::tempdir().unwrap();
+        let libc = unpacked(
+            d.path(),
+            "libc6",
+            &[("lib/x86_64-linux-gnu/libc.so.6", DataKind::File { size: 1 })],
+        );
+        let out = layer_entries(&install(base(), &["libc6"]), &[libc]).unwrap();
+        let status = out
+            .entries
+            .iter()
+            .find(|e| e.path == "var/lib/dpkg/status")
+            .unwrap();
+        let Content::Inline(text) = &status.content else {
+            panic!("inline")
+        };
+        let text = String::from_utf8_lossy(text);
+        assert_eq!(text.matches("Package: libc6\n").count(), 1, "{text}");
+        assert!(text.contains("Version: 1.0-1"), "{text}");
+    }
+}

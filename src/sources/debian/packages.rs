@@ -363,8 +363,8 @@ fn package_name(p: &Paragraph) -> Result<&str, PackagesError> {
 impl PackageRecord {
     /// Builds a record from one `Packages` stanza.
     pub fn from_paragraph(p: &Paragraph) -> Result<PackageRecord, PackagesError> {
-        let name = package_name(&p)?.to_string();
-        let f = Fields { p: &p, name: &name };
+        let name = package_name(p)?.to_string();
+        let f = Fields { p, name: &name };
         let sha256 = f.required("SHA256")?;
         if sha256.len() != 64 || !sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(f.err("SHA256", format!("not a sha256: {sha256:?}")));
