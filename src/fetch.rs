@@ -89,7 +89,11 @@ impl Fetched {
                         })
                 })
                 .collect::<Result<Vec<_>, _>>()?;
-            let installed = crate::sources::debian::install::layer_entries(sys, &unpacked)?;
+            let installed = crate::sources::debian::install::layer_entries(
+                &sys.packages,
+                &sys.base,
+                &unpacked,
+            )?;
             return layer::finalize(installed.entries)
                 .map_err(|source| FetchError::Layer { role, source });
         }

@@ -73,19 +73,7 @@ pub struct SystemLock {
     pub packages: Vec<DebLock>,
 }
 
-/// One Debian package: what apt's index said about it.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DebLock {
-    pub name: String,
-    pub version: String,
-    /// `amd64`, `arm64` or `all`.
-    pub architecture: String,
-    pub size: u64,
-    pub sha256: String,
-    /// Where the .deb is downloaded from (the archive's URL + the index's `Filename`).
-    pub url: String,
-}
+pub use crate::sources::debian::DebLock;
 
 /// The wheels chosen for one dependency set on one platform.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

@@ -54,26 +54,7 @@ impl BaseFiles {
     }
 }
 
-/// Where a symbolic link at `path` with target `target` points (normalized, no leading `/`).
-pub fn join_link(path: &str, target: &str) -> String {
-    let mut parts: Vec<&str> = if target.starts_with('/') {
-        Vec::new()
-    } else {
-        let mut v: Vec<&str> = path.split('/').collect();
-        v.pop();
-        v
-    };
-    for c in target.split('/') {
-        match c {
-            "" | "." => {}
-            ".." => {
-                parts.pop();
-            }
-            c => parts.push(c),
-        }
-    }
-    parts.join("/")
-}
+pub use crate::sources::debian::base::join_link;
 
 fn normalize(p: &str) -> String {
     p.trim_start_matches("./")

@@ -10,10 +10,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use super::DebLock;
+use super::base::DebianBase;
 use super::deb::{self, DataEntry, DataKind, DebControl};
 use super::dpkg;
 use crate::layer::{Content, Entry};
-use crate::plan::SystemInstall;
 
 #[derive(Debug, thiserror::Error)]
 pub enum InstallError {
@@ -112,23 +113,23 @@ fn multi_arch_same(control: &str) -> bool {
     })
 }
 
-/// The layer's entries for `install`, given each package unpacked (same order as
-/// `install.packages`): the packages' files at their canonical paths, dpkg's info files, the
+/// The layer's entries for `packages` installed into `base`, given each package unpacked (same
+/// order as `packages`): the packages' files at their canonical paths, dpkg's info files, the
 /// alternatives' links and records, and the merged status file. A file that a base package or
 /// another new package owns is an error naming both (folders are shared, and so is a symlink
 /// two new packages ship alike).
 pub fn layer_entries(
-    install: &SystemInstall,
+    packages: &[DebLock],
+    base: &DebianBase,
     unpacked: &[Arc<Unpacked>],
 ) -> Result<Installed, InstallError> {
-    let base = &install.base;
-    let names: BTreeSet<&str> = install.packages.iter().map(|p| p.name.as_str()).collect();
+    let names: BTreeSet<&str> = packages.iter().map(|p| p.name.as_str()).collect();
     let mut out = Installed::default();
     // every non-folder path → (the new package that ships it, a symlink's target)
     let mut shipped: BTreeMap<String, (String, Option<String>)> = BTreeMap::new();
     let mut stanzas: Vec<(String, String, String)> = Vec::new();
     let mut alternatives = Vec::new();
-    for (p, u) in install.packages.iter().zip(unpacked) {
+    for (p, u) in packages.iter().zip(unpacked) {
         for e in &u.entries {
             let path = base.canonical(&e.path);
             if path.is_empty() {
@@ -263,8 +264,6 @@ fn other(e: impl std::fmt::Display) -> InstallError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::lock::DebLock;
-    use crate::resolve::system::DebianBase;
 
     fn deb(name: &str) -> DebLock {
         DebLock {
@@ -309,12 +308,13 @@ mod tests {
         })
     }
 
-    fn install(base: DebianBase, names: &[&str]) -> SystemInstall {
-        SystemInstall {
-            architecture: "amd64".into(),
-            packages: names.iter().map(|n| deb(n)).collect(),
-            base: Arc::new(base),
-        }
+    fn install(
+        base: DebianBase,
+        names: &[&str],
+        unpacked: &[Arc<Unpacked>],
+    ) -> Result<Installed, InstallError> {
+        let packages: Vec<DebLock> = names.iter().map(|n| deb(n)).collect();
+        layer_entries(&packages, &base, unpacked)
     }
 
     fn base() -> DebianBase {
@@ -345,7 +345,7 @@ mod tests {
                 ),
             ],
         );
-        let out = layer_entries(&install(base(), &["libfoo1"]), &[u]).unwrap();
+        let out = install(base(), &["libfoo1"], &[u]).unwrap();
         let paths: Vec<&str> = out.entries.iter().map(|e| e.path.as_str()).collect();
         assert!(
             paths.contains(&"usr/lib/x86_64-linux-gnu/libfoo.so.1"),
@@ -390,9 +390,7 @@ mod tests {
             "evil",
             &[("lib/x86_64-linux-gnu/libc.so.6", DataKind::File { size: 1 })],
         );
-        let err = layer_entries(&install(base(), &["evil"]), &[evil])
-            .unwrap_err()
-            .to_string();
+        let err = install(base(), &["evil"], &[evil]).unwrap_err().to_string();
         assert!(
             err.contains("evil")
                 && err.contains("libc6")
@@ -410,7 +408,7 @@ mod tests {
             "b",
             &[("usr/bin/tool", DataKind::File { size: 2 })],
         );
-        let err = layer_entries(&install(base(), &["a", "b"]), &[a, b])
+        let err = install(base(), &["a", "b"], &[a, b])
             .unwrap_err()
             .to_string();
         assert!(
@@ -422,7 +420,7 @@ mod tests {
         let link = DataKind::Symlink("tool".into());
         let a = unpacked(&d.path().join("c"), "a", &[("usr/bin/t", link.clone())]);
         let b = unpacked(&d.path().join("e"), "b", &[("usr/bin/t", link)]);
-        assert!(layer_entries(&install(base(), &["a", "b"]), &[a, b]).is_ok());
+        assert!(install(base(), &["a", "b"], &[a, b]).is_ok());
     }
 
     #[test]
@@ -433,7 +431,7 @@ mod tests {
             "libc6",
             &[("lib/x86_64-linux-gnu/libc.so.6", DataKind::File { size: 1 })],
         );
-        let out = layer_entries(&install(base(), &["libc6"]), &[libc]).unwrap();
+        let out = install(base(), &["libc6"], &[libc]).unwrap();
         let status = out
             .entries
             .iter()

@@ -18,6 +18,7 @@
 //! Each module's documentation says which crate it uses or why it is hand-written.
 
 pub mod archive;
+pub mod base;
 pub mod control;
 pub mod deb;
 pub mod dpkg;
@@ -37,3 +38,17 @@ pub use release::{
 };
 pub use resolve::{Index, Request, Resolution, ResolveError, resolve};
 pub use version::{Relation, Version, compare};
+
+/// One Debian package: what apt's index said about it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DebLock {
+    pub name: String,
+    pub version: String,
+    /// `amd64`, `arm64` or `all`.
+    pub architecture: String,
+    pub size: u64,
+    pub sha256: String,
+    /// Where the .deb is downloaded from (the archive's URL + the index's `Filename`).
+    pub url: String,
+}
