@@ -9,7 +9,6 @@
 //! The answer — every package with version, size, sha256 and URL — is the lock entry; a lock
 //! that matches needs no index request.
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -449,7 +448,6 @@ fn resolve_online(
     let sources = sources_for(sys, base).map_err(err)?;
     let index_dir: PathBuf = opts.cache_dir.join("debian/index");
     let mut records: Vec<Vec<packages::PackageRecord>> = Vec::new();
-    let mut urls: BTreeMap<String, String> = BTreeMap::new();
     for src in &sources {
         let keyrings = keyrings_for(src, base).map_err(err)?;
         for suite in &src.suites {
@@ -471,11 +469,11 @@ fn resolve_online(
                     .map_err(|e| err(format!("{}: {e}", path.display())))?;
                 let reader =
                     packages::decompress_index(&name, f).map_err(|e| err(format!("{url}: {e}")))?;
-                let parsed =
+                let mut parsed =
                     packages::read_packages(reader).map_err(|e| err(format!("{url}: {e}")))?;
-                for r in &parsed {
-                    urls.entry(format!("{} {} {}", r.name, r.version, r.architecture))
-                        .or_insert_with(|| format!("{}/{}", src.uri, r.filename));
+                // where each .deb is: this archive's URL + the index's `Filename`
+                for r in &mut parsed {
+                    r.filename = format!("{}/{}", src.uri, r.filename);
                 }
                 records.push(parsed);
             }
@@ -515,10 +513,7 @@ fn resolve_online(
             architecture: r.architecture.clone(),
             size: r.size,
             sha256: r.sha256.to_ascii_lowercase(),
-            url: urls
-                .get(&format!("{} {} {}", r.name, r.version, r.architecture))
-                .cloned()
-                .unwrap_or_default(),
+            url: r.filename.clone(),
         })
         .collect();
     out.sort_by(|a, b| (&a.name, &a.architecture).cmp(&(&b.name, &b.architecture)));

@@ -242,6 +242,22 @@ pub fn layer_entries(
         });
     }
     out.unhandled.extend(alts.unhandled);
+    // A base package replaced by a newer version: the files only the old version had go, as
+    // dpkg removes them on upgrade (whiteouts hide them from the layers below).
+    for (path, owner) in &base.owned {
+        if names.contains(owner.as_str()) && !shipped.contains_key(path) {
+            let (dir, name) = path.rsplit_once('/').unwrap_or(("", path.as_str()));
+            out.entries.push(Entry {
+                path: if dir.is_empty() {
+                    format!(".wh.{name}")
+                } else {
+                    format!("{dir}/.wh.{name}")
+                },
+                mode: 0o644,
+                content: Content::Inline(Vec::new().into()),
+            });
+        }
+    }
     out.entries.push(Entry {
         path: "var/lib/dpkg/status".into(),
         mode: 0o644,
@@ -327,6 +343,8 @@ mod tests {
         b.links.insert("lib".into(), "usr/lib".into());
         b.owned
             .insert("usr/lib/x86_64-linux-gnu/libc.so.6".into(), "libc6".into());
+        b.owned
+            .insert("usr/share/libc6/old-only".into(), "libc6".into());
         b
     }
 
@@ -443,5 +461,12 @@ mod tests {
         let text = String::from_utf8_lossy(text);
         assert_eq!(text.matches("Package: libc6\n").count(), 1, "{text}");
         assert!(text.contains("Version: 1.0-1"), "{text}");
+        // the old version's file the new one lacks is whited out; the shipped one is not
+        let paths: Vec<&str> = out.entries.iter().map(|e| e.path.as_str()).collect();
+        assert!(paths.contains(&"usr/share/libc6/.wh.old-only"), "{paths:?}");
+        assert!(
+            !paths.iter().any(|p| p.ends_with(".wh.libc.so.6")),
+            "{paths:?}"
+        );
     }
 }
