@@ -148,6 +148,36 @@ fn system_spec(cx: &TestContext, name: &str, base: &str, packages: &str, extra: 
     dir.join("mlimg.toml")
 }
 
+/// One test's world on the amd64 Debian base: a registry holding the base, a mirror proxy with
+/// `tamper` in front of deb.debian.org, and a spec in a fresh folder asking `[system]` for
+/// `packages` from that mirror's bookworm, plus `extra` lines after it.
+struct World {
+    cx: TestContext,
+    reg: TestRegistry,
+    mirror: Mirror,
+    spec: PathBuf,
+}
+
+fn world(name: &str, packages: &str, tamper: Tamper, extra: &str) -> World {
+    let cx = TestContext::new();
+    let reg = TestRegistry::start();
+    let base = push_debian_base(&cx, &reg, &["amd64"]).remove(0);
+    let mirror = Mirror::start(tamper);
+    let spec = system_spec(
+        &cx,
+        name,
+        &base,
+        packages,
+        &format!("mirror = \"{}\"\nsuite = \"bookworm\"{extra}", mirror.url()),
+    );
+    World {
+        cx,
+        reg,
+        mirror,
+        spec,
+    }
+}
+
 fn build_fails(cx: &TestContext, spec: &Path, extra: &[&str]) -> String {
     let out = cx
         .mlimg()
@@ -170,16 +200,16 @@ fn build_fails(cx: &TestContext, spec: &Path, extra: &[&str]) -> String {
 
 #[test]
 fn curl_tini_libgomp_installed_without_apt_run_in_docker_and_reproducible() {
-    let cx = TestContext::new();
-    let reg = TestRegistry::start();
-    let base = push_debian_base(&cx, &reg, &["amd64"]).remove(0);
-    let mirror = Mirror::start(untouched());
-    let spec = system_spec(
-        &cx,
+    let World {
+        cx,
+        reg,
+        mirror,
+        spec,
+    } = world(
         "tools",
-        &base,
         "[\"curl\", \"tini\", \"libgomp1\"]",
-        &format!("mirror = \"{}\"\nsuite = \"bookworm\"", mirror.url()),
+        untouched(),
+        "",
     );
     seed(&cx.cache, &["index", "debs"]);
     run_ok(cx.mlimg().args(["lock", "-f"]).arg(&spec));
@@ -307,22 +337,22 @@ fn curl_tini_libgomp_installed_without_apt_run_in_docker_and_reproducible() {
 
 #[test]
 fn a_tampered_packages_index_is_refused() {
-    let cx = TestContext::new();
-    let reg = TestRegistry::start();
-    let base = push_debian_base(&cx, &reg, &["amd64"]).remove(0);
-    let mirror = Mirror::start(Arc::new(|path: &str, mut b: Vec<u8>| {
-        if path.ends_with("binary-amd64/Packages.xz") {
-            let n = b.len();
-            b[n / 2] ^= 1;
-        }
-        b
-    }));
-    let spec = system_spec(
-        &cx,
+    let World {
+        cx,
+        reg: _reg,
+        mirror: _mirror,
+        spec,
+    } = world(
         "tampered",
-        &base,
         "[\"tini\"]",
-        &format!("mirror = \"{}\"\nsuite = \"bookworm\"", mirror.url()),
+        Arc::new(|path: &str, mut b: Vec<u8>| {
+            if path.ends_with("binary-amd64/Packages.xz") {
+                let n = b.len();
+                b[n / 2] ^= 1;
+            }
+            b
+        }),
+        "",
     );
     let err = build_fails(&cx, &spec, &[]);
     assert!(
@@ -333,22 +363,22 @@ fn a_tampered_packages_index_is_refused() {
 
 #[test]
 fn a_tampered_deb_is_refused() {
-    let cx = TestContext::new();
-    let reg = TestRegistry::start();
-    let base = push_debian_base(&cx, &reg, &["amd64"]).remove(0);
-    let mirror = Mirror::start(Arc::new(|path: &str, mut b: Vec<u8>| {
-        if path.starts_with("pool/") && path.contains("/tini_") {
-            let n = b.len();
-            b[n - 10] ^= 0x55;
-        }
-        b
-    }));
-    let spec = system_spec(
-        &cx,
+    let World {
+        cx,
+        reg: _reg,
+        mirror: _mirror,
+        spec,
+    } = world(
         "tampered-deb",
-        &base,
         "[\"tini\"]",
-        &format!("mirror = \"{}\"\nsuite = \"bookworm\"", mirror.url()),
+        Arc::new(|path: &str, mut b: Vec<u8>| {
+            if path.starts_with("pool/") && path.contains("/tini_") {
+                let n = b.len();
+                b[n - 10] ^= 0x55;
+            }
+            b
+        }),
+        "",
     );
     seed(&cx.cache, &["index"]);
     let err = build_fails(&cx, &spec, &[]);
@@ -418,22 +448,22 @@ fn resign_with_unknown_key(real: &[u8]) -> Vec<u8> {
 
 #[test]
 fn a_release_signed_by_an_unknown_key_is_refused() {
-    let cx = TestContext::new();
-    let reg = TestRegistry::start();
-    let base = push_debian_base(&cx, &reg, &["amd64"]).remove(0);
-    let mirror = Mirror::start(Arc::new(|path: &str, b: Vec<u8>| {
-        if path.ends_with("/InRelease") {
-            resign_with_unknown_key(&b)
-        } else {
-            b
-        }
-    }));
-    let spec = system_spec(
-        &cx,
+    let World {
+        cx,
+        reg: _reg,
+        mirror,
+        spec,
+    } = world(
         "unknown-key",
-        &base,
         "[\"tini\"]",
-        &format!("mirror = \"{}\"\nsuite = \"bookworm\"", mirror.url()),
+        Arc::new(|path: &str, b: Vec<u8>| {
+            if path.ends_with("/InRelease") {
+                resign_with_unknown_key(&b)
+            } else {
+                b
+            }
+        }),
+        "",
     );
     let err = build_fails(&cx, &spec, &[]);
     assert!(err.contains("InRelease"), "{err}");
@@ -448,16 +478,16 @@ fn a_release_signed_by_an_unknown_key_is_refused() {
 
 #[test]
 fn an_unknown_package_names_the_spec_line() {
-    let cx = TestContext::new();
-    let reg = TestRegistry::start();
-    let base = push_debian_base(&cx, &reg, &["amd64"]).remove(0);
-    let mirror = Mirror::start(untouched());
-    let spec = system_spec(
-        &cx,
+    let World {
+        cx,
+        reg: _reg,
+        mirror: _mirror,
+        spec,
+    } = world(
         "unknown",
-        &base,
         "[\n  \"tini\",\n  \"no-such-package-mlimg\",\n]",
-        &format!("mirror = \"{}\"\nsuite = \"bookworm\"", mirror.url()),
+        untouched(),
+        "",
     );
     seed(&cx.cache, &["index"]);
     let err = build_fails(&cx, &spec, &[]);
@@ -600,19 +630,16 @@ fn arm64_packages_for_a_two_platform_build() {
 /// which knows what `[system]` installs, stays quiet.
 #[test]
 fn lightgbm_imports_with_libgomp_from_system() {
-    let cx = TestContext::new();
-    let reg = TestRegistry::start();
-    let base = push_debian_base(&cx, &reg, &["amd64"]).remove(0);
-    let mirror = Mirror::start(untouched());
-    let spec = system_spec(
-        &cx,
+    let World {
+        cx,
+        reg,
+        mirror: _mirror,
+        spec,
+    } = world(
         "lgbm",
-        &base,
         "[\"libgomp1\", \"libstdc++6\"]",
-        &format!(
-            "mirror = \"{}\"\nsuite = \"bookworm\"\n\n[[deps]]\nname = \"ml\"\nrequirements = \"requirements.txt\"",
-            mirror.url()
-        ),
+        untouched(),
+        "\n\n[[deps]]\nname = \"ml\"\nrequirements = \"requirements.txt\"",
     );
     fs::write(
         spec.with_file_name("requirements.txt"),
