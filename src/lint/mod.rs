@@ -201,18 +201,28 @@ pub fn run(
     if !record && wheels.is_empty() {
         wants.libs = false;
     }
-    let bases = inputs
-        .resolved
-        .platforms
-        .iter()
-        .map(|rp| base::read(&rp.base, client, cache_dir, &wants, record))
-        .collect();
     let facts = Facts {
-        bases,
+        bases: bases(inputs, client, cache_dir, &wants, record),
         local: local::read(inputs.plan),
         wheels,
     };
     checks::check(inputs, &facts)
+}
+
+/// What `wants` asks of each platform's base (from the cache's record when one is there).
+fn bases(
+    inputs: &Inputs,
+    client: Option<&RegistryClient>,
+    cache_dir: &Path,
+    wants: &base::Wants,
+    record: bool,
+) -> Vec<BaseFacts> {
+    inputs
+        .resolved
+        .platforms
+        .iter()
+        .map(|rp| base::read(&rp.base, client, cache_dir, wants, record))
+        .collect()
 }
 
 /// After the fetch stage: `shared-lib-missing` for the wheels [`run`] could not read yet
@@ -231,14 +241,8 @@ pub fn run_fetched(
     if !wants.libs {
         return Vec::new();
     }
-    let bases = inputs
-        .resolved
-        .platforms
-        .iter()
-        .map(|rp| base::read(&rp.base, client, cache_dir, &wants, record))
-        .collect();
     let facts = Facts {
-        bases,
+        bases: bases(inputs, client, cache_dir, &wants, record),
         local: LocalFacts::default(),
         wheels: read_wheels(inputs.plan, cache_dir, record, fetched),
     };

@@ -13,7 +13,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use crate::common::registry::TestRegistry;
-use crate::common::{TestContext, copy_tree, repo_root, run_ok, stdout};
+use crate::common::{TestContext, copy_missing, copy_tree, repo_root, run_ok, stdout};
 
 /// Where wheels downloaded by these tests are kept between runs.
 fn wheel_store() -> PathBuf {
@@ -23,47 +23,14 @@ fn wheel_store() -> PathBuf {
 /// Hard-links (or copies) the stored wheels into `cache`'s wheel cache
 /// (`<cache>/wheels/wheels/<sha256>/<file>`), so a fresh cache downloads nothing again.
 pub(crate) fn seed_wheels(cache: &Path) {
-    let store = wheel_store();
-    let Ok(dirs) = fs::read_dir(&store) else {
-        return;
-    };
-    for d in dirs.flatten() {
-        for f in fs::read_dir(d.path()).into_iter().flatten().flatten() {
-            let to = cache
-                .join("wheels/wheels")
-                .join(d.file_name())
-                .join(f.file_name());
-            if to.exists() {
-                continue;
-            }
-            fs::create_dir_all(to.parent().expect("parent")).expect("mkdir wheel cache");
-            if fs::hard_link(f.path(), &to).is_err() {
-                fs::copy(f.path(), &to).expect("copy wheel");
-            }
-        }
-    }
+    copy_missing(&wheel_store(), &cache.join("wheels/wheels"), &|_| true);
 }
 
 /// Keeps the wheels a build downloaded into `cache` for the next run.
 pub(crate) fn keep_wheels(cache: &Path) {
-    let from = cache.join("wheels/wheels");
-    for d in fs::read_dir(&from).into_iter().flatten().flatten() {
-        for f in fs::read_dir(d.path()).into_iter().flatten().flatten() {
-            let name = f.file_name();
-            if !name.to_string_lossy().ends_with(".whl") {
-                continue;
-            }
-            let to = wheel_store().join(d.file_name()).join(&name);
-            if to.exists() {
-                continue;
-            }
-            fs::create_dir_all(to.parent().expect("parent")).expect("mkdir store");
-            let tmp = to.with_extension(format!("tmp{}", std::process::id()));
-            if fs::copy(f.path(), &tmp).is_ok() {
-                let _ = fs::rename(&tmp, &to);
-            }
-        }
-    }
+    copy_missing(&cache.join("wheels/wheels"), &wheel_store(), &|n| {
+        n.ends_with(".whl")
+    });
 }
 
 static ROOTFS: Mutex<()> = Mutex::new(());

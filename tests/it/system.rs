@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 
 use crate::common::hostile::{Resp, Server};
 use crate::common::registry::TestRegistry;
-use crate::common::{TestContext, repo_root, run_ok};
+use crate::common::{TestContext, copy_missing, repo_root, run_ok};
 use crate::service_e2e::{docker, made_rootfs, push_rootfs_base};
 
 const UPSTREAM: &str = "http://deb.debian.org/debian";
@@ -37,38 +37,17 @@ fn store() -> PathBuf {
 /// named by their sha256 and checked against it by mlimg, so a stale copy cannot pass.
 fn seed(cache: &Path, what: &[&str]) {
     for sub in what {
-        let from = store().join(sub);
-        for f in fs::read_dir(&from).into_iter().flatten().flatten() {
-            let to = cache.join("debian").join(sub).join(f.file_name());
-            fs::create_dir_all(to.parent().expect("parent")).expect("mkdir");
-            if !to.exists() && fs::hard_link(f.path(), &to).is_err() {
-                fs::copy(f.path(), &to).expect("copy");
-            }
-        }
+        copy_missing(&store().join(sub), &cache.join("debian").join(sub), &|_| {
+            true
+        });
     }
 }
 
 fn keep(cache: &Path) {
     for sub in ["index", "debs"] {
-        for f in fs::read_dir(cache.join("debian").join(sub))
-            .into_iter()
-            .flatten()
-            .flatten()
-        {
-            let name = f.file_name();
-            if name.to_string_lossy().starts_with('.') {
-                continue;
-            }
-            let to = store().join(sub).join(&name);
-            if to.exists() {
-                continue;
-            }
-            fs::create_dir_all(to.parent().expect("parent")).expect("mkdir");
-            let tmp = to.with_extension(format!("tmp{}", std::process::id()));
-            if fs::copy(f.path(), &tmp).is_ok() {
-                let _ = fs::rename(&tmp, &to);
-            }
-        }
+        copy_missing(&cache.join("debian").join(sub), &store().join(sub), &|n| {
+            !n.starts_with('.')
+        });
     }
 }
 

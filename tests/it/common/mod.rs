@@ -165,3 +165,29 @@ pub fn layer_cached(report: &serde_json::Value, role: &str) -> bool {
         .and_then(|l| l["cached"].as_bool())
         .unwrap_or_else(|| panic!("no layer {role} in {report}"))
 }
+
+/// Every file under `from` whose name `want` accepts and that `to` lacks (same relative path),
+/// hard-linked there, or copied under a temporary name and renamed when a link is not possible:
+/// how tests keep downloads between runs (a store in target/) and seed a fresh cache from it.
+pub fn copy_missing(from: &Path, to: &Path, want: &dyn Fn(&str) -> bool) {
+    for e in walkdir::WalkDir::new(from).into_iter().flatten() {
+        if !e.file_type().is_file() || !want(&e.file_name().to_string_lossy()) {
+            continue;
+        }
+        let Ok(rel) = e.path().strip_prefix(from) else {
+            continue;
+        };
+        let dest = to.join(rel);
+        if dest.exists() {
+            continue;
+        }
+        std::fs::create_dir_all(dest.parent().expect("parent")).expect("mkdir");
+        if std::fs::hard_link(e.path(), &dest).is_ok() {
+            continue;
+        }
+        let tmp = dest.with_extension(format!("tmp{}", std::process::id()));
+        if std::fs::copy(e.path(), &tmp).is_ok() {
+            let _ = std::fs::rename(&tmp, &dest);
+        }
+    }
+}
