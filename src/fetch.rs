@@ -3,6 +3,7 @@
 //! maps every downloaded file's sha256 to where it now is, which turns a layer plan's
 //! `Fetched` entries (and a wheel set) into entries the layer writer can read.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::atomic::AtomicU64;
@@ -70,7 +71,8 @@ impl Fetched {
 
     /// The tar entries of `l` with every download in place: `Fetched` entries point at their
     /// files, a wheel set is installed (its entries listed from the wheels).
-    pub fn entries(&self, l: &LayerPlan) -> Result<Vec<Entry>, FetchError> {
+    /// A layer with nothing downloaded (an app tree of 100k files) lends its plan's entries.
+    pub fn entries<'a>(&self, l: &'a LayerPlan) -> Result<Cow<'a, [Entry]>, FetchError> {
         let role = l.role.to_string();
         if let Some(sys) = &l.system {
             let unpacked = sys
@@ -95,6 +97,7 @@ impl Fetched {
                 &unpacked,
             )?;
             return layer::finalize(installed.entries)
+                .map(Cow::Owned)
                 .map_err(|source| FetchError::Layer { role, source });
         }
         if let Some(w) = &l.wheels {
@@ -151,7 +154,16 @@ impl Fetched {
                     });
                 }
             }
-            return layer::finalize(entries).map_err(|source| FetchError::Layer { role, source });
+            return layer::finalize(entries)
+                .map(Cow::Owned)
+                .map_err(|source| FetchError::Layer { role, source });
+        }
+        if !l
+            .entries
+            .iter()
+            .any(|e| matches!(e.content, Content::Fetched { .. }))
+        {
+            return Ok(Cow::Borrowed(&l.entries));
         }
         l.entries
             .iter()
@@ -167,6 +179,7 @@ impl Fetched {
                 _ => Ok(e.clone()),
             })
             .collect::<Result<Vec<_>, _>>()
+            .map(Cow::Owned)
             .map_err(|source| FetchError::Layer { role, source })
     }
 

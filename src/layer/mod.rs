@@ -5,7 +5,7 @@
 //! their children, one mtime for every entry, owner 0:0 with no user/group names, modes as the
 //! plan gives them (normalized by the sources), deterministic gzip header (no name, mtime 0).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
@@ -13,16 +13,18 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest as _, Sha256};
 
 mod entry;
+pub mod parallel;
 pub mod pargz;
+pub mod parzstd;
 pub use entry::{Compression, Content, DEFAULT_WEIGHTS_COMPRESSION, Entry};
 
 /// Bumped whenever the bytes the writer produces for the same entries change; part of every
 /// cache selector so an upgrade never reuses a layer written differently.
-pub const FORMAT_VERSION: u32 = 2;
+pub const FORMAT_VERSION: u32 = 3;
 
 /// Threads a compressed layer may use (0 = one per core). The output is the same bytes for
-/// every value: gzip is cut into fixed blocks ([`pargz`]), zstd runs in its multi-threaded mode
-/// (whose output does not depend on the worker count) even with one worker.
+/// every value: both are cut into fixed blocks compressed on their own ([`parallel`]): deflate
+/// blocks joined into one gzip member ([`pargz`]), zstd frames back to back ([`parzstd`]).
 static COMPRESSION_THREADS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
 /// Caps the threads one layer's compression uses (`mlimg build -j`); 0 = one per core.
@@ -88,9 +90,11 @@ pub struct LayerBlob {
 
 /// Prepares entries for writing: checks paths, adds missing parent directories (mode 0755),
 /// sorts bytewise by path and rejects duplicates.
-pub fn finalize(entries: Vec<Entry>) -> Result<Vec<Entry>, LayerError> {
-    let mut map: BTreeMap<String, Entry> = BTreeMap::new();
-    for e in entries {
+pub fn finalize(mut entries: Vec<Entry>) -> Result<Vec<Entry>, LayerError> {
+    // In place: a tree of 100k files is held once, not again as a map's keys.
+    let mut parents: std::collections::BTreeSet<String> = std::collections::BTreeSet::new();
+    let mut last_parent: Option<&str> = None;
+    for e in &entries {
         if e.path.is_empty()
             || e.path.starts_with('/')
             || e.path.ends_with('/')
@@ -98,53 +102,74 @@ pub fn finalize(entries: Vec<Entry>) -> Result<Vec<Entry>, LayerError> {
                 .split('/')
                 .any(|c| c.is_empty() || c == "." || c == "..")
         {
-            return Err(LayerError::BadPath { path: e.path });
+            return Err(LayerError::BadPath {
+                path: e.path.clone(),
+            });
         }
-        // parents
-        let mut idx = 0;
-        while let Some(pos) = e.path[idx..].find('/') {
-            let parent = &e.path[..idx + pos];
-            match map.get(parent) {
-                Some(p) if p.content != Content::Dir => {
-                    return Err(LayerError::DirConflict {
-                        path: parent.to_string(),
-                    });
-                }
-                Some(_) => {}
-                None => {
-                    map.insert(
-                        parent.to_string(),
-                        Entry {
-                            path: parent.to_string(),
-                            mode: 0o755,
-                            content: Content::Dir,
-                        },
-                    );
-                }
-            }
-            idx += pos + 1;
+        // every ancestor once; entries of one folder (walks come sorted) share them
+        let parent = e.path.rfind('/').map(|i| &e.path[..i]);
+        if parent.is_none() || parent == last_parent {
+            continue;
         }
-        match map.get(&e.path) {
-            Some(prev) if prev.content == Content::Dir && e.content == Content::Dir => {
-                // An explicit directory entry wins over an implied one (it may carry a mode).
-                map.insert(e.path.clone(), e);
+        last_parent = parent;
+        let mut p = parent;
+        while let Some(dir) = p {
+            if !parents.insert(dir.to_string()) {
+                break; // its ancestors are in already
             }
-            Some(prev) if prev.content == Content::Dir || e.content == Content::Dir => {
-                return Err(LayerError::DirConflict { path: e.path });
+            p = dir.rfind('/').map(|i| &dir[..i]);
+        }
+    }
+    // bytewise by path; stable, so of two entries with one path the later one comes second
+    entries.sort_by(|a, b| a.path.cmp(&b.path));
+    for w in entries.windows(2) {
+        let (prev, e) = (&w[0], &w[1]);
+        if prev.path != e.path {
+            continue;
+        }
+        match (&prev.content, &e.content) {
+            (Content::Dir, Content::Dir) => {} // the later one is kept (it may carry a mode)
+            (Content::Dir, _) | (_, Content::Dir) => {
+                return Err(LayerError::DirConflict {
+                    path: e.path.clone(),
+                });
             }
-            Some(prev) => {
+            _ => {
                 return Err(LayerError::Duplicate {
                     path: e.path.clone(),
                     first: describe(&prev.content),
                     second: describe(&e.content),
                 });
             }
-            None => {
-                map.insert(e.path.clone(), e);
-            }
         }
     }
-    Ok(map.into_values().collect())
+    entries.dedup_by(|later, kept| {
+        let same = later.path == kept.path;
+        if same {
+            std::mem::swap(later, kept);
+        }
+        same
+    });
+    let mut implied = Vec::new();
+    for dir in parents {
+        match entries.binary_search_by(|e| e.path.as_str().cmp(dir.as_str())) {
+            Ok(i) if entries[i].content != Content::Dir => {
+                return Err(LayerError::DirConflict { path: dir });
+            }
+            Ok(_) => {} // an explicit folder entry wins over an implied one
+            Err(_) => implied.push(Entry {
+                path: dir,
+                mode: 0o755,
+                content: Content::Dir,
+            }),
+        }
+    }
+    if !implied.is_empty() {
+        entries.reserve_exact(implied.len());
+        entries.extend(implied);
+        entries.sort_by(|a, b| a.path.cmp(&b.path));
+    }
+    Ok(entries)
 }
 
 fn describe(c: &Content) -> String {
@@ -200,7 +225,7 @@ type Out<W> = HashWriter<BufWriter<W>>;
 
 enum Sink<W: Write> {
     Gzip(pargz::ParGzEncoder<Out<W>>),
-    Zstd(zstd::stream::write::Encoder<'static, Out<W>>),
+    Zstd(parallel::ParEncoder<Out<W>, parzstd::Frames>),
     /// Uncompressed: the digest is the diff_id, so the bytes are hashed once.
     Plain(BufWriter<W>),
 }
@@ -325,25 +350,21 @@ fn write_with<W: Write>(
             )
             .map_err(LayerError::Write)?,
         ),
-        Compression::Zstd => {
-            let mut z = zstd::stream::write::Encoder::new(
+        Compression::Zstd => Sink::Zstd(
+            parallel::ParEncoder::new(
                 HashWriter::new(BufWriter::with_capacity(BUF, out)),
-                3,
+                parzstd::Frames::new().map_err(LayerError::Write)?,
+                threads,
             )
-            .map_err(LayerError::Write)?;
-            // at least one worker: zstd's multi-threaded output is the same for any count of
-            // workers, but differs from its single-threaded mode
-            z.multithread(threads.max(1) as u32)
-                .map_err(LayerError::Write)?;
-            Sink::Zstd(z)
-        }
+            .map_err(LayerError::Write)?,
+        ),
         Compression::None => Sink::Plain(BufWriter::with_capacity(CHUNK, out)),
     };
     let mut tar = tar::Builder::new(HashWriter::new(sink));
     let mut zips: HashMap<PathBuf, zip::ZipArchive<BufReader<File>>> = HashMap::new();
     let mut buf = Vec::new();
-    // Neither compressor's output depends on how its input is split into writes (gzip is cut
-    // by byte count, zstd's multi-threaded mode by job size), so files go on in whole chunks.
+    // Neither compressor's output depends on how its input is split into writes (both are cut
+    // by byte count), so files go on in whole chunks.
     let piece = CHUNK;
     let mut done = 0u64;
     for e in entries {
@@ -631,6 +652,27 @@ mod tests {
             finalize(vec![inline("a/../b", b"1")]),
             Err(LayerError::BadPath { .. })
         ));
+        // a file where another entry needs a folder, in either order
+        assert!(matches!(
+            finalize(vec![inline("a/b", b"2"), inline("a", b"1")]),
+            Err(LayerError::DirConflict { .. })
+        ));
+        // an explicit folder (with its mode) wins over the implied one, whatever the order; of
+        // two explicit ones the later wins
+        let dir = |path: &str, mode| Entry {
+            path: path.into(),
+            mode,
+            content: Content::Dir,
+        };
+        let e = finalize(vec![
+            inline("a/b/c", b"x"),
+            dir("a/b", 0o700),
+            dir("a", 0o711),
+            dir("a", 0o750),
+        ])
+        .unwrap();
+        let got: Vec<_> = e.iter().map(|e| (e.path.as_str(), e.mode)).collect();
+        assert_eq!(got, [("a", 0o750), ("a/b", 0o700), ("a/b/c", 0o644)]);
     }
 
     #[test]
@@ -737,9 +779,12 @@ mod tests {
         )
         .finish()
         .unwrap();
-        let mut zst = zstd::stream::write::Encoder::new(Vec::new(), 3).unwrap();
-        zst.multithread(1).unwrap();
-        let zst = reference(&entries, zst).finish().unwrap();
+        let zst = reference(
+            &entries,
+            parallel::ParEncoder::new(Vec::new(), parzstd::Frames::new().unwrap(), 1).unwrap(),
+        )
+        .finish()
+        .unwrap();
         for (c, want) in [
             (Compression::None, &tar_bytes),
             (Compression::Gzip, &gz),
@@ -807,7 +852,7 @@ mod tests {
     }
 
     /// A layer's bytes do not depend on the threads its compressor uses: gzip and zstd layers
-    /// of several MiB (many gzip blocks, several zstd jobs) written with 1, 2 and 3 threads.
+    /// of several MiB (many gzip blocks, several zstd frames) written with 1, 2 and 3 threads.
     #[test]
     fn compressed_layers_are_the_same_bytes_for_any_thread_count() {
         let d = tempfile::tempdir().unwrap();

@@ -2,18 +2,16 @@
 //! deflated on its own (primed with the previous block's last 32 KiB, so the ratio stays that
 //! of one stream) and ends on a byte boundary with a sync flush; the blocks are joined in order
 //! under one gzip header and trailer — one standard gzip member that any gunzip reads (pigz's
-//! construction). Block boundaries depend only on the byte count, never on the number of
-//! threads or on how the input arrives in `write` calls, so the output is the same bytes with
-//! one thread or many; with one thread the blocks are compressed inline.
+//! construction). Cutting and scheduling are [`super::parallel`]'s, so the output is the same
+//! bytes for any thread count.
 //!
-//! flate2 (with zlib-rs) does the deflating; this module only cuts, schedules and joins.
+//! flate2 (with zlib-rs) does the deflating; this module only primes, ends and joins blocks.
 
-use std::collections::VecDeque;
 use std::io::{self, Write};
-use std::sync::{Arc, Mutex, mpsc};
-use std::thread::JoinHandle;
 
 use flate2::{Compress, FlushCompress, Status};
+
+use super::parallel::{BlockCodec, ParEncoder};
 
 /// Uncompressed bytes per block (pigz uses 128 KiB; larger blocks mean fewer sync markers).
 pub const BLOCK: usize = 256 << 10;
@@ -59,71 +57,31 @@ fn deflate_block(
     }
 }
 
-struct Job {
-    dict: Vec<u8>,
-    input: Vec<u8>,
-    last: bool,
-    reply: mpsc::SyncSender<io::Result<Vec<u8>>>,
+/// The deflate codec of [`ParEncoder`]: primed blocks, each ending on a byte boundary.
+pub struct Deflate {
+    level: flate2::Compression,
 }
 
-struct Pool {
-    jobs: Option<mpsc::Sender<Job>>,
-    workers: Vec<JoinHandle<()>>,
-}
-
-impl Pool {
-    fn new(threads: usize, level: flate2::Compression) -> Pool {
-        let (tx, rx) = mpsc::channel::<Job>();
-        let rx = Arc::new(Mutex::new(rx));
-        let workers = (0..threads)
-            .map(|_| {
-                let rx = Arc::clone(&rx);
-                std::thread::spawn(move || {
-                    loop {
-                        // the lock is held only to take the next job
-                        let job = match rx.lock() {
-                            Ok(guard) => guard.recv(),
-                            Err(_) => return,
-                        };
-                        let Ok(job) = job else { return };
-                        let result = deflate_block(level, &job.dict, &job.input, job.last);
-                        let _ = job.reply.send(result);
-                    }
-                })
-            })
-            .collect();
-        Pool {
-            jobs: Some(tx),
-            workers,
-        }
+impl BlockCodec for Deflate {
+    fn block_size(&self) -> usize {
+        BLOCK
     }
-}
-
-impl Drop for Pool {
-    fn drop(&mut self) {
-        self.jobs = None;
-        for w in self.workers.drain(..) {
-            let _ = w.join();
-        }
+    fn dict_size(&self) -> usize {
+        DICT
     }
-}
-
-enum Pending {
-    Done(io::Result<Vec<u8>>),
-    Waiting(mpsc::Receiver<io::Result<Vec<u8>>>),
+    fn fork(&self) -> io::Result<Self> {
+        Ok(Deflate { level: self.level })
+    }
+    fn compress(&mut self, dict: &[u8], input: &[u8], last: bool) -> io::Result<Vec<u8>> {
+        deflate_block(self.level, dict, input, last)
+    }
 }
 
 /// A gzip writer whose output is independent of `threads`.
 pub struct ParGzEncoder<W: Write> {
-    out: Option<W>,
-    level: flate2::Compression,
-    block: Vec<u8>,
-    dict: Vec<u8>,
+    inner: ParEncoder<W, Deflate>,
     crc: crc32fast::Hasher,
     len: u64,
-    pool: Option<Pool>,
-    pending: VecDeque<Pending>,
-    max_pending: usize,
 }
 
 impl<W: Write> ParGzEncoder<W> {
@@ -136,88 +94,19 @@ impl<W: Write> ParGzEncoder<W> {
             _ => 0,
         };
         out.write_all(&[0x1f, 0x8b, 8, 0, 0, 0, 0, 0, xfl, 255])?;
-        let threads = threads.max(1);
         Ok(ParGzEncoder {
-            out: Some(out),
-            level,
-            block: Vec::with_capacity(BLOCK),
-            dict: Vec::new(),
+            inner: ParEncoder::new(out, Deflate { level }, threads)?,
             crc: crc32fast::Hasher::new(),
             len: 0,
-            pool: (threads > 1).then(|| Pool::new(threads, level)),
-            pending: VecDeque::new(),
-            max_pending: threads * 2,
         })
-    }
-
-    fn out(&mut self) -> io::Result<&mut W> {
-        self.out
-            .as_mut()
-            .ok_or_else(|| io::Error::other("gzip stream already finished"))
-    }
-
-    /// Hands the current block to a worker (or deflates it here with one thread).
-    fn submit(&mut self, last: bool) -> io::Result<()> {
-        let input = std::mem::replace(&mut self.block, Vec::with_capacity(BLOCK));
-        let dict = std::mem::take(&mut self.dict);
-        if !last {
-            self.dict = input[input.len().saturating_sub(DICT)..].to_vec();
-        }
-        match &self.pool {
-            None => {
-                let bytes = deflate_block(self.level, &dict, &input, last)?;
-                self.out()?.write_all(&bytes)?;
-            }
-            Some(pool) => {
-                let (reply, rx) = mpsc::sync_channel(1);
-                let sent = pool.jobs.as_ref().map(|jobs| {
-                    jobs.send(Job {
-                        dict,
-                        input,
-                        last,
-                        reply,
-                    })
-                });
-                let pending = match sent {
-                    Some(Ok(())) => Pending::Waiting(rx),
-                    _ => Pending::Done(Err(io::Error::other("gzip worker pool stopped"))),
-                };
-                self.pending.push_back(pending);
-                while self.pending.len() >= self.max_pending {
-                    self.drain_one()?;
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// Writes the oldest block's output (waiting for it).
-    fn drain_one(&mut self) -> io::Result<()> {
-        let Some(p) = self.pending.pop_front() else {
-            return Ok(());
-        };
-        let bytes = match p {
-            Pending::Done(r) => r?,
-            Pending::Waiting(rx) => rx
-                .recv()
-                .map_err(|_| io::Error::other("a gzip worker stopped"))??,
-        };
-        self.out()?.write_all(&bytes)
     }
 
     /// Compresses what is left, writes the trailer (CRC-32, length mod 2³²) and returns the
     /// inner writer.
-    pub fn finish(mut self) -> io::Result<W> {
-        self.submit(true)?;
-        while !self.pending.is_empty() {
-            self.drain_one()?;
-        }
-        let crc = std::mem::take(&mut self.crc).finalize();
+    pub fn finish(self) -> io::Result<W> {
+        let mut out = self.inner.finish()?;
+        let crc = self.crc.finalize();
         let len = self.len as u32;
-        let mut out = self
-            .out
-            .take()
-            .ok_or_else(|| io::Error::other("gzip stream already finished"))?;
         out.write_all(&crc.to_le_bytes())?;
         out.write_all(&len.to_le_bytes())?;
         Ok(out)
@@ -226,19 +115,13 @@ impl<W: Write> ParGzEncoder<W> {
 
 impl<W: Write> Write for ParGzEncoder<W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = buf.len().min(BLOCK - self.block.len());
-        self.block.extend_from_slice(&buf[..n]);
+        let n = self.inner.write(buf)?;
         self.crc.update(&buf[..n]);
         self.len += n as u64;
-        if self.block.len() == BLOCK {
-            self.submit(false)?;
-        }
         Ok(n)
     }
-    /// Blocks are cut by size only (a flush must not change the bytes), so this flushes only
-    /// what is already compressed.
     fn flush(&mut self) -> io::Result<()> {
-        self.out()?.flush()
+        self.inner.flush()
     }
 }
 

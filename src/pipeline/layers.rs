@@ -621,7 +621,10 @@ fn generator(
     let (plan, fetched, cache) = (plan.clone(), fetched.clone(), cache.clone());
     let digest = blob.digest.clone();
     Arc::new(move || {
-        let entries = fetched.entries(&plan).map_err(io::Error::other)?;
+        let entries = fetched
+            .entries(&plan)
+            .map_err(io::Error::other)?
+            .into_owned();
         let (cache, selector) = (cache.clone(), plan.selector.clone());
         let stale = move |d: &str| cache.drop_selector(&selector, d);
         let r = regenerate(

@@ -9,7 +9,7 @@ use super::{BuildPlan, Content, Entry, LayerPlan, LayerRole, PlatformPlan, Wheel
 use crate::lock::WeightsLock;
 use crate::progress::Warning;
 use crate::resolve::{Resolved, ResolvedPlatform};
-use crate::sources::local::{Filter, IgnoreRules, SourceError, walk};
+use crate::sources::local::{Filter, IgnoreRules, SourceError, Walked, walk};
 use crate::sources::python::ResolvedWheel;
 use crate::spec::{
     ConfigSpec, DepsLayering, DepsSource, DepsSpec, Layering, Spec, WeightsSource, WeightsSpec,
@@ -267,12 +267,13 @@ fn plan_deps(d: &DepsSpec, rp: &ResolvedPlatform, mtime: u64) -> Result<Vec<Laye
     if let DepsSource::Dir(dir) = &d.source {
         let dest = d.dest.as_deref().unwrap_or("/");
         let w = walk(dir, dest, &filter(&role, &[], &[])?).map_err(src_err(&role))?;
+        let tree = w.tree_line();
         return Ok(vec![
             LayerPlan::new(
                 role.clone(),
                 d.compression,
                 w.entries,
-                &w.fingerprint,
+                &[tree],
                 mtime,
                 created_by,
             )
@@ -387,8 +388,7 @@ fn plan_local_weights(
     let opts = format!("include {:?} exclude {:?}", w.include, w.exclude);
     match w.layering {
         Layering::One => {
-            let mut fp = walked.fingerprint;
-            fp.push(opts);
+            let fp = [walked.tree_line(), opts];
             let created_by = format!("mlimg weights {}", w.name);
             Ok(vec![
                 LayerPlan::new(
@@ -407,6 +407,7 @@ fn plan_local_weights(
             .into_iter()
             .zip(walked.fingerprint)
             .map(|(e, fp)| {
+                let fp = Walked::entry_line(&fp);
                 let created_by = format!("mlimg weights {} /{}", w.name, e.path);
                 LayerPlan::new(
                     role.clone(),
@@ -591,8 +592,7 @@ fn plan_app(spec: &Spec, mtime: u64) -> Result<Option<LayerPlan>, PlanError> {
     })?;
     let filter = filter(&role, &[], &[])?.with_ignore(ignore).skipping(skip);
     let walked = walk(&src, &app.dest, &filter).map_err(src_err(&role))?;
-    let mut fp = walked.fingerprint;
-    fp.push(format!("exclude {:?}", app.exclude));
+    let mut fp = vec![walked.tree_line(), format!("exclude {:?}", app.exclude)];
     let mut entries = walked.entries;
     if !dirs.is_empty() {
         fp.push(format!("writable {:?}", spec.config.writable));

@@ -15,8 +15,32 @@ type Golden = [(&'static str, &'static str, &'static str, u64); 3];
 
 /// Golden values keyed by `layer::FORMAT_VERSION`. Add an entry for a new version; keep the
 /// old ones (they document what each version wrote). Version 2: gzip cut into fixed blocks
-/// compressed in parallel (`layer::pargz`), zstd in its multi-threaded mode.
+/// compressed in parallel (`layer::pargz`), zstd in its multi-threaded mode. Version 3: zstd
+/// as independent 4 MiB frames compressed in parallel (`layer::parzstd`); gzip and none as in 2.
 const GOLDEN: &[(u32, Golden)] = &[
+    (
+        3,
+        [
+            (
+                "gzip",
+                "sha256:cebeb0f106dd0ece460a27d7d4ce60d8884815b4e586f169dc926b406255ac1f",
+                "sha256:b42229d24c16e6b678e1ea4984c2787e8d31ba98d81113fe8b9b78a94383d43c",
+                1503,
+            ),
+            (
+                "zstd",
+                "sha256:2c1c7b765c401716aa6c028b05b7fc4e58bb424146b024a484e35cd6c08e768e",
+                "sha256:b42229d24c16e6b678e1ea4984c2787e8d31ba98d81113fe8b9b78a94383d43c",
+                894,
+            ),
+            (
+                "none",
+                "sha256:b42229d24c16e6b678e1ea4984c2787e8d31ba98d81113fe8b9b78a94383d43c",
+                "sha256:b42229d24c16e6b678e1ea4984c2787e8d31ba98d81113fe8b9b78a94383d43c",
+                81920,
+            ),
+        ],
+    ),
     (
         2,
         [

@@ -383,3 +383,79 @@ fn docker_format_with_two_platforms_is_a_manifest_list() {
     let cfg: serde_json::Value = serde_json::from_slice(&out.stdout).expect("config json");
     assert_eq!(cfg["config"]["Healthcheck"]["Test"][1], "/x", "{cfg}");
 }
+
+/// zstd layers are frames of 4 MiB back to back (`layer::parzstd`): podman (containers/image,
+/// Go's klauspost/compress decoder) pulls such an OCI image and runs it, and the file spanning
+/// several frames has its bytes.
+#[test]
+fn podman_runs_an_image_whose_zstd_layer_has_many_frames() {
+    let cx = TestContext::new();
+    let reg = TestRegistry::start();
+    let dir = cx
+        .example("sentiment")
+        .parent()
+        .expect("specs")
+        .join("zstd");
+    std::fs::create_dir_all(dir.join("model")).expect("mkdir");
+    // 9 MiB + 7 of half-compressible bytes: three frames
+    let mut data = Vec::with_capacity(9 << 20);
+    let mut x = 1u64;
+    while data.len() < (9 << 20) + 7 {
+        x = x
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        data.extend_from_slice(format!("{:x} {}\n", x >> 40, data.len() % 101).as_bytes());
+    }
+    data.truncate((9 << 20) + 7);
+    std::fs::write(dir.join("model/w.bin"), &data).expect("write");
+    use sha2::Digest as _;
+    let want = hex::encode(sha2::Sha256::digest(&data));
+    std::fs::write(
+        dir.join("mlimg.toml"),
+        format!("[image]\nname = \"{}/zstd-frames\"\ntags = [\"1\"]\nbase = \"oci:../busybox-base/out:latest\"\n\n[[weights]]\nname = \"w\"\nsource = \"model\"\ndest = \"/models\"\ncompression = \"zstd\"\n\n[config]\ncmd = [\"sha256sum\", \"/models/w.bin\"]\n", reg.host()),
+    )
+    .expect("spec");
+    let out = dir.join("out");
+    let report = cx.build_json(
+        &dir.join("mlimg.toml"),
+        &["--push", "-o", &format!("oci:{}", out.display())],
+    );
+    let layer = report["layers"]
+        .as_array()
+        .expect("layers")
+        .iter()
+        .find(|l| {
+            l["media_type"]
+                .as_str()
+                .is_some_and(|t| t.ends_with("+zstd"))
+        })
+        .unwrap_or_else(|| panic!("no zstd layer: {report}"))
+        .clone();
+    let blob = out.join("blobs/sha256").join(
+        layer["digest"]
+            .as_str()
+            .and_then(|d| d.strip_prefix("sha256:"))
+            .expect("digest"),
+    );
+    let bytes = std::fs::read(&blob).expect("blob");
+    let frames = bytes
+        .windows(4)
+        .filter(|w| *w == [0x28, 0xb5, 0x2f, 0xfd])
+        .count();
+    assert!(frames >= 3, "{frames} zstd frame magics in the layer");
+    let p = Podman::new();
+    let image = format!("{}/zstd-frames:1", reg.host());
+    p.ok(&["pull", "-q", "--tls-verify=false", &image]);
+    let sum = p.ok(&[
+        "run",
+        "--rm",
+        "--ulimit",
+        "nofile=1024:1024",
+        "--ulimit",
+        "nproc=1024:1024",
+        "--network",
+        "none",
+        &image,
+    ]);
+    assert_eq!(sum, format!("{want}  /models/w.bin"));
+}
