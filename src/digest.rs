@@ -47,6 +47,11 @@ impl Digest {
     }
 }
 
+/// `sha256:<hex>` of `bytes` as a plain string (what registries send and compare).
+pub fn sha256_digest(bytes: &[u8]) -> String {
+    Digest::of(bytes).0
+}
+
 impl std::ops::Deref for Digest {
     type Target = str;
     fn deref(&self) -> &str {
@@ -95,6 +100,15 @@ impl<'de> serde::Deserialize<'de> for Digest {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sha256_digest_is_the_prefixed_hex_of_the_bytes() {
+        assert_eq!(
+            sha256_digest(b"hello"),
+            "sha256:2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824"
+        );
+        assert_eq!(sha256_digest(b"{}"), Digest::of(b"{}").as_str());
+    }
 
     #[test]
     fn parse_checks_algorithm_length_and_case() {

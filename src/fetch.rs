@@ -345,7 +345,11 @@ pub fn base_blobs(
             continue;
         };
         let d = &l.descriptor;
-        if cache.has_blob(&d.digest) || !done.insert(d.digest.clone()) {
+        if !done.insert(d.digest.clone()) {
+            continue;
+        }
+        if cache.has_blob(&d.digest) {
+            cache.touch_blob(&d.digest); // its last use, for `mlimg cache prune`
             continue;
         }
         progress.message(&format!(

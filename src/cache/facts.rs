@@ -16,10 +16,14 @@ fn path(root: &Path, kind: &str, key: &str) -> PathBuf {
     root.join("facts").join(format!("{kind}-{h}.json"))
 }
 
-/// The recorded value for `key`, if any.
+/// The recorded value for `key`, if any. A hit marks the record used now (its mtime, for
+/// `mlimg cache prune`).
 pub fn get<T: DeserializeOwned>(root: &Path, kind: &str, key: &str) -> Option<T> {
-    let bytes = std::fs::read(path(root, kind, key)).ok()?;
-    serde_json::from_slice(&bytes).ok()
+    let p = path(root, kind, key);
+    let bytes = std::fs::read(&p).ok()?;
+    let value = serde_json::from_slice(&bytes).ok()?;
+    super::housekeeping::touch(&p);
+    Some(value)
 }
 
 /// Records `value` for `key` (best effort: a cache).

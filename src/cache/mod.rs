@@ -4,8 +4,9 @@
 //! Layout under the cache root (`$MLIMG_CACHE_DIR`, else `$XDG_CACHE_HOME/mlimg`):
 //! `blobs/sha256/<hex>`, `selectors/<hex>.json`, `pushed/<hex>` (where a blob was pushed:
 //! `registry repository` lines, for cross-repository mounts), `tmp/`; beside them
-//! `wheels/<sha256>/` (downloaded wheels) and `outputs/` (notes of file outputs).
-//! `housekeeping` lists and prunes them. Every write goes to `tmp/` first and is
+//! `wheels/wheels/<sha256>/` (downloaded wheels), `outputs/` (notes of file outputs),
+//! `facts/` (what was read from base images, see [`facts`]) and `debian/` (`index/`, `debs/`,
+//! `unpacked/`: see `sources::debian`). `housekeeping` lists and prunes them all. Every write goes to `tmp/` first and is
 //! renamed into place, so two builds sharing a cache never see a half-written file: the loser of
 //! a race renames identical bytes over identical bytes.
 

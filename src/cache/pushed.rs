@@ -42,11 +42,18 @@ impl Cache {
 
 impl BlobMemory for Cache {
     fn repositories(&self, registry: &str, digest: &str) -> Vec<String> {
-        self.pushed_lines(digest)
+        let repos: Vec<String> = self
+            .pushed_lines(digest)
             .into_iter()
             .filter(|(reg, _)| reg == registry)
             .map(|(_, repo)| repo)
-            .collect()
+            .collect();
+        if !repos.is_empty()
+            && let Some(p) = self.pushed_path(digest)
+        {
+            super::housekeeping::touch(&p); // its last use, for `mlimg cache prune`
+        }
+        repos
     }
 
     fn remember(&self, registry: &str, repository: &str, digest: &str) {
@@ -62,7 +69,9 @@ impl BlobMemory for Cache {
             .first()
             .is_some_and(|(g, r)| g == registry && r == repository)
         {
-            return; // already the most recent: no write
+            // already the most recent: no write, but used now (for `mlimg cache prune`)
+            super::housekeeping::touch(&dest);
+            return;
         }
         lines.retain(|(g, r)| !(g == registry && r == repository));
         lines.insert(0, (registry.to_string(), repository.to_string()));
@@ -84,7 +93,9 @@ impl BlobMemory for Cache {
 impl ContentStore for Cache {
     fn get(&self, digest: &str) -> Option<Vec<u8>> {
         sha256_hex(digest)?;
-        self.read_bytes(digest).ok()
+        let bytes = self.read_bytes(digest).ok()?;
+        self.touch_blob(digest); // its last use, for `mlimg cache prune`
+        Some(bytes)
     }
 
     fn put(&self, bytes: &[u8]) {

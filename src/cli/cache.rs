@@ -10,8 +10,8 @@ use mlimg::cache::{Cache, Kind, PruneOptions};
 
 use super::inspect::{RegistryArgs, size};
 
-/// Show or clean up the local cache (layer blobs, selector records, wheels), or stale
-/// shared-cache records in a registry.
+/// Show or clean up the local cache (layer blobs, selector records, wheels, Debian packages,
+/// base facts, push records), or stale shared-cache records in a registry.
 #[derive(Debug, Args)]
 #[command(after_help = "Examples:
   mlimg cache ls
@@ -28,7 +28,13 @@ pub enum CacheCommand {
     Prune(PruneArgs),
 }
 
-/// What the local cache holds: blobs, selector records, wheels, output notes.
+/// What the local cache holds: blobs, selector records, wheels, output notes, base facts,
+/// push records, and Debian package indexes, .deb files and unpacked packages.
+///
+/// Kinds: blob, wheel, selector, output, fact (facts read from a base image), pushed (where a
+/// blob was pushed, for cross-repository mounts), deb-index (a verified Packages index), deb (a
+/// downloaded .deb), deb-unpacked (a .deb's files unpacked into a folder; its size is the sum
+/// of its files), temp (a build's temp file, or one a build left behind).
 #[derive(Debug, Args)]
 #[command(after_help = "Examples:
   mlimg cache ls
@@ -37,17 +43,23 @@ pub struct LsArgs {
     /// The cache folder.
     #[arg(long, env = "MLIMG_CACHE_DIR", value_name = "DIR")]
     pub cache_dir: Option<PathBuf>,
-    /// One JSON object: {"root", "totals", "entries": [{"kind", "name", "size", "last_used"}]}.
+    /// One JSON object: {"root", "totals", "entries": [{"kind", "name", "size", "last_used"}]};
+    /// totals has a count and bytes per kind (blobs/blob_bytes, wheels/wheel_bytes, facts,
+    /// pushed, deb_indexes, debs, deb_unpacked, ...), temp_bytes and total_bytes.
     #[arg(long)]
     pub json: bool,
 }
 
 /// Remove old or excess cache entries, or stale selector records in a registry.
 ///
-/// Locally: removes blobs, wheels and records last used longer ago than --older-than, then the
-/// least recently used blobs and wheels until they take at most --keep-bytes; always temp
-/// files of builds that died and selector records whose blob is gone. A layer's last use is
-/// when a build last found it. The next build rebuilds (or downloads) what is gone.
+/// Locally: removes every entry (blobs, wheels, records, base facts, push records, Debian
+/// indexes, .deb files, unpacked packages) last used longer ago than --older-than, then the
+/// least recently used of the large kinds (blobs, wheels, Debian indexes, .deb files, unpacked
+/// packages) until they take at most --keep-bytes; base facts and push records are small and
+/// go by age only. Always: temp files of builds that died and selector records whose blob is
+/// gone. An entry's last use is when a build last wrote or reused it (a layer's: when a build
+/// last found it). An unpacked package is moved aside before it is removed, so a build never
+/// finds it half removed. The next build rebuilds (or downloads) what is gone.
 ///
 /// With --registry REPO: deletes the repository's mlimg-sel-* records (the registry-shared
 /// layer cache) whose layer no tagged image of the repository uses; a record whose layer an
@@ -65,7 +77,8 @@ pub struct PruneArgs {
     /// Remove entries last used longer ago than this (30d, 12h, 1w).
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration, conflicts_with = "registry")]
     pub older_than: Option<Duration>,
-    /// Keep at most this much in blobs and wheels (10GiB, 500M, bytes), least recently used go.
+    /// Keep at most this much in blobs, wheels, Debian indexes, .deb files and unpacked
+    /// packages (10GiB, 500M, bytes); the least recently used go.
     #[arg(long, value_name = "SIZE", value_parser = mlimg::cache::parse_size, conflicts_with = "registry")]
     pub keep_bytes: Option<u64>,
     /// Prune the selector records in this registry repository instead of the local cache.
@@ -106,6 +119,11 @@ fn kind(k: Kind) -> &'static str {
         Kind::Selector => "selector",
         Kind::Output => "output",
         Kind::Temp => "temp",
+        Kind::Fact => "fact",
+        Kind::Pushed => "pushed",
+        Kind::DebIndex => "deb-index",
+        Kind::Deb => "deb",
+        Kind::DebUnpacked => "deb-unpacked",
     }
 }
 
@@ -125,29 +143,40 @@ fn ls(a: LsArgs) -> Result<()> {
     }
     let t = &l.totals;
     println!("cache {}", l.root.display());
-    println!("  blobs      {:>6}  {}", t.blobs, size(t.blob_bytes));
-    println!("  wheels     {:>6}  {}", t.wheels, size(t.wheel_bytes));
-    println!("  selectors  {:>6}", t.selectors);
-    println!("  outputs    {:>6}", t.outputs);
-    if t.temp_bytes > 0 {
-        println!("  temp               {}", size(t.temp_bytes));
+    println!("  blobs         {:>6}  {}", t.blobs, size(t.blob_bytes));
+    println!("  wheels        {:>6}  {}", t.wheels, size(t.wheel_bytes));
+    println!("  selectors     {:>6}", t.selectors);
+    println!("  outputs       {:>6}", t.outputs);
+    println!("  facts         {:>6}  {}", t.facts, size(t.fact_bytes));
+    println!("  pushed        {:>6}  {}", t.pushed, size(t.pushed_bytes));
+    if t.deb_indexes + t.debs + t.deb_unpacked > 0 {
+        println!(
+            "  deb indexes   {:>6}  {}",
+            t.deb_indexes,
+            size(t.deb_index_bytes)
+        );
+        println!("  debs          {:>6}  {}", t.debs, size(t.deb_bytes));
+        println!(
+            "  deb unpacked  {:>6}  {}",
+            t.deb_unpacked,
+            size(t.deb_unpacked_bytes)
+        );
     }
-    println!("  total              {}", size(t.total_bytes));
+    if t.temp_bytes > 0 {
+        println!("  temp                  {}", size(t.temp_bytes));
+    }
+    println!("  total                 {}", size(t.total_bytes));
     let now = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0);
-    let mut big: Vec<_> = l
-        .entries
-        .iter()
-        .filter(|e| matches!(e.kind, Kind::Blob | Kind::Wheel))
-        .collect();
+    let mut big: Vec<_> = l.entries.iter().filter(|e| e.kind.in_budget()).collect();
     big.sort_by_key(|e| std::cmp::Reverse(e.size));
     if !big.is_empty() {
         println!("\nlargest:");
         for e in big.iter().take(10) {
             println!(
-                "  {:5}  {:>10}  {:>9}  {}",
+                "  {:12}  {:>10}  {:>9}  {}",
                 kind(e.kind),
                 size(e.size),
                 ago(now, e.last_used),
@@ -201,7 +230,12 @@ fn prune(a: PruneArgs) -> Result<()> {
     }
     let verb = if a.dry_run { "would remove" } else { "removed" };
     for e in &rep.removed {
-        println!("{verb} {:8} {:>10}  {}", kind(e.kind), size(e.size), e.name);
+        println!(
+            "{verb} {:12} {:>10}  {}",
+            kind(e.kind),
+            size(e.size),
+            e.name
+        );
     }
     println!(
         "{verb} {} entr{} ({}) and {} selector record(s) without a blob; {} kept",

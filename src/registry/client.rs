@@ -226,7 +226,7 @@ impl RegistryClient {
     /// Stored bytes for `digest` that still hash to it.
     pub(crate) fn stored(&self, digest: &str) -> Option<Vec<u8>> {
         let bytes = self.store.get()?.get(digest)?;
-        (super::pull::sha256_digest(&bytes) == digest).then_some(bytes)
+        (crate::digest::sha256_digest(&bytes) == digest).then_some(bytes)
     }
 
     pub(crate) fn keep(&self, bytes: &[u8]) {

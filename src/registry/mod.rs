@@ -14,6 +14,7 @@ mod push;
 mod reference;
 mod stream;
 
+pub use crate::digest::sha256_digest;
 pub use auth::{Credential, CredentialStore, Secret};
 pub use client::{ClientOptions, RegistryClient, is_loopback};
 pub use error::{Direction, HttpFailure, RegistryCode, RegistryError, Result};
@@ -21,7 +22,7 @@ pub use limits::{KINDS as REGISTRY_KINDS, Limits};
 pub use memory::{BlobMemory, ContentStore};
 pub use pull::{
     DOCKER_MANIFEST, DOCKER_MANIFEST_LIST, LayerDesc, OCI_INDEX, OCI_MANIFEST, Platform,
-    PulledImage, RawManifest, sha256_digest,
+    PulledImage, RawManifest,
 };
 pub use push::{
     BlobAction, BlobGenerator, BlobOrigin, PushBlob, PushEvent, PushManifest, PushReport,

@@ -11,6 +11,7 @@ use sha2::{Digest as _, Sha256};
 use super::client::{Ctx, RegistryClient};
 use super::error::{Direction, RegistryError, Result};
 use super::reference::{Reference, validate_digest};
+use crate::digest::sha256_digest;
 
 pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
@@ -103,10 +104,6 @@ struct ConfigPlatform {
     os: Option<String>,
     #[serde(default)]
     architecture: Option<String>,
-}
-
-pub fn sha256_digest(bytes: &[u8]) -> String {
-    format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
 }
 
 impl RegistryClient {

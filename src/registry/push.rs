@@ -16,8 +16,8 @@ use sha2::{Digest as _, Sha256};
 use super::client::{Ctx, RegistryClient};
 use super::error::{Direction, RegistryError, Result};
 use super::limits::Limits;
-use super::pull::sha256_digest;
 use super::reference::{Reference, validate_digest};
+use crate::digest::sha256_digest;
 
 /// Produces a blob's bytes from the start, each time it is called (an upload retry calls it
 /// again). Used for layers that are regenerated from their sources instead of stored.

@@ -70,12 +70,67 @@ fn ls_and_prune_the_local_cache() {
         json(&cx, &["cache", "ls"])["totals"]["blobs"].as_u64(),
         Some(blobs - 1)
     );
+
+    // the cache's other folders: base facts, push records, Debian indexes, .debs and unpacked
+    // packages are listed, all go by age, and the large ones by budget
+    let set = |p: &std::path::Path, t: SystemTime| {
+        filetime::set_file_mtime(p, filetime::FileTime::from_system_time(t)).expect("mtime")
+    };
+    let plant = |rel: &str, len: usize, t: SystemTime| {
+        let p = cx.cache.join(rel);
+        std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
+        std::fs::write(&p, vec![b'x'; len]).expect("write");
+        set(&p, t);
+    };
+    let a = "a".repeat(64);
+    plant(&format!("facts/base-facts-{a}.json"), 10, old);
+    plant(&format!("pushed/{a}"), 12, old);
+    plant(&format!("debian/index/{a}"), 300, SystemTime::now());
+    plant(&format!("debian/debs/{a}.deb"), 200, old);
+    plant(&format!("debian/unpacked/{a}/root/usr/bin/x"), 100, old);
+    plant(&format!("debian/unpacked/{a}/entries.json"), 2, old);
+    let unpacked = cx.cache.join(format!("debian/unpacked/{a}"));
+    set(&unpacked.join("root/usr/bin"), old);
+    set(&unpacked.join("root/usr"), old);
+    set(&unpacked.join("root"), old);
+    set(&unpacked, old);
+    let l = json(&cx, &["cache", "ls"]);
+    let t = &l["totals"];
+    assert_eq!(
+        (
+            &t["deb_index_bytes"],
+            &t["deb_bytes"],
+            &t["deb_unpacked"],
+            &t["deb_unpacked_bytes"],
+            &t["pushed"]
+        ),
+        (&300.into(), &200.into(), &1.into(), &102.into(), &1.into()),
+        "{l}"
+    );
+    assert!(t["facts"].as_u64().expect("facts") >= 1, "{l}");
+    let text = stdout(&run_ok(cx.mlimg().args(["cache", "ls"])));
+    assert!(
+        text.contains("deb unpacked") && text.contains("deb-unpacked"),
+        "{text}"
+    );
+    let p = json(&cx, &["cache", "prune", "--older-than", "2d"]);
+    let mut kinds: Vec<&str> = p["removed"]
+        .as_array()
+        .expect("removed")
+        .iter()
+        .filter_map(|e| e["kind"].as_str())
+        .collect();
+    kinds.sort();
+    assert_eq!(kinds, ["deb", "deb-unpacked", "fact", "pushed"], "{p}");
+    assert!(!unpacked.exists() && cx.cache.join(format!("debian/index/{a}")).exists());
     // a budget of 0 bytes empties the blobs; the next build rebuilds and gives the same image
     let p = json(&cx, &["cache", "prune", "--keep-bytes", "0"]);
     assert!(p["freed_bytes"].as_u64().expect("freed") > 0, "{p}");
+    let t = &json(&cx, &["cache", "ls"])["totals"];
     assert_eq!(
-        json(&cx, &["cache", "ls"])["totals"]["blobs"].as_u64(),
-        Some(0)
+        (t["blobs"].as_u64(), t["deb_indexes"].as_u64()),
+        (Some(0), Some(0)),
+        "{t}"
     );
     let again = cx.build_json(
         &spec,

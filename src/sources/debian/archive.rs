@@ -141,8 +141,9 @@ fn get_small(t: &Transport, url: &str) -> Result<Option<Vec<u8>>, ArchiveError> 
 }
 
 /// A file of the archive by its sha256: the cached copy at `dir/<sha256><suffix>` (checked by
-/// size; its name is its digest and it is only ever renamed into place after a full check),
-/// else downloaded, verified and renamed into place.
+/// size; its name is its digest and it is only ever renamed into place after a full check;
+/// its mtime is set to now, its last use for `mlimg cache prune`), else downloaded, verified
+/// and renamed into place.
 pub fn fetch_verified(
     t: &Transport,
     url: &str,
@@ -154,6 +155,9 @@ pub fn fetch_verified(
     let sha256 = sha256.to_ascii_lowercase();
     let dest = dir.join(format!("{sha256}{suffix}"));
     if std::fs::metadata(&dest).is_ok_and(|m| m.is_file() && m.len() == size) {
+        if let Ok(f) = std::fs::File::open(&dest) {
+            let _ = f.set_modified(std::time::SystemTime::now()); // best effort
+        }
         return Ok(dest);
     }
     std::fs::create_dir_all(dir).map_err(io(dir))?;
@@ -244,4 +248,32 @@ fn download_once(
     }
     tmp.persist(dest).map_err(|e| fail(io(dest)(e.error)))?;
     Ok(dest.to_path_buf())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cached_file_is_reused_without_a_request_and_marked_used() {
+        let d = tempfile::tempdir().unwrap();
+        let sha = "ab".repeat(32);
+        let dest = d.path().join(format!("{sha}.deb"));
+        std::fs::write(&dest, b"12345").unwrap();
+        let old = std::time::SystemTime::now() - std::time::Duration::from_secs(30 * 86400);
+        std::fs::File::open(&dest)
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+        let t = Transport::from_defaults().unwrap();
+        // nothing listens there: a hit makes no request
+        let got = fetch_verified(&t, "http://127.0.0.1:9/x.deb", 5, &sha, d.path(), ".deb")
+            .expect("a hit");
+        assert_eq!(got, dest);
+        let m = std::fs::metadata(&dest).unwrap().modified().unwrap();
+        assert!(
+            m > old + std::time::Duration::from_secs(29 * 86400),
+            "touched"
+        );
+    }
 }

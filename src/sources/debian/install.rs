@@ -48,8 +48,11 @@ pub struct Unpacked {
 }
 
 /// The package in `deb` (verified by the caller) unpacked under `dir/<sha256>/`: reused when a
-/// complete earlier unpacking is there (its `entries.json` is written last, after a rename of
-/// the whole folder into place).
+/// complete earlier unpacking is there. A folder there is complete when its `entries.json`
+/// reads: it is written last, in a temp folder that is then renamed into place whole, and
+/// `mlimg cache prune` renames a folder out of place before removing it, so no build finds a
+/// half-made or half-removed folder with one. A hit sets the folder's mtime to now (its last
+/// use, for `mlimg cache prune`).
 pub fn unpack_cached(
     deb_path: &Path,
     sha256: &str,
@@ -60,14 +63,19 @@ pub fn unpack_cached(
         move |source| InstallError::Io { path, source }
     };
     let done = dir.join(sha256);
-    let index = done.join("entries.json");
-    if let Ok(bytes) = std::fs::read(&index)
-        && let Ok(u) = serde_json::from_slice::<Unpacked>(&bytes)
-    {
-        return Ok(Arc::new(Unpacked {
+    let complete = || -> Option<Arc<Unpacked>> {
+        let bytes = std::fs::read(done.join("entries.json")).ok()?;
+        let u = serde_json::from_slice::<Unpacked>(&bytes).ok()?;
+        Some(Arc::new(Unpacked {
             root: done.join("root"),
             ..u
-        }));
+        }))
+    };
+    if let Some(u) = complete() {
+        if let Ok(f) = std::fs::File::open(&done) {
+            let _ = f.set_modified(std::time::SystemTime::now()); // best effort
+        }
+        return Ok(u);
     }
     std::fs::create_dir_all(dir).map_err(io(dir))?;
     let tmp = tempfile::Builder::new()
@@ -90,11 +98,19 @@ pub fn unpack_cached(
     let json = serde_json::to_vec(&u).map_err(|e| InstallError::Other(e.to_string()))?;
     std::fs::write(tmp.path().join("entries.json"), json).map_err(io(tmp.path()))?;
     if done.exists() {
-        // an incomplete earlier try (no entries.json): replace it
+        // a concurrent build finished first: use its folder (ours is dropped)
+        if let Some(theirs) = complete() {
+            return Ok(theirs);
+        }
+        // an incomplete folder (no entries.json), which no build trusts: replace it
         std::fs::remove_dir_all(&done).map_err(io(&done))?;
     }
     let kept = tmp.keep();
-    std::fs::rename(&kept, &done).map_err(io(&done))?;
+    if let Err(e) = std::fs::rename(&kept, &done) {
+        let _ = std::fs::remove_dir_all(&kept);
+        // a concurrent build renamed its complete folder into place meanwhile
+        return complete().ok_or_else(|| io(&done)(e));
+    }
     Ok(Arc::new(u))
 }
 
@@ -280,6 +296,40 @@ fn other(e: impl std::fmt::Display) -> InstallError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_complete_unpacked_folder_is_reused_and_marked_used() {
+        let d = tempfile::tempdir().unwrap();
+        let sha = "a".repeat(64);
+        let done = d.path().join(&sha);
+        std::fs::create_dir_all(done.join("root")).unwrap();
+        let u = Unpacked {
+            root: PathBuf::from("/elsewhere"),
+            entries: Vec::new(),
+            control: DebControl::default(),
+        };
+        std::fs::write(done.join("entries.json"), serde_json::to_vec(&u).unwrap()).unwrap();
+        let old = std::time::SystemTime::now() - std::time::Duration::from_secs(30 * 86400);
+        std::fs::File::open(&done)
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+        // a hit reads no .deb
+        let missing = d.path().join("missing.deb");
+        let got = unpack_cached(&missing, &sha, d.path()).expect("a hit");
+        assert_eq!(got.root, done.join("root"));
+        let m = std::fs::metadata(&done).unwrap().modified().unwrap();
+        assert!(
+            m > old + std::time::Duration::from_secs(29 * 86400),
+            "touched"
+        );
+        // without its entries.json a folder is not complete: the .deb is read again
+        std::fs::remove_file(done.join("entries.json")).unwrap();
+        assert!(matches!(
+            unpack_cached(&missing, &sha, d.path()),
+            Err(InstallError::Deb { .. })
+        ));
+    }
 
     fn deb(name: &str) -> DebLock {
         DebLock {

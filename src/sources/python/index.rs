@@ -886,6 +886,10 @@ impl WheelCache {
             // Re-verified on every use (one read of a file about to be read anyway): a
             // damaged or edited copy is dropped and fetched again.
             if m.is_file() && hash_file(&dest).is_ok_and(|h| h.eq_ignore_ascii_case(&w.sha256)) {
+                // its last use, for `mlimg cache prune` (best effort)
+                if let Ok(f) = std::fs::File::open(&dest) {
+                    let _ = f.set_modified(std::time::SystemTime::now());
+                }
                 if !Self::origin_record(&dest).exists() {
                     self.record_origin(&dest, &w.url_or_path);
                 }
