@@ -2,7 +2,7 @@
 //! `revision` from the spec, else the git checkout the spec lives in — only when its tree is
 //! clean (a dirty tree's HEAD is not what was built). No git, or not a repository: nothing.
 
-use std::path::Path;
+use crate::sources::git::GitInfo;
 
 /// `org.opencontainers.image.source` and `.revision`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -11,9 +11,13 @@ pub struct SourceInfo {
     pub revision: Option<String>,
 }
 
-/// The spec's values, filled in from the git checkout of `dir` (`sources::git`, the one git
-/// reader) where the spec has none.
-pub fn source_info(dir: &Path, url: Option<&str>, revision: Option<&str>) -> SourceInfo {
+/// The spec's values, filled in from the git checkout the spec lives in (`sources::git::read`,
+/// the one git reader) where the spec has none.
+pub fn source_info(
+    checkout: Option<&GitInfo>,
+    url: Option<&str>,
+    revision: Option<&str>,
+) -> SourceInfo {
     let mut out = SourceInfo {
         url: url.map(str::to_string),
         revision: revision.map(str::to_string),
@@ -22,14 +26,14 @@ pub fn source_info(dir: &Path, url: Option<&str>, revision: Option<&str>) -> Sou
         return out;
     }
     // a clean tree only: `git status --porcelain` prints nothing (untracked files count)
-    let Some(g) = crate::sources::git::read(dir).filter(|g| g.clean) else {
+    let Some(g) = checkout.filter(|g| g.clean) else {
         return out;
     };
     if out.revision.is_none() && g.commit.len() >= 40 {
-        out.revision = Some(g.commit);
+        out.revision = Some(g.commit.clone());
     }
     if out.url.is_none() {
-        out.url = g.remote_url;
+        out.url = g.remote_url.clone();
     }
     out
 }
@@ -37,6 +41,11 @@ pub fn source_info(dir: &Path, url: Option<&str>, revision: Option<&str>) -> Sou
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::Path;
+
+    fn source_info(p: &Path, url: Option<&str>, revision: Option<&str>) -> SourceInfo {
+        super::source_info(crate::sources::git::read(p).as_ref(), url, revision)
+    }
 
     fn git(dir: &Path, args: &[&str]) {
         let ok = std::process::Command::new("git")

@@ -227,15 +227,15 @@ pub fn build(opts: &BuildOptions, progress: &dyn Progress) -> Result<Outcome, Bu
     )?;
     let mtime = crate::layer::source_date_epoch(opts.source_date_epoch.as_deref())
         .map_err(BuildError::SourceDateEpoch)?;
-    // The image's `created`: SOURCE_DATE_EPOCH, else the last commit of the clean git
-    // checkout holding the spec, else 0. Layer entries keep `mtime`, so a new commit does not
-    // change every layer.
-    let created = match &opts.source_date_epoch {
-        Some(_) => mtime,
-        None => crate::sources::git::read(&spec.dir)
-            .filter(|g| g.clean)
-            .map_or(0, |g| g.commit_time),
-    };
+    // The git checkout holding the spec (`created`, source annotations), read once, beside the
+    // resolve and the layers: three short git commands that would otherwise wait in line.
+    let needs_git = opts.source_date_epoch.is_none()
+        || spec.image.source.is_none()
+        || spec.image.revision.is_none();
+    let git_read = needs_git.then(|| {
+        let dir = spec.dir.clone();
+        std::thread::spawn(move || crate::sources::git::read(&dir))
+    });
     // `--provenance-times` records the clock, which SOURCE_DATE_EPOCH asks to keep out.
     if opts.provenance_times && opts.source_date_epoch.is_some() {
         return Err(BuildError::SourceDateEpoch(
@@ -414,8 +414,19 @@ pub fn build(opts: &BuildOptions, progress: &dyn Progress) -> Result<Outcome, Bu
         layers::check_base_blobs(&bases, &cache, progress);
         crate::fetch::base_blobs(c, &bases, &cache, progress)?;
     }
+    let checkout = git_read.and_then(|t| t.join().ok().flatten());
+    // The image's `created`: SOURCE_DATE_EPOCH, else the last commit of the clean git
+    // checkout holding the spec, else 0. Layer entries keep `mtime`, so a new commit does not
+    // change every layer.
+    let created = match &opts.source_date_epoch {
+        Some(_) => mtime,
+        None => checkout
+            .as_ref()
+            .filter(|g| g.clean)
+            .map_or(0, |g| g.commit_time),
+    };
     let source = git::source_info(
-        &spec.dir,
+        checkout.as_ref(),
         spec.image.source.as_deref(),
         spec.image.revision.as_deref(),
     );

@@ -247,9 +247,18 @@ pub fn resolve(
             && spec.compile_bytecode
             && !rp.deps.is_empty()
         {
-            let c = compilers
-                .entry(t.version)
-                .or_insert_with(|| crate::sources::python::bytecode::find_compiler(t.version));
+            let c = compilers.entry(t.version).or_insert_with(|| {
+                let dir = &opts.cache_dir;
+                crate::sources::python::bytecode::find_compiler_with(
+                    t.version,
+                    &|key| crate::cache::facts::get(dir, "python-compiler", key),
+                    &|key, c| {
+                        if !opts.read_only {
+                            crate::cache::facts::put(dir, "python-compiler", key, c)
+                        }
+                    },
+                )
+            });
             rp.bytecode = Some(c.clone());
         }
     }

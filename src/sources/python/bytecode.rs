@@ -27,7 +27,7 @@ use super::{PythonError, PythonTarget};
 use crate::layer::{Content, Entry};
 
 /// A host CPython that compiles for the target's minor version.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct Compiler {
     /// The interpreter's real executable (`sys.executable`).
     pub path: PathBuf,
@@ -109,13 +109,32 @@ fn candidates(minor: u32) -> Vec<PathBuf> {
 /// A final-release CPython `3.minor` on this machine whose magic number is the target's.
 /// `Err` says what was tried.
 pub fn find_compiler(version: (u32, u32)) -> Result<Compiler, String> {
+    find_compiler_with(version, &|_| None, &|_, _| {})
+}
+
+/// [`find_compiler`] with a memory of earlier answers: `known(key)` / `learn(key, compiler)`,
+/// where the key names the candidate's real file and its size, mtime, ctime and inode, so an
+/// interpreter replaced in place (an upgrade) is asked again. A rebuild then starts no Python.
+pub fn find_compiler_with(
+    version: (u32, u32),
+    known: &dyn Fn(&str) -> Option<Compiler>,
+    learn: &dyn Fn(&str, &Compiler),
+) -> Result<Compiler, String> {
     let (major, minor) = version;
     let mut tried = Vec::new();
     for c in candidates(minor) {
         if !c.is_file() {
             continue;
         }
-        match probe(&c, version) {
+        let key = candidate_key(&c, version);
+        if let Some(hit) = key.as_deref().and_then(known) {
+            return Ok(hit);
+        }
+        match probe(&c, version).inspect(|found| {
+            if let Some(k) = &key {
+                learn(k, found);
+            }
+        }) {
             Ok(found) => return Ok(found),
             Err(why) => tried.push(format!("{}: {why}", c.display())),
         }
@@ -127,6 +146,25 @@ pub fn find_compiler(version: (u32, u32)) -> Result<Compiler, String> {
     } else {
         format!("no usable python{major}.{minor}: {}", tried.join("; "))
     })
+}
+
+/// What decides a candidate's answer: the file it runs (after symlinks) and that file's stat.
+fn candidate_key(exe: &Path, (major, minor): (u32, u32)) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    let real = std::fs::canonicalize(exe).ok()?;
+    let m = std::fs::metadata(&real).ok()?;
+    Some(format!(
+        "v1 {major}.{minor} {} {} {} {}.{} {}.{} {}:{}",
+        exe.display(),
+        real.display(),
+        m.len(),
+        m.mtime(),
+        m.mtime_nsec(),
+        m.ctime(),
+        m.ctime_nsec(),
+        m.dev(),
+        m.ino()
+    ))
 }
 
 fn probe(exe: &Path, (major, minor): (u32, u32)) -> Result<Compiler, String> {
@@ -449,6 +487,30 @@ mod tests {
             mode: 0o644,
             content: Content::Inline(Arc::from(data.to_vec())),
         }
+    }
+
+    /// A remembered answer starts no interpreter: the second search takes what the first one
+    /// learned (here altered, to tell it from a fresh probe).
+    #[test]
+    fn a_remembered_compiler_is_not_probed_again() {
+        let learned = std::cell::RefCell::new(Vec::<(String, Compiler)>::new());
+        let first = find_compiler_with((3, 11), &|_| None, &|k, c| {
+            learned.borrow_mut().push((k.to_string(), c.clone()))
+        })
+        .unwrap_or_else(|e| panic!("needs a python3.11: {e}"));
+        let (key, c) = learned.borrow()[0].clone();
+        assert_eq!(c, first);
+        assert!(key.contains(&first.path.display().to_string()), "{key}");
+        let marked = Compiler {
+            version: "3.11.999".into(),
+            ..c
+        };
+        let again =
+            find_compiler_with((3, 11), &|k| (k == key).then(|| marked.clone()), &|_, _| {
+                panic!("probed again")
+            })
+            .unwrap();
+        assert_eq!(again.version, "3.11.999");
     }
 
     /// Compiles with the host's 3.11 (fails with a message when there is none: the CI machine
