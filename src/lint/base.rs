@@ -82,17 +82,7 @@ pub fn is_lib_name(name: &str) -> bool {
 
 /// `path` (relative to `/`) with `.` and `..` resolved.
 pub fn clean(path: &str) -> String {
-    let mut parts: Vec<&str> = Vec::new();
-    for c in path.split('/') {
-        match c {
-            "" | "." => {}
-            ".." => {
-                parts.pop();
-            }
-            c => parts.push(c),
-        }
-    }
-    parts.join("/")
+    crate::sources::local::clean_path(path)
 }
 
 impl BaseLibs {

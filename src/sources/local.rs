@@ -166,7 +166,7 @@ impl IgnoreRules {
                 Some(p) => (true, p.trim()),
                 None => (false, line),
             };
-            let pat = clean_pattern(pat);
+            let pat = clean_path(pat);
             if pat.is_empty() {
                 continue;
             }
@@ -268,8 +268,10 @@ fn matches_or_parent(m: &GlobMatcher, rel: &str) -> bool {
     false
 }
 
-/// Like Go's `filepath.Clean` on a pattern, with the leading `/` dropped (docker does the same).
-fn clean_pattern(p: &str) -> String {
+/// A `/`-separated path with `.`, `..` and empty components resolved, without a leading `/`
+/// (`..` above the top stays at the top): Go's `filepath.Clean` as docker applies it to ignore
+/// patterns, and the lints to paths in a base.
+pub fn clean_path(p: &str) -> String {
     let mut parts: Vec<&str> = Vec::new();
     for c in p.split('/') {
         match c {

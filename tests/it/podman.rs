@@ -18,6 +18,16 @@ struct Podman {
     dir: tempfile::TempDir,
 }
 
+/// What `podman run` needs on this machine (see the module's comment).
+const RUN_FLAGS: [&str; 6] = [
+    "--ulimit",
+    "nofile=1024:1024",
+    "--ulimit",
+    "nproc=1024:1024",
+    "--network",
+    "none",
+];
+
 impl Podman {
     fn new() -> Podman {
         Podman {
@@ -162,17 +172,7 @@ fn podman_keeps_the_healthcheck_of_a_docker_format_image() {
         hc.contains("urllib.request"),
         "podman lost the healthcheck: {hc}"
     );
-    let id = p.ok(&[
-        "run",
-        "-d",
-        "--ulimit",
-        "nofile=1024:1024",
-        "--ulimit",
-        "nproc=1024:1024",
-        "--network",
-        "none",
-        &image,
-    ]);
+    let id = p.ok(&[&["run", "-d"][..], &RUN_FLAGS, &[image.as_str()]].concat());
     let start = std::time::Instant::now();
     loop {
         let hc = p
@@ -446,16 +446,6 @@ fn podman_runs_an_image_whose_zstd_layer_has_many_frames() {
     let p = Podman::new();
     let image = format!("{}/zstd-frames:1", reg.host());
     p.ok(&["pull", "-q", "--tls-verify=false", &image]);
-    let sum = p.ok(&[
-        "run",
-        "--rm",
-        "--ulimit",
-        "nofile=1024:1024",
-        "--ulimit",
-        "nproc=1024:1024",
-        "--network",
-        "none",
-        &image,
-    ]);
+    let sum = p.ok(&[&["run", "--rm"][..], &RUN_FLAGS, &[image.as_str()]].concat());
     assert_eq!(sum, format!("{want}  /models/w.bin"));
 }
