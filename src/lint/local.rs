@@ -66,17 +66,7 @@ pub(super) fn has_hf_token(text: &[u8]) -> bool {
 /// Joins a `RECORD` path onto the folder that holds the `.dist-info` (both relative to `/`),
 /// resolving `..`.
 fn join_record(site: &str, rel: &str) -> String {
-    let mut parts: Vec<&str> = site.split('/').filter(|p| !p.is_empty()).collect();
-    for c in rel.split('/') {
-        match c {
-            "" | "." => {}
-            ".." => {
-                parts.pop();
-            }
-            c => parts.push(c),
-        }
-    }
-    parts.join("/")
+    crate::sources::local::clean_path(&format!("{site}/{rel}"))
 }
 
 /// Reads what the checks need of the plan's layers (each distinct layer once).

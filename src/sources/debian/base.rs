@@ -59,21 +59,9 @@ impl DebianBase {
 
 /// Where a symbolic link at `path` with target `target` points (normalized, no leading `/`).
 pub fn join_link(path: &str, target: &str) -> String {
-    let mut parts: Vec<&str> = if target.starts_with('/') {
-        Vec::new()
-    } else {
-        let mut v: Vec<&str> = path.split('/').collect();
-        v.pop();
-        v
-    };
-    for c in target.split('/') {
-        match c {
-            "" | "." => {}
-            ".." => {
-                parts.pop();
-            }
-            c => parts.push(c),
-        }
+    if target.starts_with('/') {
+        return crate::sources::local::clean_path(target);
     }
-    parts.join("/")
+    let dir = path.rsplit_once('/').map_or("", |(d, _)| d);
+    crate::sources::local::clean_path(&format!("{dir}/{target}"))
 }
